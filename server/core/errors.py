@@ -1,0 +1,124 @@
+"""Domain errors and their wire form: one canonical gRPC code + one google.rpc.ErrorInfo reason (SPEC §4).
+
+Any layer below the servicer raises these; the call interceptor renders them as rich status
+(`grpc-status-details-bin`) so that Envoy's transcoder shows the same details in the JSON body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "library.platform"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of every error a client may see. `reason` is the SPEC §4 ErrorInfo reason."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.metadata = metadata or {}
+
+    def details(self) -> list[any_pb2.Any]:
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        return [packed]
+
+    def to_status(self) -> status_pb2.Status:
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=self.details())
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "VALIDATION_FAILED"
+
+    def __init__(self, violations: list[FieldViolation], message: str | None = None):
+        self.violations = violations
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(message or f"invalid request: {summary}")
+
+    def details(self) -> list[any_pb2.Any]:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in self.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad_request)
+        return [*super().details(), packed]
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+
+class ProductAccessDenied(PermissionDenied):
+    reason = "PRODUCT_ACCESS_DENIED"
+
+    def __init__(self, product_id: str):
+        super().__init__("the product is not in the caller's library", metadata={"productId": product_id})
+
+
+class NotFound(DomainError):
+    """Raise with the SPEC reason, e.g. NotFound("...", reason="SESSION_NOT_FOUND")."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class Aborted(DomainError):
+    code = grpc.StatusCode.ABORTED
+    reason = "ETAG_MISMATCH"
+
+
+class ResourceExhausted(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "INVALID_STATE_TRANSITION"
+
+
+class Unavailable(DomainError):
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
+
+
+class Unimplemented(DomainError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "NOT_IMPLEMENTED"
+
+
+def internal_status() -> status_pb2.Status:
+    """What a client sees for anything unexpected: no trace, SQL or repr."""
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")

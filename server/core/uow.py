@@ -1,0 +1,113 @@
+"""Unit of work: one database transaction around a use case, plus the events and notifications it emits.
+
+Events and notifications are rows of the outbox written in the same transaction as the change, so a
+committed change never loses them and a rolled-back one never emits them. After a commit the relay is
+woken so delivery is prompt.
+
+    async with uow_factory() as uow:
+        uow.session.add(...)
+        uow.add_event("com.platform.library.item.added.v1", user_id, {...})
+        uow.notify(user_id, "achievementUnlocked", {...})
+        await uow.commit()
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.core import context
+from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC, make_cloud_event
+from server.core.events.tables import CHANNEL_KAFKA, CHANNEL_NOTIFICATION, OutboxMessage
+
+
+def notification_stream(user_id: uuid.UUID | str) -> str:
+    """The per-user Redis stream every relay instance reads for that user's WebSocket (SPEC §8)."""
+    return f"notifications:{{{user_id}}}"  # hash tag: stream and its dedupe keys share a cluster slot
+
+
+class UnitOfWork:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], source: str, on_commit: Callable[[], None]
+    ):
+        self._sessions = sessions
+        self._source = source
+        self._on_commit = on_commit
+        self._messages: list[OutboxMessage] = []
+        self.session: AsyncSession
+
+    async def __aenter__(self) -> UnitOfWork:
+        self.session = self._sessions()
+        await self.session.begin()
+        self._messages = []
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self.session.in_transaction():
+                await self.session.rollback()
+        finally:
+            await self.session.close()
+
+    def add_event(
+        self,
+        event_type: str,
+        user_id: uuid.UUID | str,
+        data: dict[str, Any],
+        *,
+        topic: str = LIBRARY_EVENTS_TOPIC,
+    ) -> dict[str, Any]:
+        event = make_cloud_event(
+            event_type=event_type,
+            source=self._source,
+            subject=str(user_id),
+            data=data,
+            correlation_id=context.request_id.get(),
+        )
+        self._messages.append(
+            OutboxMessage(
+                id=uuid.UUID(event["id"]), channel=CHANNEL_KAFKA, topic=topic, key=str(user_id), payload=event
+            )
+        )
+        return event
+
+    def notify(self, user_id: uuid.UUID | str, message_type: str, payload: dict[str, Any]) -> None:
+        message_id = uuid.uuid4()
+        self._messages.append(
+            OutboxMessage(
+                id=message_id,
+                channel=CHANNEL_NOTIFICATION,
+                topic=notification_stream(user_id),
+                key=str(user_id),
+                payload={"type": message_type, "payload": payload},
+            )
+        )
+
+    async def commit(self) -> None:
+        if self._messages:
+            self.session.add_all(self._messages)
+        await self.session.commit()
+        if self._messages:
+            self._messages = []
+            self._on_commit()
+
+    async def rollback(self) -> None:
+        self._messages = []
+        await self.session.rollback()
+
+
+class UnitOfWorkFactory:
+    """Makes a fresh UnitOfWork per use case; the composition root builds one and hands it to use cases."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], source: str, on_commit: Callable[[], None]
+    ):
+        self.sessions = sessions
+        self._source = source
+        self._on_commit = on_commit
+
+    def __call__(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, self._source, self._on_commit)

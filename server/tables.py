@@ -1,0 +1,6 @@
+"""Every table of the service, imported in one place so Alembic sees the whole schema."""
+
+from server.core.db import Base
+from server.core.events import tables as event_tables
+
+__all__ = ["Base", "event_tables"]
