@@ -54,7 +54,7 @@ stack-down:
 	@bash scripts/stack-down.sh
 
 migrate: venv
-	@$(PY) -m alembic upgrade head
+	@$(PY) -m alembic upgrade heads
 
 run: stack-up migrate
 	@bash scripts/run.sh

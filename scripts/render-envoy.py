@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""Renders envoy/envoy.yaml.tmpl into an Envoy config (default: $ENVOY_CONFIG, i.e. .local/envoy/envoy.yaml).
+
+Inputs (environment; defaults from scripts/lib/env.sh when unset):
+  ENVOY_PORT, ENVOY_ADMIN_PORT          listener and admin ports (both on 127.0.0.1)
+  GRPC_UPSTREAMS                        comma-separated host:port of the gRPC server processes
+                                        (default $GRPC_HOST:$GRPC_PORT); one LEAST_REQUEST cluster
+  GATEWAY_UPSTREAMS                     comma-separated host:port of the WebSocket relay (default
+                                        127.0.0.1:$WS_PORT)
+  ENVOY_DESCRIPTOR                      descriptor set for the transcoder (default gen/descriptor.binpb)
+  JWT_JWKS_FILE, JWT_ISSUER, JWT_AUDIENCE
+  OPENAPI_FILE                          served at /api/v1/docs when it exists (default gen/openapi.json)
+  ENVOY_ACCESS_LOG                      1 (default) = JSON access log on stdout, 0 = none
+  ENVOY_REST_TIMEOUT                    route timeout of REST calls (default 30s)
+
+Usage: render-envoy.py [-o FILE|-] [--strict]
+  --strict  fail when the descriptor lacks one of the transcoded services (default: warn and skip it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from string import Template
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "envoy" / "envoy.yaml.tmpl"
+
+SERVICES = [
+    "library.v1.LibraryService",
+    "library.v1.PlaytimeTrackerService",
+    "library.v1.AchievementService",
+    "library.v1.CloudSaveService",
+    "library.v1.GameSettingsSyncService",
+    "download.v1.DownloadService",
+]
+# Needed so that convert_grpc_status can render google.rpc.Status details (SPEC section 4).
+REQUIRED_FILES = ["google/rpc/status.proto", "google/rpc/error_details.proto"]
+
+# Identity claims a client might try to smuggle in; the only identity is the verified bearer token.
+STRIPPED_REQUEST_HEADERS = [
+    "x-user-id",
+    "x-user-roles",
+    "x-user-role",
+    "x-user",
+    "x-roles",
+    "x-subject",
+    "x-principal",
+    "x-jwt-payload",
+    "x-jwt-claims",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-auth-user",
+    "x-auth-request-user",
+    "x-authenticated-user",
+    "x-authenticated-userid",
+    "x-remote-user",
+    "x-service-role",
+    "x-internal-caller",
+]
+
+ERROR_DOMAIN = "library.platform"
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+
+_env_cache: dict[str, str] | None = None
+
+
+def env(name: str) -> str:
+    """The variable from the environment, else its scripts/lib/env.sh default."""
+    global _env_cache
+    if name in os.environ:
+        return os.environ[name]
+    if _env_cache is None:
+        out = subprocess.run(
+            ["bash", "-c", 'source "$1" >/dev/null && env -0', "bash", str(ROOT / "scripts/lib/env.sh")],
+            check=True,
+            capture_output=True,
+        ).stdout
+        _env_cache = dict(
+            item.split("=", 1) for item in out.decode().split("\0") if "=" in item
+        )
+    return _env_cache.get(name, "")
+
+
+def die(message: str) -> None:
+    print(f"render-envoy: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def warn(message: str) -> None:
+    print(f"render-envoy: WARNING: {message}", file=sys.stderr)
+
+
+def sha256_of(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "absent"
+
+
+def parse_upstreams(spec: str, what: str) -> tuple[list[dict], str]:
+    endpoints = []
+    all_ips = True
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            die(f"{what}: expected host:port, got {item!r}")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            all_ips = False
+        endpoints.append({"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}})
+    if not endpoints:
+        die(f"{what} is empty")
+    return endpoints, "STATIC" if all_ips else "STRICT_DNS"
+
+
+def descriptor_services(path: str) -> tuple[set[str], set[str]] | None:
+    """(service full names, file names) in a FileDescriptorSet, or None when protobuf is unavailable."""
+    try:
+        from google.protobuf import descriptor_pb2
+    except ImportError:
+        return None
+    fds = descriptor_pb2.FileDescriptorSet()
+    try:
+        fds.ParseFromString(Path(path).read_bytes())
+    except Exception as exc:
+        die(f"{path} is not a FileDescriptorSet: {exc}")
+    services = set()
+    for file in fds.file:
+        for service in file.service:
+            services.add(f"{file.package}.{service.name}" if file.package else service.name)
+    return services, {f.name for f in fds.file}
+
+
+def status_filter(status: int) -> dict:
+    return {
+        "status_code_filter": {
+            "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"local_reply.{status}"}}
+        }
+    }
+
+
+def grpc_filter(is_grpc: bool) -> dict:
+    return {
+        "header_filter": {
+            "header": {
+                "name": "content-type",
+                "string_match": {"prefix": "application/grpc"},
+                "invert_match": not is_grpc,
+                "treat_missing_header_as_empty": True,
+            }
+        }
+    }
+
+
+def rest_error_mapper(status: int, code: int, reason: str, new_status: int | None = None) -> dict:
+    mapper = {
+        "filter": {"and_filter": {"filters": [status_filter(status), grpc_filter(False)]}},
+        "body_format_override": {
+            "json_format": {
+                "code": code,
+                "message": "%LOCAL_REPLY_BODY%",
+                "details": [{"@type": ERROR_INFO, "reason": reason, "domain": ERROR_DOMAIN}],
+            },
+            "content_type": "application/json",
+        },
+    }
+    if new_status is not None:
+        mapper["status_code"] = new_status
+    return mapper
+
+
+def local_reply_mappers() -> list[dict]:
+    return [
+        # jwt_authn: missing, malformed, expired, badly signed, wrong issuer -> 401
+        rest_error_mapper(401, 16, "UNAUTHENTICATED"),
+        # jwt_authn answers 403 for a valid token with a foreign audience: still a bad token for us.
+        rest_error_mapper(403, 16, "UNAUTHENTICATED", new_status=401),
+        {"filter": {"and_filter": {"filters": [status_filter(403), grpc_filter(True)]}}, "status_code": 401},
+        # transcoder: malformed JSON body, unknown query parameter, bad field value
+        rest_error_mapper(400, 3, "VALIDATION_FAILED"),
+        # transcoder: no RPC bound to this method and path
+        rest_error_mapper(404, 5, "ROUTE_NOT_FOUND"),
+        rest_error_mapper(413, 3, "VALIDATION_FAILED"),
+        rest_error_mapper(429, 8, "RATE_LIMITED"),
+        # no upstream reachable / upstream reset
+        rest_error_mapper(502, 14, "SERVICE_UNAVAILABLE"),
+        rest_error_mapper(503, 14, "SERVICE_UNAVAILABLE"),
+        rest_error_mapper(504, 4, "DEADLINE_EXCEEDED"),
+    ]
+
+
+def access_log() -> list[dict]:
+    if env("ENVOY_ACCESS_LOG").lower() in ("0", "false", "no", "off"):
+        return []
+    # No Authorization header and no query string (a WebSocket ?token= must not reach the log).
+    fields = {
+        "time": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%PATH(WQ:ORIG)%",
+        "protocol": "%PROTOCOL%",
+        "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS_NUMBER%",
+        "flags": "%RESPONSE_FLAGS%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "user_id": "%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:jwt_payload:sub)%",
+        "duration_ms": "%DURATION%",
+        "upstream_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
+        "upstream": "%UPSTREAM_HOST%",
+        "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        "user_agent": "%REQ(USER-AGENT)%",
+    }
+    return [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": {"json_format": fields},
+            },
+        }
+    ]
+
+
+def docs_route(openapi_file: str) -> tuple[dict, int]:
+    disabled = {
+        "envoy.filters.http.grpc_json_transcoder": {
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+            "disabled": True,
+        }
+    }
+    path = Path(openapi_file)
+    if openapi_file and path.is_file():
+        content_type = "application/yaml" if path.suffix in (".yaml", ".yml") else "application/json"
+        size = path.stat().st_size
+        return {
+            "match": {"path": "/api/v1/docs"},
+            "direct_response": {"status": 200, "body": {"filename": str(path)}},
+            "response_headers_to_add": [
+                {
+                    "header": {"key": "content-type", "value": content_type},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+            "typed_per_filter_config": disabled,
+        }, max(4096, size + 1)
+    return {
+        "match": {"path": "/api/v1/docs"},
+        "direct_response": {
+            "status": 404,
+            "body": {"inline_string": "the OpenAPI document has not been generated (make gen)"},
+        },
+        "typed_per_filter_config": disabled,
+    }, 4096
+
+
+def render(strict: bool) -> str:
+    descriptor = env("ENVOY_DESCRIPTOR") or str(ROOT / "gen" / "descriptor.binpb")
+    if not Path(descriptor).is_file():
+        die(f"descriptor set {descriptor} not found (run `make gen`, or set ENVOY_DESCRIPTOR)")
+    services = list(SERVICES)
+    found = descriptor_services(descriptor)
+    if found is not None:
+        names, files = found
+        missing = [s for s in services if s not in names]
+        if missing:
+            message = f"{descriptor} lacks services {', '.join(missing)}"
+            if strict:
+                die(message)
+            warn(message + " (not transcoded)")
+            services = [s for s in services if s in names]
+        lacking = [f for f in REQUIRED_FILES if f not in files]
+        if lacking:
+            message = f"{descriptor} lacks {', '.join(lacking)}: error details cannot be rendered"
+            if strict:
+                die(message)
+            warn(message)
+        if not services:
+            die(f"{descriptor} has none of the services to transcode")
+
+    jwks = env("JWT_JWKS_FILE")
+    if not jwks:
+        die("JWT_JWKS_FILE is not set")
+    if strict and not Path(jwks).is_file():
+        die(f"JWKS file {jwks} not found (scripts/stack-up.sh creates it)")
+
+    grpc_upstreams = env("GRPC_UPSTREAMS") or f"{env('GRPC_HOST')}:{env('GRPC_PORT')}"
+    grpc_endpoints, grpc_type = parse_upstreams(grpc_upstreams, "GRPC_UPSTREAMS")
+    gateway_upstreams = env("GATEWAY_UPSTREAMS") or f"127.0.0.1:{env('WS_PORT')}"
+    gateway_endpoints, gateway_type = parse_upstreams(gateway_upstreams, "GATEWAY_UPSTREAMS")
+    if gateway_type != "STATIC":
+        die("GATEWAY_UPSTREAMS must be IP:port pairs")
+    openapi_file = env("OPENAPI_FILE") or str(ROOT / "gen" / "openapi.json")
+    route, max_body = docs_route(openapi_file)
+
+    for name in ("ENVOY_PORT", "ENVOY_ADMIN_PORT"):
+        if not env(name).isdigit():
+            die(f"{name} must be a port number, got {env(name)!r}")
+
+    inputs = {
+        "upstreams": grpc_upstreams,
+        "gateway": gateway_upstreams,
+        "descriptor": sha256_of(descriptor),
+        "jwks": sha256_of(jwks),
+        "openapi": sha256_of(openapi_file),
+    }
+    q = json.dumps
+    values = {
+        "RENDER_INPUTS": " ".join(f"{k}={v}" for k, v in inputs.items()),
+        "ENVOY_PORT": env("ENVOY_PORT"),
+        "ENVOY_ADMIN_PORT": env("ENVOY_ADMIN_PORT"),
+        "ACCESS_LOG": q(access_log()),
+        "LOCAL_REPLY_MAPPERS": q(local_reply_mappers()),
+        "MAX_DIRECT_RESPONSE_BYTES": str(max_body),
+        "STRIPPED_REQUEST_HEADERS": q(STRIPPED_REQUEST_HEADERS),
+        "DOCS_ROUTE": q(route),
+        "REST_TIMEOUT": q(env("ENVOY_REST_TIMEOUT") or "30s"),
+        "JWT_ISSUER": q(env("JWT_ISSUER")),
+        "JWT_AUDIENCE": q(env("JWT_AUDIENCE")),
+        "JWT_JWKS_FILE": q(jwks),
+        "DESCRIPTOR": q(descriptor),
+        "SERVICES": q(services),
+        "GRPC_CLUSTER_TYPE": grpc_type,
+        "GRPC_ENDPOINTS": q(grpc_endpoints),
+        "GATEWAY_ENDPOINTS": q(gateway_endpoints),
+    }
+    return Template(TEMPLATE.read_text()).substitute(values)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", "--output", help="output file ('-' = stdout; default $ENVOY_CONFIG)")
+    parser.add_argument("--strict", action="store_true")
+    args = parser.parse_args()
+    text = render(args.strict)
+    output = args.output or env("ENVOY_CONFIG") or str(ROOT / ".local" / "envoy" / "envoy.yaml")
+    if output == "-":
+        sys.stdout.write(text)
+        return 0
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""AchievementService: achievement definitions, monotonic progress, permanent unlocks, status listing."""

@@ -1,0 +1,19 @@
+"""What use cases and servicers may depend on; built once by the composition root (server/app.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from server.core.clock import Clock, utc_now
+from server.core.config import Settings
+from server.core.uow import UnitOfWorkFactory
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    settings: Settings
+    uow: UnitOfWorkFactory
+    redis: Redis
+    clock: Clock = utc_now

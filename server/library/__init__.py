@@ -1,0 +1,1 @@
+"""LibraryService: entitlements (owned games), product cache, categories, hiding, install status, wishlist."""

@@ -1,0 +1,56 @@
+"""Library tables (seed 000 §4.1): library items (entitlements) and the local product cache."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, String, Text, UniqueConstraint, func, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.core.db import Base
+
+
+class Product(Base):
+    """Catalog metadata cached locally (UpsertProducts, catalog.product.updated events)."""
+
+    __tablename__ = "products"
+
+    product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, server_default="")
+    product_type: Mapped[str] = mapped_column(String(32), server_default="game")
+    cover_image_url: Mapped[str] = mapped_column(Text, server_default="")
+    icon_url: Mapped[str] = mapped_column(Text, server_default="")
+    developer: Mapped[str] = mapped_column(Text, server_default="")
+    publisher: Mapped[str] = mapped_column(Text, server_default="")
+    release_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    genres: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LibraryItem(Base):
+    """One owned product of one user. A revoked entitlement keeps its row with `revoked_at` set."""
+
+    __tablename__ = "library_items"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    acquisition_type: Mapped[str] = mapped_column(String(32))
+    acquisition_timestamp: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    added_to_library_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_played_timestamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    total_playtime_seconds: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    installation_status: Mapped[str] = mapped_column(String(32), server_default="not_installed")
+    installed_version_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    is_hidden: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    order_id: Mapped[str | None] = mapped_column(Text)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "product_id"),
+        Index("ix_library_items_user_added", "user_id", "added_to_library_at"),
+    )

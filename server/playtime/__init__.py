@@ -1,0 +1,1 @@
+"""PlaytimeTrackerService: play sessions (start / heartbeat / end), offline sessions, stats."""

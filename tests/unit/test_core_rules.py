@@ -1,0 +1,130 @@
+"""Pure rules of the shared core: validation, page tokens, error wire form, token verification."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import jwt
+import pytest
+from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2
+
+from server.core.auth import Principal, TokenVerifier, bearer_token
+from server.core.errors import (
+    ERROR_DOMAIN,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from server.core.pagination import decode_page_token, encode_page_token, query_fingerprint
+from server.core.validation import MAX_PAGE_SIZE, Validator
+
+SECRET = "unit-test-secret-unit-test-secret"
+
+
+def test_page_size_defaults_caps_and_rejects_negative():
+    v = Validator()
+    assert v.page_size(0) == 50
+    assert v.page_size(10_000) == MAX_PAGE_SIZE
+    assert v.page_size(-1) == 50
+    assert [x.field for x in v.violations] == ["page_size"]
+
+
+def test_validator_collects_every_violation_before_raising():
+    v = Validator()
+    v.uuid("product_id", "not-a-uuid")
+    v.uuid("session_id", "")
+    v.text("notes", "x" * 2001, max_len=2000)
+    v.non_negative("progress", -5)
+    v.enum("sort_by", 99, {1, 2, 3})
+    with pytest.raises(InvalidArgument) as raised:
+        v.check()
+    assert [x.field for x in raised.value.violations] == [
+        "product_id",
+        "session_id",
+        "notes",
+        "progress",
+        "sort_by",
+    ]
+
+
+def test_repeated_uuids_accept_comma_separated_elements():
+    a, b = uuid.uuid4(), uuid.uuid4()
+    v = Validator()
+    assert v.uuids("product_ids", [f"{a},{b}"]) == [a, b]
+    assert not v.violations
+
+
+def test_future_timestamp_is_rejected_beyond_clock_skew():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(now + timedelta(hours=1))
+    v = Validator()
+    v.timestamp("end_time", ts, now=now)
+    assert [x.description for x in v.violations] == ["must not be in the future"]
+
+
+def test_page_token_round_trips_and_refuses_other_queries():
+    fp = query_fingerprint("user", "NAME_ASC")
+    token = encode_page_token(["abc", 42], fp)
+    assert decode_page_token(token, fp) == ["abc", 42]
+    assert decode_page_token("", fp) is None
+    with pytest.raises(InvalidArgument):
+        decode_page_token(token, query_fingerprint("user", "ADDED_AT_DESC"))
+    with pytest.raises(InvalidArgument):
+        decode_page_token("%%%garbage", fp)
+
+
+def test_invalid_argument_carries_error_info_and_field_violations():
+    status = InvalidArgument([FieldViolation("product_id", "must be a UUID")]).to_status()
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    info, bad_request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(info) and status.details[1].Unpack(bad_request)
+    assert (info.reason, info.domain) == ("VALIDATION_FAILED", ERROR_DOMAIN)
+    assert bad_request.field_violations[0].field == "product_id"
+
+
+def test_not_found_takes_the_spec_reason():
+    status = NotFound("no such session", reason="SESSION_NOT_FOUND").to_status()
+    info = error_details_pb2.ErrorInfo()
+    status.details[0].Unpack(info)
+    assert status.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert info.reason == "SESSION_NOT_FOUND"
+
+
+def _hs_token(**claims) -> str:
+    body = {"sub": str(uuid.uuid4()), "exp": int(time.time()) + 60, "roles": ["user"], **claims}
+    return jwt.encode(body, SECRET, algorithm="HS256")
+
+
+def test_verifier_accepts_hs256_only_with_a_configured_secret():
+    token = _hs_token()
+    principal = TokenVerifier(hs256_secret=SECRET).verify(token)
+    assert principal.roles == frozenset({"user"})
+    with pytest.raises(Unauthenticated):
+        TokenVerifier(hs256_secret="another-secret-another-secret-xx").verify(token)
+
+
+def test_verifier_refuses_expired_tokens_and_wrong_audience():
+    verifier = TokenVerifier(hs256_secret=SECRET, audience="library")
+    with pytest.raises(Unauthenticated):
+        verifier.verify(_hs_token(exp=int(time.time()) - 10, aud="library"))
+    with pytest.raises(Unauthenticated):
+        verifier.verify(_hs_token(aud="someone-else"))
+    assert verifier.verify(_hs_token(aud="library")).roles == frozenset({"user"})
+
+
+def test_service_principal_is_not_a_user():
+    with pytest.raises(PermissionDenied):
+        _ = Principal(subject="service:payment", roles=frozenset({"service"})).user_id
+
+
+def test_bearer_token_is_read_from_authorization_metadata():
+    assert bearer_token((("authorization", "Bearer abc.def"),)) == "abc.def"
+    assert bearer_token((("authorization", "Basic abc"),)) is None
+    assert bearer_token(()) is None
