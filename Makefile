@@ -42,7 +42,7 @@ buf-breaking: venv
 
 # Re-baseline only when a new major version is cut; v1 must stay compatible with proto/baseline/v1.binpb.
 buf-baseline: venv
-	@$(BIN)/buf build -o proto/baseline/v1.binpb
+	@mkdir -p proto/baseline && $(BIN)/buf build -o proto/baseline/v1.binpb
 
 envoy-validate: venv
 	@bash scripts/envoy-validate.sh

@@ -151,7 +151,7 @@ def status_filter(status: int) -> dict:
     }
 
 
-def grpc_filter(is_grpc: bool) -> dict:
+def content_type_filter(is_grpc: bool) -> dict:
     return {
         "header_filter": {
             "header": {
@@ -164,9 +164,17 @@ def grpc_filter(is_grpc: bool) -> dict:
     }
 
 
+# The transcoder rewrites a REST request into a gRPC one (content-type application/grpc) and keeps the
+# original path in x-envoy-original-path: a local reply after that point (malformed JSON body, unknown
+# query parameter) is still an answer to a REST client.
+TRANSCODED = {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}}
+REST_REQUEST = {"or_filter": {"filters": [content_type_filter(False), TRANSCODED]}}
+GRPC_REQUEST = content_type_filter(True)  # only used after the REST mappers: not transcoded
+
+
 def rest_error_mapper(status: int, code: int, reason: str, new_status: int | None = None) -> dict:
     mapper = {
-        "filter": {"and_filter": {"filters": [status_filter(status), grpc_filter(False)]}},
+        "filter": {"and_filter": {"filters": [status_filter(status), REST_REQUEST]}},
         "body_format_override": {
             "json_format": {
                 "code": code,
@@ -187,7 +195,7 @@ def local_reply_mappers() -> list[dict]:
         rest_error_mapper(401, 16, "UNAUTHENTICATED"),
         # jwt_authn answers 403 for a valid token with a foreign audience: still a bad token for us.
         rest_error_mapper(403, 16, "UNAUTHENTICATED", new_status=401),
-        {"filter": {"and_filter": {"filters": [status_filter(403), grpc_filter(True)]}}, "status_code": 401},
+        {"filter": {"and_filter": {"filters": [status_filter(403), GRPC_REQUEST]}}, "status_code": 401},
         # transcoder: malformed JSON body, unknown query parameter, bad field value
         rest_error_mapper(400, 3, "VALIDATION_FAILED"),
         # transcoder: no RPC bound to this method and path

@@ -107,7 +107,7 @@ class DownloadSession(_message.Message):
     downloaded_bytes: _builtins.int
     """Bytes transferred so far, as last reported by the client."""
     progress_percentage: _builtins.float
-    """downloaded_bytes / total_size_bytes × 100, in [0, 100] (100 when total_size_bytes is 0 and completed)."""
+    """downloaded_bytes / total_size_bytes × 100, in [0, 100]; 100 when total_size_bytes is 0."""
     speed_bytes_per_second: _builtins.int
     """Current transfer speed computed by the server from recent reports; 0 unless DOWNLOADING."""
     eta_seconds: _builtins.int
@@ -988,7 +988,7 @@ class ProductUpdate(_message.Message):
     """True when latest_version_id differs from installed_version_id."""
     bytes_to_download: _builtins.int
     """Bytes to download for the update: distinct chunks of the latest version that the installed version
-    does not have (0 when no update is available).
+    does not have (all of them if the installed version is unknown; 0 when no update is available).
     """
     bytes_to_write: _builtins.int
     """Bytes to write for the update: total size of the latest version's files that are new or whose

@@ -124,10 +124,10 @@ class DownloadServiceServicer:
     """
 
     def StartDownload(self, request, context):
-        """Queues a download of a product version the user owns (status QUEUED) and returns the new session.
-        total_size_bytes counts only the chunks the client does not already have when installed_version_id or
-        installed_files is given. Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND,
-        VALIDATION_FAILED.
+        """Queues a download of a product version the user owns and returns the new session (QUEUED, or
+        already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
+        installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+        Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,7 +182,7 @@ class DownloadServiceServicer:
     def GetDownloadManifest(self, request, context):
         """Returns the files of the session's target version (paginated over files) with their chunks and
         signed, expiring chunk links. Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION (session is
-        COMPLETED or CANCELLED).
+        CANCELLED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

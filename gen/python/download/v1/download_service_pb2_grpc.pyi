@@ -41,10 +41,10 @@ class DownloadServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DownloadServiceAsyncStub: ...
     StartDownload: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.StartDownloadRequest, _download_service_pb2.StartDownloadResponse]
-    """Queues a download of a product version the user owns (status QUEUED) and returns the new session.
-    total_size_bytes counts only the chunks the client does not already have when installed_version_id or
-    installed_files is given. Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND,
-    VALIDATION_FAILED.
+    """Queues a download of a product version the user owns and returns the new session (QUEUED, or
+    already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
+    installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+    Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
     """
     ListDownloads: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.ListDownloadsRequest, _download_service_pb2.ListDownloadsResponse]
     """Lists the user's current and recent download sessions, newest first, optionally filtered by status."""
@@ -69,7 +69,7 @@ class DownloadServiceStub:
     GetDownloadManifest: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.GetDownloadManifestRequest, _download_service_pb2.GetDownloadManifestResponse]
     """Returns the files of the session's target version (paginated over files) with their chunks and
     signed, expiring chunk links. Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION (session is
-    COMPLETED or CANCELLED).
+    CANCELLED).
     """
     ReportDownloadProgress: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.ReportDownloadProgressRequest, _download_service_pb2.ReportDownloadProgressResponse]
     """Reports the client's progress on a session; the live state is kept in Redis (no database write per
@@ -113,10 +113,10 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartDownload: _aio.UnaryUnaryMultiCallable[_download_service_pb2.StartDownloadRequest, _download_service_pb2.StartDownloadResponse]  # type: ignore[assignment]
-    """Queues a download of a product version the user owns (status QUEUED) and returns the new session.
-    total_size_bytes counts only the chunks the client does not already have when installed_version_id or
-    installed_files is given. Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND,
-    VALIDATION_FAILED.
+    """Queues a download of a product version the user owns and returns the new session (QUEUED, or
+    already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
+    installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+    Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
     """
     ListDownloads: _aio.UnaryUnaryMultiCallable[_download_service_pb2.ListDownloadsRequest, _download_service_pb2.ListDownloadsResponse]  # type: ignore[assignment]
     """Lists the user's current and recent download sessions, newest first, optionally filtered by status."""
@@ -141,7 +141,7 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     GetDownloadManifest: _aio.UnaryUnaryMultiCallable[_download_service_pb2.GetDownloadManifestRequest, _download_service_pb2.GetDownloadManifestResponse]  # type: ignore[assignment]
     """Returns the files of the session's target version (paginated over files) with their chunks and
     signed, expiring chunk links. Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION (session is
-    COMPLETED or CANCELLED).
+    CANCELLED).
     """
     ReportDownloadProgress: _aio.UnaryUnaryMultiCallable[_download_service_pb2.ReportDownloadProgressRequest, _download_service_pb2.ReportDownloadProgressResponse]  # type: ignore[assignment]
     """Reports the client's progress on a session; the live state is kept in Redis (no database write per
@@ -188,10 +188,10 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _download_service_pb2.StartDownloadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.StartDownloadResponse, _abc.Awaitable[_download_service_pb2.StartDownloadResponse]]:
-        """Queues a download of a product version the user owns (status QUEUED) and returns the new session.
-        total_size_bytes counts only the chunks the client does not already have when installed_version_id or
-        installed_files is given. Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND,
-        VALIDATION_FAILED.
+        """Queues a download of a product version the user owns and returns the new session (QUEUED, or
+        already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
+        installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+        Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
         """
 
     @_abc_1.abstractmethod
@@ -258,7 +258,7 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_download_service_pb2.GetDownloadManifestResponse, _abc.Awaitable[_download_service_pb2.GetDownloadManifestResponse]]:
         """Returns the files of the session's target version (paginated over files) with their chunks and
         signed, expiring chunk links. Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION (session is
-        COMPLETED or CANCELLED).
+        CANCELLED).
         """
 
     @_abc_1.abstractmethod
