@@ -36,13 +36,16 @@ from server.core.auth import TokenVerifier
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.deps import Deps
-from server.core.events.relay import OutboxRelay, kafka_producer
+from server.core.events.kafka import KafkaPublisher
+from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.interceptors import CallInterceptor
 from server.core.redis import create_redis
 from server.core.uow import UnitOfWorkFactory
+from server.library.consumers import library_consumers
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
+from server.playtime.sweeper import SessionSweeper
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class Application:
         relay = OutboxRelay(
             sessions,
             redis,
-            lambda: kafka_producer(settings.kafka_bootstrap_servers),
+            lambda: KafkaPublisher(settings.kafka_bootstrap_servers),
             poll_seconds=settings.outbox_poll_seconds,
             stream_maxlen=settings.notification_stream_maxlen,
         )
@@ -132,7 +135,12 @@ class Application:
 
     def _workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """Background workers of this process: the outbox relay, consumers, reapers."""
-        return [("outbox-relay", self.relay.run())]
+        return [
+            ("outbox-relay", self.relay.run()),
+            *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
+            ("playtime-reaper", SessionSweeper(self.deps).run_reaper()),
+            ("playtime-checkpointer", SessionSweeper(self.deps).run_checkpointer()),
+        ]
 
     async def start(self) -> None:
         settings = self.settings

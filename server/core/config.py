@@ -18,7 +18,7 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, str(default)))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Settings:
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
@@ -45,6 +45,9 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
     workers_enabled: bool = True
+    playtime_heartbeat_interval_seconds: int = 60
+    playtime_checkpoint_seconds: float = 300.0
+    playtime_reaper_seconds: float = 15.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -76,4 +79,11 @@ class Settings:
             shutdown_grace_seconds=_env_float("SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             log_level=_env("LOG_LEVEL", cls.log_level),
             workers_enabled=_env("WORKERS_ENABLED", "1") not in ("0", "false", "no"),
+            playtime_heartbeat_interval_seconds=_env_int(
+                "PLAYTIME_HEARTBEAT_INTERVAL_SECONDS", cls.playtime_heartbeat_interval_seconds
+            ),
+            playtime_checkpoint_seconds=_env_float(
+                "PLAYTIME_CHECKPOINT_SECONDS", cls.playtime_checkpoint_seconds
+            ),
+            playtime_reaper_seconds=_env_float("PLAYTIME_REAPER_SECONDS", cls.playtime_reaper_seconds),
         )

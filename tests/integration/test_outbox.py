@@ -17,7 +17,8 @@ from sqlalchemy import func, select, text
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.events.consumer import KafkaEventConsumer
-from server.core.events.relay import OutboxRelay, kafka_producer
+from server.core.events.kafka import KafkaPublisher
+from server.core.events.relay import OutboxRelay
 from server.core.events.tables import OutboxMessage
 from server.core.redis import create_redis
 from server.core.uow import UnitOfWorkFactory, notification_stream
@@ -39,7 +40,7 @@ async def world():
     redis = create_redis(settings.redis_url)
     broker = PrivateBroker()
     await broker.start()
-    relay = OutboxRelay(sessions, redis, lambda: kafka_producer(broker.bootstrap), poll_seconds=0.2)
+    relay = OutboxRelay(sessions, redis, lambda: KafkaPublisher(broker.bootstrap), poll_seconds=0.2)
     uow_factory = UnitOfWorkFactory(sessions, "/library-service/test", relay.wake)
     task = asyncio.create_task(relay.run())
     yield type("World", (), dict(sessions=sessions, redis=redis, broker=broker, uow=uow_factory, relay=relay))

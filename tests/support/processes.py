@@ -91,6 +91,6 @@ def create_scratch_database(database_url: str) -> str:
 
 def drop_database(database_url: str) -> None:
     url = make_url(database_url)
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')

@@ -1,6 +1,7 @@
 """The outbox relay worker: publishes committed outbox rows, then marks them published.
 
-Kafka messages are structured CloudEvents keyed by user id, sent by an idempotent producer with acks=all.
+Kafka messages are structured CloudEvents keyed by user id, sent by an idempotent producer with acks=all
+(events/kafka.py).
 Notifications go to the user's Redis stream through a script that adds each notification once, even when
 a batch is retried. Delivery is at least once to Kafka (consumers dedupe by event id); a broker outage
 only delays rows, which stay pending and are retried with backoff. Several relays may run at once: rows
@@ -16,12 +17,12 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core import metrics
+from server.core.events.kafka import KafkaMessage, KafkaPublisher
 from server.core.events.tables import CHANNEL_KAFKA, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -37,23 +38,12 @@ return false
 _DEDUPE_TTL_SECONDS = 7 * 24 * 3600
 
 
-def kafka_producer(bootstrap_servers: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
-        request_timeout_ms=5000,
-        retry_backoff_ms=200,
-    )
-
-
 class OutboxRelay:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         redis: Redis,
-        producer_factory: Callable[[], AIOKafkaProducer],
+        publisher_factory: Callable[[], KafkaPublisher],
         *,
         poll_seconds: float = 0.5,
         batch_size: int = 200,
@@ -61,8 +51,8 @@ class OutboxRelay:
     ):
         self._sessions = sessions
         self._redis = redis
-        self._producer_factory = producer_factory
-        self._producer: AIOKafkaProducer | None = None
+        self._publisher_factory = publisher_factory
+        self._publisher: KafkaPublisher | None = None
         self._poll_seconds = poll_seconds
         self._batch_size = batch_size
         self._stream_maxlen = stream_maxlen
@@ -83,7 +73,7 @@ class OutboxRelay:
                     raise
                 except Exception:
                     log.warning("outbox relay failed; will retry", exc_info=True)
-                    await self._reset_producer()
+                    self._reset_publisher()
                     relayed = 0
                     backoff = min(backoff * 2, 5.0)
                 if relayed < self._batch_size:
@@ -91,7 +81,7 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), timeout=backoff)
         finally:
-            await self._reset_producer()
+            self._reset_publisher()
 
     async def relay_once(self) -> int:
         """Publishes one batch of pending rows; returns how many were published."""
@@ -121,17 +111,19 @@ class OutboxRelay:
     async def _publish(self, rows: list[OutboxMessage]) -> None:
         kafka_rows = [row for row in rows if row.channel == CHANNEL_KAFKA]
         if kafka_rows:
-            producer = await self._get_producer()
-            deliveries = [
-                await producer.send(
-                    row.topic,
-                    value=json.dumps(row.payload, separators=(",", ":")).encode(),
-                    key=row.key.encode(),
-                    headers=[("content-type", b"application/cloudevents+json")],
-                )
-                for row in kafka_rows
-            ]
-            await asyncio.gather(*deliveries)
+            if self._publisher is None:
+                self._publisher = self._publisher_factory()
+            await self._publisher.publish(
+                [
+                    KafkaMessage(
+                        topic=row.topic,
+                        key=row.key.encode(),
+                        value=json.dumps(row.payload, separators=(",", ":")).encode(),
+                        headers=(("content-type", b"application/cloudevents+json"),),
+                    )
+                    for row in kafka_rows
+                ]
+            )
         for row in rows:
             if row.channel != CHANNEL_KAFKA:
                 await self._xadd_once(
@@ -144,21 +136,8 @@ class OutboxRelay:
                     ],
                 )
 
-    async def _get_producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            producer = self._producer_factory()
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            self._producer = producer
-        return self._producer
-
-    async def _reset_producer(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                await producer.stop()
-            except Exception:
-                log.debug("closing a failed producer", exc_info=True)
+    def _reset_publisher(self) -> None:
+        """Drops a publisher after a failure; the next batch starts a fresh one."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.close()
