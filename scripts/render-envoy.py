@@ -83,9 +83,7 @@ def env(name: str) -> str:
             check=True,
             capture_output=True,
         ).stdout
-        _env_cache = dict(
-            item.split("=", 1) for item in out.decode().split("\0") if "=" in item
-        )
+        _env_cache = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
     return _env_cache.get(name, "")
 
 
@@ -119,7 +117,9 @@ def parse_upstreams(spec: str, what: str) -> tuple[list[dict], str]:
             ipaddress.ip_address(host)
         except ValueError:
             all_ips = False
-        endpoints.append({"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}})
+        endpoints.append(
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}
+        )
     if not endpoints:
         die(f"{what} is empty")
     return endpoints, "STATIC" if all_ips else "STRICT_DNS"
@@ -146,7 +146,10 @@ def descriptor_services(path: str) -> tuple[set[str], set[str]] | None:
 def status_filter(status: int) -> dict:
     return {
         "status_code_filter": {
-            "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"local_reply.{status}"}}
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": status, "runtime_key": f"local_reply.{status}"},
+            }
         }
     }
 
@@ -216,8 +219,8 @@ def access_log() -> list[dict]:
     fields = {
         "time": "%START_TIME%",
         "request_id": "%REQ(X-REQUEST-ID)%",
-        "method": "%REQ(:METHOD)%",
-        "path": "%PATH(WQ:ORIG)%",
+        "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+        "path": "%PATH(NQ:ORIG_OR_PATH)%",
         "protocol": "%PROTOCOL%",
         "status": "%RESPONSE_CODE%",
         "grpc_status": "%GRPC_STATUS_NUMBER%",
@@ -349,7 +352,9 @@ def render(strict: bool) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-o", "--output", help="output file ('-' = stdout; default $ENVOY_CONFIG)")
     parser.add_argument("--strict", action="store_true")
     args = parser.parse_args()

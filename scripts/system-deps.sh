@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack and the benchmark need (PostgreSQL, Redis, h2load, wrk,
-# openssl). Idempotent and fast when everything is present; runs `apt-get update` at most once.
+# openssl, curl). Idempotent and fast when everything is present; runs `apt-get update` at most once.
 # CI runs as root with no standard input.
 set -euo pipefail
 
@@ -12,6 +12,7 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 
 if [ "${#missing[@]}" -eq 0 ]; then

@@ -35,19 +35,22 @@ export JWT_ISSUER="${JWT_ISSUER:-https://auth.platform.local}"
 export JWT_AUDIENCE="${JWT_AUDIENCE:-library}"
 
 # --- local stack internals (scripts/stack-up.sh) ---
-# SeaweedFS `weed mini` runs master, volume server, filer and the S3 gateway in one process; every port it
-# opens is pinned here so nothing lands on the 8080/8333/8888/9333 defaults (gRPC ports would otherwise
-# default to http port + 10000, which overflows for these high ports).
-export SEAWEED_MASTER_PORT="${SEAWEED_MASTER_PORT:-59333}"
-export SEAWEED_MASTER_GRPC_PORT="${SEAWEED_MASTER_GRPC_PORT:-59334}"
-export SEAWEED_VOLUME_PORT="${SEAWEED_VOLUME_PORT:-59340}"
-export SEAWEED_VOLUME_GRPC_PORT="${SEAWEED_VOLUME_GRPC_PORT:-59341}"
-export SEAWEED_FILER_PORT="${SEAWEED_FILER_PORT:-58888}"
-export SEAWEED_FILER_GRPC_PORT="${SEAWEED_FILER_GRPC_PORT:-58889}"
-export S3_GRPC_PORT="${S3_GRPC_PORT:-58334}"
-# `weed mini` also runs an admin server (plugin/worker coordination) even with -admin.ui=false.
-export SEAWEED_ADMIN_PORT="${SEAWEED_ADMIN_PORT:-59346}"
-export SEAWEED_ADMIN_GRPC_PORT="${SEAWEED_ADMIN_GRPC_PORT:-59347}"
+# SeaweedFS `weed mini` runs master, volume server, filer, S3 gateway and an admin server (+ maintenance
+# worker) in one process; every port it opens is pinned here so nothing lands on its 8333/8888/9333/23646
+# defaults. Each gRPC port is its HTTP port + 10000: some weed components dial "http port + 10000" whatever
+# the -*.port.grpc flags say (the maintenance worker does for the admin server). All of them stay below
+# 32768, outside Linux's ephemeral port range: weed refuses to start when a port given by flag is held
+# even by a TIME_WAIT client socket, which happens in that range under load.
+export SEAWEED_MASTER_PORT="${SEAWEED_MASTER_PORT:-21333}"
+export SEAWEED_MASTER_GRPC_PORT="${SEAWEED_MASTER_GRPC_PORT:-$((SEAWEED_MASTER_PORT + 10000))}"
+export SEAWEED_VOLUME_PORT="${SEAWEED_VOLUME_PORT:-21340}"
+export SEAWEED_VOLUME_GRPC_PORT="${SEAWEED_VOLUME_GRPC_PORT:-$((SEAWEED_VOLUME_PORT + 10000))}"
+export SEAWEED_FILER_PORT="${SEAWEED_FILER_PORT:-21888}"
+export SEAWEED_FILER_GRPC_PORT="${SEAWEED_FILER_GRPC_PORT:-$((SEAWEED_FILER_PORT + 10000))}"
+export SEAWEED_ADMIN_PORT="${SEAWEED_ADMIN_PORT:-21346}"
+export SEAWEED_ADMIN_GRPC_PORT="${SEAWEED_ADMIN_GRPC_PORT:-$((SEAWEED_ADMIN_PORT + 10000))}"
+# (nothing inside weed mini dials the S3 gateway's gRPC port by convention)
+export S3_GRPC_PORT="${S3_GRPC_PORT:-21334}"
 # Kafka (Tansu) topics created by stack-up (the broker keeps them in memory: a restart loses them).
 export KAFKA_TOPICS="${KAFKA_TOPICS:-com.platform.library.events.v1,com.platform.download.events.v1,com.platform.payment.events.v1,com.platform.catalog.events.v1}"
 export KAFKA_TOPIC_PARTITIONS="${KAFKA_TOPIC_PARTITIONS:-3}"

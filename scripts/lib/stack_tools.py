@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -111,10 +112,8 @@ def _s3(deadline: float) -> None:
         try:
             names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
             if bucket not in names:
-                try:
+                with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
                     client.create_bucket(Bucket=bucket)
-                except client.exceptions.BucketAlreadyOwnedByYou:
-                    pass
                 print(f"s3: created bucket {bucket}")
             return
         except Exception as exc:  # the filer/S3 gateway may still be starting: retry until the deadline
@@ -133,7 +132,9 @@ def main() -> int:
 
     if args.command == "keys":
         if ensure_keys(
-            os.environ["JWT_PRIVATE_KEY_FILE"], os.environ["JWT_JWKS_FILE"], os.environ.get("JWT_KID", "dev-1")
+            os.environ["JWT_PRIVATE_KEY_FILE"],
+            os.environ["JWT_JWKS_FILE"],
+            os.environ.get("JWT_KID", "dev-1"),
         ):
             print(f"jwt: wrote {os.environ['JWT_PRIVATE_KEY_FILE']} and {os.environ['JWT_JWKS_FILE']}")
         return 0

@@ -1,0 +1,511 @@
+"""`make bench` (scripts/bench.sh → python -m scripts.bench): SPEC §10 measured in one run on this machine.
+
+Cases (same payload, connections, streams and duration for every h2load case):
+  echo           bare grpc.aio echo server (scripts/bench/echo_server.py), h2load direct
+  grpc_direct    the service (`python -m server`, 1 process), native gRPC, h2load direct
+  grpc_envoy     the same through a private Envoy (rendered by scripts/render-envoy.py), h2load
+  rest_envoy     REST (JSON) through that Envoy, wrk with connections = h2load clients × streams
+  grpc_envoy_2p  native gRPC through Envoy with 2 service processes in one LEAST_REQUEST cluster
+  pg_writes      N calls (h2load -n N) against 1 process with WORKERS_ENABLED=0, Postgres counters
+                 (pg_stat_database) read before and after; an idle window of the same process is measured
+                 first so that its own background reads (health checks) can be told apart
+
+Prints a table and PASS/MISS per goal, writes bench-results/latest.json (and a timestamped copy). Exits
+non-zero only when something failed to run; a missed goal is reported, not fatal.
+
+Knobs (environment): BENCH_CONNECTIONS (8), BENCH_STREAMS (16), BENCH_DURATION seconds (10), BENCH_WARMUP
+seconds (2), BENCH_WRITES_N (20000), BENCH_IDLE_SECONDS (5), BENCH_LOG_LEVEL (WARNING), BENCH_RPC
+(heartbeat | fallback), BENCH_ECHO_PORT (50070), BENCH_GRPC_PORTS (50071,50072), BENCH_METRICS_PORTS
+(9481,9482), BENCH_ENVOY_PORT (8090), BENCH_ENVOY_ADMIN_PORT (9910), BENCH_ENVOY_ACCESS_LOG (0),
+BENCH_OUT (bench-results).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from scripts.bench import fixtures, loadgen, pgstats
+from scripts.bench.procs import ROOT, Procs, StartError, envoy_ready, pick_port, port_open, render_envoy
+
+GOAL_SERVICE_VS_ECHO = 0.5
+GOAL_REST_VS_GRPC = 0.85
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _ports(name: str, default: str) -> list[int]:
+    return [int(p) for p in os.environ.get(name, default).split(",") if p.strip()]
+
+
+@dataclass
+class Config:
+    connections: int = _int("BENCH_CONNECTIONS", 8)
+    streams: int = _int("BENCH_STREAMS", 16)
+    duration: float = _float("BENCH_DURATION", 10)
+    warmup: float = _float("BENCH_WARMUP", 2)
+    writes_n: int = _int("BENCH_WRITES_N", 20000)
+    idle_seconds: float = _float("BENCH_IDLE_SECONDS", 5)
+    log_level: str = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
+    echo_port: int = _int("BENCH_ECHO_PORT", 50070)
+    grpc_ports: tuple[int, ...] = tuple(_ports("BENCH_GRPC_PORTS", "50071,50072"))
+    metrics_ports: tuple[int, ...] = tuple(_ports("BENCH_METRICS_PORTS", "9481,9482"))
+    envoy_port: int = _int("BENCH_ENVOY_PORT", 8090)
+    envoy_admin_port: int = _int("BENCH_ENVOY_ADMIN_PORT", 9910)
+    out: Path = Path(os.environ.get("BENCH_OUT", str(ROOT / "bench-results")))
+    database_url: str = os.environ.get("DATABASE_URL", "")
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+class Bench:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.work = cfg.out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.procs = Procs(cfg.out / "logs")
+        self.results: dict[str, loadgen.LoadResult] = {}
+        self.extra: dict[str, dict] = {}
+        self.envoy_seq = 0
+        self.token = ""
+        self.choice: fixtures.RpcChoice | None = None
+
+    # ------------------------------------------------------------------ processes
+    def start_service(self, index: int, *, workers: bool) -> str:
+        port, metrics = self.cfg.grpc_ports[index], self.cfg.metrics_ports[index]
+        name = f"server-{index + 1}" + ("" if workers else "-noworkers")
+        env = {
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": str(port),
+            "METRICS_PORT": str(metrics),
+            "LOG_LEVEL": self.cfg.log_level,
+            "WORKERS_ENABLED": "1" if workers else "0",
+            "SHUTDOWN_GRACE_SECONDS": "2",
+        }
+        self.procs.start(name, [sys.executable, "-m", "server"], env)
+        target = f"127.0.0.1:{port}"
+        self.procs.wait_ready(name, lambda: fixtures.wait_serving(target))
+        log(f"{name}: python -m server on {target} (metrics :{metrics}, LOG_LEVEL={self.cfg.log_level}, "
+            f"WORKERS_ENABLED={int(workers)})")
+        return target
+
+    def start_envoy(self, upstream_count: int) -> str:
+        self.envoy_seq += 1
+        config = self.work / f"envoy-{upstream_count}p.yaml"
+        upstreams = [f"127.0.0.1:{p}" for p in self.cfg.grpc_ports[:upstream_count]]
+        render_envoy(config, port=self.cfg.envoy_port, admin_port=self.cfg.envoy_admin_port, upstreams=upstreams)
+        envoy = shutil.which("envoy") or str(ROOT / ".venv" / "bin" / "envoy")
+        # a base id of our own: never collides with the stack's Envoy (or another bench's) shared memory
+        base_id = 40000 + (os.getpid() % 10000) * 10 + self.envoy_seq
+        self.procs.start(
+            "envoy",
+            [envoy, "-c", str(config), "--base-id", str(base_id), "--concurrency",
+             os.environ.get("ENVOY_CONCURRENCY", "1"), "--log-level", "warn"],
+        )
+        self.procs.wait_ready("envoy", lambda: envoy_ready(self.cfg.envoy_admin_port))
+        log(f"envoy: 127.0.0.1:{self.cfg.envoy_port} -> {', '.join(upstreams)} (LEAST_REQUEST, base-id {base_id})")
+        return f"127.0.0.1:{self.cfg.envoy_port}"
+
+    # ------------------------------------------------------------------ load
+    def h2load_case(self, name: str, target: str, method: str, *, metrics_ports=(), token=True, **kw):
+        cfg = self.cfg
+        headers = {"content-type": "application/grpc", "te": "trailers"}
+        if token:
+            headers["authorization"] = f"Bearer {self.token}"
+        before = [fixtures.handled_codes(p, method) for p in metrics_ports]
+        if "requests" not in kw:
+            kw.update(duration=cfg.duration, warmup=cfg.warmup)
+        log(f"{name}: h2load -c{cfg.connections} -m{cfg.streams} {target}{method}")
+        result = loadgen.h2load(
+            f"http://{target}{method}",
+            self.work / "body.bin",
+            headers,
+            clients=cfg.connections,
+            streams=cfg.streams,
+            log_file=self.work / f"{name}.h2load.log",
+            target=f"{target}{method}",
+            **kw,
+        )
+        self._check_codes(name, result, method, metrics_ports, before)
+        self.results[name] = result
+        return result
+
+    def wrk_case(self, name: str, target: str, metrics_ports=()):
+        cfg, choice = self.cfg, self.choice
+        assert choice is not None
+        headers = {"authorization": f"Bearer {self.token}"}
+        if choice.rest_body is not None:
+            headers["content-type"] = "application/json"
+        script = loadgen.wrk_script(self.work / "rest.lua", choice.rest_method, choice.rest_body, headers)
+        url = f"http://{target}{choice.rest_path}"
+        connections = cfg.connections * cfg.streams
+        log(f"{name}: wrk -c{connections} {choice.rest_method} {url} (warm-up {cfg.warmup:g}s)")
+        if cfg.warmup:
+            loadgen.wrk(url, script, connections=connections, duration=cfg.warmup)
+        before = [fixtures.handled_codes(p, choice.method) for p in metrics_ports]
+        result = loadgen.wrk(
+            url, script, connections=connections, duration=cfg.duration,
+            expected_2xx=choice.expected_http < 300, target=f"{target}{choice.rest_path}",
+        )
+        self._check_codes(name, result, choice.method, metrics_ports, before)
+        self.results[name] = result
+        return result
+
+    def _check_codes(self, name, result, method, metrics_ports, before) -> None:
+        """grpc-status of every call of the run, from the service's counters (h2load cannot see it)."""
+        if not metrics_ports:
+            return
+        assert self.choice is not None
+        after = [fixtures.handled_codes(p, method) for p in metrics_ports]
+        per_process = [fixtures.codes_delta(b, a) for b, a in zip(before, after, strict=True)]
+        total: dict[str, int] = {}
+        for delta in per_process:
+            for code, n in delta.items():
+                total[code] = total.get(code, 0) + n
+        expected = self.choice.expected_code.name
+        result.grpc_codes = total
+        result.bad_grpc_status = sum(n for code, n in total.items() if code != expected)
+        if len(per_process) > 1:
+            self.extra.setdefault(name, {})["per_process"] = per_process
+        # warm-up calls are counted by the service too; the measured run must be all of the expected code
+        if not total.get(expected):
+            result.bad_grpc_status = max(result.bad_grpc_status, result.requests)
+
+    # ------------------------------------------------------------------ verification with a real client
+    def verify(self, label: str, grpc_target: str, rest_base: str | None) -> dict:
+        choice = self.choice
+        assert choice is not None
+        code, details = fixtures.raw_call(grpc_target, choice.method, choice.message, self.token)
+        out = {"grpc_target": grpc_target, "grpc_status": code.name, "grpc_ok": code == choice.expected_code}
+        if details and code != grpc.StatusCode.OK:
+            out["grpc_details"] = details
+        if rest_base:
+            status, body = fixtures.rest_call(
+                f"http://{rest_base}{choice.rest_path}", choice.rest_method, choice.rest_body, self.token
+            )
+            out.update(http_status=status, http_ok=status == choice.expected_http, http_body=body[:200])
+        ok = out["grpc_ok"] and out.get("http_ok", True)
+        log(f"verify {label}: grpc {code.name}" + (f", REST HTTP {out['http_status']}" if rest_base else "")
+            + ("" if ok else "  <-- UNEXPECTED"))
+        self.extra.setdefault("verify", {})[label] = out
+        return out
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        cfg = self.cfg
+        if len(cfg.grpc_ports) < 2 or len(cfg.metrics_ports) < 2:
+            raise StartError("BENCH_GRPC_PORTS and BENCH_METRICS_PORTS need two ports each")
+        taken: set[int] = set()
+        wanted = {
+            "echo_port": cfg.echo_port,
+            "grpc_ports": cfg.grpc_ports[:2],
+            "metrics_ports": cfg.metrics_ports[:2],
+            "envoy_port": cfg.envoy_port,
+            "envoy_admin_port": cfg.envoy_admin_port,
+        }
+        for attr, value in wanted.items():
+            ports = value if isinstance(value, tuple) else (value,)
+            picked = tuple(pick_port(p, taken) for p in ports)
+            if picked != ports:
+                log(f"{attr}: {ports} in use, using {picked}")
+            setattr(cfg, attr, picked if isinstance(value, tuple) else picked[0])
+        started = time.monotonic()
+        busy = cpu_busy(1.0)
+        self.extra["background_cpu_busy"] = round(busy, 3)
+        log(f"background CPU use before the run: {busy:.0%} of {os.cpu_count()} CPUs"
+            + ("  <-- other work on this machine will skew the numbers" if busy > 0.15 else ""))
+
+        # 1. service process 1 and the measured RPC
+        svc1 = self.start_service(0, workers=True)
+        self.choice = fixtures.choose_rpc(svc1, cfg.database_url)
+        self.token = fixtures.user_token()
+        for note in self.choice.notes:
+            log(note)
+        log(f"measured RPC: {self.choice.method} (expects grpc-status {self.choice.expected_code.name}, "
+            f"{len(self.choice.message)}-byte message)")
+        (self.work / "body.bin").write_bytes(loadgen.grpc_frame(self.choice.message))
+        self.verify("direct", svc1, None)
+
+        # 2. echo baseline, same payload bytes
+        self.procs.start("echo", [sys.executable, str(ROOT / "scripts" / "bench" / "echo_server.py"),
+                                  "--port", str(cfg.echo_port)])
+        self.procs.wait_ready("echo", lambda: port_open(cfg.echo_port))
+        self.h2load_case("echo", f"127.0.0.1:{cfg.echo_port}", "/bench.Echo/Echo", token=False)
+        self.procs.stop("echo")
+
+        # 3. the service: direct, through Envoy (gRPC and REST)
+        m1 = cfg.metrics_ports[:1]
+        self.h2load_case("grpc_direct", svc1, self.choice.method, metrics_ports=m1)
+        edge = self.start_envoy(1)
+        self.verify("envoy-1p", edge, edge)
+        self.h2load_case("grpc_envoy", edge, self.choice.method, metrics_ports=m1)
+        self.wrk_case("rest_envoy", edge, metrics_ports=m1)
+        self.procs.stop("envoy")
+
+        # 4. scaling: 2 processes behind one LEAST_REQUEST cluster
+        self.start_service(1, workers=True)
+        edge = self.start_envoy(2)
+        self.verify("envoy-2p", edge, edge)
+        self.h2load_case("grpc_envoy_2p", edge, self.choice.method, metrics_ports=cfg.metrics_ports[:2])
+        self.procs.stop("envoy")
+        self.procs.stop("server-2")
+        self.procs.stop("server-1")
+
+        # 5. Postgres writes during N calls, background workers off
+        pg = self.pg_writes()
+
+        # 6. the baseline again: drift between the start and the end of the run shows machine noise
+        self.procs.start("echo", [sys.executable, str(ROOT / "scripts" / "bench" / "echo_server.py"),
+                                  "--port", str(cfg.echo_port)])
+        self.procs.wait_ready("echo", lambda: port_open(cfg.echo_port))
+        self.h2load_case("echo_end", f"127.0.0.1:{cfg.echo_port}", "/bench.Echo/Echo", token=False)
+        self.procs.stop("echo")
+
+        summary = self.summarize(pg, time.monotonic() - started)
+        return summary
+
+    def pg_writes(self) -> dict:
+        cfg = self.cfg
+        url = fixtures.libpq_url(cfg.database_url)
+        svc = self.start_service(0, workers=False)
+        time.sleep(1.0)  # let the startup health check's counters land before the idle window
+        s0 = pgstats.snapshot(url)
+        log(f"pg_writes: idle window {cfg.idle_seconds:g}s (service up, no calls)")
+        time.sleep(cfg.idle_seconds)
+        s1 = pgstats.snapshot(url)
+        result = self.h2load_case("pg_writes", svc, self.choice.method, metrics_ports=cfg.metrics_ports[:1],
+                                  requests=cfg.writes_n)
+        self.procs.stop("server-1-noworkers")  # its connections close: every backend publishes its counters
+        time.sleep(0.5)
+        s2 = pgstats.snapshot(url)
+        idle, load = pgstats.diff(s0, s1), pgstats.diff(s1, s2)
+        n = result.requests
+        # the idle rate of background reads (health checks), scaled to the loaded window's length
+        idle_commits = idle.xact_commit * (load.seconds / idle.seconds) if idle.seconds else 0.0
+        extra_commits = max(0.0, load.xact_commit - idle_commits)
+        out = {
+            "calls": n,
+            "calls_ok": (result.grpc_codes or {}).get(self.choice.expected_code.name, 0),
+            "idle": idle.as_dict(),
+            "load": load.as_dict(),
+            "rows_written_per_call": (load.rows_written / n) if n else None,
+            "commits_per_call_above_idle": (extra_commits / n) if n else None,
+        }
+        log(f"pg_writes: {n} calls, rows written {load.rows_written} (idle window {idle.rows_written}), "
+            f"commits {load.xact_commit} (idle {idle.xact_commit} in {idle.seconds:.1f}s)")
+        return out
+
+    # ------------------------------------------------------------------ report
+    def summarize(self, pg: dict, elapsed: float) -> dict:
+        cfg, r, choice = self.cfg, self.results, self.choice
+        assert choice is not None
+
+        def ratio(a: str, b: str) -> float | None:
+            if a in r and b in r and r[b].rps:
+                return r[a].rps / r[b].rps
+            return None
+
+        ratios = {
+            "grpc_direct/echo": ratio("grpc_direct", "echo"),
+            "rest_envoy/grpc_envoy": ratio("rest_envoy", "grpc_envoy"),
+            "rest_envoy/grpc_direct": ratio("rest_envoy", "grpc_direct"),
+            "grpc_envoy/grpc_direct": ratio("grpc_envoy", "grpc_direct"),
+            "grpc_envoy_2p/grpc_envoy": ratio("grpc_envoy_2p", "grpc_envoy"),
+            "echo_end/echo (drift)": ratio("echo_end", "echo"),
+        }
+        service_cases = ["grpc_direct", "grpc_envoy", "rest_envoy", "grpc_envoy_2p", "pg_writes"]
+        failures = sum(r[c].failures for c in service_cases if c in r)
+        rows_per_call = pg.get("rows_written_per_call")
+        rpc_note = "" if choice.is_heartbeat else f" [measured {choice.name}, not the heartbeat]"
+
+        def verdict(ok: bool) -> str:
+            return "PASS" if ok else "MISS"
+
+        goals = [
+            {
+                "goal": f"native gRPC / echo >= {GOAL_SERVICE_VS_ECHO}",
+                "value": ratios["grpc_direct/echo"],
+                "status": verdict((ratios["grpc_direct/echo"] or 0) >= GOAL_SERVICE_VS_ECHO),
+            },
+            {
+                "goal": f"REST via Envoy / native gRPC via Envoy >= {GOAL_REST_VS_GRPC}",
+                "value": ratios["rest_envoy/grpc_envoy"],
+                "status": verdict((ratios["rest_envoy/grpc_envoy"] or 0) >= GOAL_REST_VS_GRPC),
+            },
+            {
+                "goal": f"REST via Envoy / native gRPC direct >= {GOAL_REST_VS_GRPC}",
+                "value": ratios["rest_envoy/grpc_direct"],
+                "status": verdict((ratios["rest_envoy/grpc_direct"] or 0) >= GOAL_REST_VS_GRPC),
+            },
+            {
+                "goal": "Postgres rows written per call == 0",
+                "value": rows_per_call,
+                "status": verdict(rows_per_call == 0),
+            },
+            {"goal": "0 failed calls in the service cases", "value": failures, "status": verdict(failures == 0)},
+        ]
+        verified = all(v.get("grpc_ok") and v.get("http_ok", True) for v in self.extra.get("verify", {}).values())
+        goals.append({"goal": "sample calls answer as expected (real gRPC client, REST)",
+                      "value": verified, "status": verdict(verified)})
+
+        summary = {
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "git_commit": _git_commit(),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "tools": {"h2load": _version(["h2load", "--version"]), "wrk": _version(["wrk", "--version"]),
+                      "envoy": _version([shutil.which("envoy") or "envoy", "--version"])},
+            "config": {
+                "connections": cfg.connections, "streams": cfg.streams, "duration_s": cfg.duration,
+                "warmup_s": cfg.warmup, "wrk_connections": cfg.connections * cfg.streams,
+                "writes_n": cfg.writes_n, "service_log_level": cfg.log_level,
+                "envoy_access_log": os.environ.get("BENCH_ENVOY_ACCESS_LOG", "0") == "1",
+                "envoy_concurrency": int(os.environ.get("ENVOY_CONCURRENCY", "1")),
+            },
+            "rpc": {"method": choice.method, "is_heartbeat": choice.is_heartbeat,
+                    "expected_grpc_status": choice.expected_code.name, "expected_http": choice.expected_http,
+                    "message_bytes": len(choice.message), "notes": choice.notes},
+            "cases": {name: res.as_dict() for name, res in r.items()},
+            "ratios": ratios,
+            "pg_writes": pg,
+            "goals": goals,
+            "details": self.extra,
+            "elapsed_s": round(elapsed, 1),
+        }
+        self.print_table(summary, rpc_note)
+        return summary
+
+    def print_table(self, s: dict, rpc_note: str) -> None:
+        cfg = self.cfg
+        print()
+        print(f"Benchmark: {s['rpc']['method']}{rpc_note}")
+        print(f"  h2load -t1 -c{cfg.connections} -m{cfg.streams} -D {cfg.duration:g}s (+{cfg.warmup:g}s warm-up); "
+              f"wrk -t1 -c{cfg.connections * cfg.streams} -d {cfg.duration:g}s; {os.cpu_count()} CPUs; "
+              f"service LOG_LEVEL={cfg.log_level}; Envoy access log "
+              f"{'on' if s['config']['envoy_access_log'] else 'off'}")
+        header = f"  {'case':<14} {'tool':<6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'failed':>7}"
+        print(header)
+        print("  " + "-" * (len(header) - 2))
+        labels = {
+            "echo": "echo",
+            "grpc_direct": "grpc direct",
+            "grpc_envoy": "grpc envoy",
+            "rest_envoy": "REST envoy",
+            "grpc_envoy_2p": "grpc envoy 2p",
+            "pg_writes": "pg_writes -n",
+            "echo_end": "echo (again)",
+        }
+        for name, label in labels.items():
+            c = s["cases"].get(name)
+            if not c:
+                continue
+            p50 = f"{c['p50_ms']:.2f}" if c["p50_ms"] is not None else "-"
+            p99 = f"{c['p99_ms']:.2f}" if c["p99_ms"] is not None else "-"
+            print(f"  {label:<14} {c['tool']:<6} {c['rps']:>9.0f} {p50:>8} {p99:>8} {c['requests']:>9} "
+                  f"{c['failures']:>7}")
+        print()
+        for key, value in s["ratios"].items():
+            print(f"  ratio {key:<26} {'-' if value is None else f'{value:.2f}'}")
+        pg = s["pg_writes"]
+        print(f"  postgres during {pg['calls']} calls: rows written {pg['load']['rows_written']}, "
+              f"commits {pg['load']['xact_commit']} (idle {pg['idle']['xact_commit']} in "
+              f"{pg['idle']['seconds']:.1f}s: health checks); per call: rows {pg['rows_written_per_call']}, "
+              f"commits above idle {pg['commits_per_call_above_idle']:.4f}")
+        if pg["load"]["tables"]:
+            print(f"  tables written: {pg['load']['tables']}")
+        print()
+        for g in s["goals"]:
+            value = g["value"]
+            shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+            print(f"  {g['status']:<4}  {g['goal']:<58} {shown}")
+        if rpc_note:
+            print(f"  (goals evaluated on{rpc_note.strip(' []').removeprefix('measured')})")
+        print()
+
+
+def cpu_busy(seconds: float) -> float:
+    """Fraction of all CPUs busy over `seconds` (from /proc/stat), before the benchmark adds its own load."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except OSError:
+        return 0.0
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+        return (out.stdout or out.stderr).strip().splitlines()[0][:120]
+    except Exception:
+        return "?"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=5, check=False).stdout.strip()
+    except Exception:
+        return ""
+
+
+def _on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    cfg = Config()
+    if not cfg.database_url:
+        print("bench: DATABASE_URL is not set (run through scripts/bench.sh)", file=sys.stderr)
+        return 2
+    bench = Bench(cfg)
+    try:
+        summary = bench.run()
+    except (StartError, loadgen.LoadError, RuntimeError, OSError, grpc.RpcError) as exc:
+        print(f"bench: FAILED: {exc}", file=sys.stderr)
+        print(f"bench: logs in {bench.procs.log_dir}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        bench.procs.stop_all()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(summary, indent=2, default=str) + "\n"
+    (cfg.out / "latest.json").write_text(text)
+    stamp = summary["time"].replace(":", "").replace("-", "")
+    (cfg.out / f"bench-{stamp}.json").write_text(text)
+    print(f"bench: results in {cfg.out / 'latest.json'} ({summary['elapsed_s']}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Processes the benchmark starts (echo server, service processes, a private Envoy) and stops again.
+
+Every child gets PR_SET_PDEATHSIG=SIGTERM, so even a benchmark killed with SIGKILL leaves nothing behind;
+normally `Procs.stop_all()` (called from a `finally`) stops them in reverse start order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def pick_port(preferred: int, taken: set[int]) -> int:
+    """`preferred` when it is free, else a free ephemeral port (other work on the machine may hold it)."""
+    if preferred not in taken and _bindable(preferred) and not port_open(preferred):
+        taken.add(preferred)
+        return preferred
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+class StartError(RuntimeError):
+    pass
+
+
+class Procs:
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self._children: dict[str, subprocess.Popen] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        if name in self._children:
+            raise StartError(f"{name} is already running")
+        log_path = self.log_dir / f"{name}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 (kept open for the child's lifetime)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        self._children[name] = proc
+        return proc
+
+    def log_tail(self, name: str, lines: int = 25) -> str:
+        path = self.log_dir / f"{name}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_ready(self, name: str, check: Callable[[], bool], timeout: float = 40.0) -> None:
+        proc = self._children[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StartError(
+                    f"{name} exited with {proc.returncode} during startup "
+                    f"(log {self.log_dir / (name + '.log')}):\n{self.log_tail(name)}"
+                )
+            try:
+                if check():
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise StartError(f"{name} not ready within {timeout:.0f}s:\n{self.log_tail(name)}")
+
+    def running(self, name: str) -> bool:
+        proc = self._children.get(name)
+        return proc is not None and proc.poll() is None
+
+    def stop(self, name: str, timeout: float = 10.0) -> int | None:
+        proc = self._children.pop(name, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self._children)):
+            try:
+                self.stop(name)
+            except Exception as exc:  # keep stopping the others
+                print(f"bench: could not stop {name}: {exc}", file=sys.stderr)
+
+
+def envoy_ready(admin_port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as resp:
+        return resp.read().strip() == b"LIVE"
+
+
+def render_envoy(output: Path, *, port: int, admin_port: int, upstreams: list[str]) -> None:
+    """A private Envoy config from the project's template (scripts/render-envoy.py), access log off."""
+    env = {
+        **os.environ,
+        "ENVOY_PORT": str(port),
+        "ENVOY_ADMIN_PORT": str(admin_port),
+        "GRPC_UPSTREAMS": ",".join(upstreams),
+        "ENVOY_ACCESS_LOG": os.environ.get("BENCH_ENVOY_ACCESS_LOG", "0"),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "render-envoy.py"), "-o", str(output)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise StartError(f"render-envoy.py failed: {proc.stderr.strip()}")

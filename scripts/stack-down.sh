@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Stops the local stack started by scripts/stack-up.sh (and anything else that recorded a pid file in
+# $LOCAL_DIR/run, e.g. the service and the gateway started by scripts/run.sh). Idempotent; data is kept
+# (.local/ and $PG_DIR); `rm -rf .local "$PG_DIR"` after this resets everything.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/env.sh"
+source "$ROOT_DIR/scripts/lib/stack.sh"
+
+PG_DATA="$PG_DIR/data"
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+
+# Signal everything first (fronts before backends: Envoy, the service and the gateway before the stores),
+# then wait for all of them: shutdowns overlap, so stack-down takes as long as the slowest one.
+declare -a names=() pids=()
+ordered=(envoy)
+for file in "$RUN_DIR"/*.pid; do
+    [ -e "$file" ] || continue
+    name="$(basename "$file" .pid)"
+    case "$name" in envoy | redis | kafka | s3 | postgres) ;; *) ordered+=("$name") ;; esac
+done
+ordered+=(s3 kafka redis)
+for name in "${ordered[@]}"; do
+    if pid="$(stack_signal "$name")"; then
+        names+=("$name")
+        pids+=("$pid")
+    fi
+done
+
+pg_stopped=0
+if [ -n "$PG_BIN" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
+    pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null || true)"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        (cd / && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 30 stop >/dev/null) || {
+            stack_err "pg_ctl stop failed; see $PG_DIR/postgres.log"
+        }
+        pg_stopped=1
+    fi
+fi
+rm -f "$RUN_DIR/postgres.pid"
+
+for i in "${!names[@]}"; do
+    stack_reap "${names[$i]}" "${pids[$i]}" 20
+done
+
+stopped=("${names[@]}")
+[ "$pg_stopped" -eq 1 ] && stopped+=(postgres)
+if [ "${#stopped[@]}" -eq 0 ]; then
+    echo "local stack: nothing running"
+else
+    echo "local stack: stopped ${stopped[*]}"
+fi

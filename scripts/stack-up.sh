@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Starts the local stack as plain background processes (no Docker): PostgreSQL, Redis, Kafka (Tansu),
+# S3 (SeaweedFS) and the Envoy edge. State, logs and pid files live under $LOCAL_DIR (.local/), except the
+# PostgreSQL cluster, which lives in $PG_DIR (under /tmp: postgres refuses root and must reach its data).
+#
+# Idempotent: a component that already runs is left alone (Envoy is restarted only when its rendered config
+# changed, e.g. a new descriptor set or GRPC_UPSTREAMS). Waits until every component answers, with a
+# timeout ($STACK_TIMEOUT, default 60s) and the tail of the failing component's log.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/env.sh"
+source "$ROOT_DIR/scripts/lib/stack.sh"
+
+PY="$ROOT_DIR/.venv/bin/python"
+[ -x "$PY" ] || { stack_err "no virtualenv at $ROOT_DIR/.venv: run \`make venv\`"; exit 1; }
+WEED="$ROOT_DIR/.venv/bin/weed"
+ENVOY="$ROOT_DIR/.venv/bin/envoy"
+for bin in "$WEED" "$ENVOY" "$TANSU_BIN"; do
+    [ -x "$bin" ] || { stack_err "$bin is missing: run \`make venv\`"; exit 1; }
+done
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+[ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] || { stack_err "PostgreSQL not installed: run \`make system-deps\`"; exit 1; }
+command -v redis-server >/dev/null || { stack_err "redis-server not installed: run \`make system-deps\`"; exit 1; }
+
+mkdir -p "$LOCAL_DIR" "$RUN_DIR" "$LOG_DIR"
+START=$SECONDS
+declare -a STARTED=()
+
+# ensure_port_free NAME PORT... : a port that answers although our process is not running belongs to
+# someone else; fail instead of silently talking to a foreign server.
+ensure_port_free() {
+    local name="$1" port
+    shift
+    for port in "$@"; do
+        if port_open "$port"; then
+            stack_err "$name: port $port is already in use by a process this stack did not start"
+            stack_err "(another checkout's stack? stop it, or override the port in the environment)"
+            exit 1
+        fi
+    done
+}
+
+# ---------------------------------------------------------------- dev JWT keys (once)
+if [ ! -f "$JWT_PRIVATE_KEY_FILE" ] || [ ! -f "$JWT_JWKS_FILE" ]; then
+    "$PY" "$ROOT_DIR/scripts/lib/stack_tools.py" keys
+fi
+
+# ---------------------------------------------------------------- Redis
+start_redis() {
+    if stack_pid redis >/dev/null; then return; fi
+    ensure_port_free redis "$REDIS_PORT"
+    mkdir -p "$LOCAL_DIR/redis"
+    # appendonly: a restart keeps the data (active play sessions, download progress, notification streams)
+    stack_start_bg redis redis-server \
+        --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
+        --dir "$LOCAL_DIR/redis" --appendonly yes --appendfsync everysec --save "" \
+        --daemonize no --logfile "" --databases 16
+    STARTED+=(redis)
+}
+
+# ---------------------------------------------------------------- Kafka (Tansu, in-memory storage)
+start_kafka() {
+    if stack_pid kafka >/dev/null; then return; fi
+    ensure_port_free kafka "$KAFKA_PORT"
+    stack_start_bg kafka "$TANSU_BIN" broker \
+        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --storage-engine memory://tansu/
+    STARTED+=(kafka)
+}
+
+# ---------------------------------------------------------------- S3 (SeaweedFS `weed mini`)
+start_s3() {
+    if stack_pid s3 >/dev/null; then return; fi
+    ensure_port_free s3 "$S3_PORT" "$SEAWEED_MASTER_PORT" "$SEAWEED_VOLUME_PORT" "$SEAWEED_FILER_PORT"
+    local dir="$LOCAL_DIR/seaweedfs"
+    mkdir -p "$dir/data"
+    # weed mini saves its flags (and ports it picked itself when one was busy) to mini.options and reloads
+    # them on the next start: drop it so that the flags below, i.e. the environment, always win.
+    rm -f "$dir/data/mini.options"
+    # The S3 identity the service uses (Admin on every bucket); rewritten each start so env changes apply.
+    "$PY" - "$dir/s3.json" <<'PYEOF'
+import json, os, sys
+config = {"identities": [{
+    "name": "library",
+    "credentials": [{"accessKey": os.environ["S3_ACCESS_KEY_ID"], "secretKey": os.environ["S3_SECRET_ACCESS_KEY"]}],
+    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+}]}
+with open(sys.argv[1], "w") as f:
+    json.dump(config, f, indent=2)
+PYEOF
+    chmod 600 "$dir/s3.json"
+    # Every port weed opens is pinned (see env.sh).
+    stack_start_bg s3 "$WEED" mini \
+        -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+        -master.telemetry=false -webdav=false -admin.ui=false \
+        -s3.config="$dir/s3.json" \
+        -s3.port="$S3_PORT" -s3.port.grpc="$S3_GRPC_PORT" -s3.port.iceberg=0 -s3.port.lance=0 \
+        -master.port="$SEAWEED_MASTER_PORT" -master.port.grpc="$SEAWEED_MASTER_GRPC_PORT" \
+        -volume.port="$SEAWEED_VOLUME_PORT" -volume.port.grpc="$SEAWEED_VOLUME_GRPC_PORT" \
+        -filer.port="$SEAWEED_FILER_PORT" -filer.port.grpc="$SEAWEED_FILER_GRPC_PORT" \
+        -admin.port="$SEAWEED_ADMIN_PORT" -admin.port.grpc="$SEAWEED_ADMIN_GRPC_PORT" \
+        -volume.preStopSeconds=0
+    STARTED+=(s3)
+}
+
+# ---------------------------------------------------------------- Envoy
+ENVOY_DIR="$(dirname "$ENVOY_CONFIG")"
+descriptor_or_build() {
+    # gen/descriptor.binpb is produced by `make gen`; when it is absent (fresh checkout before codegen),
+    # build one with buf so the edge can still come up.
+    if [ -f "$ENVOY_DESCRIPTOR" ]; then return; fi
+    if [ -f "$ROOT_DIR/buf.yaml" ] && [ -x "$ROOT_DIR/.venv/bin/buf" ]; then
+        local built="$ENVOY_DIR/descriptor.binpb"
+        mkdir -p "$ENVOY_DIR"
+        echo "envoy: $ENVOY_DESCRIPTOR not found; building $built with buf (run \`make gen\` to fix)" >&2
+        (cd "$ROOT_DIR" && "$ROOT_DIR/.venv/bin/buf" build --as-file-descriptor-set -o "$built") || {
+            stack_err "buf build failed: no descriptor set for the Envoy transcoder"
+            exit 1
+        }
+        export ENVOY_DESCRIPTOR="$built"
+    fi
+}
+
+start_envoy() {
+    descriptor_or_build
+    local rendered="$ENVOY_CONFIG.new"
+    mkdir -p "$ENVOY_DIR"
+    "$PY" "$ROOT_DIR/scripts/render-envoy.py" -o "$rendered" || {
+        stack_err "rendering the Envoy config failed"
+        exit 1
+    }
+    if stack_pid envoy >/dev/null; then
+        if cmp -s "$rendered" "$ENVOY_CONFIG"; then
+            rm -f "$rendered"
+            return
+        fi
+        echo "envoy: rendered config changed (template, descriptor, JWKS, OpenAPI file or upstreams): restarting"
+        stack_stop envoy 10
+    fi
+    mv -f "$rendered" "$ENVOY_CONFIG"
+    ensure_port_free envoy "$ENVOY_PORT" "$ENVOY_ADMIN_PORT"
+    "$ENVOY" --mode validate -c "$ENVOY_CONFIG" --disable-hot-restart >"$LOG_DIR/envoy-validate.log" 2>&1 || {
+        stack_err "Envoy rejected $ENVOY_CONFIG"
+        stack_log_tail "$LOG_DIR/envoy-validate.log"
+        exit 1
+    }
+    stack_start_bg envoy "$ENVOY" -c "$ENVOY_CONFIG" --disable-hot-restart \
+        --concurrency "$ENVOY_CONCURRENCY" --log-level "${ENVOY_LOG_LEVEL:-warn}"
+    STARTED+=(envoy)
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+PG_DATA="$PG_DIR/data"
+PG_LOG="$PG_DIR/postgres.log"
+# (from / so that a checkout the postgres user cannot enter does not produce warnings)
+pg() { (cd / && runuser -u postgres -- "$@"); }
+
+pg_running() {
+    [ -f "$PG_DATA/postmaster.pid" ] || return 1
+    local pid
+    pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)"
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+start_postgres() {
+    mkdir -p "$PG_DIR"
+    chown postgres: "$PG_DIR"
+    chmod 700 "$PG_DIR"
+    if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+        rm -rf "$PG_DATA" # leftovers of an interrupted initdb
+        echo "postgres: initdb $PG_DATA"
+        pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 \
+            >"$PG_DIR/initdb.log" 2>&1 || {
+            stack_err "initdb failed"
+            stack_log_tail "$PG_DIR/initdb.log"
+            exit 1
+        }
+    fi
+    ln -sfn "$PG_LOG" "$LOG_DIR/postgres.log"
+    if pg_running; then return; fi
+    ensure_port_free postgres "$PG_PORT"
+    # Settings on the command line so that env overrides (PG_PORT) apply without editing the cluster.
+    # Durability settings stay at their defaults (fsync, full_page_writes, synchronous_commit).
+    local opts="-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PG_DIR"
+    opts+=" -c max_connections=${PG_MAX_CONNECTIONS:-300} -c shared_buffers=${PG_SHARED_BUFFERS:-256MB}"
+    opts+=" -c log_min_messages=warning -c log_connections=off"
+    pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -o "$opts" -w -t "$STACK_TIMEOUT" start >/dev/null || {
+        stack_err "pg_ctl start failed"
+        stack_log_tail "$PG_LOG"
+        exit 1
+    }
+    STARTED+=(postgres)
+}
+
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres; }
+
+setup_postgres() {
+    local psql=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA)
+    if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = 'library'")" != 1 ]; then
+        "${psql[@]}" -c "CREATE ROLE library LOGIN CREATEDB"
+        echo "postgres: created role library"
+    fi
+    if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = 'library'")" != 1 ]; then
+        "${psql[@]}" -c "CREATE DATABASE library OWNER library"
+        echo "postgres: created database library"
+    fi
+    head -n 1 "$PG_DATA/postmaster.pid" >"$RUN_DIR/postgres.pid"
+}
+
+# ---------------------------------------------------------------- start everything, then wait
+start_redis
+start_kafka
+start_s3
+start_envoy
+start_postgres
+
+redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+envoy_ready() { [ "$(curl -s --max-time 1 "http://127.0.0.1:$ENVOY_ADMIN_PORT/ready")" = LIVE ]; }
+
+wait_postgres() {
+    local deadline=$((SECONDS + STACK_TIMEOUT))
+    until pg_ready; do
+        if ! pg_running && [ "$SECONDS" -gt $((START + 3)) ]; then
+            stack_err "postgres is not running"
+            stack_log_tail "$PG_LOG"
+            exit 1
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            stack_err "postgres did not become ready within ${STACK_TIMEOUT}s"
+            stack_log_tail "$PG_LOG"
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+
+wait_postgres
+setup_postgres
+stack_wait redis "$LOG_DIR/redis.log" redis_ready || exit 1
+stack_wait kafka "$LOG_DIR/kafka.log" port_open "$KAFKA_PORT" || exit 1
+stack_wait s3 "$LOG_DIR/s3.log" port_open "$S3_PORT" || exit 1
+stack_wait envoy "$LOG_DIR/envoy.log" envoy_ready || exit 1
+
+# Kafka metadata request + topics, S3 ListBuckets + bucket (one Python process for both).
+if ! setup_out="$("$PY" "$ROOT_DIR/scripts/lib/stack_tools.py" setup --timeout "$STACK_TIMEOUT" 2>&1)"; then
+    printf '%s\n' "$setup_out" >&2
+    case "$setup_out" in *"ERROR kafka"*) stack_log_tail "$LOG_DIR/kafka.log" ;; esac
+    case "$setup_out" in *"ERROR s3"*) stack_log_tail "$LOG_DIR/s3.log" ;; esac
+    exit 1
+fi
+[ -n "$setup_out" ] && printf '%s\n' "$setup_out"
+
+if [ "${#STARTED[@]}" -eq 0 ]; then
+    summary="already running"
+else
+    summary="started ${STARTED[*]}"
+fi
+cat <<EOF
+local stack up ($summary, $((SECONDS - START))s):
+  postgres  127.0.0.1:$PG_PORT   db library, role library (trust)   data $PG_DATA
+  redis     127.0.0.1:$REDIS_PORT   aof in $LOCAL_DIR/redis
+  kafka     127.0.0.1:$KAFKA_PORT   tansu (in-memory), topics: ${KAFKA_TOPICS//,/ }
+  s3        $S3_ENDPOINT_URL   bucket $S3_BUCKET, key $S3_ACCESS_KEY_ID (seaweedfs, data $LOCAL_DIR/seaweedfs)
+  envoy     http://127.0.0.1:$ENVOY_PORT (REST + gRPC + WS)   admin :$ENVOY_ADMIN_PORT   -> grpc $GRPC_UPSTREAMS, ws 127.0.0.1:$WS_PORT
+  jwt       $JWT_JWKS_FILE (kid $JWT_KID)   token: scripts/mint-token --user <uuid>
+  logs      $LOG_DIR
+EOF

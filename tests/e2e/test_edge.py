@@ -1,0 +1,314 @@
+"""The Envoy edge (envoy/envoy.yaml.tmpl): JWT at the edge, error shapes, routing, CORS, header stripping.
+
+Everything goes through Envoy at 127.0.0.1:$ENVOY_PORT, as clients do. The tests in the first part need only
+the stack (Envoy answers them itself); the last ones need the gRPC server behind it (`grpc_target`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import grpc
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from scripts.devtokens import mint
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY = f"http://127.0.0.1:{os.environ.get('ENVOY_PORT', '8080')}"
+ENVOY_GRPC = f"127.0.0.1:{os.environ.get('ENVOY_PORT', '8080')}"
+ADMIN = f"http://127.0.0.1:{os.environ.get('ENVOY_ADMIN_PORT', '9901')}"
+ITEMS = "/api/v1/library/me/items"
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+
+
+def http(method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes | None = None):
+    """(status, lower-cased headers, body bytes) of one request through Envoy."""
+    request = urllib.request.Request(ENVOY + path, method=method, headers=headers or {}, data=body)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def user_token(**overrides) -> str:
+    if not overrides:
+        return mint(str(uuid.uuid4()))
+    now = int(time.time())
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "roles": ["user"],
+        "iss": os.environ.get("JWT_ISSUER", "https://auth.platform.local"),
+        "aud": os.environ.get("JWT_AUDIENCE", "library"),
+        "iat": now,
+        "exp": now + 600,
+    }
+    claims.update(overrides)
+    key_file = os.environ.get("JWT_PRIVATE_KEY_FILE") or str(ROOT / ".local" / "jwt" / "private.pem")
+    with open(key_file, encoding="utf-8") as f:
+        return jwt.encode(claims, f.read(), algorithm="RS256", headers={"kid": "dev-1"})
+
+
+def foreign_key_token() -> str:
+    """Well-formed, kid dev-1, but signed by a key the edge does not know."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    now = int(time.time())
+    claims = {
+        "sub": str(uuid.uuid4()),
+        "roles": ["user"],
+        "iss": os.environ.get("JWT_ISSUER", "https://auth.platform.local"),
+        "aud": os.environ.get("JWT_AUDIENCE", "library"),
+        "iat": now,
+        "exp": now + 600,
+    }
+    return jwt.encode(claims, pem, algorithm="RS256", headers={"kid": "dev-1"})
+
+
+def assert_status_body(body: bytes, code: int, reason: str) -> dict:
+    document = json.loads(body)
+    assert document["code"] == code, document
+    assert isinstance(document["message"], str) and document["message"], document
+    assert document["details"] == [{"@type": ERROR_INFO, "reason": reason, "domain": "library.platform"}]
+    return document
+
+
+# ---------------------------------------------------------------- JWT at the edge (REST)
+
+
+def test_rest_without_token_is_401_unauthenticated():
+    status, headers, body = http("GET", ITEMS)
+    assert status == 401
+    assert headers["content-type"].startswith("application/json")
+    assert_status_body(body, 16, "UNAUTHENTICATED")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(lambda: mint(str(uuid.uuid4()), expired=True), id="expired"),
+        pytest.param(lambda: "not-a-jwt", id="garbage"),
+        pytest.param(foreign_key_token, id="unknown-signing-key"),
+        pytest.param(lambda: user_token(iss="https://evil.example"), id="wrong-issuer"),
+        pytest.param(lambda: user_token(aud="another-service"), id="wrong-audience"),
+    ],
+)
+def test_rest_with_bad_token_is_401_unauthenticated(token):
+    status, headers, body = http("GET", ITEMS, headers=bearer(token()))
+    assert status == 401
+    assert headers["content-type"].startswith("application/json")
+    assert_status_body(body, 16, "UNAUTHENTICATED")
+
+
+def test_token_must_be_a_bearer_authorization_header():
+    token = user_token()
+    status, _, body = http("GET", f"{ITEMS}?access_token={token}")
+    assert status == 401
+    assert_status_body(body, 16, "UNAUTHENTICATED")
+    status, _, _ = http("GET", ITEMS, headers={"Authorization": f"Basic {token}"})
+    assert status == 401
+
+
+def test_websocket_handshake_without_token_is_refused_at_the_edge():
+    headers = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    for path in ("/api/v1/ws/library", "/ws/library/notifications", "/api/v1/ws/download"):
+        status, _, body = http("GET", path, headers=headers)
+        assert status == 401, path
+        assert_status_body(body, 16, "UNAUTHENTICATED")
+
+
+# ---------------------------------------------------------------- routing and validation (REST)
+
+
+def test_unknown_path_under_api_is_404():
+    status, headers, body = http("GET", "/api/v1/library/nope", headers=bearer(user_token()))
+    assert status == 404
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(body)["code"] == 5
+
+
+def test_unknown_query_parameter_is_400():
+    status, _, body = http("GET", f"{ITEMS}?noSuchParameter=1", headers=bearer(user_token()))
+    assert status == 400
+    assert_status_body(body, 3, "VALIDATION_FAILED")
+
+
+def test_malformed_json_body_is_400():
+    status, _, body = http(
+        "POST",
+        "/api/v1/library/me/categories",
+        headers={**bearer(user_token()), "Content-Type": "application/json"},
+        body=b'{"name": ',
+    )
+    assert status == 400
+    assert_status_body(body, 3, "VALIDATION_FAILED")
+
+
+def test_openapi_document_needs_no_token():
+    status, _, _ = http("GET", "/api/v1/docs")
+    assert status in (200, 404)  # 404 only while the document has not been generated
+
+
+# ---------------------------------------------------------------- CORS
+
+
+def test_cors_preflight_is_answered_without_token():
+    origin = "http://localhost:5173"
+    status, headers, _ = http(
+        "OPTIONS",
+        ITEMS,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert status == 200
+    assert headers["access-control-allow-origin"] == origin
+    assert "PATCH" in headers["access-control-allow-methods"]
+    assert "authorization" in headers["access-control-allow-headers"].lower()
+
+
+def test_cors_headers_on_errors_too():
+    origin = "https://app.example"
+    status, headers, _ = http("GET", ITEMS, headers={"Origin": origin})
+    assert status == 401
+    assert headers["access-control-allow-origin"] == origin
+    assert "grpc-status" in headers["access-control-expose-headers"]
+
+
+# ---------------------------------------------------------------- native gRPC through the edge
+
+
+def _grpc_call(method: str, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.RpcError:
+    with grpc.insecure_channel(ENVOY_GRPC) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as caught:
+            call(b"", metadata=metadata, timeout=10)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/library.v1.LibraryService/ListLibraryItems",
+        "/library.v1.PlaytimeTrackerService/RecordPlaytimeHeartbeat",
+        "/download.v1.DownloadService/ListDownloads",
+    ],
+)
+def test_grpc_without_token_is_unauthenticated(method):
+    error = _grpc_call(method)
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert not error.details().startswith("{")  # gRPC clients get gRPC status, not the REST JSON body
+
+
+def test_grpc_with_expired_or_foreign_token_is_unauthenticated():
+    for token in (mint(str(uuid.uuid4()), expired=True), foreign_key_token(), user_token(aud="x")):
+        error = _grpc_call(
+            "/library.v1.LibraryService/ListLibraryItems", (("authorization", f"Bearer {token}"),)
+        )
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+# ---------------------------------------------------------------- identity headers
+
+
+def test_client_identity_headers_are_stripped_by_config():
+    with urllib.request.urlopen(f"{ADMIN}/config_dump?resource=dynamic_listeners", timeout=5) as response:
+        dump = response.read().decode()
+    if '"x-user-id"' not in dump:  # static listeners live in the bootstrap section
+        with urllib.request.urlopen(f"{ADMIN}/config_dump", timeout=5) as response:
+            dump = response.read().decode()
+    for header in ("x-user-id", "x-user-roles", "x-jwt-payload", "x-forwarded-user"):
+        assert f'"{header}"' in dump, header
+
+
+# ---------------------------------------------------------------- through to the gRPC server
+
+
+async def test_grpc_health_through_the_edge_needs_no_token(grpc_target):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(ENVOY_GRPC) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_rest_with_valid_token_reaches_the_server(grpc_target):
+    status, headers, body = await asyncio.to_thread(
+        http, "GET", f"{ITEMS}?pageSize=5", headers=bearer(user_token())
+    )
+    assert status == 200, body
+    assert headers["content-type"].startswith("application/json")
+    document = json.loads(body)
+    assert document["totalSize"] == 0  # primitive fields are always printed
+    assert document.get("items", []) == []
+
+
+async def test_client_identity_headers_do_not_reach_the_server(grpc_target):
+    """User A owns a game; user B, claiming to be A in identity headers, still sees only B's library."""
+    from library.v1 import library_service_pb2 as pb
+    from library.v1 import library_service_pb2_grpc
+
+    owner, intruder, product = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    service = (("authorization", f"Bearer {mint('service:test', roles=('service',))}"),)
+    async with grpc.aio.insecure_channel(ENVOY_GRPC) as channel:
+        await library_service_pb2_grpc.LibraryServiceStub(channel).GrantEntitlements(
+            pb.GrantEntitlementsRequest(
+                user_id=str(owner),
+                items=[
+                    pb.EntitlementGrant(product_id=str(product), acquisition_type=pb.LibraryItem.PURCHASE)
+                ],
+            ),
+            metadata=service,
+            timeout=10,
+        )
+    spoofed = {
+        "x-user-id": str(owner),
+        "x-user-roles": "service",
+        "x-jwt-payload": json.dumps({"sub": str(owner)}),
+        "x-forwarded-user": str(owner),
+    }
+    status, _, body = await asyncio.to_thread(
+        http, "GET", ITEMS, headers={**bearer(mint(str(intruder))), **spoofed}
+    )
+    assert status == 200, body
+    assert json.loads(body)["totalSize"] == 0
+    status, _, body = await asyncio.to_thread(http, "GET", ITEMS, headers=bearer(mint(str(owner))))
+    assert status == 200, body
+    assert [item["productId"] for item in json.loads(body)["items"]] == [str(product)]
+
+
+async def test_grpc_reflection_through_the_edge_needs_no_token(grpc_target):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with grpc.aio.insecure_channel(ENVOY_GRPC) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
+        services = set()
+        async for response in call:
+            services.update(s.name for s in response.list_services_response.service)
+    assert {"library.v1.LibraryService", "download.v1.DownloadService"} <= services
