@@ -1,0 +1,150 @@
+"""The call pipeline every RPC goes through (server/core/interceptors.py), on a real grpc.aio server:
+authentication, domain errors as rich status, and nothing internal leaking to the client."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from scripts.devtokens import mint
+from server.core import auth
+from server.core.auth import TokenVerifier
+from server.core.errors import FieldViolation, InvalidArgument, NotFound
+from server.core.interceptors import CallInterceptor
+from tests.support.processes import free_port
+
+SERVICE = "test.Pipeline"
+
+
+async def _whoami(request: bytes, context) -> bytes:
+    return auth.current_user_id().bytes
+
+
+async def _not_found(request: bytes, context) -> bytes:
+    raise NotFound("no such session", reason="SESSION_NOT_FOUND")
+
+
+async def _invalid(request: bytes, context) -> bytes:
+    raise InvalidArgument([FieldViolation("product_id", "must be a UUID")])
+
+
+async def _crash(request: bytes, context) -> bytes:
+    raise RuntimeError('psycopg.errors.UndefinedTable: relation "secret_table" does not exist')
+
+
+async def _unbuilt(request: bytes, context) -> bytes:
+    raise NotImplementedError
+
+
+async def _service_only(request: bytes, context) -> bytes:
+    auth.require_service()
+    return b"ok"
+
+
+HANDLERS = {
+    "WhoAmI": _whoami,
+    "NotFound": _not_found,
+    "Invalid": _invalid,
+    "Crash": _crash,
+    "Unbuilt": _unbuilt,
+    "ServiceOnly": _service_only,
+}
+
+
+@pytest.fixture
+async def pipeline(settings):
+    verifier = TokenVerifier(
+        jwks_file=settings.jwt_jwks_file, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+    server = grpc.aio.server(interceptors=[CallInterceptor(verifier)])
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                SERVICE, {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in HANDLERS.items()}
+            )
+        ]
+    )
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+        async def call(method: str, token: str | None = None) -> bytes:
+            metadata = (("authorization", f"Bearer {token}"),) if token else ()
+            return await channel.unary_unary(f"/{SERVICE}/{method}")(b"", metadata=metadata)
+
+        yield call
+    await server.stop(0)
+
+
+def _status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    raw = dict(error.trailing_metadata())["grpc-status-details-bin"]
+    return status_pb2.Status.FromString(raw)
+
+
+def _reason(status: status_pb2.Status) -> str:
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert info.domain == "library.platform"
+    return info.reason
+
+
+async def test_the_jwt_subject_is_the_caller(pipeline):
+    user = uuid.uuid4()
+    assert await pipeline("WhoAmI", mint(str(user))) == user.bytes
+
+
+async def test_missing_expired_or_forged_token_is_unauthenticated(pipeline):
+    forged = mint(str(uuid.uuid4()))[:-4] + "AAAA"
+    for token in (None, mint(str(uuid.uuid4()), expired=True), forged):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await pipeline("WhoAmI", token)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert _reason(_status(raised.value)) == "UNAUTHENTICATED"
+
+
+async def test_domain_error_becomes_its_code_and_reason(pipeline):
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await pipeline("NotFound", mint(str(uuid.uuid4())))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert _reason(_status(raised.value)) == "SESSION_NOT_FOUND"
+
+
+async def test_invalid_argument_carries_field_violations(pipeline):
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await pipeline("Invalid", mint(str(uuid.uuid4())))
+    status = _status(raised.value)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _reason(status) == "VALIDATION_FAILED"
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[1].Unpack(bad_request)
+    assert [(v.field, v.description) for v in bad_request.field_violations] == [
+        ("product_id", "must be a UUID")
+    ]
+
+
+async def test_unexpected_error_is_internal_and_reveals_nothing(pipeline):
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await pipeline("Crash", mint(str(uuid.uuid4())))
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert raised.value.details() == "internal error"
+    assert b"secret_table" not in b"".join(
+        v if isinstance(v, bytes) else v.encode() for _, v in raised.value.trailing_metadata()
+    )
+
+
+async def test_unbuilt_method_is_unimplemented(pipeline):
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await pipeline("Unbuilt", mint(str(uuid.uuid4())))
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_internal_methods_need_the_service_role(pipeline):
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await pipeline("ServiceOnly", mint(str(uuid.uuid4())))
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert _reason(_status(raised.value)) == "PERMISSION_DENIED"
+    assert await pipeline("ServiceOnly", mint("service:payment", roles=("service",))) == b"ok"
