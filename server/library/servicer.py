@@ -2,10 +2,360 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
+from server.core.auth import current_user_id, require_service
 from server.core.deps import Deps
+from server.core.validation import Validator
+from server.library import rules, use_cases
+from server.library.views import CategoryView, LibraryItemView, ProductInfo, WishlistItemView
+
+_Acquisition = pb.LibraryItem.AcquisitionType
+_Installation = pb.LibraryItem.InstallationStatus
+_ProductType = pb.Product.ProductType
+_SortBy = pb.ListLibraryItemsRequest.SortBy
+_Reason = pb.RevokeEntitlementRequest.Reason
+
+MAX_SEARCH = 200
+MAX_NOTES = 1000
+MAX_CATEGORIES_PER_ITEM = 100
+MAX_GRANTS = 100
+MAX_PRODUCTS = 500
+MAX_NAME = 500
+MAX_URL = 2048
+MAX_COMPANY = 300
+MAX_GENRES = 50
+MAX_GENRE = 100
+
+
+def _defined(enum) -> set[int]:
+    return {v for v in enum.values() if v != 0}
+
+
+def _domain(enum, value: int) -> str:
+    """Proto enum number → stored value (`INSTALLED` → `installed`)."""
+    return enum.Name(value).lower()
+
+
+def _wire(enum, value: str) -> int:
+    """Stored value → proto enum number; unknown values map to UNSPECIFIED."""
+    try:
+        return enum.Value(value.upper())
+    except ValueError:
+        return 0
+
+
+def _ts(when: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if when is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def _product(info: ProductInfo | None, product_id: uuid.UUID) -> pb.Product:
+    if info is None:
+        return pb.Product(product_id=str(product_id))
+    return pb.Product(
+        product_id=str(info.product_id),
+        name=info.name,
+        product_type=_wire(_ProductType, info.product_type),
+        cover_image_url=info.cover_image_url,
+        icon_url=info.icon_url,
+        developer=info.developer,
+        publisher=info.publisher,
+        release_date=_ts(info.release_date),
+        genres=info.genres,
+        updated_at=_ts(info.updated_at),
+    )
+
+
+def _item(view: LibraryItemView) -> pb.LibraryItem:
+    return pb.LibraryItem(
+        id=str(view.id),
+        product_id=str(view.product_id),
+        product=_product(view.product, view.product_id),
+        acquisition_type=_wire(_Acquisition, view.acquisition_type),
+        acquisition_timestamp=_ts(view.acquisition_timestamp),
+        added_to_library_at=_ts(view.added_to_library_at),
+        last_played_timestamp=_ts(view.last_played_timestamp),
+        total_playtime_seconds=view.total_playtime_seconds,
+        installation_status=_wire(_Installation, view.installation_status),
+        installed_version_id=str(view.installed_version_id or ""),
+        is_hidden=view.is_hidden,
+        category_ids=[str(c) for c in view.category_ids],
+    )
+
+
+def _category(view: CategoryView) -> pb.Category:
+    return pb.Category(id=str(view.id), name=view.name, created_at=_ts(view.created_at))
+
+
+def _wish(view: WishlistItemView) -> pb.WishlistItem:
+    return pb.WishlistItem(
+        id=str(view.id),
+        product_id=str(view.product_id),
+        product=_product(view.product, view.product_id),
+        added_timestamp=_ts(view.added_timestamp),
+        priority=view.priority,
+        notes=view.notes,
+    )
+
+
+def _distinct(v: Validator, field: str, ids: list[uuid.UUID | None]) -> None:
+    seen: set[uuid.UUID] = set()
+    for i, value in enumerate(ids):
+        if value is not None and value in seen:
+            v.fail(f"{field}[{i}].product_id", "duplicate product id")
+        seen.add(value)
+
+
+def _product_row(v: Validator, field: str, product: pb.Product, now: datetime) -> dict:
+    """A product cache row from an UpsertProducts entry (every column: the entry replaces the cache)."""
+    v.text(f"{field}.name", product.name, max_len=MAX_NAME, required=True)
+    v.enum(f"{field}.product_type", product.product_type, _defined(_ProductType))
+    for name in ("cover_image_url", "icon_url"):
+        v.text(f"{field}.{name}", getattr(product, name), max_len=MAX_URL)
+    for name in ("developer", "publisher"):
+        v.text(f"{field}.{name}", getattr(product, name), max_len=MAX_COMPANY)
+    if len(product.genres) > MAX_GENRES:
+        v.fail(f"{field}.genres", f"at most {MAX_GENRES} genres")
+    for i, genre in enumerate(product.genres):
+        v.text(f"{field}.genres[{i}]", genre, max_len=MAX_GENRE, required=True)
+    release = product.release_date
+    return {
+        "product_id": v.uuid(f"{field}.product_id", product.product_id),
+        "name": product.name,
+        "product_type": (
+            _domain(_ProductType, product.product_type)
+            if product.product_type in _defined(_ProductType)
+            else ""
+        ),
+        "cover_image_url": product.cover_image_url,
+        "icon_url": product.icon_url,
+        "developer": product.developer,
+        "publisher": product.publisher,
+        "release_date": release.ToDatetime(tzinfo=UTC) if product.HasField("release_date") else None,
+        "genres": list(product.genres),
+        "updated_at": v.timestamp(f"{field}.updated_at", product.updated_at, now=now, required=False) or now,
+    }
 
 
 class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
     def __init__(self, deps: Deps):
         self._deps = deps
+
+    async def ListLibraryItems(
+        self, request: pb.ListLibraryItemsRequest, context
+    ) -> pb.ListLibraryItemsResponse:
+        user_id = current_user_id()
+        v = Validator()
+        v.enum("status", request.status, _defined(_Installation))
+        category_id = v.uuid("category_id", request.category_id, required=False)
+        v.text("search", request.search, max_len=MAX_SEARCH)
+        v.enum("sort_by", request.sort_by, _defined(_SortBy))
+        page_size = v.page_size(request.page_size)
+        v.check()
+        query = use_cases.LibraryQuery(
+            installation_status=_domain(_Installation, request.status) if request.status else None,
+            category_id=category_id,
+            search=request.search,
+            sort=_domain(_SortBy, request.sort_by or _SortBy.Value("NAME_ASC")),
+            include_hidden=request.include_hidden,
+            page_size=page_size,
+            page_token=request.page_token,
+        )
+        page = await use_cases.list_library_items(self._deps, user_id, query)
+        return pb.ListLibraryItemsResponse(
+            items=[_item(i) for i in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
+
+    async def UpdateLibraryItem(
+        self, request: pb.UpdateLibraryItemRequest, context
+    ) -> pb.UpdateLibraryItemResponse:
+        user_id = current_user_id()
+        v = Validator()
+        item_id = v.uuid("library_item_id", request.library_item_id)
+        if len(request.category_ids) > MAX_CATEGORIES_PER_ITEM:
+            v.fail("category_ids", f"at most {MAX_CATEGORIES_PER_ITEM} categories")
+        category_ids = [v.uuid(f"category_ids[{i}]", c) for i, c in enumerate(request.category_ids)]
+        v.enum("installation_status", request.installation_status, _defined(_Installation))
+        fields, unknown = rules.fields_to_update(
+            request.update_mask.paths,
+            has_is_hidden=request.HasField("is_hidden"),
+            has_category_ids=bool(request.category_ids),
+            has_installation_status=request.installation_status != 0,
+        )
+        for path in unknown:
+            v.fail("update_mask", f"unknown field path {path!r}")
+        if rules.INSTALLATION_STATUS in fields and request.installation_status == 0:
+            v.fail("installation_status", "is required when named in update_mask")
+        v.check()
+        changes = use_cases.ItemChanges(
+            fields=fields,
+            is_hidden=request.is_hidden,
+            category_ids=[c for c in category_ids if c is not None],
+            installation_status=(
+                _domain(_Installation, request.installation_status) if request.installation_status else None
+            ),
+        )
+        view = await use_cases.update_library_item(self._deps, user_id, item_id, changes)
+        return pb.UpdateLibraryItemResponse(library_item=_item(view))
+
+    async def ListCategories(self, request: pb.ListCategoriesRequest, context) -> pb.ListCategoriesResponse:
+        user_id = current_user_id()
+        v = Validator()
+        page_size = v.page_size(request.page_size)
+        v.check()
+        page = await use_cases.list_categories(self._deps, user_id, page_size, request.page_token)
+        return pb.ListCategoriesResponse(
+            categories=[_category(c) for c in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
+
+    async def CreateCategory(self, request: pb.CreateCategoryRequest, context) -> pb.CreateCategoryResponse:
+        user_id = current_user_id()
+        v = Validator()
+        name = rules.clean_category_name(request.name)
+        if (problem := rules.category_name_problem(name)) is not None:
+            v.fail("name", problem)
+        request_id = v.request_id(request.request_id)
+        v.check()
+        category = await use_cases.create_category(self._deps, user_id, name, request_id)
+        return pb.CreateCategoryResponse(category=_category(category))
+
+    async def ListWishlist(self, request: pb.ListWishlistRequest, context) -> pb.ListWishlistResponse:
+        user_id = current_user_id()
+        v = Validator()
+        page_size = v.page_size(request.page_size)
+        v.check()
+        page = await use_cases.list_wishlist(self._deps, user_id, page_size, request.page_token)
+        return pb.ListWishlistResponse(
+            items=[_wish(i) for i in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
+
+    async def AddWishlistItem(
+        self, request: pb.AddWishlistItemRequest, context
+    ) -> pb.AddWishlistItemResponse:
+        user_id = current_user_id()
+        v = Validator()
+        product_id = v.uuid("product_id", request.product_id)
+        v.non_negative("priority", request.priority)
+        v.text("notes", request.notes, max_len=MAX_NOTES)
+        request_id = v.request_id(request.request_id)
+        v.check()
+        item = await use_cases.add_wishlist_item(
+            self._deps,
+            user_id,
+            product_id,
+            priority=request.priority,
+            notes=request.notes,
+            request_id=request_id,
+        )
+        return pb.AddWishlistItemResponse(wishlist_item=_wish(item))
+
+    async def RemoveWishlistItem(
+        self, request: pb.RemoveWishlistItemRequest, context
+    ) -> pb.RemoveWishlistItemResponse:
+        user_id = current_user_id()
+        v = Validator()
+        product_id = v.uuid("product_id", request.product_id)
+        v.check()
+        removed = await use_cases.remove_wishlist_item(self._deps, user_id, product_id)
+        return pb.RemoveWishlistItemResponse(removed=removed)
+
+    async def GrantEntitlements(
+        self, request: pb.GrantEntitlementsRequest, context
+    ) -> pb.GrantEntitlementsResponse:
+        caller = require_service().subject
+        v = Validator()
+        user_id = v.uuid("user_id", request.user_id)
+        if not 1 <= len(request.items) <= MAX_GRANTS:
+            v.fail("items", f"must have 1 to {MAX_GRANTS} entries")
+        product_ids = [v.uuid(f"items[{i}].product_id", g.product_id) for i, g in enumerate(request.items)]
+        for i, grant in enumerate(request.items):
+            v.enum(
+                f"items[{i}].acquisition_type", grant.acquisition_type, _defined(_Acquisition), required=True
+            )
+        _distinct(v, "items", product_ids)
+        order_id = v.uuid("order_id", request.order_id, required=False)
+        request_id = v.request_id(request.request_id)
+        v.check()
+        grants = [
+            use_cases.Grant(product_id, _domain(_Acquisition, g.acquisition_type))
+            for product_id, g in zip(product_ids, request.items, strict=True)
+            if product_id is not None
+        ]
+        result = await use_cases.grant_entitlements(
+            self._deps,
+            caller,
+            user_id,
+            grants,
+            order_id=str(order_id) if order_id else None,
+            request_id=request_id,
+        )
+        return pb.GrantEntitlementsResponse(
+            library_items=[_item(i) for i in result.library_items],
+            newly_granted_product_ids=[str(p) for p in result.newly_granted_product_ids],
+        )
+
+    async def RevokeEntitlement(
+        self, request: pb.RevokeEntitlementRequest, context
+    ) -> pb.RevokeEntitlementResponse:
+        caller = require_service().subject
+        v = Validator()
+        user_id = v.uuid("user_id", request.user_id)
+        product_id = v.uuid("product_id", request.product_id)
+        v.enum("reason", request.reason, _defined(_Reason), required=True)
+        order_id = v.uuid("order_id", request.order_id, required=False)
+        request_id = v.request_id(request.request_id)
+        v.check()
+        result = await use_cases.revoke_entitlement(
+            self._deps,
+            caller,
+            user_id,
+            product_id,
+            reason=_domain(_Reason, request.reason),
+            order_id=str(order_id) if order_id else None,
+            request_id=request_id,
+        )
+        return pb.RevokeEntitlementResponse(revoked=result.revoked)
+
+    async def CheckEntitlement(
+        self, request: pb.CheckEntitlementRequest, context
+    ) -> pb.CheckEntitlementResponse:
+        require_service()
+        v = Validator()
+        user_id = v.uuid("user_id", request.user_id)
+        product_id = v.uuid("product_id", request.product_id)
+        v.check()
+        item = await use_cases.check_entitlement(self._deps, user_id, product_id)
+        if item is None:
+            return pb.CheckEntitlementResponse(owned=False)
+        return pb.CheckEntitlementResponse(
+            owned=True, acquisition_type=_wire(_Acquisition, item.acquisition_type), library_item=_item(item)
+        )
+
+    async def UpsertProducts(self, request: pb.UpsertProductsRequest, context) -> pb.UpsertProductsResponse:
+        require_service()
+        v = Validator()
+        if not 1 <= len(request.products) <= MAX_PRODUCTS:
+            v.fail("products", f"must have 1 to {MAX_PRODUCTS} entries")
+        now = self._deps.clock()
+        rows = [_product_row(v, f"products[{i}]", p, now) for i, p in enumerate(request.products)]
+        _distinct(v, "products", [row["product_id"] for row in rows])
+        v.check()
+        result = await use_cases.upsert_products(self._deps, rows)
+        return pb.UpsertProductsResponse(
+            upserted_count=result.upserted_count, skipped_count=result.skipped_count
+        )

@@ -1,12 +1,26 @@
-"""Library tables (seed 000 §4.1): library items (entitlements) and the local product cache."""
+"""Library tables (seed 000 §4.1): library items (entitlements), the local product cache, user categories,
+the wishlist, and the ledgers that make grants and retried writes idempotent."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, String, Text, UniqueConstraint, func, text
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.core.db import Base
@@ -49,8 +63,81 @@ class LibraryItem(Base):
     is_hidden: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     order_id: Mapped[str | None] = mapped_column(Text)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Audit of the last revocation (refund, chargeback, ...): why, and which order it refunded.
+    revoke_reason: Mapped[str | None] = mapped_column(String(32))
+    revoked_order_id: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("user_id", "product_id"),
         Index("ix_library_items_user_added", "user_id", "added_to_library_at"),
     )
+
+
+class Category(Base):
+    """A user's game category (seed `UserGameCategory`); names are unique per user, case-insensitively."""
+
+    __tablename__ = "library_categories"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("uq_library_categories_user_name", "user_id", func.lower(text("name")), unique=True),
+    )
+
+
+class LibraryItemCategory(Base):
+    """Membership of a library item in one of its owner's categories."""
+
+    __tablename__ = "library_item_categories"
+
+    library_item_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("library_items.id", ondelete="CASCADE"), primary_key=True
+    )
+    category_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("library_categories.id", ondelete="CASCADE"), primary_key=True
+    )
+
+    __table_args__ = (Index("ix_library_item_categories_category_id", "category_id"),)
+
+
+class WishlistItem(Base):
+    """A product on a user's wishlist (seed `WishlistItem`). `priority` 0 means "not set"."""
+
+    __tablename__ = "wishlist_items"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    added_timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    notes: Mapped[str] = mapped_column(Text, server_default="")
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "product_id"),
+        Index("ix_wishlist_items_user_added", "user_id", "added_timestamp"),
+    )
+
+
+class AppliedOrder(Base):
+    """Orders whose entitlements were granted: a second grant for the same order changes nothing."""
+
+    __tablename__ = "library_applied_orders"
+
+    order_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RequestReplay(Base):
+    """First response of a retried write (AIP-155), keyed by caller, method and request id."""
+
+    __tablename__ = "library_request_replays"
+
+    caller: Mapped[str] = mapped_column(Text, primary_key=True)
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -59,8 +59,12 @@ class TopicReader:
             batch = await self._consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
             for records in batch.values():
                 for record in records:
+                    try:
+                        event = json.loads(record.value)
+                    except ValueError:
+                        continue  # a record that is not JSON (someone's probe) is not an event of ours
                     self.keys.append(record.key)
-                    self.events.append(json.loads(record.value))
+                    self.events.append(event)
 
     async def drain(self, seconds: float = 1.0) -> None:
         """Reads whatever else arrives for `seconds` (to prove that nothing more does)."""

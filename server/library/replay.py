@@ -1,0 +1,93 @@
+"""Retried writes (AIP-155): the first response to a `request_id` is stored with the change it made, and a
+replay gets that response back without changing anything.
+
+The request id is claimed at the start of the use case's transaction, so a concurrent duplicate waits on the
+claim's row lock and then reads the committed response; if the first attempt rolls back, its claim goes with
+it and the retry runs for real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import uuid
+from datetime import datetime
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from server.core.uow import UnitOfWork
+from server.library.tables import RequestReplay
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestKey:
+    caller: str
+    method: str
+    request_id: uuid.UUID
+
+    def _where(self):
+        return (
+            RequestReplay.caller == self.caller,
+            RequestReplay.method == self.method,
+            RequestReplay.request_id == self.request_id,
+        )
+
+
+async def claim(uow: UnitOfWork, key: RequestKey | None, result_type: type[T]) -> T | None:
+    """None when this request id is new (go ahead, then `remember`); else the first response."""
+    if key is None:
+        return None
+    inserted = await uow.session.scalar(
+        pg_insert(RequestReplay)
+        .values(caller=key.caller, method=key.method, request_id=key.request_id)
+        .on_conflict_do_nothing()
+        .returning(RequestReplay.request_id)
+    )
+    if inserted is not None:
+        return None
+    stored = await uow.session.scalar(select(RequestReplay.response).where(*key._where()))
+    return from_json(result_type, stored)
+
+
+async def remember(uow: UnitOfWork, key: RequestKey | None, result: Any) -> None:
+    if key is not None:
+        await uow.session.execute(update(RequestReplay).where(*key._where()).values(response=to_json(result)))
+
+
+def to_json(value: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(value), default=_scalar))
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+def from_json(cls: type[T], data: dict[str, Any]) -> T:
+    hints = get_type_hints(cls)
+    return cls(**{f.name: _decode(hints[f.name], data[f.name]) for f in dataclasses.fields(cls)})
+
+
+def _decode(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return _decode(next(a for a in get_args(hint) if a is not type(None)), value)
+    if origin is list:
+        return [_decode(get_args(hint)[0], v) for v in value]
+    if hint is uuid.UUID:
+        return uuid.UUID(value)
+    if hint is datetime:
+        return datetime.fromisoformat(value)
+    if dataclasses.is_dataclass(hint):
+        return from_json(hint, value)
+    return value

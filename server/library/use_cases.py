@@ -1,0 +1,274 @@
+"""Library use cases: each runs in one unit of work; events go to the outbox in the same transaction.
+
+Self-service use cases take the caller's user id (the JWT subject) and touch only that user's rows; the
+entitlement use cases are called by the internal RPCs and by the payment consumer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from server.core.deps import Deps
+from server.core.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from server.core.pagination import decode_page_token, encode_page_token, query_fingerprint
+from server.core.uow import UnitOfWork
+from server.library import replay, repository, rules
+from server.library.replay import RequestKey
+from server.library.views import (
+    CategoryView,
+    GrantResult,
+    LibraryItemView,
+    Page,
+    RevokeResult,
+    UpsertResult,
+    WishlistItemView,
+)
+
+
+@dataclass(frozen=True)
+class LibraryQuery:
+    installation_status: str | None
+    category_id: uuid.UUID | None
+    search: str
+    sort: str
+    include_hidden: bool
+    page_size: int
+    page_token: str
+
+
+async def list_library_items(deps: Deps, user_id: uuid.UUID, query: LibraryQuery) -> Page[LibraryItemView]:
+    fingerprint = query_fingerprint(
+        "library-items", user_id, query.installation_status, query.category_id, query.search, query.sort,
+        query.include_hidden,
+    )  # fmt: skip
+    cursor = decode_page_token(query.page_token, fingerprint)
+    async with deps.uow() as uow:
+        items, next_cursor, total = await repository.list_items(
+            uow.session,
+            user_id,
+            installation_status=query.installation_status,
+            category_id=query.category_id,
+            name_pattern=rules.name_search_pattern(query.search) if query.search else None,
+            include_hidden=query.include_hidden,
+            sort=query.sort,
+            cursor=cursor,
+            page_size=query.page_size,
+        )
+    return Page(items, encode_page_token(next_cursor, fingerprint) if next_cursor else "", total)
+
+
+@dataclass(frozen=True)
+class ItemChanges:
+    """The fields UpdateLibraryItem changes (`fields`) and their new values."""
+
+    fields: frozenset[str]
+    is_hidden: bool
+    category_ids: list[uuid.UUID]
+    installation_status: str | None
+
+
+async def update_library_item(
+    deps: Deps, user_id: uuid.UUID, item_id: uuid.UUID, changes: ItemChanges
+) -> LibraryItemView:
+    async with deps.uow() as uow:
+        found = await repository.item_for_update(uow.session, user_id, item_id)
+        if found is None:
+            raise NotFound("library item not found", reason="LIBRARY_ITEM_NOT_FOUND")
+        item, product = found
+        if rules.CATEGORY_IDS in changes.fields:
+            category_ids = list(dict.fromkeys(changes.category_ids))
+            own = await repository.own_category_ids(uow.session, user_id, category_ids)
+            unknown = [i for i, c in enumerate(changes.category_ids) if c not in own]
+            if unknown:
+                raise InvalidArgument(
+                    [FieldViolation(f"category_ids[{i}]", "unknown category") for i in unknown]
+                )
+            await repository.replace_item_categories(uow.session, item.id, category_ids)
+        if rules.IS_HIDDEN in changes.fields:
+            item.is_hidden = changes.is_hidden
+        if rules.INSTALLATION_STATUS in changes.fields and changes.installation_status is not None:
+            item.installation_status = changes.installation_status
+            if changes.installation_status == "not_installed":
+                item.installed_version_id = None
+        await uow.session.flush()
+        view = await repository.item_view(uow.session, item, product)
+        await uow.commit()
+    return view
+
+
+async def list_categories(
+    deps: Deps, user_id: uuid.UUID, page_size: int, page_token: str
+) -> Page[CategoryView]:
+    fingerprint = query_fingerprint("categories", user_id)
+    cursor = decode_page_token(page_token, fingerprint)
+    async with deps.uow() as uow:
+        items, next_cursor, total = await repository.list_categories(uow.session, user_id, cursor, page_size)
+    return Page(items, encode_page_token(next_cursor, fingerprint) if next_cursor else "", total)
+
+
+async def create_category(
+    deps: Deps, user_id: uuid.UUID, name: str, request_id: uuid.UUID | None
+) -> CategoryView:
+    key = _key(user_id, "CreateCategory", request_id)
+    async with deps.uow() as uow:
+        if (first := await replay.claim(uow, key, CategoryView)) is not None:
+            return first
+        category = await repository.add_category(uow.session, user_id, name)
+        if category is None:
+            raise AlreadyExists("a category with this name exists", reason="CATEGORY_ALREADY_EXISTS")
+        await replay.remember(uow, key, category)
+        await uow.commit()
+    return category
+
+
+async def list_wishlist(
+    deps: Deps, user_id: uuid.UUID, page_size: int, page_token: str
+) -> Page[WishlistItemView]:
+    fingerprint = query_fingerprint("wishlist", user_id)
+    cursor = decode_page_token(page_token, fingerprint)
+    async with deps.uow() as uow:
+        items, next_cursor, total = await repository.list_wishlist(uow.session, user_id, cursor, page_size)
+    return Page(items, encode_page_token(next_cursor, fingerprint) if next_cursor else "", total)
+
+
+async def add_wishlist_item(
+    deps: Deps,
+    user_id: uuid.UUID,
+    product_id: uuid.UUID,
+    *,
+    priority: int,
+    notes: str,
+    request_id: uuid.UUID | None,
+) -> WishlistItemView:
+    key = _key(user_id, "AddWishlistItem", request_id)
+    async with deps.uow() as uow:
+        if (first := await replay.claim(uow, key, WishlistItemView)) is not None:
+            return first
+        now = deps.clock()
+        item = await repository.add_wishlist_item(
+            uow.session, user_id, product_id, priority=priority, notes=notes, added_at=now
+        )
+        if item is None:
+            raise AlreadyExists(
+                "the product is on the wishlist already", reason="WISHLIST_ITEM_ALREADY_EXISTS"
+            )
+        uow.add_event(rules.WISHLIST_ITEM_ADDED, user_id, rules.wishlist_payload(user_id, product_id, now))
+        await replay.remember(uow, key, item)
+        await uow.commit()
+    return item
+
+
+async def remove_wishlist_item(deps: Deps, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
+    async with deps.uow() as uow:
+        removed = await repository.remove_wishlist_item(uow.session, user_id, product_id)
+        if removed:
+            payload = rules.wishlist_payload(user_id, product_id, deps.clock())
+            uow.add_event(rules.WISHLIST_ITEM_REMOVED, user_id, payload)
+        await uow.commit()
+    return removed
+
+
+@dataclass(frozen=True)
+class Grant:
+    product_id: uuid.UUID
+    acquisition_type: str
+
+
+async def grant_in(
+    uow: UnitOfWork,
+    user_id: uuid.UUID,
+    grants: Sequence[Grant],
+    *,
+    order_id: str | None,
+    acquired_at: datetime,
+    now: datetime,
+) -> GrantResult:
+    """Grants inside the caller's unit of work (shared by GrantEntitlements and the payment consumer).
+
+    An order is applied once: a second grant for it changes nothing and reports the current items."""
+    newly: list[uuid.UUID] = []
+    if order_id is None or await repository.claim_order(uow.session, order_id, user_id):
+        for grant in grants:
+            added = await repository.add_item(
+                uow.session,
+                user_id,
+                grant.product_id,
+                acquisition_type=grant.acquisition_type,
+                acquired_at=acquired_at,
+                added_at=now,
+                order_id=order_id,
+            )
+            if added:
+                newly.append(grant.product_id)
+                payload = rules.item_added_payload(user_id, grant.product_id, grant.acquisition_type, now)
+                uow.add_event(rules.ITEM_ADDED, user_id, payload)
+    owned = await repository.owned_items(uow.session, user_id, [g.product_id for g in grants])
+    return GrantResult([owned[g.product_id] for g in grants if g.product_id in owned], newly)
+
+
+async def grant_entitlements(
+    deps: Deps,
+    caller: str,
+    user_id: uuid.UUID,
+    grants: Sequence[Grant],
+    *,
+    order_id: str | None,
+    request_id: uuid.UUID | None,
+) -> GrantResult:
+    key = _key(caller, "GrantEntitlements", request_id)
+    async with deps.uow() as uow:
+        if (first := await replay.claim(uow, key, GrantResult)) is not None:
+            return first
+        now = deps.clock()
+        result = await grant_in(uow, user_id, grants, order_id=order_id, acquired_at=now, now=now)
+        await replay.remember(uow, key, result)
+        await uow.commit()
+    return result
+
+
+async def revoke_entitlement(
+    deps: Deps,
+    caller: str,
+    user_id: uuid.UUID,
+    product_id: uuid.UUID,
+    *,
+    reason: str,
+    order_id: str | None,
+    request_id: uuid.UUID | None,
+) -> RevokeResult:
+    key = _key(caller, "RevokeEntitlement", request_id)
+    async with deps.uow() as uow:
+        if (first := await replay.claim(uow, key, RevokeResult)) is not None:
+            return first
+        revoked = await repository.revoke_item(
+            uow.session, user_id, product_id, reason=reason, order_id=order_id, when=deps.clock()
+        )
+        result = RevokeResult(revoked)
+        await replay.remember(uow, key, result)
+        await uow.commit()
+    return result
+
+
+async def check_entitlement(deps: Deps, user_id: uuid.UUID, product_id: uuid.UUID) -> LibraryItemView | None:
+    async with deps.uow() as uow:
+        owned = await repository.owned_items(uow.session, user_id, [product_id])
+    return owned.get(product_id)
+
+
+async def upsert_products_in(uow: UnitOfWork, rows: Sequence[dict]) -> UpsertResult:
+    written = await repository.upsert_products(uow.session, rows)
+    return UpsertResult(written, len(rows) - written)
+
+
+async def upsert_products(deps: Deps, rows: Sequence[dict]) -> UpsertResult:
+    async with deps.uow() as uow:
+        result = await upsert_products_in(uow, rows)
+        await uow.commit()
+    return result
+
+
+def _key(caller: uuid.UUID | str, method: str, request_id: uuid.UUID | None) -> RequestKey | None:
+    return None if request_id is None else RequestKey(str(caller), method, request_id)
