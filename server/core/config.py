@@ -48,6 +48,14 @@ class Settings:
     playtime_heartbeat_interval_seconds: int = 60
     playtime_checkpoint_seconds: float = 300.0
     playtime_reaper_seconds: float = 15.0
+    # WebSocket notification relay (gateway/, SPEC §8)
+    ws_host: str = "127.0.0.1"
+    ws_port: int = 8765
+    ws_metrics_port: int = 9465
+    ws_max_connections_per_user: int = 5
+    ws_ping_interval_seconds: float = 20.0
+    ws_send_timeout_seconds: float = 10.0
+    ws_write_limit_bytes: int = 65536
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -86,4 +94,11 @@ class Settings:
                 "PLAYTIME_CHECKPOINT_SECONDS", cls.playtime_checkpoint_seconds
             ),
             playtime_reaper_seconds=_env_float("PLAYTIME_REAPER_SECONDS", cls.playtime_reaper_seconds),
+            ws_host=_env("WS_HOST", cls.ws_host),
+            ws_port=_env_int("WS_PORT", cls.ws_port),
+            ws_metrics_port=_env_int("WS_METRICS_PORT", cls.ws_metrics_port),
+            ws_max_connections_per_user=_env_int("WS_MAX_CONNECTIONS_PER_USER", cls.ws_max_connections_per_user),
+            ws_ping_interval_seconds=_env_float("WS_PING_INTERVAL_SECONDS", cls.ws_ping_interval_seconds),
+            ws_send_timeout_seconds=_env_float("WS_SEND_TIMEOUT_SECONDS", cls.ws_send_timeout_seconds),
+            ws_write_limit_bytes=_env_int("WS_WRITE_LIMIT_BYTES", cls.ws_write_limit_bytes),
         )

@@ -1,0 +1,59 @@
+"""Achievement tables: cached definitions, per-user progress (seed 000 §4.1 UserAchievement) and the
+request_id ledger that makes UpdateAchievementProgress replays return their first response."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.core.db import Base
+
+
+class AchievementDefinition(Base):
+    """One achievement of a product, cached locally (UpsertAchievementDefinitions)."""
+
+    __tablename__ = "achievement_definitions"
+
+    product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    api_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    display_name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    hidden: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    max_progress: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))
+    icon_url: Mapped[str] = mapped_column(Text, server_default="")
+    icon_locked_url: Mapped[str] = mapped_column(Text, server_default="")
+    display_order: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Users who have unlocked it: a counter bumped by the single transaction that observes each unlock,
+    # so the global unlock rate needs no scan of user_achievements.
+    unlocked_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class UserAchievement(Base):
+    """One user's progress on one achievement; `unlocked_at` is the first unlock and never changes."""
+
+    __tablename__ = "user_achievements"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    achievement_api_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    progress: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    is_unlocked: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    unlocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AchievementProgressRequest(Base):
+    """request_id → the first response of UpdateAchievementProgress (AIP-155)."""
+
+    __tablename__ = "achievement_progress_requests"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,195 @@
+"""Achievement use cases: definition upserts, progress reports (with the exactly-once unlock), listings."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.achievements import repository
+from server.achievements.rules import Definition, Progress, Status, merge_progress, status_of, unlock_rate
+from server.core.deps import Deps
+from server.core.errors import FieldViolation, InvalidArgument, NotFound
+from server.core.events.cloudevents import rfc3339
+from server.core.pagination import decode_page_token, encode_page_token, query_fingerprint
+from server.core.uow import UnitOfWork
+from server.library.entitlements import require_owned
+
+ACHIEVEMENT_UNLOCKED = "com.platform.library.achievement.unlocked.v1"
+ACHIEVEMENT_UNLOCKED_NOTIFICATION = "achievementUnlocked"
+# How long a product's owner count (the unlock rate's denominator) may be served from cache.
+OWNER_COUNT_TTL_SECONDS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressResult:
+    status: Status
+    newly_unlocked: bool
+
+    def to_json(self) -> dict[str, Any]:
+        status = asdict(self.status)
+        status["unlocked_at"] = self.status.unlocked_at.isoformat() if self.status.unlocked_at else None
+        return {"status": status, "newly_unlocked": self.newly_unlocked}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProgressResult:
+        status = dict(data["status"])
+        if status["unlocked_at"] is not None:
+            status["unlocked_at"] = datetime.fromisoformat(status["unlocked_at"])
+        return cls(status=Status(**status), newly_unlocked=data["newly_unlocked"])
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPage:
+    statuses: list[Status]
+    next_page_token: str
+    total_size: int
+
+
+async def upsert_definitions(deps: Deps, product_id: uuid.UUID, definitions: list[Definition]) -> int:
+    async with deps.uow() as uow:
+        count = await repository.upsert_definitions(uow.session, product_id, definitions)
+        await uow.commit()
+    return count
+
+
+async def update_progress(
+    deps: Deps,
+    user_id: uuid.UUID,
+    product_id: uuid.UUID,
+    api_name: str,
+    reported: int,
+    request_id: uuid.UUID | None,
+) -> ProgressResult:
+    """Records an absolute progress report; the unlocking call alone emits the event and notification.
+
+    With a request_id the first response is stored in the same transaction, and a replay (same user and
+    request_id, whatever the other fields say) returns it unchanged. Failed calls store nothing, so a retry
+    of one runs afresh.
+    """
+    async with deps.uow() as uow:
+        session = uow.session
+        if request_id is not None and not await repository.claim_request(session, user_id, request_id):
+            return ProgressResult.from_json(await repository.stored_response(session, user_id, request_id))
+        await require_owned(session, user_id, product_id)
+        definition = await repository.definition(session, product_id, api_name)
+        if definition is None:
+            raise NotFound("no such achievement for the product", reason="ACHIEVEMENT_NOT_FOUND")
+        current = await repository.progress_of(session, user_id, product_id, api_name)
+        change = merge_progress(current, reported, definition.max_progress)
+        newly_unlocked = False
+        if change.changed:
+            now = deps.clock()
+            newly_unlocked = await repository.record_progress(
+                session, user_id, product_id, api_name, change, now
+            )
+            if newly_unlocked:
+                _announce_unlock(uow, user_id, definition, now)
+        [status] = await _statuses(deps, session, user_id, product_id, api_name)
+        result = ProgressResult(status=status, newly_unlocked=newly_unlocked)
+        if request_id is not None:
+            await repository.save_response(session, user_id, request_id, result.to_json())
+        await uow.commit()
+    return result
+
+
+def _announce_unlock(uow: UnitOfWork, user_id: uuid.UUID, definition: Definition, when: datetime) -> None:
+    timestamp = rfc3339(when)
+    uow.add_event(
+        ACHIEVEMENT_UNLOCKED,
+        user_id,
+        {
+            "userId": str(user_id),
+            "productId": definition.product_id,
+            "achievementApiName": definition.api_name,
+            "unlockedTimestamp": timestamp,
+        },
+    )
+    uow.notify(
+        user_id,
+        ACHIEVEMENT_UNLOCKED_NOTIFICATION,
+        {
+            "productId": definition.product_id,
+            "achievementId": definition.api_name,
+            "achievementName": definition.display_name,
+            "timestamp": timestamp,
+        },
+    )
+
+
+async def list_statuses(
+    deps: Deps, user_id: uuid.UUID, product_ids: list[uuid.UUID], page_size: int, page_token: str
+) -> StatusPage:
+    fingerprint = query_fingerprint("achievement-statuses", [str(p) for p in product_ids])
+    after = _cursor(decode_page_token(page_token, fingerprint))
+    async with deps.uow() as uow:
+        session = uow.session
+        total = await repository.count_definitions(session, product_ids)
+        rows = await repository.status_rows(session, user_id, product_ids, after=after, limit=page_size + 1)
+        page = rows[:page_size]
+        statuses = await _merge(deps, session, user_id, product_ids, page)
+    next_token = ""
+    if len(rows) > page_size:
+        last = page[-1]
+        next_token = encode_page_token(
+            [last.position, last.definition.display_order, last.definition.api_name], fingerprint
+        )
+    return StatusPage(statuses=statuses, next_page_token=next_token, total_size=total)
+
+
+def _cursor(cursor: list[Any] | None) -> tuple[int, int, str] | None:
+    if cursor is None:
+        return None
+    match cursor:
+        case [int(position), int(order), str(api_name)]:
+            return position, order, api_name
+    raise InvalidArgument([FieldViolation("page_token", "is not a valid page token")])
+
+
+async def _statuses(
+    deps: Deps, session: AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID, api_name: str
+) -> list[Status]:
+    rows = await repository.status_rows(session, user_id, [product_id], api_name=api_name)
+    return await _merge(deps, session, user_id, [product_id], rows)
+
+
+async def _merge(
+    deps: Deps,
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    product_ids: list[uuid.UUID],
+    rows: list[repository.StatusRow],
+) -> list[Status]:
+    """Statuses with unlock rates over current owners; progress in products the caller no longer owns
+    shows as zero (the contract lists unowned products with zero progress)."""
+    owned = await repository.owned_products(session, user_id, product_ids)
+    owners = await _owner_counts(deps, session, product_ids)
+    statuses = []
+    for row in rows:
+        product_id = uuid.UUID(row.definition.product_id)
+        progress = row.progress if product_id in owned else Progress()
+        rate = unlock_rate(row.unlocked_count, owners.get(product_id, 0))
+        statuses.append(status_of(row.definition, progress, rate))
+    return statuses
+
+
+async def _owner_counts(
+    deps: Deps, session: AsyncSession, product_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """Owners per product, cached in Redis for OWNER_COUNT_TTL_SECONDS: counting a popular game's owners
+    on every progress report would scan its library items, and the contract lets the rate lag a little."""
+    keys = [f"achievements:owners:{product_id}" for product_id in product_ids]
+    cached = await deps.redis.mget(keys)
+    counts = {p: int(c) for p, c in zip(product_ids, cached, strict=True) if c is not None}
+    missing = [p for p in product_ids if p not in counts]
+    if missing:
+        fresh = await repository.owner_counts(session, missing)
+        async with deps.redis.pipeline(transaction=False) as pipe:
+            for product_id in missing:
+                counts[product_id] = fresh.get(product_id, 0)
+                pipe.set(f"achievements:owners:{product_id}", counts[product_id], ex=OWNER_COUNT_TTL_SECONDS)
+            await pipe.execute()
+    return counts

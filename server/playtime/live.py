@@ -1,0 +1,159 @@
+"""Active play sessions in Redis: the only state a heartbeat touches (SPEC §6: never the database).
+
+One hash per session, times in epoch milliseconds on the server's clock:
+  user, product, device   who plays what where (a heartbeat must name the same user and product)
+  seg_start, last         the open credited segment: its start and the last heartbeat
+  closed                  segments closed by an uncredited gap, as "start-end," entries
+A heartbeat is one EVALSHA of `_HEARTBEAT`, which applies `rules.advance` atomically. The key expires
+when nobody heartbeats it for `ttl` (longer than the reaper needs to notice a silent session).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from redis.asyncio import Redis
+
+from server.core.clock import Clock
+from server.core.deps import Deps
+from server.playtime.rules import AccrualPolicy, Interval, LiveSession
+
+# KEYS[1] session hash. ARGV: user id, product id, now (ms), longest credited gap (ms), ttl (ms).
+# Returns 1 (recorded), 0 (no such session for this user), -1 (the session is of another product).
+# Mirrors rules.advance. Times stay strings: Lua would print large numbers in exponent form.
+_HEARTBEAT = """
+local s = redis.call('HMGET', KEYS[1], 'user', 'product', 'seg_start', 'last')
+if not s[1] or s[1] ~= ARGV[1] then return 0 end
+if s[2] ~= ARGV[2] then return -1 end
+local now, last = tonumber(ARGV[3]), tonumber(s[4])
+if now > last then
+  if now - last > tonumber(ARGV[4]) then
+    if last > tonumber(s[3]) then
+      local closed = redis.call('HGET', KEYS[1], 'closed') or ''
+      redis.call('HSET', KEYS[1], 'closed', closed .. s[3] .. '-' .. s[4] .. ',')
+    end
+    redis.call('HSET', KEYS[1], 'seg_start', ARGV[3], 'last', ARGV[3])
+  else
+    redis.call('HSET', KEYS[1], 'last', ARGV[3])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+class HeartbeatOutcome(enum.IntEnum):
+    PRODUCT_MISMATCH = -1
+    NOT_FOUND = 0
+    RECORDED = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRecord:
+    user_id: uuid.UUID
+    product_id: uuid.UUID
+    device_id: str
+    state: LiveSession
+
+
+def accrual_policy(deps: Deps) -> AccrualPolicy:
+    return AccrualPolicy(
+        heartbeat_interval=timedelta(seconds=deps.settings.playtime_heartbeat_interval_seconds)
+    )
+
+
+def live_sessions(deps: Deps) -> LiveSessions:
+    """The store, with keys kept long enough for the reaper to close a silent session from its state."""
+    settings = deps.settings
+    policy = accrual_policy(deps)
+    ttl = policy.silence_limit + timedelta(
+        seconds=settings.playtime_checkpoint_seconds + 2 * settings.playtime_reaper_seconds
+    )
+    return LiveSessions(deps.redis, policy, ttl)
+
+
+def server_now(clock: Clock) -> datetime:
+    """The server's time at the precision live state keeps (milliseconds), so stored and live times agree."""
+    now = clock()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _time(ms: bytes | str) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+def _key(session_id: uuid.UUID) -> str:
+    return f"playtime:session:{{{session_id}}}"
+
+
+def _decode(fields: dict[bytes, bytes]) -> LiveRecord | None:
+    if not fields or b"user" not in fields:
+        return None
+    closed = tuple(
+        Interval(_time(start), _time(end))
+        for start, _, end in (
+            entry.partition(b"-") for entry in fields.get(b"closed", b"").split(b",") if entry
+        )
+    )
+    return LiveRecord(
+        user_id=uuid.UUID(fields[b"user"].decode()),
+        product_id=uuid.UUID(fields[b"product"].decode()),
+        device_id=fields[b"device"].decode(),
+        state=LiveSession(_time(fields[b"seg_start"]), _time(fields[b"last"]), closed),
+    )
+
+
+class LiveSessions:
+    def __init__(self, redis: Redis, policy: AccrualPolicy, ttl: timedelta):
+        self._redis = redis
+        self._max_gap_ms = str(int(policy.max_credited_gap.total_seconds() * 1000))
+        self._ttl_ms = int(ttl.total_seconds() * 1000)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
+
+    async def open(self, session_id: uuid.UUID, record: LiveRecord) -> None:
+        key = _key(session_id)
+        mapping = {
+            "user": str(record.user_id),
+            "product": str(record.product_id),
+            "device": record.device_id,
+            "seg_start": _ms(record.state.segment_start),
+            "last": _ms(record.state.last_heartbeat),
+        }
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=mapping)
+            pipe.pexpire(key, self._ttl_ms)
+            await pipe.execute()
+
+    async def heartbeat(
+        self, session_id: uuid.UUID, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime
+    ) -> HeartbeatOutcome:
+        result = await self._heartbeat(
+            keys=[_key(session_id)],
+            args=[str(user_id), str(product_id), _ms(now), self._max_gap_ms, self._ttl_ms],
+        )
+        return HeartbeatOutcome(int(result))
+
+    async def get(self, session_id: uuid.UUID) -> LiveRecord | None:
+        return _decode(await self._redis.hgetall(_key(session_id)))
+
+    async def get_many(self, session_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, LiveRecord]:
+        ids = list(session_ids)
+        if not ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                pipe.hgetall(_key(session_id))
+            replies = await pipe.execute()
+        decoded = {session_id: _decode(fields) for session_id, fields in zip(ids, replies, strict=True)}
+        return {session_id: record for session_id, record in decoded.items() if record is not None}
+
+    async def delete(self, session_id: uuid.UUID) -> None:
+        await self._redis.delete(_key(session_id))

@@ -1,0 +1,173 @@
+"""Playtime arithmetic (SPEC §6 "Playtime"): pure functions, the clock is always passed in.
+
+Accrual. A session is credited from its heartbeats only, on the server's clock (start and end count as
+heartbeats). Consecutive heartbeats at most `2 x interval` apart are joined into one credited segment; a
+longer gap is not credited at all and starts a new segment. Crediting even the first `2 x interval` of
+such a gap would credit time nobody vouched for (the client was asleep, suspended or crashed), so the
+cap is the longest gap that is credited, not an amount credited for any gap.
+The live state of a session is (closed segments, current segment start, last heartbeat); `advance` is
+the one transition. `server/playtime/live.py` runs the same transition inside Redis for heartbeats.
+
+Union. Credited segments of every device and every session of a (user, product) are merged before they
+are measured, so time played on two devices at once, or uploaded again as an offline session, is counted
+once. Per-device totals are merged per device only.
+
+Window. "Last two weeks" is the exact rolling window `[now - 14 days, now]`; segments crossing its edge
+count only for their part inside it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+TWO_WEEKS = timedelta(days=14)
+MAX_OFFLINE_SESSION = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Interval:
+    start: datetime
+    end: datetime
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class AccrualPolicy:
+    heartbeat_interval: timedelta
+
+    @property
+    def max_credited_gap(self) -> timedelta:
+        return 2 * self.heartbeat_interval
+
+    @property
+    def silence_limit(self) -> timedelta:
+        """A session silent this long since its last heartbeat is reaped."""
+        return 3 * self.heartbeat_interval
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """Accrual state of an active session (kept in Redis between heartbeats)."""
+
+    segment_start: datetime
+    last_heartbeat: datetime
+    closed: tuple[Interval, ...] = field(default=())
+
+    @classmethod
+    def started(cls, at: datetime) -> LiveSession:
+        return cls(segment_start=at, last_heartbeat=at)
+
+    def segments(self) -> list[Interval]:
+        """Credited segments so far, the open one up to the last heartbeat."""
+        current = Interval(self.segment_start, self.last_heartbeat)
+        return [*self.closed, current] if current.length > timedelta(0) else list(self.closed)
+
+    def credited(self) -> timedelta:
+        return sum((s.length for s in self.segments()), timedelta(0))
+
+
+def advance(state: LiveSession, now: datetime, policy: AccrualPolicy) -> LiveSession:
+    """Applies a heartbeat at server time `now`. A heartbeat older than the last one changes nothing
+    (several server processes, tiny clock differences)."""
+    if now <= state.last_heartbeat:
+        return state
+    if now - state.last_heartbeat > policy.max_credited_gap:
+        current = Interval(state.segment_start, state.last_heartbeat)
+        closed = (*state.closed, current) if current.length > timedelta(0) else state.closed
+        return LiveSession(segment_start=now, last_heartbeat=now, closed=closed)
+    return replace(state, last_heartbeat=now)
+
+
+def is_silent(state: LiveSession, now: datetime, policy: AccrualPolicy) -> bool:
+    return now - state.last_heartbeat > policy.silence_limit
+
+
+def union(intervals: Iterable[Interval]) -> list[Interval]:
+    """Sorted, disjoint intervals covering exactly the same time; touching intervals are joined."""
+    merged: list[Interval] = []
+    for interval in sorted(i for i in intervals if i.end > i.start):
+        if merged and interval.start <= merged[-1].end:
+            if interval.end > merged[-1].end:
+                merged[-1] = Interval(merged[-1].start, interval.end)
+        else:
+            merged.append(interval)
+    return merged
+
+
+def clip(intervals: Iterable[Interval], low: datetime, high: datetime) -> list[Interval]:
+    """The parts of `intervals` inside `[low, high]`."""
+    clipped = (Interval(max(i.start, low), min(i.end, high)) for i in intervals)
+    return [i for i in clipped if i.end > i.start]
+
+
+def seconds(intervals: Iterable[Interval]) -> int:
+    """Whole seconds covered by `intervals`, overlaps counted once."""
+    total = sum((i.length for i in union(intervals)), timedelta(0))
+    return int(total.total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInterval:
+    device_id: str
+    interval: Interval
+
+
+@dataclass(frozen=True, slots=True)
+class ProductStats:
+    total_seconds: int
+    last_two_weeks_seconds: int
+    last_played_at: datetime | None
+    device_seconds: list[tuple[str, int]]
+
+    def period_seconds(self, last_two_weeks: bool) -> int:
+        return self.last_two_weeks_seconds if last_two_weeks else self.total_seconds
+
+
+def product_stats(played: Iterable[DeviceInterval], now: datetime, *, last_two_weeks: bool) -> ProductStats:
+    """Totals of one product; per-device totals cover the requested period, largest first."""
+    played = list(played)
+    window_start = now - TWO_WEEKS
+    all_intervals = [p.interval for p in played]
+    by_device: dict[str, list[Interval]] = {}
+    for p in played:
+        by_device.setdefault(p.device_id, []).append(p.interval)
+    device_seconds = [
+        (device, seconds(clip(intervals, window_start, now) if last_two_weeks else intervals))
+        for device, intervals in by_device.items()
+    ]
+    return ProductStats(
+        total_seconds=seconds(all_intervals),
+        last_two_weeks_seconds=seconds(clip(all_intervals, window_start, now)),
+        last_played_at=max((i.end for i in all_intervals), default=None),
+        device_seconds=sorted(((d, s) for d, s in device_seconds if s > 0), key=lambda ds: (-ds[1], ds[0])),
+    )
+
+
+class OfflineRejection(enum.Enum):
+    IN_FUTURE = "IN_FUTURE"
+    TOO_LONG = "TOO_LONG"
+    INVALID_INTERVAL = "INVALID_INTERVAL"
+    PRODUCT_NOT_OWNED = "PRODUCT_NOT_OWNED"
+
+
+def offline_rejection(interval: Interval, now: datetime, clock_skew: timedelta) -> OfflineRejection | None:
+    """Why an offline session can't be recorded (ownership aside), or None when it can."""
+    if interval.end <= interval.start:
+        return OfflineRejection.INVALID_INTERVAL
+    if interval.end > now + clock_skew:
+        return OfflineRejection.IN_FUTURE
+    if interval.length > MAX_OFFLINE_SESSION:
+        return OfflineRejection.TOO_LONG
+    return None
+
+
+def creditable(interval: Interval, now: datetime) -> Interval:
+    """An accepted offline session credits nothing after `now` (its end may be a little ahead: skew)."""
+    end = min(interval.end, now)
+    return Interval(min(interval.start, end), end)

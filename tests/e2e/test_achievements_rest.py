@@ -1,0 +1,195 @@
+"""AchievementService over REST through Envoy (JSON transcoding), as the Flutter apps call it.
+
+Seed flow 14.3 end to end: the progress report unlocks, the event reaches Kafka as a CloudEvent and the
+notification reaches the user's Redis stream. Definitions and ownership are set up out of band (the upsert
+is an internal gRPC-only RPC; ownership is a library item row).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import aiohttp
+import pytest
+
+from library.v1 import achievement_service_pb2_grpc
+from scripts.devtokens import mint
+from server.core.config import Settings
+from server.core.db import create_engine, create_sessionmaker
+from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
+from server.core.redis import create_redis
+from tests.support.achievements import achievement, define, unlock_events_of, wait_notifications
+from tests.support.kafka import TopicReader, assert_cloud_event
+from tests.support.ownership import grant
+
+ENVOY = f"http://127.0.0.1:{os.environ.get('ENVOY_PORT', '8080')}"
+PROGRESS = "/api/v1/library/me/achievements/progress"
+STATUS = "/api/v1/library/me/achievements/status"
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+@pytest.fixture(scope="module")
+async def sessions(settings: Settings):
+    engine = create_engine(settings.database_url, pool_size=2)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def redis(settings: Settings):
+    client = create_redis(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def stub(channel) -> achievement_service_pb2_grpc.AchievementServiceStub:
+    return achievement_service_pb2_grpc.AchievementServiceStub(channel)
+
+
+@pytest.fixture
+async def http(grpc_target):
+    async with aiohttp.ClientSession(ENVOY) as session:
+        yield session
+
+
+def as_user(user_id: uuid.UUID) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint(str(user_id))}"}
+
+
+async def _reply(response: aiohttp.ClientResponse) -> tuple[int, dict]:
+    text = await response.text()
+    try:
+        return response.status, json.loads(text)
+    except ValueError:
+        return response.status, {"unparsed": text}
+
+
+async def post_progress(http, user_id, body: dict) -> tuple[int, dict]:
+    async with http.post(PROGRESS, json=body, headers=as_user(user_id)) as response:
+        return await _reply(response)
+
+
+async def get_status(http, user_id, query: str) -> tuple[int, dict]:
+    async with http.get(f"{STATUS}?{query}", headers=as_user(user_id)) as response:
+        return await _reply(response)
+
+
+def error_of(body: dict) -> tuple[str, list[str]]:
+    """(ErrorInfo reason, field violation names) of an error body rendered by Envoy."""
+    details = body.get("details", [])
+    reason = next(d["reason"] for d in details if d["@type"] == ERROR_INFO)
+    fields = [v["field"] for d in details if d["@type"] == BAD_REQUEST for v in d["fieldViolations"]]
+    return reason, fields
+
+
+async def test_seed_flow_14_3_over_rest_unlocks_publishes_and_notifies(http, stub, sessions, redis, settings):
+    user, product, other_product = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user, product)
+    await define(stub, product, achievement("FIRST_BLOOD"), achievement("MARATHON", max_progress=42))
+    await define(stub, other_product, achievement("ELSEWHERE"))
+
+    status, body = await post_progress(
+        http, user, {"productId": str(product), "achievementApiName": "FIRST_BLOOD", "progress": "1"}
+    )
+
+    assert status == 200, body
+    assert body["newlyUnlocked"] is True
+    unlocked = body["achievementStatus"]
+    assert unlocked["isUnlocked"] is True
+    assert unlocked["progressPercentage"] == 100
+    assert unlocked["achievementApiName"] == "FIRST_BLOOD"
+    async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
+        [event] = await reader.wait_for(unlock_events_of(user))
+    assert_cloud_event(event)
+    assert event["data"]["achievementApiName"] == "FIRST_BLOOD"
+    assert event["data"]["productId"] == str(product)
+    [(kind, payload)] = await wait_notifications(redis, user, 1)
+    assert (kind, payload["achievementId"], payload["achievementName"]) == (
+        "achievementUnlocked",
+        "FIRST_BLOOD",
+        "FIRST_BLOOD name",
+    )
+
+    # The seeds' comma-separated productIds form; progress on a partial achievement.
+    await post_progress(
+        http, user, {"productId": str(product), "achievementApiName": "MARATHON", "progress": 21}
+    )
+    status, listing = await get_status(http, user, f"productIds={product},{other_product}&pageSize=10")
+    assert status == 200, listing
+    assert listing["totalSize"] == 3
+    rows = [
+        (s["productId"], s["achievementApiName"], s["isUnlocked"], s["progressPercentage"])
+        for s in listing["achievementStatuses"]
+    ]
+    assert rows == [
+        (str(product), "FIRST_BLOOD", True, 100),
+        (str(product), "MARATHON", False, 50),
+        (str(other_product), "ELSEWHERE", False, 0),
+    ]
+    assert listing["achievementStatuses"][0]["unlockedAt"] == unlocked["unlockedAt"]
+
+
+async def test_replayed_request_id_over_rest_returns_the_first_body(http, stub, sessions):
+    user, product = uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user, product)
+    await define(stub, product, achievement("BOSS", max_progress=3))
+    body = {
+        "productId": str(product),
+        "achievementApiName": "BOSS",
+        "progress": 3,
+        "requestId": str(uuid.uuid4()),
+    }
+
+    first = await post_progress(http, user, body)
+    replay = await post_progress(http, user, body)
+
+    assert first[0] == 200
+    assert replay == first
+    assert replay[1]["newlyUnlocked"] is True
+
+
+async def test_rest_errors_carry_reason_and_field_violations(http, stub, sessions):
+    user, product, unowned = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user, product)
+    await define(stub, product, achievement("OK", max_progress=3))
+    await define(stub, unowned, achievement("OK"))
+
+    status, body = await post_progress(
+        http, user, {"productId": "not-a-uuid", "achievementApiName": "OK", "progress": -1}
+    )
+    assert status == 400
+    assert error_of(body) == ("VALIDATION_FAILED", ["product_id", "progress"])
+
+    status, body = await post_progress(
+        http, user, {"productId": str(unowned), "achievementApiName": "OK", "progress": 1}
+    )
+    assert (status, error_of(body)[0]) == (403, "PRODUCT_ACCESS_DENIED")
+
+    status, body = await post_progress(
+        http, user, {"productId": str(product), "achievementApiName": "NOPE", "progress": 1}
+    )
+    assert (status, error_of(body)[0]) == (404, "ACHIEVEMENT_NOT_FOUND")
+
+    status, body = await get_status(http, user, "productIds=bad&pageSize=-1")
+    assert status == 400
+    assert error_of(body) == ("VALIDATION_FAILED", ["product_ids[0]", "page_size"])
+
+
+async def test_user_b_sees_only_their_own_progress_over_rest(http, stub, sessions):
+    user_a, user_b, product = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for owner in (user_a, user_b):
+        await grant(sessions, owner, product)
+    await define(stub, product, achievement("GRIND", max_progress=10))
+    await post_progress(
+        http, user_a, {"productId": str(product), "achievementApiName": "GRIND", "progress": 7}
+    )
+
+    _, seen_by_b = await get_status(http, user_b, f"productIds={product}")
+    _, seen_by_a = await get_status(http, user_a, f"productIds={product}")
+
+    assert seen_by_b["achievementStatuses"][0]["progress"] == "0"
+    assert seen_by_a["achievementStatuses"][0]["progress"] == "7"

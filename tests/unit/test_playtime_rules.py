@@ -1,0 +1,150 @@
+"""Playtime arithmetic with the clock under control: accrual, gaps, union, the two-week window, offline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from server.core.validation import CLOCK_SKEW
+from server.playtime.rules import (
+    AccrualPolicy,
+    DeviceInterval,
+    Interval,
+    LiveSession,
+    OfflineRejection,
+    advance,
+    clip,
+    creditable,
+    is_silent,
+    offline_rejection,
+    product_stats,
+    seconds,
+    union,
+)
+
+T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+POLICY = AccrualPolicy(heartbeat_interval=timedelta(seconds=60))
+
+
+def at(s: float) -> datetime:
+    return T0 + timedelta(seconds=s)
+
+
+def play(*heartbeats: float) -> LiveSession:
+    """A session started at the first time, then heartbeating at the others."""
+    state = LiveSession.started(at(heartbeats[0]))
+    for h in heartbeats[1:]:
+        state = advance(state, at(h), POLICY)
+    return state
+
+
+def test_regular_heartbeats_credit_the_whole_session():
+    state = play(0, 60, 120, 180)
+    assert state.credited() == timedelta(seconds=180)
+    assert state.segments() == [Interval(at(0), at(180))]
+
+
+def test_a_gap_of_exactly_twice_the_interval_is_credited():
+    assert play(0, 120).credited() == timedelta(seconds=120)
+
+
+def test_a_gap_longer_than_twice_the_interval_is_not_credited_at_all():
+    state = play(0, 60, 60 + 121, 60 + 121 + 60)
+    assert state.credited() == timedelta(seconds=120)
+    assert state.segments() == [Interval(at(0), at(60)), Interval(at(181), at(241))]
+
+
+def test_start_then_long_silence_then_end_credits_nothing():
+    assert play(0, 3600).credited() == timedelta(0)
+
+
+def test_an_out_of_order_heartbeat_changes_nothing():
+    state = play(0, 60)
+    assert advance(state, at(30), POLICY) == state
+
+
+def test_a_session_is_silent_only_after_three_intervals():
+    state = play(0, 60)
+    assert not is_silent(state, at(60 + 180), POLICY)
+    assert is_silent(state, at(60 + 181), POLICY)
+
+
+def test_union_merges_overlapping_and_touching_intervals_and_drops_empty_ones():
+    merged = union(
+        [
+            Interval(at(50), at(100)),
+            Interval(at(0), at(60)),
+            Interval(at(100), at(110)),
+            Interval(at(200), at(200)),
+            Interval(at(300), at(310)),
+        ]
+    )
+    assert merged == [Interval(at(0), at(110)), Interval(at(300), at(310))]
+
+
+def test_two_devices_playing_at_once_count_once():
+    played = [
+        DeviceInterval("pc", Interval(at(0), at(3600))),
+        DeviceInterval("deck", Interval(at(1800), at(5400))),
+    ]
+    stats = product_stats(played, at(6000), last_two_weeks=False)
+    assert stats.total_seconds == 5400
+    assert stats.device_seconds == [("deck", 3600), ("pc", 3600)]
+    assert stats.last_played_at == at(5400)
+
+
+def test_two_week_window_is_exact_and_splits_a_session_at_its_edge():
+    now = at(0) + timedelta(days=20)
+    edge = now - timedelta(days=14)
+    played = [
+        DeviceInterval("pc", Interval(edge - timedelta(minutes=30), edge + timedelta(minutes=45))),
+        DeviceInterval("pc", Interval(edge - timedelta(hours=5), edge - timedelta(hours=4))),
+        DeviceInterval("deck", Interval(now - timedelta(minutes=10), now)),
+    ]
+    stats = product_stats(played, now, last_two_weeks=True)
+    assert stats.last_two_weeks_seconds == 45 * 60 + 10 * 60
+    assert stats.total_seconds == 75 * 60 + 3600 + 10 * 60
+    assert stats.device_seconds == [("pc", 45 * 60), ("deck", 10 * 60)]
+    assert stats.period_seconds(True) == stats.last_two_weeks_seconds
+    assert stats.period_seconds(False) == stats.total_seconds
+
+
+def test_devices_without_time_in_the_period_are_left_out():
+    now = at(0) + timedelta(days=30)
+    played = [
+        DeviceInterval("old", Interval(at(0), at(60))),
+        DeviceInterval("new", Interval(now - timedelta(seconds=5), now)),
+    ]
+    assert product_stats(played, now, last_two_weeks=True).device_seconds == [("new", 5)]
+
+
+def test_never_played_product_has_zero_stats():
+    stats = product_stats([], at(0), last_two_weeks=False)
+    assert (
+        stats.total_seconds,
+        stats.last_two_weeks_seconds,
+        stats.last_played_at,
+        stats.device_seconds,
+    ) == (0, 0, None, [])
+
+
+def test_clip_and_seconds():
+    intervals = [Interval(at(0), at(100)), Interval(at(50), at(150))]
+    assert seconds(intervals) == 150
+    assert clip(intervals, at(120), at(200)) == [Interval(at(120), at(150))]
+
+
+def test_offline_session_rules():
+    now = at(100_000)
+    assert offline_rejection(Interval(at(0), at(3600)), now, CLOCK_SKEW) is None
+    assert offline_rejection(Interval(at(10), at(10)), now, CLOCK_SKEW) is OfflineRejection.INVALID_INTERVAL
+    assert offline_rejection(Interval(at(20), at(10)), now, CLOCK_SKEW) is OfflineRejection.INVALID_INTERVAL
+    future_end = now + CLOCK_SKEW + timedelta(seconds=1)
+    assert offline_rejection(Interval(at(99_000), future_end), now, CLOCK_SKEW) is OfflineRejection.IN_FUTURE
+    assert offline_rejection(Interval(at(0), at(24 * 3600 + 1)), now, CLOCK_SKEW) is OfflineRejection.TOO_LONG
+    assert offline_rejection(Interval(at(0), at(24 * 3600)), now, CLOCK_SKEW) is None
+
+
+def test_an_offline_session_within_clock_skew_credits_nothing_after_now():
+    now = at(1000)
+    assert creditable(Interval(at(900), at(1060)), now) == Interval(at(900), at(1000))
+    assert creditable(Interval(at(1010), at(1060)), now).length == timedelta(0)
