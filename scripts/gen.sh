@@ -7,6 +7,8 @@
 #   gen/descriptor.binpb FileDescriptorSet of the whole buf workspace with imports and source info (what
 #                       Envoy's gRPC-JSON transcoder loads; includes google/api/*, google/rpc/status.proto
 #                       and google/rpc/error_details.proto).
+#   gen/openapi.json    OpenAPI 3 document of the REST edge (scripts/openapi.py, from the descriptor set);
+#                       Envoy serves it at /api/v1/docs.
 #
 # Usage: scripts/gen.sh            regenerate gen/ in place (stale files are removed)
 #        scripts/gen.sh --check    regenerate into a temporary directory and fail if gen/ differs
@@ -85,6 +87,9 @@ done < <(find "$out/python" -mindepth 1 -type d | sort)
 #    import, with source info (comments feed the generated OpenAPI document).
 "$buf" build --as-file-descriptor-set -o "$out/descriptor.binpb"
 
+# 3. OpenAPI 3 document of the REST edge, from the descriptor set's google.api.http annotations and comments.
+"$py" -I -B scripts/openapi.py "$out/descriptor.binpb" "$out/openapi.json"
+
 # Smoke test: every generated module imports against the installed runtime.
 (
   cd "$out/python"
@@ -140,7 +145,8 @@ fi
 
 # Replace the generated trees wholesale so files of deleted protos disappear too.
 mkdir -p gen
-rm -rf gen/python gen/descriptor.binpb
+rm -rf gen/python gen/descriptor.binpb gen/openapi.json
 mv "$out/python" gen/python
 mv "$out/descriptor.binpb" gen/descriptor.binpb
+mv "$out/openapi.json" gen/openapi.json
 echo "gen/ regenerated from ${#protos[@]} proto files."

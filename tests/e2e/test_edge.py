@@ -166,8 +166,13 @@ def test_malformed_json_body_is_400():
 
 
 def test_openapi_document_needs_no_token():
-    status, _, _ = http("GET", "/api/v1/docs")
-    assert status in (200, 404)  # 404 only while the document has not been generated
+    status, headers, body = http("GET", "/api/v1/docs")
+    assert status == 200
+    assert headers["content-type"].startswith("application/json")
+    document = json.loads(body)
+    assert document["openapi"].startswith("3.")
+    assert "get" in document["paths"]["/api/v1/library/me/items"]
+    assert "post" in document["paths"]["/api/v1/download-client/downloads/{download_id}/pause"]
 
 
 # ---------------------------------------------------------------- CORS
