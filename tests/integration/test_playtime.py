@@ -1,9 +1,9 @@
 """PlaytimeTrackerService over native gRPC against the real stack (PostgreSQL, Redis, Kafka).
 
 The module runs its own `python -m server` with short playtime intervals (heartbeat 2 s, so gaps over
-4 s are not credited and 6 s of silence is reaped; checkpoints every 2 s) on free ports. Every test uses
-fresh user and product ids. Redis loss is simulated by deleting the session's key, not by restarting the
-shared Redis server.
+4 s are not credited and 6 s of silence is reaped; checkpoints every 2 s) on free ports, with a Redis
+server of its own (no persistence) so that a test can lose Redis for real by restarting it. Every test
+uses fresh user and product ids.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tests.conftest import _wait_serving, service_metadata, user_metadata
 from tests.support.grpc_errors import error_details
 from tests.support.kafka import TopicReader, assert_cloud_event
 from tests.support.ownership import grant
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import ROOT, PrivateRedis, free_port
 
 INTERVAL = 2
 CHECKPOINT = 2
@@ -45,11 +45,20 @@ UPDATED = "com.platform.library.playtime.updated.v1"
 
 
 @pytest.fixture(scope="module")
-def playtime_server_port():
-    """A server of its own, with short playtime intervals."""
+async def private_redis():
+    server = PrivateRedis()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="module")
+def playtime_server_port(private_redis: PrivateRedis):
+    """A server of its own, with short playtime intervals and its own Redis."""
     port = free_port()
     env = {
         **os.environ,
+        "REDIS_URL": private_redis.url,
         "GRPC_PORT": str(port),
         "METRICS_PORT": str(free_port()),
         "PLAYTIME_HEARTBEAT_INTERVAL_SECONDS": str(INTERVAL),
@@ -86,8 +95,8 @@ async def sessions(settings: Settings):
 
 
 @pytest.fixture(scope="module")
-async def redis(settings: Settings):
-    client = create_redis(settings.redis_url)
+async def redis(private_redis: PrivateRedis):
+    client = create_redis(private_redis.url)
     yield client
     await client.aclose()
 
@@ -264,13 +273,17 @@ async def test_a_silent_session_is_reaped_and_credited_up_to_its_last_heartbeat(
     assert reaped["data"]["durationSeconds"] == ended.credited_duration_seconds
 
 
-async def test_losing_redis_mid_session_costs_at_most_one_checkpoint_interval(stub, owner, redis):
+async def test_a_redis_restart_mid_session_loses_at_most_one_checkpoint_interval(
+    stub, owner, private_redis: PrivateRedis, target
+):
     user_id, product_id = owner
     started = await start(stub, user_id, product_id)
     began = datetime.now(UTC)
     await play(stub, user_id, product_id, [started.session_id], 6)
     played = (datetime.now(UTC) - began).total_seconds()
-    await redis.delete(f"playtime:session:{{{started.session_id}}}")  # Redis loses the session
+    await private_redis.stop()  # Redis dies and comes back empty
+    await private_redis.start()
+    await _wait_serving(target)
 
     code, reason, _ = await failure(heartbeat(stub, user_id, product_id, started.session_id))
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")

@@ -71,6 +71,37 @@ class PrivateBroker:
             self._proc = None
 
 
+class PrivateRedis:
+    """A Redis server without persistence on its own port, for tests that lose Redis and restart it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await wait_for_port(self.port)
+
+    async def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            await asyncio.wait_for(self._proc.wait(), timeout=10)
+            self._proc = None
+
+
 def create_scratch_database(database_url: str) -> str:
     """Creates an empty database migrated to head; returns its SQLAlchemy URL."""
     url = make_url(database_url)
