@@ -15,6 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scripts.devtokens import mint
 from server.core.config import Settings
+from server.core.db import create_engine, create_sessionmaker
+from server.core.redis import create_redis
 from tests.support.processes import ROOT
 
 
@@ -65,6 +67,21 @@ async def grpc_target(settings: Settings, server_process) -> str:
 async def channel(grpc_target: str):
     async with grpc.aio.insecure_channel(grpc_target) as ch:
         yield ch
+
+
+@pytest.fixture(scope="session")
+async def sessions(settings: Settings):
+    """Direct database access for arranging and checking state."""
+    engine = create_engine(settings.database_url, pool_size=2)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def redis(settings: Settings):
+    client = create_redis(settings.redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -16,10 +16,7 @@ import pytest
 
 from library.v1 import achievement_service_pb2_grpc
 from scripts.devtokens import mint
-from server.core.config import Settings
-from server.core.db import create_engine, create_sessionmaker
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
-from server.core.redis import create_redis
 from tests.support.achievements import achievement, define, unlock_events_of, wait_notifications
 from tests.support.kafka import TopicReader, assert_cloud_event
 from tests.support.ownership import grant
@@ -29,20 +26,6 @@ PROGRESS = "/api/v1/library/me/achievements/progress"
 STATUS = "/api/v1/library/me/achievements/status"
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
-
-
-@pytest.fixture(scope="module")
-async def sessions(settings: Settings):
-    engine = create_engine(settings.database_url, pool_size=2)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
-@pytest.fixture(scope="module")
-async def redis(settings: Settings):
-    client = create_redis(settings.redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from scripts.devtokens import mint
-from server.core.config import Settings
-from server.core.db import create_engine, create_sessionmaker
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
 from tests.support.kafka import TopicReader, assert_cloud_event
 from tests.support.ownership import grant
@@ -57,13 +55,6 @@ def violated_fields(document: dict) -> list[str]:
 
 def rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-@pytest.fixture(scope="module")
-async def sessions(settings: Settings):
-    engine = create_engine(settings.database_url, pool_size=2)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

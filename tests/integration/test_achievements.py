@@ -12,16 +12,12 @@ from datetime import datetime
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import func, select
 
 from library.v1 import achievement_service_pb2 as pb
 from library.v1 import achievement_service_pb2_grpc
 from server.achievements.tables import AchievementDefinition, AchievementProgressRequest, UserAchievement
-from server.core.config import Settings
-from server.core.db import create_engine, create_sessionmaker
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
-from server.core.redis import create_redis
 from tests.conftest import service_metadata, user_metadata
 from tests.support.achievements import (
     achievement,
@@ -30,22 +26,9 @@ from tests.support.achievements import (
     unlock_events_of,
     wait_notifications,
 )
+from tests.support.grpc_errors import error_details
 from tests.support.kafka import TopicReader, assert_cloud_event
 from tests.support.ownership import grant
-
-
-@pytest.fixture(scope="module")
-async def sessions(settings: Settings):
-    engine = create_engine(settings.database_url, pool_size=2)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
-@pytest.fixture(scope="module")
-async def redis(settings: Settings):
-    client = create_redis(settings.redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -70,22 +53,6 @@ async def list_statuses(stub, user_id, product_ids, **kwargs):
         pb.ListAchievementStatusesRequest(product_ids=[str(p) for p in product_ids], **kwargs),
         metadata=user_metadata(user_id),
     )
-
-
-def error_details(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """(ErrorInfo reason, BadRequest field names) of a rich status."""
-    raw = next(v for k, v in error.trailing_metadata() or () if k == "grpc-status-details-bin")
-    reason, fields = "", []
-    for detail in status_pb2.Status.FromString(raw).details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
 
 
 async def test_seed_flow_14_3_unlock_is_stored_published_as_cloud_event_and_notified(

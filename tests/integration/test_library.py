@@ -13,12 +13,10 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
 from google.protobuf import field_mask_pb2, timestamp_pb2
-from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import func, select, update
 
 from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
-from server.core.db import create_engine, create_sessionmaker
 from server.core.events.cloudevents import (
     CATALOG_EVENTS_TOPIC,
     LIBRARY_EVENTS_TOPIC,
@@ -28,6 +26,7 @@ from server.core.events.cloudevents import (
 from server.library.entitlements import owned_item
 from server.library.tables import Category, LibraryItem, Product, WishlistItem
 from tests.conftest import service_metadata, user_metadata
+from tests.support.grpc_errors import error_details
 from tests.support.kafka import TopicReader, assert_cloud_event
 
 Item = pb.LibraryItem
@@ -42,37 +41,11 @@ def stub(channel) -> library_service_pb2_grpc.LibraryServiceStub:
     return library_service_pb2_grpc.LibraryServiceStub(channel)
 
 
-@pytest.fixture
-async def sessions(settings):
-    engine = create_engine(settings.database_url, pool_size=2)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
-
-
-def rich_error(err: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """The ErrorInfo reason and the BadRequest field names of a failed call."""
-    raw = dict(err.trailing_metadata() or ()).get("grpc-status-details-bin")
-    assert raw, f"no rich status on {err.code()}: {err.details()}"
-    status = status_pb2.Status.FromString(raw)
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            assert info.domain == "library.platform"
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return reason, fields
-
-
 async def fails(call, code: grpc.StatusCode) -> tuple[str, list[str]]:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call
     assert raised.value.code() == code, raised.value.details()
-    return rich_error(raised.value)
+    return error_details(raised.value)
 
 
 async def upsert(stub, names: dict[uuid.UUID, str]) -> None:

@@ -23,7 +23,6 @@ from sqlalchemy import event, func, select
 from library.v1 import playtime_service_pb2 as pb
 from library.v1 import playtime_service_pb2_grpc
 from server.core.clock import utc_now
-from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.deps import Deps
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
@@ -85,13 +84,6 @@ async def target(playtime_server_port: int) -> str:
 async def stub(target):
     async with grpc.aio.insecure_channel(target) as channel:
         yield playtime_service_pb2_grpc.PlaytimeTrackerServiceStub(channel)
-
-
-@pytest.fixture(scope="module")
-async def sessions(settings: Settings):
-    engine = create_engine(settings.database_url, pool_size=2)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ def error_details(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
+            assert info.domain == "library.platform"
             reason = info.reason
         elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
