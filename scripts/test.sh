@@ -20,6 +20,10 @@ bash scripts/envoy-validate.sh
 step "local stack"
 bash scripts/stack-up.sh
 python -m alembic upgrade heads
+# The WebSocket relay, as `make run` starts it (stack-down stops it); pytest starts the gRPC server itself.
+source scripts/lib/stack.sh
+stack_start_bg gateway python -m gateway
+stack_wait gateway "$LOG_DIR/gateway.log" port_open "$WS_PORT"
 
 step "tests"
 python -m pytest "$@"

@@ -97,7 +97,9 @@ class Settings:
             ws_host=_env("WS_HOST", cls.ws_host),
             ws_port=_env_int("WS_PORT", cls.ws_port),
             ws_metrics_port=_env_int("WS_METRICS_PORT", cls.ws_metrics_port),
-            ws_max_connections_per_user=_env_int("WS_MAX_CONNECTIONS_PER_USER", cls.ws_max_connections_per_user),
+            ws_max_connections_per_user=_env_int(
+                "WS_MAX_CONNECTIONS_PER_USER", cls.ws_max_connections_per_user
+            ),
             ws_ping_interval_seconds=_env_float("WS_PING_INTERVAL_SECONDS", cls.ws_ping_interval_seconds),
             ws_send_timeout_seconds=_env_float("WS_SEND_TIMEOUT_SECONDS", cls.ws_send_timeout_seconds),
             ws_write_limit_bytes=_env_int("WS_WRITE_LIMIT_BYTES", cls.ws_write_limit_bytes),
