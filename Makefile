@@ -54,7 +54,7 @@ stack-down:
 	@bash scripts/stack-down.sh
 
 migrate: venv
-	@$(PY) -m alembic upgrade heads
+	@bash -c 'source scripts/lib/env.sh && python -m alembic upgrade heads'
 
 run: stack-up migrate
 	@bash scripts/run.sh

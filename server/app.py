@@ -33,13 +33,13 @@ from library.v1 import (
 )
 from server.achievements.servicer import AchievementServiceServicer
 from server.core.auth import TokenVerifier
+from server.core.call_pipeline import CallPipeline
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.deps import Deps
 from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
-from server.core.interceptors import CallInterceptor
 from server.core.redis import create_redis
 from server.core.uow import UnitOfWorkFactory
 from server.library.consumers import library_consumers
@@ -48,10 +48,6 @@ from server.playtime.servicer import PlaytimeTrackerServiceServicer
 from server.playtime.sweeper import SessionSweeper
 
 log = logging.getLogger(__name__)
-
-
-def _service_name(pb2_module, service: str) -> str:
-    return pb2_module.DESCRIPTOR.services_by_name[service].full_name
 
 
 @dataclass
@@ -70,7 +66,7 @@ class Application:
     def build(cls, settings: Settings) -> Application:
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         sessions = create_sessionmaker(engine)
-        redis = create_redis(settings.redis_url)
+        redis = create_redis(settings.redis_url, max_connections=settings.redis_pool_size)
         relay = OutboxRelay(
             sessions,
             redis,
@@ -129,9 +125,11 @@ class Application:
                 download_service_pb2_grpc.DownloadServiceServicer(),
             ),
         ]
+        pipeline = CallPipeline(self.verifier)
         for pb2_module, name, add, servicer in registrations:
-            add(servicer, server)
-            self.service_names.append(_service_name(pb2_module, name))
+            service = pb2_module.DESCRIPTOR.services_by_name[name]
+            add(pipeline.wrap_servicer(servicer, service), server)
+            self.service_names.append(service.full_name)
 
     def _workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """Background workers of this process: the outbox relay, consumers, reapers."""
@@ -145,7 +143,6 @@ class Application:
     async def start(self) -> None:
         settings = self.settings
         server = grpc.aio.server(
-            interceptors=[CallInterceptor(self.verifier)],
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
         )
         self._register_services(server)

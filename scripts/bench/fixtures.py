@@ -23,7 +23,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from download.v1 import download_service_pb2
-from library.v1 import library_service_pb2, library_service_pb2_grpc, playtime_service_pb2, playtime_service_pb2_grpc
+from library.v1 import (
+    library_service_pb2,
+    library_service_pb2_grpc,
+    playtime_service_pb2,
+    playtime_service_pb2_grpc,
+)
 from scripts.devtokens import mint
 
 # Fixed ids: repeated runs reuse the same user, product and (while it is active) play session.
@@ -118,7 +123,8 @@ def _grant(target: str, database_url: str, notes: list[str]) -> bool:
 
         with psycopg.connect(libpq_url(database_url), autocommit=True, connect_timeout=5) as conn:
             conn.execute(
-                "INSERT INTO products (product_id, name) VALUES (%s, 'Benchmark Game') ON CONFLICT DO NOTHING",
+                "INSERT INTO products (product_id, name) VALUES (%s, 'Benchmark Game') "
+                "ON CONFLICT DO NOTHING",
                 (BENCH_PRODUCT,),
             )
             conn.execute(
@@ -203,7 +209,7 @@ def choose_rpc(target: str, database_url: str) -> RpcChoice:
     )
 
 
-_SAMPLE = re.compile(r'^grpc_server_handled_total\{(?P<labels>[^}]*)\}\s+(?P<value>[0-9.e+]+)$', re.M)
+_SAMPLE = re.compile(r"^grpc_server_handled_total\{(?P<labels>[^}]*)\}\s+(?P<value>[0-9.e+]+)$", re.M)
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -215,7 +221,9 @@ def handled_codes(metrics_port: int, method: str) -> dict[str, int]:
     for m in _SAMPLE.finditer(text):
         labels = dict(_LABEL.findall(m.group("labels")))
         if labels.get("method") == method:
-            codes[labels.get("code", "?")] = codes.get(labels.get("code", "?"), 0) + int(float(m.group("value")))
+            codes[labels.get("code", "?")] = codes.get(labels.get("code", "?"), 0) + int(
+                float(m.group("value"))
+            )
     return codes
 
 

@@ -10,8 +10,11 @@ import math
 import re
 import struct
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from scripts.bench.procs import die_with_parent
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -38,6 +41,8 @@ class LoadResult:
     bad_grpc_status: int | None = None
     grpc_codes: dict[str, int] | None = None
     command: str = ""
+    # CPU used by the processes under test during the measured window (procs.CpuMeter.report)
+    cpu: dict = field(default_factory=dict)
 
     @property
     def failures(self) -> int:
@@ -61,14 +66,30 @@ def _percentile(sorted_values: list[int], pct: float) -> float:
     return float(sorted_values[index])
 
 
-def _run(cmd: list[str], timeout: float) -> tuple[str, str]:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise LoadError(f"{cmd[0]} did not finish within {timeout:.0f}s") from exc
+def _run(cmd: list[str], timeout: float, meter=None, main_after: float = 0.0) -> tuple[str, str]:
+    """Runs a load generator; `meter` (a procs.CpuMeter) is started when its measured phase begins
+    (`main_after` seconds in, i.e. after h2load's warm-up) and stopped when it exits."""
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent
+    ) as proc:
+        try:
+            if meter is not None:
+                if main_after:
+                    time.sleep(main_after)
+                meter.start()
+            out, err = proc.communicate(timeout=timeout)
+            if meter is not None:
+                meter.stop()
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise LoadError(f"{cmd[0]} did not finish within {timeout:.0f}s") from exc
+        except BaseException:
+            proc.kill()
+            raise
     if proc.returncode != 0:
-        raise LoadError(f"{' '.join(cmd[:1])} exited {proc.returncode}: {proc.stderr.strip() or proc.stdout[-800:]}")
-    return proc.stdout, proc.stderr
+        raise LoadError(f"{cmd[0]} exited {proc.returncode}: {err.strip() or out[-800:]}")
+    return out, err
 
 
 def h2load(
@@ -84,6 +105,7 @@ def h2load(
     log_file: Path,
     expected_status: int = 200,
     target: str = "",
+    meter=None,
 ) -> LoadResult:
     """Runs h2load (one thread) against a gRPC method; p50/p99 come from its per-request log."""
     cmd = ["h2load", "-t1", f"-c{clients}", f"-m{streams}", "-d", str(body_file), f"--log-file={log_file}"]
@@ -99,7 +121,7 @@ def h2load(
         timeout = (duration or 0) + (warmup or 0) + 60
     cmd.append(url)
     log_file.unlink(missing_ok=True)  # h2load appends to an existing log
-    out, _ = _run(cmd, timeout)
+    out, _ = _run(cmd, timeout, meter, main_after=warmup if requests is None and warmup else 0.0)
 
     result = LoadResult(tool="h2load", target=target or url, command=_shown(cmd))
     m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
@@ -179,10 +201,22 @@ def wrk(
     duration: float,
     expected_2xx: bool = True,
     target: str = "",
+    meter=None,
 ) -> LoadResult:
     """Runs wrk (one thread, `connections` keep-alive HTTP/1.1 connections) with --latency."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", "10s", "-s", str(script), url]
-    out, err = _run(cmd, duration + 60)
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    out, err = _run(cmd, duration + 60, meter)
     if f"{script.name}:" in err:  # wrk reports a broken script and then runs its default GET anyway
         raise LoadError(f"wrk script error: {err.strip()[:500]}")
     result = LoadResult(tool="wrk", target=target or url, command=_shown(cmd), seconds=duration)

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child before exec: SIGTERM it when the benchmark process dies (even by SIGKILL)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -39,6 +40,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def _bindable(port: int) -> bool:
     with socket.socket() as sock:
+        # as the servers bind (SO_REUSEADDR): TIME_WAIT leftovers of an earlier run do not make a port busy
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True
@@ -83,7 +86,7 @@ class Procs:
             env={**os.environ, **(env or {})},
             cwd=ROOT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         log.close()
         self._children[name] = proc
@@ -113,6 +116,9 @@ class Procs:
             time.sleep(0.1)
         raise StartError(f"{name} not ready within {timeout:.0f}s:\n{self.log_tail(name)}")
 
+    def pid(self, name: str) -> int:
+        return self._children[name].pid
+
     def running(self, name: str) -> bool:
         proc = self._children.get(name)
         return proc is not None and proc.poll() is None
@@ -136,6 +142,67 @@ class Procs:
                 self.stop(name)
             except Exception as exc:  # keep stopping the others
                 print(f"bench: could not stop {name}: {exc}", file=sys.stderr)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values) - idle) / _TICK, sum(values) / _TICK
+
+
+class CpuMeter:
+    """CPU used by named processes (and by the whole machine) over a measured window.
+
+    CPU time per call is far less sensitive to other work on the machine than requests per second: it is
+    what the ratios would be on an otherwise idle machine, as long as the process is CPU-bound.
+    """
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self._start: tuple[float, dict[str, float], tuple[float, float]] | None = None
+        self._stop: tuple[float, dict[str, float], tuple[float, float]] | None = None
+
+    def _sample(self) -> tuple[float, dict[str, float], tuple[float, float]]:
+        cpu = {}
+        for name, pid in self.pids.items():
+            try:
+                cpu[name] = process_cpu_seconds(pid)
+            except OSError:
+                cpu[name] = float("nan")
+        return time.monotonic(), cpu, machine_cpu()
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> None:
+        self._stop = self._sample()
+
+    def report(self, calls: int) -> dict:
+        if self._start is None or self._stop is None:
+            return {}
+        (t0, c0, (busy0, total0)), (t1, c1, (busy1, total1)) = self._start, self._stop
+        seconds = t1 - t0
+        used = {name: c1[name] - c0[name] for name in self.pids}
+        return {
+            "window_s": round(seconds, 2),
+            "cores_used": {name: round(v / seconds, 3) for name, v in used.items()} if seconds else {},
+            "cpu_us_per_call": {name: round(v / calls * 1e6, 1) for name, v in used.items()} if calls else {},
+            "machine_busy": round((busy1 - busy0) / max(1e-9, total1 - total0), 3),
+            "machine_cores": os.cpu_count(),
+        }
 
 
 def envoy_ready(admin_port: int) -> bool:

@@ -26,6 +26,7 @@ class Settings:
     database_url: str = "postgresql+psycopg://library@127.0.0.1:55432/library"
     db_pool_size: int = 10
     redis_url: str = "redis://127.0.0.1:56379/0"
+    redis_pool_size: int = 64
     kafka_bootstrap_servers: str = "127.0.0.1:59092"
     kafka_session_timeout_ms: int = 1000
     kafka_heartbeat_interval_ms: int = 200
@@ -66,6 +67,7 @@ class Settings:
             database_url=_env("DATABASE_URL", cls.database_url),
             db_pool_size=_env_int("DB_POOL_SIZE", cls.db_pool_size),
             redis_url=_env("REDIS_URL", cls.redis_url),
+            redis_pool_size=_env_int("REDIS_POOL_SIZE", cls.redis_pool_size),
             kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
             kafka_session_timeout_ms=_env_int("KAFKA_SESSION_TIMEOUT_MS", cls.kafka_session_timeout_ms),
             kafka_heartbeat_interval_ms=_env_int(

@@ -4,7 +4,8 @@ One hash per session, times in epoch milliseconds on the server's clock:
   user, product, device   who plays what where (a heartbeat must name the same user and product)
   seg_start, last         the open credited segment: its start and the last heartbeat
   closed                  segments closed by an uncredited gap, as "start-end," entries
-A heartbeat is one EVALSHA of `_HEARTBEAT`, which applies `rules.advance` atomically. The key expires
+A heartbeat is one EVALSHA of `_HEARTBEAT` (auto-pipelined with concurrent heartbeats), which applies
+`rules.advance` atomically. The key expires
 when nobody heartbeats it for `ttl` (longer than the reaper needs to notice a silent session).
 """
 
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 
 from server.core.clock import Clock
 from server.core.deps import Deps
+from server.core.redis_batching import BatchedScript
 from server.playtime.rules import AccrualPolicy, Interval, LiveSession
 
 # KEYS[1] session hash. ARGV: user id, product id, now (ms), longest credited gap (ms), ttl (ms).
@@ -116,7 +118,7 @@ class LiveSessions:
         self._redis = redis
         self._max_gap_ms = str(int(policy.max_credited_gap.total_seconds() * 1000))
         self._ttl_ms = int(ttl.total_seconds() * 1000)
-        self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._heartbeat = BatchedScript(redis, _HEARTBEAT)
 
     async def open(self, session_id: uuid.UUID, record: LiveRecord) -> None:
         key = _key(session_id)

@@ -1,4 +1,4 @@
-"""The call pipeline every RPC goes through (server/core/interceptors.py), on a real grpc.aio server:
+"""The call pipeline every RPC goes through (server/core/call_pipeline.py), on a real grpc.aio server:
 authentication, domain errors as rich status, and nothing internal leaking to the client."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from google.rpc import error_details_pb2, status_pb2
 from scripts.devtokens import mint
 from server.core import auth
 from server.core.auth import TokenVerifier
+from server.core.call_pipeline import CallPipeline
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
-from server.core.interceptors import CallInterceptor
 from tests.support.processes import free_port
 
 SERVICE = "test.Pipeline"
@@ -59,14 +59,13 @@ async def pipeline(settings):
     verifier = TokenVerifier(
         jwks_file=settings.jwt_jwks_file, issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )
-    server = grpc.aio.server(interceptors=[CallInterceptor(verifier)])
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                SERVICE, {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in HANDLERS.items()}
-            )
-        ]
-    )
+    pipeline = CallPipeline(verifier)
+    server = grpc.aio.server()
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(pipeline.wrap(f"/{SERVICE}/{name}", fn))
+        for name, fn in HANDLERS.items()
+    }
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
