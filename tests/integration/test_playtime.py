@@ -435,7 +435,7 @@ async def test_another_user_cannot_heartbeat_end_or_see_a_session_or_its_stats(s
     user_id, product_id = owner
     intruder = uuid.uuid4()
     started = await start(stub, user_id, product_id)
-    await play(stub, user_id, product_id, [started.session_id], 1)
+    await play(stub, user_id, product_id, [started.session_id], 2)
 
     for call in (heartbeat, end):
         code, reason, _ = await failure(call(stub, intruder, product_id, started.session_id))
