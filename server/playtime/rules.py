@@ -84,8 +84,10 @@ def advance(state: LiveSession, now: datetime, policy: AccrualPolicy) -> LiveSes
     return replace(state, last_heartbeat=now)
 
 
-def is_silent(state: LiveSession, now: datetime, policy: AccrualPolicy) -> bool:
-    return now - state.last_heartbeat > policy.silence_limit
+def is_silent(last_heartbeat: datetime, now: datetime, policy: AccrualPolicy) -> bool:
+    """Silent sessions are reaped. A session Redis does not know is judged by its last checkpointed
+    heartbeat, so a session that was just started (its live state not yet visible) is never reaped."""
+    return now - last_heartbeat > policy.silence_limit
 
 
 def union(intervals: Iterable[Interval]) -> list[Interval]:

@@ -1,7 +1,8 @@
 """Background work on active sessions: the reaper and the checkpointer (SPEC §6).
 
 Reaper: a session silent for more than 3x the heartbeat interval is closed, credited up to its last
-heartbeat; a session Redis no longer knows (Redis lost its data) is closed with what was checkpointed.
+heartbeat; a session Redis no longer knows (Redis lost its data) is closed with what was checkpointed, once
+its last checkpointed heartbeat is as old as that.
 Checkpointer: every `playtime_checkpoint_seconds` the live segments of every active session are credited
 to Postgres, so losing Redis costs at most one checkpoint interval.
 Several server processes may run both: each session is handled under its row lock (SKIP LOCKED), and
@@ -44,8 +45,9 @@ class SessionSweeper:
         active = await self._active()
         metrics.ACTIVE_PLAY_SESSIONS.set(len(active))
         live = await self._live.get_many(active)
-        for session_id in active:
-            if session_id not in live or rules.is_silent(live[session_id].state, now, self._policy):
+        for session_id, known_heartbeat in active.items():
+            last = live[session_id].state.last_heartbeat if session_id in live else known_heartbeat
+            if rules.is_silent(last, now, self._policy):
                 await self._reap(session_id)
 
     async def _reap(self, session_id: uuid.UUID) -> None:
@@ -56,7 +58,8 @@ class SessionSweeper:
                 return
             live = await self._live.get(session_id)
             now = server_now(self._clock)
-            if live is not None and not rules.is_silent(live.state, now, self._policy):
+            last = live.state.last_heartbeat if live is not None else row.last_heartbeat_at
+            if not rules.is_silent(last, now, self._policy):
                 return  # a heartbeat arrived meanwhile
             await crediting.close_session(uow, repo, row, live, now, self._policy, by_client=False)
             await uow.commit()

@@ -121,7 +121,7 @@ class Playtime:
             current = await repo.active_on_device(user_id, product_id, device_id)
             if current is not None:
                 live = await self.live.get(current.id)
-                if live is not None and not rules.is_silent(live.state, now, self.policy):
+                if live is not None and not rules.is_silent(live.state.last_heartbeat, now, self.policy):
                     await self.live.heartbeat(current.id, user_id, product_id, now)  # a start is a heartbeat
                     return StartedSession.of(current, resumed=True)
                 # Silent or lost in Redis: close it as the reaper would, and start afresh.

@@ -64,8 +64,8 @@ def test_an_out_of_order_heartbeat_changes_nothing():
 
 def test_a_session_is_silent_only_after_three_intervals():
     state = play(0, 60)
-    assert not is_silent(state, at(60 + 180), POLICY)
-    assert is_silent(state, at(60 + 181), POLICY)
+    assert not is_silent(state.last_heartbeat, at(60 + 180), POLICY)
+    assert is_silent(state.last_heartbeat, at(60 + 181), POLICY)
 
 
 def test_union_merges_overlapping_and_touching_intervals_and_drops_empty_ones():
