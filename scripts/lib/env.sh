@@ -8,7 +8,8 @@ export LOCAL_DIR="${LOCAL_DIR:-$ROOT_DIR/.local}"
 export PG_DIR="${PG_DIR:-/tmp/library-pg-$(printf '%s' "$ROOT_DIR" | md5sum | cut -c1-10)}"
 export PATH="$ROOT_DIR/.venv/bin:$PATH"
 
-# ports
+# ports (the stack's own stay below 32768, outside Linux's ephemeral range, so an outgoing connection can
+# never be holding one when the stack starts)
 export GRPC_HOST="${GRPC_HOST:-127.0.0.1}"
 export GRPC_PORT="${GRPC_PORT:-50051}"
 export METRICS_PORT="${METRICS_PORT:-9464}"
@@ -16,10 +17,10 @@ export ENVOY_PORT="${ENVOY_PORT:-8080}"
 export ENVOY_ADMIN_PORT="${ENVOY_ADMIN_PORT:-9901}"
 export WS_PORT="${WS_PORT:-8765}"
 export WS_METRICS_PORT="${WS_METRICS_PORT:-9465}"
-export PG_PORT="${PG_PORT:-55432}"
-export REDIS_PORT="${REDIS_PORT:-56379}"
-export KAFKA_PORT="${KAFKA_PORT:-59092}"
-export S3_PORT="${S3_PORT:-58333}"
+export PG_PORT="${PG_PORT:-15432}"
+export REDIS_PORT="${REDIS_PORT:-16379}"
+export KAFKA_PORT="${KAFKA_PORT:-19092}"
+export S3_PORT="${S3_PORT:-18333}"
 
 # service configuration (read by server/core/config.py)
 export DATABASE_URL="${DATABASE_URL:-postgresql+psycopg://library@127.0.0.1:$PG_PORT/library}"
