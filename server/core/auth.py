@@ -29,6 +29,16 @@ _CACHE_SIZE = 10_000
 class Principal:
     subject: str
     roles: frozenset[str]
+    # The subject as a user id, parsed once per token (None when the subject is not a UUID).
+    user: uuid.UUID | None = None
+
+    @classmethod
+    def of(cls, subject: str, roles: frozenset[str]) -> Principal:
+        try:
+            user = uuid.UUID(subject)
+        except ValueError:
+            user = None
+        return cls(subject, roles, user)
 
     @property
     def is_service(self) -> bool:
@@ -39,10 +49,9 @@ class Principal:
         """The caller as a user; self-service RPCs act on this id only."""
         if ROLE_USER not in self.roles:
             raise PermissionDenied("this method needs a user token")
-        try:
-            return uuid.UUID(self.subject)
-        except ValueError as exc:
-            raise Unauthenticated("token subject is not a user id") from exc
+        if self.user is None:
+            raise Unauthenticated("token subject is not a user id")
+        return self.user
 
 
 _current: ContextVar[Principal | None] = ContextVar("principal", default=None)
@@ -139,7 +148,7 @@ class TokenVerifier:
         roles = claims.get("roles") or [ROLE_USER]
         if isinstance(roles, str):
             roles = roles.split()
-        principal = Principal(subject=str(claims["sub"]), roles=frozenset(roles))
+        principal = Principal.of(str(claims["sub"]), frozenset(roles))
         return principal, float(claims["exp"])
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from google.protobuf import timestamp_pb2
-
 from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
 from server.core.auth import current_user_id, require_service
 from server.core.deps import Deps
+from server.core.protoconv import timestamp
 from server.core.validation import Validator
 from server.library import rules, use_cases
 from server.library.views import CategoryView, LibraryItemView, ProductInfo, WishlistItemView
@@ -50,14 +49,6 @@ def _wire(enum, value: str) -> int:
         return 0
 
 
-def _ts(when: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if when is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
-
-
 def _product(info: ProductInfo | None, product_id: uuid.UUID) -> pb.Product:
     if info is None:
         return pb.Product(product_id=str(product_id))
@@ -69,9 +60,9 @@ def _product(info: ProductInfo | None, product_id: uuid.UUID) -> pb.Product:
         icon_url=info.icon_url,
         developer=info.developer,
         publisher=info.publisher,
-        release_date=_ts(info.release_date),
+        release_date=timestamp(info.release_date),
         genres=info.genres,
-        updated_at=_ts(info.updated_at),
+        updated_at=timestamp(info.updated_at),
     )
 
 
@@ -81,9 +72,9 @@ def _item(view: LibraryItemView) -> pb.LibraryItem:
         product_id=str(view.product_id),
         product=_product(view.product, view.product_id),
         acquisition_type=_wire(_Acquisition, view.acquisition_type),
-        acquisition_timestamp=_ts(view.acquisition_timestamp),
-        added_to_library_at=_ts(view.added_to_library_at),
-        last_played_timestamp=_ts(view.last_played_timestamp),
+        acquisition_timestamp=timestamp(view.acquisition_timestamp),
+        added_to_library_at=timestamp(view.added_to_library_at),
+        last_played_timestamp=timestamp(view.last_played_timestamp),
         total_playtime_seconds=view.total_playtime_seconds,
         installation_status=_wire(_Installation, view.installation_status),
         installed_version_id=str(view.installed_version_id or ""),
@@ -93,7 +84,7 @@ def _item(view: LibraryItemView) -> pb.LibraryItem:
 
 
 def _category(view: CategoryView) -> pb.Category:
-    return pb.Category(id=str(view.id), name=view.name, created_at=_ts(view.created_at))
+    return pb.Category(id=str(view.id), name=view.name, created_at=timestamp(view.created_at))
 
 
 def _wish(view: WishlistItemView) -> pb.WishlistItem:
@@ -101,7 +92,7 @@ def _wish(view: WishlistItemView) -> pb.WishlistItem:
         id=str(view.id),
         product_id=str(view.product_id),
         product=_product(view.product, view.product_id),
-        added_timestamp=_ts(view.added_timestamp),
+        added_timestamp=timestamp(view.added_timestamp),
         priority=view.priority,
         notes=view.notes,
     )

@@ -10,6 +10,7 @@ from library.v1 import playtime_service_pb2 as pb
 from library.v1 import playtime_service_pb2_grpc
 from server.core.auth import current_user_id
 from server.core.deps import Deps
+from server.core.protoconv import timestamp
 from server.core.validation import Validator
 from server.playtime import rules
 from server.playtime.live import server_now
@@ -20,12 +21,6 @@ MAX_OFFLINE_SESSIONS = 100
 MAX_STATS_PRODUCTS = 200
 _EMPTY = empty_pb2.Empty()
 _Result = pb.OfflineSessionResult
-
-
-def _timestamp(when: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def _any_time(v: Validator, field: str, value: timestamp_pb2.Timestamp) -> datetime | None:
@@ -70,7 +65,7 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
         return pb.StartPlaytimeSessionResponse(
             session_id=str(started.session_id),
             heartbeat_interval_seconds=self._deps.settings.playtime_heartbeat_interval_seconds,
-            started_at=_timestamp(started.started_at),
+            started_at=timestamp(started.started_at),
             resumed=started.resumed,
             client_session_id=str(started.client_session_id or ""),
         )
@@ -98,8 +93,8 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
             credited_duration_seconds=ended.credited_seconds,
             total_playtime_seconds=ended.total_seconds,
             last_two_weeks_seconds=ended.last_two_weeks_seconds,
-            started_at=_timestamp(ended.started_at),
-            ended_at=_timestamp(ended.ended_at),
+            started_at=timestamp(ended.started_at),
+            ended_at=timestamp(ended.ended_at),
         )
         if ended.last_played_at is not None:
             response.last_played_at.FromDatetime(ended.last_played_at)
@@ -150,5 +145,5 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
         stats, computed_at = await self._playtime.stats(user_id, product_ids, last_two_weeks=last_two_weeks)
         return pb.GetPlaytimeStatsResponse(
             stats=[_stats_pb(s, last_two_weeks=last_two_weeks) for s in stats],
-            computed_at=_timestamp(computed_at),
+            computed_at=timestamp(computed_at),
         )

@@ -121,7 +121,7 @@ def test_verifier_refuses_expired_tokens_and_wrong_audience():
 
 def test_service_principal_is_not_a_user():
     with pytest.raises(PermissionDenied):
-        _ = Principal(subject="service:payment", roles=frozenset({"service"})).user_id
+        _ = Principal.of("service:payment", frozenset({"service"})).user_id
 
 
 def test_bearer_token_is_read_from_authorization_metadata():
