@@ -25,7 +25,7 @@ async def main() -> None:
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
     )
-    redis = create_redis(settings.redis_url)
+    redis = create_redis(settings.redis_url, max_connections=settings.ws_redis_pool_size)
     gateway = Gateway(settings, verifier, redis)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -57,6 +57,8 @@ class Settings:
     ws_ping_interval_seconds: float = 20.0
     ws_send_timeout_seconds: float = 10.0
     ws_write_limit_bytes: int = 65536
+    # Each open WebSocket waits on Redis with its own connection (XREAD BLOCK).
+    ws_redis_pool_size: int = 4096
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -105,4 +107,5 @@ class Settings:
             ws_ping_interval_seconds=_env_float("WS_PING_INTERVAL_SECONDS", cls.ws_ping_interval_seconds),
             ws_send_timeout_seconds=_env_float("WS_SEND_TIMEOUT_SECONDS", cls.ws_send_timeout_seconds),
             ws_write_limit_bytes=_env_int("WS_WRITE_LIMIT_BYTES", cls.ws_write_limit_bytes),
+            ws_redis_pool_size=_env_int("WS_REDIS_POOL_SIZE", cls.ws_redis_pool_size),
         )
