@@ -136,7 +136,7 @@ class Gateway:
         channel = protocol.channel_for_path(url.path)
         if channel is None:
             return ws.respond(http.HTTPStatus.NOT_FOUND, "unknown WebSocket path\n")
-        token = bearer_token((("authorization", request.headers.get("Authorization", "")),))
+        token = bearer_token(request.headers.get("Authorization", ""))
         if token is None:
             token = next(iter(parse_qs(url.query).get("token", [])), None)
         if not token:

@@ -152,11 +152,10 @@ class TokenVerifier:
         return principal, float(claims["exp"])
 
 
-def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
-    for key, value in metadata or ():
-        if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            scheme, _, token = text.partition(" ")
-            if scheme.lower() == "bearer" and token:
-                return token.strip()
+def bearer_token(authorization: str | bytes) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value."""
+    text = authorization.decode() if isinstance(authorization, bytes) else authorization
+    scheme, _, token = text.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
     return None

@@ -12,7 +12,6 @@ import inspect
 import logging
 import time
 import types
-import uuid
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -27,6 +26,17 @@ log = logging.getLogger("access")
 async def abort_with(ctx: grpc.aio.ServicerContext, error: DomainError) -> None:
     status = rpc_status.to_status(error.to_status())
     await ctx.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _read_metadata(metadata) -> tuple[str, str]:
+    """(authorization, x-request-id) in one pass over the call's metadata."""
+    authorization = request_id = ""
+    for key, value in metadata or ():
+        if key == "authorization":
+            authorization = value
+        elif key == "x-request-id":
+            request_id = value
+    return authorization, request_id
 
 
 class CallPipeline:
@@ -47,14 +57,13 @@ class CallPipeline:
 
         async def call(request, ctx: grpc.aio.ServicerContext):
             started = time.perf_counter()
-            metadata = ctx.invocation_metadata() or ()
-            request_id = next((v for k, v in metadata if k == "x-request-id"), "") or uuid.uuid4().hex
-            rid_token = context.request_id.set(str(request_id))
+            authorization, request_id = _read_metadata(ctx.invocation_metadata())
+            rid_token = context.request_id.set(request_id)
             principal = None
             principal_token = None
             code = grpc.StatusCode.OK
             try:
-                token = auth.bearer_token(metadata)
+                token = auth.bearer_token(authorization)
                 if token is None:
                     raise Unauthenticated("missing bearer token")
                 principal = verifier.verify(token)
@@ -72,7 +81,9 @@ class CallPipeline:
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
-                log.exception("unhandled error", extra={"request_id": request_id, "method": method})
+                log.exception(
+                    "unhandled error", extra={"request_id": context.current_request_id(), "method": method}
+                )
                 status = rpc_status.to_status(internal_status())
                 await ctx.abort(status.code, status.details, status.trailing_metadata)
             finally:
@@ -83,7 +94,7 @@ class CallPipeline:
                     log.info(
                         "rpc",
                         extra={
-                            "request_id": request_id,
+                            "request_id": context.current_request_id(),
                             "user_id": principal.subject if principal else None,
                             "method": method,
                             "code": code.name,

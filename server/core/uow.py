@@ -65,7 +65,7 @@ class UnitOfWork:
             source=self._source,
             subject=str(user_id),
             data=data,
-            correlation_id=context.request_id.get(),
+            correlation_id=context.current_request_id(),
         )
         self._messages.append(
             OutboxMessage(

@@ -124,7 +124,8 @@ def test_service_principal_is_not_a_user():
         _ = Principal.of("service:payment", frozenset({"service"})).user_id
 
 
-def test_bearer_token_is_read_from_authorization_metadata():
-    assert bearer_token((("authorization", "Bearer abc.def"),)) == "abc.def"
-    assert bearer_token((("authorization", "Basic abc"),)) is None
-    assert bearer_token(()) is None
+def test_bearer_token_is_read_from_the_authorization_value():
+    assert bearer_token("Bearer abc.def") == "abc.def"
+    assert bearer_token("bearer abc.def") == "abc.def"
+    assert bearer_token("Basic abc") is None
+    assert bearer_token("") is None
