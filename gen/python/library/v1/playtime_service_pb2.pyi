@@ -166,7 +166,7 @@ class EndPlaytimeSessionResponse(_message.Message):
     session_id: _builtins.str
     """The ended session id (UUID)."""
     credited_duration_seconds: _builtins.int
-    """Seconds credited to this session (sum of capped heartbeat gaps). Because overlapping play on other
+    """Seconds credited to this session (sum of the credited heartbeat gaps). Because overlapping play on other
     devices is counted once, the product total may grow by less than this.
     """
     total_playtime_seconds: _builtins.int

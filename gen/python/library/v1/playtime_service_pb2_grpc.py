@@ -31,9 +31,10 @@ class PlaytimeTrackerServiceStub:
     played offline and reports playtime statistics.
 
     The server's clock is the authority: credited time is the sum of the gaps between consecutive
-    heartbeats of a session (start and end count as heartbeats), each gap capped at 2× the heartbeat
-    interval. Time played on several devices at once is counted once (union of intervals). Client
-    timestamps are informational only. Every RPC acts on the JWT subject.
+    heartbeats of a session (start and end count as heartbeats). A gap of at most 2× the heartbeat
+    interval is credited in full; a longer gap (sleep, suspend, a crashed client) is not credited. Time
+    played on several devices at once is counted once (union of intervals). Client timestamps are
+    informational only. Every RPC acts on the JWT subject.
     """
 
     def __init__(self, channel):
@@ -74,9 +75,10 @@ class PlaytimeTrackerServiceServicer:
     played offline and reports playtime statistics.
 
     The server's clock is the authority: credited time is the sum of the gaps between consecutive
-    heartbeats of a session (start and end count as heartbeats), each gap capped at 2× the heartbeat
-    interval. Time played on several devices at once is counted once (union of intervals). Client
-    timestamps are informational only. Every RPC acts on the JWT subject.
+    heartbeats of a session (start and end count as heartbeats). A gap of at most 2× the heartbeat
+    interval is credited in full; a longer gap (sleep, suspend, a crashed client) is not credited. Time
+    played on several devices at once is counted once (union of intervals). Client timestamps are
+    informational only. Every RPC acts on the JWT subject.
     """
 
     def StartPlaytimeSession(self, request, context):
@@ -172,9 +174,10 @@ class PlaytimeTrackerService:
     played offline and reports playtime statistics.
 
     The server's clock is the authority: credited time is the sum of the gaps between consecutive
-    heartbeats of a session (start and end count as heartbeats), each gap capped at 2× the heartbeat
-    interval. Time played on several devices at once is counted once (union of intervals). Client
-    timestamps are informational only. Every RPC acts on the JWT subject.
+    heartbeats of a session (start and end count as heartbeats). A gap of at most 2× the heartbeat
+    interval is credited in full; a longer gap (sleep, suspend, a crashed client) is not credited. Time
+    played on several devices at once is counted once (union of intervals). Client timestamps are
+    informational only. Every RPC acts on the JWT subject.
     """
 
     @staticmethod

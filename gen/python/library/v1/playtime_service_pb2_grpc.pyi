@@ -32,9 +32,10 @@ class PlaytimeTrackerServiceStub:
     played offline and reports playtime statistics.
 
     The server's clock is the authority: credited time is the sum of the gaps between consecutive
-    heartbeats of a session (start and end count as heartbeats), each gap capped at 2× the heartbeat
-    interval. Time played on several devices at once is counted once (union of intervals). Client
-    timestamps are informational only. Every RPC acts on the JWT subject.
+    heartbeats of a session (start and end count as heartbeats). A gap of at most 2× the heartbeat
+    interval is credited in full; a longer gap (sleep, suspend, a crashed client) is not credited. Time
+    played on several devices at once is counted once (union of intervals). Client timestamps are
+    informational only. Every RPC acts on the JWT subject.
     """
 
     @_typing.overload
@@ -80,9 +81,10 @@ class PlaytimeTrackerServiceAsyncStub(PlaytimeTrackerServiceStub):
     played offline and reports playtime statistics.
 
     The server's clock is the authority: credited time is the sum of the gaps between consecutive
-    heartbeats of a session (start and end count as heartbeats), each gap capped at 2× the heartbeat
-    interval. Time played on several devices at once is counted once (union of intervals). Client
-    timestamps are informational only. Every RPC acts on the JWT subject.
+    heartbeats of a session (start and end count as heartbeats). A gap of at most 2× the heartbeat
+    interval is credited in full; a longer gap (sleep, suspend, a crashed client) is not credited. Time
+    played on several devices at once is counted once (union of intervals). Client timestamps are
+    informational only. Every RPC acts on the JWT subject.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -124,9 +126,10 @@ class PlaytimeTrackerServiceServicer(metaclass=_abc_1.ABCMeta):
     played offline and reports playtime statistics.
 
     The server's clock is the authority: credited time is the sum of the gaps between consecutive
-    heartbeats of a session (start and end count as heartbeats), each gap capped at 2× the heartbeat
-    interval. Time played on several devices at once is counted once (union of intervals). Client
-    timestamps are informational only. Every RPC acts on the JWT subject.
+    heartbeats of a session (start and end count as heartbeats). A gap of at most 2× the heartbeat
+    interval is credited in full; a longer gap (sleep, suspend, a crashed client) is not credited. Time
+    played on several devices at once is counted once (union of intervals). Client timestamps are
+    informational only. Every RPC acts on the JWT subject.
     """
 
     @_abc_1.abstractmethod
