@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import and_, case, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.achievements.rules import Definition, Progress, ProgressChange
-from server.achievements.tables import AchievementDefinition, AchievementProgressRequest, UserAchievement
+from server.achievements.tables import AchievementDefinition, UserAchievement
 from server.library.tables import LibraryItem
 
 D = AchievementDefinition
@@ -132,43 +131,6 @@ async def record_progress(
             .values(unlocked_count=D.unlocked_count + 1)
         )
     return bool(unlocked)
-
-
-async def claim_request(session: AsyncSession, user_id: uuid.UUID, request_id: uuid.UUID) -> bool:
-    """Claims a request_id for this transaction; False when it was used before (a replay).
-
-    A concurrent claim of the same id waits here until the first transaction ends: it then sees the
-    committed first response, or claims the id itself if the first one rolled back.
-    """
-    claimed = await session.scalar(
-        insert(AchievementProgressRequest)
-        .values(user_id=user_id, request_id=request_id)
-        .on_conflict_do_nothing()
-        .returning(AchievementProgressRequest.request_id)
-    )
-    return claimed is not None
-
-
-async def stored_response(session: AsyncSession, user_id: uuid.UUID, request_id: uuid.UUID) -> dict[str, Any]:
-    return await session.scalar(
-        select(AchievementProgressRequest.response).where(
-            AchievementProgressRequest.user_id == user_id,
-            AchievementProgressRequest.request_id == request_id,
-        )
-    )
-
-
-async def save_response(
-    session: AsyncSession, user_id: uuid.UUID, request_id: uuid.UUID, response: dict[str, Any]
-) -> None:
-    await session.execute(
-        update(AchievementProgressRequest)
-        .where(
-            AchievementProgressRequest.user_id == user_id,
-            AchievementProgressRequest.request_id == request_id,
-        )
-        .values(response=response)
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,10 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.achievements import repository
 from server.achievements.rules import Definition, Progress, Status, merge_progress, status_of, unlock_rate
+from server.core import replay
 from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.events.cloudevents import rfc3339
 from server.core.pagination import decode_page_token, encode_page_token, query_fingerprint
+from server.core.replay import request_key
 from server.core.uow import UnitOfWork
 from server.library.entitlements import require_owned
 
@@ -28,18 +30,6 @@ OWNER_COUNT_TTL_SECONDS = 300
 class ProgressResult:
     status: Status
     newly_unlocked: bool
-
-    def to_json(self) -> dict[str, Any]:
-        status = asdict(self.status)
-        status["unlocked_at"] = self.status.unlocked_at.isoformat() if self.status.unlocked_at else None
-        return {"status": status, "newly_unlocked": self.newly_unlocked}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ProgressResult:
-        status = dict(data["status"])
-        if status["unlocked_at"] is not None:
-            status["unlocked_at"] = datetime.fromisoformat(status["unlocked_at"])
-        return cls(status=Status(**status), newly_unlocked=data["newly_unlocked"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +60,11 @@ async def update_progress(
     request_id, whatever the other fields say) returns it unchanged. Failed calls store nothing, so a retry
     of one runs afresh.
     """
+    key = request_key(user_id, "UpdateAchievementProgress", request_id)
     async with deps.uow() as uow:
         session = uow.session
-        if request_id is not None and not await repository.claim_request(session, user_id, request_id):
-            return ProgressResult.from_json(await repository.stored_response(session, user_id, request_id))
+        if (first := await replay.claim(uow, key, ProgressResult)) is not None:
+            return first
         await require_owned(session, user_id, product_id)
         definition = await repository.definition(session, product_id, api_name)
         if definition is None:
@@ -90,8 +81,7 @@ async def update_progress(
                 _announce_unlock(uow, user_id, definition, now)
         [status] = await _statuses(deps, session, user_id, product_id, api_name)
         result = ProgressResult(status=status, newly_unlocked=newly_unlocked)
-        if request_id is not None:
-            await repository.save_response(session, user_id, request_id, result.to_json())
+        await replay.remember(uow, key, result)
         await uow.commit()
     return result
 

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from server.core import replay
 from server.core.deps import Deps
 from server.core.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from server.core.pagination import decode_page_token, encode_page_token, query_fingerprint
+from server.core.replay import request_key
 from server.core.uow import UnitOfWork
-from server.library import replay, repository, rules
-from server.library.replay import RequestKey
+from server.library import repository, rules
 from server.library.views import (
     CategoryView,
     GrantResult,
@@ -112,7 +113,7 @@ async def list_categories(
 async def create_category(
     deps: Deps, user_id: uuid.UUID, name: str, request_id: uuid.UUID | None
 ) -> CategoryView:
-    key = _key(user_id, "CreateCategory", request_id)
+    key = request_key(user_id, "CreateCategory", request_id)
     async with deps.uow() as uow:
         if (first := await replay.claim(uow, key, CategoryView)) is not None:
             return first
@@ -143,7 +144,7 @@ async def add_wishlist_item(
     notes: str,
     request_id: uuid.UUID | None,
 ) -> WishlistItemView:
-    key = _key(user_id, "AddWishlistItem", request_id)
+    key = request_key(user_id, "AddWishlistItem", request_id)
     async with deps.uow() as uow:
         if (first := await replay.claim(uow, key, WishlistItemView)) is not None:
             return first
@@ -218,7 +219,7 @@ async def grant_entitlements(
     order_id: str | None,
     request_id: uuid.UUID | None,
 ) -> GrantResult:
-    key = _key(caller, "GrantEntitlements", request_id)
+    key = request_key(caller, "GrantEntitlements", request_id)
     async with deps.uow() as uow:
         if (first := await replay.claim(uow, key, GrantResult)) is not None:
             return first
@@ -239,7 +240,7 @@ async def revoke_entitlement(
     order_id: str | None,
     request_id: uuid.UUID | None,
 ) -> RevokeResult:
-    key = _key(caller, "RevokeEntitlement", request_id)
+    key = request_key(caller, "RevokeEntitlement", request_id)
     async with deps.uow() as uow:
         if (first := await replay.claim(uow, key, RevokeResult)) is not None:
             return first
@@ -268,7 +269,3 @@ async def upsert_products(deps: Deps, rows: Sequence[dict]) -> UpsertResult:
         result = await upsert_products_in(uow, rows)
         await uow.commit()
     return result
-
-
-def _key(caller: uuid.UUID | str, method: str, request_id: uuid.UUID | None) -> RequestKey | None:
-    return None if request_id is None else RequestKey(str(caller), method, request_id)

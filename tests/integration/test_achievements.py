@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 
 from library.v1 import achievement_service_pb2 as pb
 from library.v1 import achievement_service_pb2_grpc
-from server.achievements.tables import AchievementDefinition, AchievementProgressRequest, UserAchievement
+from server.achievements.tables import AchievementDefinition, UserAchievement
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
+from server.core.replay import RequestReplay
 from tests.conftest import service_metadata, user_metadata
 from tests.support.achievements import (
     achievement,
@@ -430,8 +431,8 @@ async def _rows_of(sessions, user_id: uuid.UUID) -> tuple[int, int]:
         )
         ledger = await session.scalar(
             select(func.count())
-            .select_from(AchievementProgressRequest)
-            .where(AchievementProgressRequest.user_id == user_id)
+            .select_from(RequestReplay)
+            .where(RequestReplay.caller == str(user_id), RequestReplay.method == "UpdateAchievementProgress")
         )
     return progress, ledger
 

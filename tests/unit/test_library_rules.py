@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.library import replay, rules
+from server.core import replay
+from server.library import rules
 from server.library.views import CategoryView, GrantResult, LibraryItemView, ProductInfo
 
 NOW = datetime(2026, 11, 22, 12, 30, 15, 123456, tzinfo=UTC)

@@ -15,13 +15,27 @@ import uuid
 from datetime import datetime
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from sqlalchemy import select, update
+from sqlalchemy import DateTime, String, Text, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Mapped, mapped_column
 
+from server.core.db import Base
 from server.core.uow import UnitOfWork
-from server.library.tables import RequestReplay
 
 T = TypeVar("T")
+
+
+class RequestReplay(Base):
+    """First response of a retried write (AIP-155), keyed by caller, method and request id."""
+
+    __tablename__ = "request_replays"
+
+    caller: Mapped[str] = mapped_column(Text, primary_key=True)
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +50,11 @@ class RequestKey:
             RequestReplay.method == self.method,
             RequestReplay.request_id == self.request_id,
         )
+
+
+def request_key(caller: uuid.UUID | str, method: str, request_id: uuid.UUID | None) -> RequestKey | None:
+    """The replay key of a call; None when the client sent no request_id (nothing to remember)."""
+    return None if request_id is None else RequestKey(str(caller), method, request_id)
 
 
 async def claim(uow: UnitOfWork, key: RequestKey | None, result_type: type[T]) -> T | None:
