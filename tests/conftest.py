@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 
 import grpc
@@ -17,7 +15,7 @@ from scripts.devtokens import mint
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.redis import create_redis
-from tests.support.processes import ROOT
+from tests.support.processes import python_server
 
 
 @pytest.fixture(scope="session")
@@ -47,13 +45,8 @@ def server_process():
     if os.environ.get("TEST_SERVER_RUNNING") == "1":
         yield None
         return
-    with open(ROOT / ".local" / "test-server.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, stdout=log, stderr=log)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with python_server("test-server.log") as proc:
+        yield proc
 
 
 @pytest.fixture(scope="session")

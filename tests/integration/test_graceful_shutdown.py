@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import uuid
 
 import grpc
@@ -20,21 +17,15 @@ from library.v1 import library_service_pb2_grpc
 from server.library.tables import LibraryItem
 from tests.conftest import _wait_serving, user_metadata
 from tests.support.ownership import grant
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import free_port, python_server
 
 
 @pytest.fixture
 def server_to_stop():
     port = free_port()
-    env = {**os.environ, "GRPC_PORT": str(port), "METRICS_PORT": str(free_port()), "WORKERS_ENABLED": "0"}
-    with open(ROOT / ".local" / "test-shutdown-server.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=log, stderr=log)
-        try:
-            yield proc, f"127.0.0.1:{port}"
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    env = {"GRPC_PORT": str(port), "METRICS_PORT": str(free_port()), "WORKERS_ENABLED": "0"}
+    with python_server("test-shutdown-server.log", **env) as proc:
+        yield proc, f"127.0.0.1:{port}"
 
 
 async def test_sigterm_lets_an_in_flight_call_finish_then_exits_cleanly(server_to_stop, sessions, settings):

@@ -9,9 +9,6 @@ uses fresh user and product ids.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -35,7 +32,7 @@ from tests.conftest import _wait_serving, service_metadata, user_metadata
 from tests.support.grpc_errors import error_details
 from tests.support.kafka import TopicReader, assert_cloud_event
 from tests.support.ownership import grant
-from tests.support.processes import ROOT, PrivateRedis, free_port
+from tests.support.processes import PrivateRedis, free_port, python_server
 
 INTERVAL = 2
 CHECKPOINT = 2
@@ -55,22 +52,16 @@ async def private_redis():
 def playtime_server_port(private_redis: PrivateRedis):
     """A server of its own, with short playtime intervals and its own Redis."""
     port = free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": private_redis.url,
-        "GRPC_PORT": str(port),
-        "METRICS_PORT": str(free_port()),
-        "PLAYTIME_HEARTBEAT_INTERVAL_SECONDS": str(INTERVAL),
-        "PLAYTIME_CHECKPOINT_SECONDS": str(CHECKPOINT),
-        "PLAYTIME_REAPER_SECONDS": "0.5",
-    }
-    with open(ROOT / ".local" / "test-playtime-server.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=log, stderr=log)
-        try:
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with python_server(
+        "test-playtime-server.log",
+        REDIS_URL=private_redis.url,
+        GRPC_PORT=str(port),
+        METRICS_PORT=str(free_port()),
+        PLAYTIME_HEARTBEAT_INTERVAL_SECONDS=str(INTERVAL),
+        PLAYTIME_CHECKPOINT_SECONDS=str(CHECKPOINT),
+        PLAYTIME_REAPER_SECONDS="0.5",
+    ):
+        yield port
 
 
 @pytest.fixture(scope="module")

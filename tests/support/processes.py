@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -100,6 +101,21 @@ class PrivateRedis:
             self._proc.kill()
             await asyncio.wait_for(self._proc.wait(), timeout=10)
             self._proc = None
+
+
+@contextlib.contextmanager
+def python_server(log_name: str, **env: str):
+    """`python -m server` as production runs it, with `env` on top of this process's environment."""
+    with open(ROOT / ".local" / log_name, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server"], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=log
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
 
 
 def create_scratch_database(database_url: str) -> str:
