@@ -1,81 +1,192 @@
-"""Auto-pipelining of one Lua script: calls arriving within a short window go to Redis as one pipeline,
-so a hot path (heartbeats) pays one connection checkout and one round trip per batch instead of per call.
-grpc.aio hands the loop about one call per turn, so batching needs a small time window, not just a turn;
-a batch also leaves as soon as it is full. Each caller still gets its own reply or error.
+"""Auto-pipelining of one Lua script on a Redis connection of its own, for a hot path (heartbeats).
+
+Calls arriving within a short window are written to Redis in one write; their replies come back in order
+and are matched to the callers as they are parsed (hiredis), so one caller's error stays its own. This runs
+on a bare asyncio protocol rather than a redis-py pipeline: redis-py spends tens of microseconds per batch
+on connection checkout, retry and timeout wrappers and per-command packing, which the heartbeat can't
+afford (see the benchmark in the README). Everything else uses the ordinary redis-py client.
+
+Failures: a lost connection fails the calls in flight, and each is sent once more on a fresh connection,
+so the script must be safe to run twice (the heartbeat script is). A NOSCRIPT reply (Redis restarted and
+lost its script cache) is answered by sending that call again as EVAL, which caches the script again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections import deque
 from collections.abc import Sequence
+from hashlib import sha1
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 
-_Call = tuple[Sequence[str], Sequence[Any], asyncio.Future]
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def encode_command(*parts: str | bytes | int) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    chunks = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        chunks.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(chunks)
+
+
+class _Connection(asyncio.Protocol):
+    """One pipelined RESP connection: writes go out as given, replies resolve waiters in order."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader(replyError=ResponseError)
+        self._waiters: deque[asyncio.Future] = deque()
+        self._transport: asyncio.Transport | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        reader, waiters = self._reader, self._waiters
+        reader.feed(data)
+        reply = reader.gets()
+        while reply is not False:
+            waiter = waiters.popleft()
+            if not waiter.done():  # its caller may have been cancelled (deadline)
+                waiter.set_result(reply)
+            reply = reader.gets()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        error = RedisConnectionError("connection to Redis lost")
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def send(self, payload: bytes, waiters: list[asyncio.Future]) -> None:
+        self._waiters.extend(waiters)
+        assert self._transport is not None
+        self._transport.write(payload)
+
+    async def call(self, payload: bytes) -> Any:
+        waiter = asyncio.get_running_loop().create_future()
+        self.send(payload, [waiter])
+        reply = await waiter
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 class BatchedScript:
+    """`await script(keys=[...], args=[...])` runs one Lua script; concurrent calls share a write."""
+
     def __init__(self, redis: Redis, source: str, *, window_seconds: float = 0.002, max_batch: int = 128):
-        self._redis = redis
-        self._script = redis.register_script(source)
+        self._address = dict(redis.connection_pool.connection_kwargs)
+        self._connection_class = redis.connection_pool.connection_class
+        self._source = source.encode()
+        self._sha = sha1(self._source).hexdigest().encode()
         self._window = window_seconds
         self._max_batch = max_batch
-        self._pending: list[_Call] = []
+        self._payloads: list[bytes] = []
+        self._waiters: list[asyncio.Future] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task] = set()
 
     async def __call__(self, *, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        reply = loop.create_future()
-        self._pending.append((keys, args, reply))
-        if len(self._pending) >= self._max_batch:
-            self._dispatch()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._window, self._dispatch)
-        return await reply
+        tail = (len(keys), *keys, *args)
+        try:
+            reply = await self._submit(encode_command(b"EVALSHA", self._sha, *tail))
+        except RedisConnectionError:
+            reply = await self._submit(encode_command(b"EVALSHA", self._sha, *tail))
+        if isinstance(reply, ResponseError):
+            if not str(reply).startswith("NOSCRIPT"):
+                raise reply
+            reply = await self._submit(encode_command(b"EVAL", self._source, *tail))
+            if isinstance(reply, ResponseError):
+                raise reply
+        return reply
 
-    def _dispatch(self) -> None:
+    def _submit(self, payload: bytes) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._payloads.append(payload)
+        self._waiters.append(waiter)
+        if len(self._waiters) >= self._max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._window, self._flush)
+        return waiter
+
+    def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._pending = self._pending, []
-        task = asyncio.create_task(self._run(batch))
+        payload, waiters = b"".join(self._payloads), self._waiters
+        self._payloads, self._waiters = [], []
+        connection = self._connection
+        if connection is not None and not connection.lost:
+            connection.send(payload, waiters)
+            return
+        task = asyncio.create_task(self._send_when_connected(payload, waiters))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[_Call]) -> None:
+    async def _send_when_connected(self, payload: bytes, waiters: list[asyncio.Future]) -> None:
         try:
-            replies = await self._execute_recovering(batch)
-        except Exception as error:
-            replies = [error] * len(batch)
-        for (_, _, reply), outcome in zip(batch, replies, strict=True):
-            if reply.done():
-                continue
-            if isinstance(outcome, Exception):
-                reply.set_exception(outcome)
-            else:
-                reply.set_result(outcome)
+            connection = await self._connect()
+        except (OSError, TimeoutError, RedisConnectionError, ResponseError) as error:
+            failure = RedisConnectionError(f"cannot connect to Redis: {error}")
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            return
+        connection.send(payload, waiters)
 
-    async def _execute_recovering(self, batch: list[_Call]) -> list[Any]:
-        """Retries after a lost connection or a lost script cache (Redis restarted or failed over)."""
-        for _ in range(2):
-            try:
-                replies = await self._execute(batch)
-            except RedisConnectionError:
-                continue
-            if any(isinstance(reply, RedisConnectionError) for reply in replies):
-                continue
-            if any(isinstance(reply, NoScriptError) for reply in replies):
-                await self._redis.script_load(self._script.script)
-                continue
-            return replies
-        return await self._execute(batch)  # the last attempt answers whatever it gets
+    async def _connect(self) -> _Connection:
+        """The live connection, or a new one (AUTH and SELECT done) when there is none."""
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._connection is not None and not self._connection.lost:
+                return self._connection
+            connection = await asyncio.wait_for(self._open(), CONNECT_TIMEOUT_SECONDS)
+            self._connection = connection
+            return connection
 
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        address = self._address
+        if issubclass(self._connection_class, UnixDomainSocketConnection):
+            _, connection = await loop.create_unix_connection(_Connection, address["path"])
+        else:
+            tls = ssl.create_default_context() if issubclass(self._connection_class, SSLConnection) else None
+            host = address.get("host", "localhost")
+            _, connection = await loop.create_connection(
+                _Connection, host, address.get("port", 6379), ssl=tls, server_hostname=host if tls else None
+            )
+        try:
+            if address.get("password"):
+                credentials = [address["username"]] if address.get("username") else []
+                await connection.call(encode_command(b"AUTH", *credentials, address["password"]))
+            if address.get("db"):
+                await connection.call(encode_command(b"SELECT", address["db"]))
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

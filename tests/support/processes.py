@@ -75,9 +75,10 @@ class PrivateBroker:
 class PrivateRedis:
     """A Redis server without persistence on its own port, for tests that lose Redis and restart it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, password: str = "") -> None:
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self._proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -91,6 +92,7 @@ class PrivateRedis:
             "",
             "--appendonly",
             "no",
+            *(("--requirepass", self.password) if self.password else ()),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -1,0 +1,104 @@
+"""The auto-pipelined script client (server/core/redis_batching.py) against a real Redis of its own, which
+the tests restart, flush and cut off."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from server.core.redis import create_redis
+from server.core.redis_batching import BatchedScript
+from tests.support.processes import PrivateRedis
+
+# Counts its calls in KEYS[1] and answers ARGV[1]; ARGV[1] == "fail" answers an error instead.
+SCRIPT = """
+if ARGV[1] == 'fail' then return redis.error_reply('ERR asked to fail') end
+redis.call('INCR', KEYS[1])
+return ARGV[1]
+"""
+
+
+@pytest.fixture(scope="module")
+async def private_redis():
+    server = PrivateRedis(password="batching-secret")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def redis(private_redis: PrivateRedis):
+    client = create_redis(private_redis.url.replace("/0", "/3"))
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def script(redis):
+    batched = BatchedScript(redis, SCRIPT)
+    yield batched
+    batched.close()
+
+
+async def test_concurrent_calls_each_get_their_own_reply(script, redis):
+    replies = await asyncio.gather(*(script(keys=["calls"], args=[str(i)]) for i in range(300)))
+
+    assert replies == [str(i).encode() for i in range(300)]
+    assert int(await redis.get("calls")) == 300
+
+
+async def test_an_error_reply_fails_only_its_own_call(script, redis):
+    outcomes = await asyncio.gather(
+        script(keys=["calls"], args=["a"]),
+        script(keys=["calls"], args=["fail"]),
+        script(keys=["calls"], args=["b"]),
+        return_exceptions=True,
+    )
+
+    assert outcomes[0] == b"a" and outcomes[2] == b"b"
+    assert isinstance(outcomes[1], ResponseError) and "asked to fail" in str(outcomes[1])
+    assert int(await redis.get("calls")) == 2
+
+
+async def test_calls_use_the_database_and_password_of_the_url(script, redis, private_redis):
+    await script(keys=["calls"], args=["x"])
+
+    assert int(await redis.get("calls")) == 1  # the client's database is 3
+    default_db = create_redis(private_redis.url)
+    try:
+        assert await default_db.get("calls") is None
+    finally:
+        await default_db.aclose()
+
+
+async def test_a_flushed_script_cache_is_loaded_again(script, redis):
+    await script(keys=["calls"], args=["before"])
+    await redis.script_flush()
+
+    assert await script(keys=["calls"], args=["after"]) == b"after"
+    assert await redis.script_exists(script._sha.decode()) == [True]
+    assert int(await redis.get("calls")) == 2
+
+
+async def test_a_killed_connection_is_replaced(script, redis):
+    await script(keys=["calls"], args=["before"])
+    killed = await redis.execute_command("CLIENT KILL TYPE normal SKIPME yes")
+    assert killed >= 1
+
+    assert await script(keys=["calls"], args=["after"]) == b"after"
+
+
+async def test_calls_fail_while_redis_is_down_and_work_once_it_is_back(script, redis, private_redis):
+    await script(keys=["calls"], args=["before"])
+    await private_redis.stop()
+    try:
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(script(keys=["calls"], args=["down"]), timeout=10)
+    finally:
+        await private_redis.start()
+
+    assert await script(keys=["calls"], args=["after"]) == b"after"  # and its script cache was empty
