@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,6 +40,7 @@ from server.core.deps import Deps
 from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
+from server.core.method_table import MethodTable
 from server.core.redis import create_redis
 from server.core.uow import UnitOfWorkFactory
 from server.library.consumers import library_consumers
@@ -84,7 +85,7 @@ class Application:
         )
         return cls(settings, engine, redis, relay, deps, verifier)
 
-    def _register_services(self, server: grpc.aio.Server) -> None:
+    def _register_services(self, methods: MethodTable) -> None:
         """Every v1 service. A capability not built yet keeps its generated base servicer, whose methods
         answer UNIMPLEMENTED."""
         registrations = [
@@ -128,7 +129,7 @@ class Application:
         pipeline = CallPipeline(self.verifier)
         for pb2_module, name, add, servicer in registrations:
             service = pb2_module.DESCRIPTOR.services_by_name[name]
-            add(pipeline.wrap_servicer(servicer, service), server)
+            add(pipeline.wrap_servicer(servicer, service), methods.registrar())
             self.service_names.append(service.full_name)
 
     def _workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
@@ -145,12 +146,17 @@ class Application:
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
         )
-        self._register_services(server)
+        methods = MethodTable()
+        self._register_services(methods)
         health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [*self.service_names, "grpc.health.v1.Health", reflection.SERVICE_NAME], server
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, methods.registrar())
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(
+                [*self.service_names, "grpc.health.v1.Health", reflection.SERVICE_NAME]
+            ),
+            methods.registrar(),
         )
+        server.add_generic_rpc_handlers((methods,))
         server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
         monitor = HealthMonitor(health_servicer, self.service_names, self.engine, self.redis)
         await monitor.check_once()

@@ -12,6 +12,7 @@ import inspect
 import logging
 import time
 import types
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -53,7 +54,9 @@ class CallPipeline:
 
     def wrap(self, method: str, behavior):
         latency = metrics.RPC_LATENCY.labels(method)
+        handled: dict[grpc.StatusCode, Any] = {}  # the counter's child per status code, looked up once
         verifier = self._verifier
+        is_async = inspect.iscoroutinefunction(behavior)
 
         async def call(request, ctx: grpc.aio.ServicerContext):
             started = time.perf_counter()
@@ -68,8 +71,9 @@ class CallPipeline:
                     raise Unauthenticated("missing bearer token")
                 principal = verifier.verify(token)
                 principal_token = auth.set_current_principal(principal)
-                result = behavior(request, ctx)
-                return await result if inspect.isawaitable(result) else result
+                if is_async:
+                    return await behavior(request, ctx)
+                return behavior(request, ctx)
             except DomainError as error:
                 code = error.code
                 await abort_with(ctx, error)
@@ -89,7 +93,10 @@ class CallPipeline:
             finally:
                 elapsed = time.perf_counter() - started
                 latency.observe(elapsed)
-                metrics.RPC_HANDLED.labels(method, code.name).inc()
+                counter = handled.get(code)
+                if counter is None:
+                    counter = handled[code] = metrics.RPC_HANDLED.labels(method, code.name)
+                counter.inc()
                 if log.isEnabledFor(logging.INFO):
                     log.info(
                         "rpc",

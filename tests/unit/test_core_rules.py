@@ -11,6 +11,7 @@ import jwt
 import pytest
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health, health_pb2_grpc
 
 from server.core.auth import Principal, TokenVerifier, bearer_token
 from server.core.errors import (
@@ -21,6 +22,7 @@ from server.core.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from server.core.method_table import MethodTable
 from server.core.pagination import decode_page_token, encode_page_token, query_fingerprint
 from server.core.validation import MAX_PAGE_SIZE, Validator
 
@@ -129,3 +131,17 @@ def test_bearer_token_is_read_from_the_authorization_value():
     assert bearer_token("bearer abc.def") == "abc.def"
     assert bearer_token("Basic abc") is None
     assert bearer_token("") is None
+
+
+def test_method_table_answers_each_registered_method_and_nothing_else():
+    table = MethodTable()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), table.registrar())
+
+    def details(method: str):
+        return type("Details", (), {"method": method, "invocation_metadata": ()})()
+
+    check = table.service(details("/grpc.health.v1.Health/Check"))
+    assert check is not None and not check.request_streaming and not check.response_streaming
+    assert table.service(details("/grpc.health.v1.Health/Watch")).response_streaming
+    assert table.service(details("/grpc.health.v1.Health/Nope")) is None
+    assert table.service(details("/other.Service/Check")) is None
