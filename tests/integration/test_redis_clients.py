@@ -1,5 +1,6 @@
-"""The auto-pipelined script client (server/core/redis_batching.py) against a real Redis of its own, which
-the tests restart, flush and cut off."""
+"""The core's two Redis clients, the pooled redis-py client (server/core/redis.py) and the auto-pipelined
+script client (server/core/redis_batching.py), against a real Redis of their own, which the tests restart,
+flush and cut off."""
 
 from __future__ import annotations
 
@@ -102,3 +103,14 @@ async def test_calls_fail_while_redis_is_down_and_work_once_it_is_back(script, r
         await private_redis.start()
 
     assert await script(keys=["calls"], args=["after"]) == b"after"  # and its script cache was empty
+
+
+async def test_pooled_connections_survive_a_redis_restart(redis, private_redis):
+    """Every pooled connection is dead after the restart; each command still gets through."""
+    await asyncio.gather(*(redis.set(f"key{i}", i) for i in range(20)))  # several pooled connections
+    await private_redis.stop()
+    await private_redis.start()
+
+    assert await asyncio.gather(*(redis.get(f"key{i}") for i in range(20))) == [None] * 20
+    await redis.set("after", 1)
+    assert await redis.get("after") == b"1"
