@@ -7,25 +7,19 @@ is an internal gRPC-only RPC; ownership is a library item row).
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 
-import aiohttp
 import pytest
 
 from library.v1 import achievement_service_pb2_grpc
-from scripts.devtokens import mint
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
 from tests.support.achievements import achievement, define, unlock_events_of, wait_notifications
 from tests.support.kafka import TopicReader, assert_cloud_event
 from tests.support.ownership import grant
+from tests.support.rest import RestClient, error_reason, violations
 
-ENVOY = f"http://127.0.0.1:{os.environ.get('ENVOY_PORT', '8080')}"
 PROGRESS = "/api/v1/library/me/achievements/progress"
 STATUS = "/api/v1/library/me/achievements/status"
-ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
-BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
 
 @pytest.fixture
@@ -33,50 +27,17 @@ def stub(channel) -> achievement_service_pb2_grpc.AchievementServiceStub:
     return achievement_service_pb2_grpc.AchievementServiceStub(channel)
 
 
-@pytest.fixture
-async def http(grpc_target):
-    async with aiohttp.ClientSession(ENVOY) as session:
-        yield session
-
-
-def as_user(user_id: uuid.UUID) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(str(user_id))}"}
-
-
-async def _reply(response: aiohttp.ClientResponse) -> tuple[int, dict]:
-    text = await response.text()
-    try:
-        return response.status, json.loads(text)
-    except ValueError:
-        return response.status, {"unparsed": text}
-
-
-async def post_progress(http, user_id, body: dict) -> tuple[int, dict]:
-    async with http.post(PROGRESS, json=body, headers=as_user(user_id)) as response:
-        return await _reply(response)
-
-
-async def get_status(http, user_id, query: str) -> tuple[int, dict]:
-    async with http.get(f"{STATUS}?{query}", headers=as_user(user_id)) as response:
-        return await _reply(response)
-
-
-def error_of(body: dict) -> tuple[str, list[str]]:
-    """(ErrorInfo reason, field violation names) of an error body rendered by Envoy."""
-    details = body.get("details", [])
-    reason = next(d["reason"] for d in details if d["@type"] == ERROR_INFO)
-    fields = [v["field"] for d in details if d["@type"] == BAD_REQUEST for v in d["fieldViolations"]]
-    return reason, fields
-
-
 async def test_seed_flow_14_3_over_rest_unlocks_publishes_and_notifies(http, stub, sessions, redis, settings):
     user, product, other_product = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
     await define(stub, product, achievement("FIRST_BLOOD"), achievement("MARATHON", max_progress=42))
     await define(stub, other_product, achievement("ELSEWHERE"))
+    me = RestClient(http, user)
 
-    status, body = await post_progress(
-        http, user, {"productId": str(product), "achievementApiName": "FIRST_BLOOD", "progress": "1"}
+    status, body = await me.call(
+        "POST",
+        PROGRESS,
+        json={"productId": str(product), "achievementApiName": "FIRST_BLOOD", "progress": "1"},
     )
 
     assert status == 200, body
@@ -98,10 +59,10 @@ async def test_seed_flow_14_3_over_rest_unlocks_publishes_and_notifies(http, stu
     )
 
     # The seeds' comma-separated productIds form; progress on a partial achievement.
-    await post_progress(
-        http, user, {"productId": str(product), "achievementApiName": "MARATHON", "progress": 21}
+    await me.call(
+        "POST", PROGRESS, json={"productId": str(product), "achievementApiName": "MARATHON", "progress": 21}
     )
-    status, listing = await get_status(http, user, f"productIds={product},{other_product}&pageSize=10")
+    status, listing = await me.call("GET", f"{STATUS}?productIds={product},{other_product}&pageSize=10")
     assert status == 200, listing
     assert listing["totalSize"] == 3
     rows = [
@@ -127,8 +88,10 @@ async def test_replayed_request_id_over_rest_returns_the_first_body(http, stub, 
         "requestId": str(uuid.uuid4()),
     }
 
-    first = await post_progress(http, user, body)
-    replay = await post_progress(http, user, body)
+    me = RestClient(http, user)
+
+    first = await me.call("POST", PROGRESS, json=body)
+    replay = await me.call("POST", PROGRESS, json=body)
 
     assert first[0] == 200
     assert replay == first
@@ -140,26 +103,27 @@ async def test_rest_errors_carry_reason_and_field_violations(http, stub, session
     await grant(sessions, user, product)
     await define(stub, product, achievement("OK", max_progress=3))
     await define(stub, unowned, achievement("OK"))
+    me = RestClient(http, user)
 
-    status, body = await post_progress(
-        http, user, {"productId": "not-a-uuid", "achievementApiName": "OK", "progress": -1}
+    status, body = await me.call(
+        "POST", PROGRESS, json={"productId": "not-a-uuid", "achievementApiName": "OK", "progress": -1}
     )
     assert status == 400
-    assert error_of(body) == ("VALIDATION_FAILED", ["product_id", "progress"])
+    assert (error_reason(body), violations(body)) == ("VALIDATION_FAILED", ["product_id", "progress"])
 
-    status, body = await post_progress(
-        http, user, {"productId": str(unowned), "achievementApiName": "OK", "progress": 1}
+    status, body = await me.call(
+        "POST", PROGRESS, json={"productId": str(unowned), "achievementApiName": "OK", "progress": 1}
     )
-    assert (status, error_of(body)[0]) == (403, "PRODUCT_ACCESS_DENIED")
+    assert (status, error_reason(body)) == (403, "PRODUCT_ACCESS_DENIED")
 
-    status, body = await post_progress(
-        http, user, {"productId": str(product), "achievementApiName": "NOPE", "progress": 1}
+    status, body = await me.call(
+        "POST", PROGRESS, json={"productId": str(product), "achievementApiName": "NOPE", "progress": 1}
     )
-    assert (status, error_of(body)[0]) == (404, "ACHIEVEMENT_NOT_FOUND")
+    assert (status, error_reason(body)) == (404, "ACHIEVEMENT_NOT_FOUND")
 
-    status, body = await get_status(http, user, "productIds=bad&pageSize=-1")
+    status, body = await me.call("GET", f"{STATUS}?productIds=bad&pageSize=-1")
     assert status == 400
-    assert error_of(body) == ("VALIDATION_FAILED", ["product_ids[0]", "page_size"])
+    assert (error_reason(body), violations(body)) == ("VALIDATION_FAILED", ["product_ids[0]", "page_size"])
 
 
 async def test_user_b_sees_only_their_own_progress_over_rest(http, stub, sessions):
@@ -167,12 +131,13 @@ async def test_user_b_sees_only_their_own_progress_over_rest(http, stub, session
     for owner in (user_a, user_b):
         await grant(sessions, owner, product)
     await define(stub, product, achievement("GRIND", max_progress=10))
-    await post_progress(
-        http, user_a, {"productId": str(product), "achievementApiName": "GRIND", "progress": 7}
+    a, b = RestClient(http, user_a), RestClient(http, user_b)
+    await a.call(
+        "POST", PROGRESS, json={"productId": str(product), "achievementApiName": "GRIND", "progress": 7}
     )
 
-    _, seen_by_b = await get_status(http, user_b, f"productIds={product}")
-    _, seen_by_a = await get_status(http, user_a, f"productIds={product}")
+    _, seen_by_b = await b.call("GET", f"{STATUS}?productIds={product}")
+    _, seen_by_a = await a.call("GET", f"{STATUS}?productIds={product}")
 
     assert seen_by_b["achievementStatuses"][0]["progress"] == "0"
     assert seen_by_a["achievementStatuses"][0]["progress"] == "7"

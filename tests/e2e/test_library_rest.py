@@ -4,42 +4,18 @@ isolation between users and validation errors rendered as JSON. Envoy's address:
 
 from __future__ import annotations
 
-import os
 import uuid
-from typing import Any
 
-import aiohttp
 import pytest
 
 from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
-from scripts.devtokens import mint
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
 from tests.conftest import service_metadata
 from tests.support.kafka import TopicReader, assert_cloud_event
+from tests.support.rest import ENVOY, RestClient, error_reason, violations
 
-BASE = f"http://127.0.0.1:{os.environ.get('ENVOY_PORT', '8080')}/api/v1/library/me"
-
-
-class Client:
-    """One user's REST client."""
-
-    def __init__(self, http: aiohttp.ClientSession, user: uuid.UUID):
-        self.user = user
-        self._http = http
-        self._headers = {"Authorization": f"Bearer {mint(str(user))}"}
-
-    async def call(self, method: str, path: str, *, json: Any = None, params: Any = None) -> tuple[int, dict]:
-        async with self._http.request(
-            method, BASE + path, json=json, params=params, headers=self._headers
-        ) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-
-@pytest.fixture
-async def http(grpc_target):  # the server behind Envoy must be up
-    async with aiohttp.ClientSession() as session:
-        yield session
+ME = "/api/v1/library/me"
 
 
 @pytest.fixture
@@ -67,43 +43,33 @@ async def own(library, user: uuid.UUID, titles: list[str]) -> dict[str, str]:
     return products
 
 
-def error_reason(body: dict) -> str:
-    [info] = [d for d in body["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
-    return info["reason"]
-
-
-def violations(body: dict) -> list[str]:
-    bad = [d for d in body["details"] if d["@type"].endswith("google.rpc.BadRequest")]
-    return [v["field"] for v in bad[0]["fieldViolations"]] if bad else []
-
-
 async def test_flow_14_1_browse_hide_categorise_filter_sort_search_and_page_over_rest(
     http, library, settings
 ):
-    me = Client(http, uuid.uuid4())
+    me = RestClient(http, uuid.uuid4())
     products = await own(library, me.user, ["Stardew Valley", "Slay the Spire", "Hades", "Spelunky 2"])
 
-    status, page = await me.call("GET", "/items", params={"sortBy": "LAST_PLAYED_DESC"})
+    status, page = await me.call("GET", f"{ME}/items", params={"sortBy": "LAST_PLAYED_DESC"})
     assert status == 200 and page["totalSize"] == 4
     item = next(i for i in page["items"] if i["productId"] == products["Hades"])
     assert item["product"]["name"] == "Hades"
     assert item["acquisitionType"] == "GIFT" and item["installationStatus"] == "NOT_INSTALLED"
 
-    status, body = await me.call("PATCH", f"/items/{item['id']}", json={"isHidden": True})
+    status, body = await me.call("PATCH", f"{ME}/items/{item['id']}", json={"isHidden": True})
     assert status == 200 and body["libraryItem"]["isHidden"] is True
-    _, page = await me.call("GET", "/items")
+    _, page = await me.call("GET", f"{ME}/items")
     assert [i["product"]["name"] for i in page["items"]] == ["Slay the Spire", "Spelunky 2", "Stardew Valley"]
-    _, page = await me.call("GET", "/items", params={"includeHidden": "true"})
+    _, page = await me.call("GET", f"{ME}/items", params={"includeHidden": "true"})
     assert page["totalSize"] == 4
 
-    status, created = await me.call("POST", "/categories", json={"name": "Roguelikes"})
+    status, created = await me.call("POST", f"{ME}/categories", json={"name": "Roguelikes"})
     assert status == 200
     category_id = created["category"]["id"]
     for title in ("Slay the Spire", "Spelunky 2", "Hades"):
         [target] = [i for i in page["items"] if i["productId"] == products[title]]
         status, _ = await me.call(
             "PATCH",
-            f"/items/{target['id']}",
+            f"{ME}/items/{target['id']}",
             json={
                 "categoryIds": [category_id],
                 "installationStatus": "INSTALLED",
@@ -111,14 +77,14 @@ async def test_flow_14_1_browse_hide_categorise_filter_sort_search_and_page_over
             },
         )
         assert status == 200
-    _, listed = await me.call("GET", "/categories")
+    _, listed = await me.call("GET", f"{ME}/categories")
     assert [c["name"] for c in listed["categories"]] == ["Roguelikes"]
 
-    _, in_category = await me.call("GET", "/items", params={"categoryId": category_id})
+    _, in_category = await me.call("GET", f"{ME}/items", params={"categoryId": category_id})
     assert [i["product"]["name"] for i in in_category["items"]] == ["Slay the Spire", "Spelunky 2"]
-    _, searched = await me.call("GET", "/items", params={"search": "SP", "includeHidden": "true"})
+    _, searched = await me.call("GET", f"{ME}/items", params={"search": "SP", "includeHidden": "true"})
     assert [i["product"]["name"] for i in searched["items"]] == ["Slay the Spire", "Spelunky 2"]
-    _, installed = await me.call("GET", "/items", params={"status": "INSTALLED"})
+    _, installed = await me.call("GET", f"{ME}/items", params={"status": "INSTALLED"})
     assert installed.get("totalSize", 0) == 0  # the mask named only categoryIds
 
     seen, token = [], ""
@@ -126,7 +92,7 @@ async def test_flow_14_1_browse_hide_categorise_filter_sort_search_and_page_over
         params = {"pageSize": "1", "sortBy": "ADDED_AT_DESC", "includeHidden": "true"}
         if token:
             params["pageToken"] = token
-        status, page = await me.call("GET", "/items", params=params)
+        status, page = await me.call("GET", f"{ME}/items", params=params)
         assert status == 200 and page["totalSize"] == 4
         seen += [i["id"] for i in page["items"]]
         token = page.get("nextPageToken", "")
@@ -149,24 +115,24 @@ async def test_flow_14_1_browse_hide_categorise_filter_sort_search_and_page_over
 
 
 async def test_flow_14_6_wishlist_add_duplicate_and_remove_over_rest(http, library, settings):
-    me = Client(http, uuid.uuid4())
+    me = RestClient(http, uuid.uuid4())
     product = str(uuid.uuid4())
     status, body = await me.call(
-        "POST", "/wishlist", json={"productId": product, "priority": 2, "notes": "xmas"}
+        "POST", f"{ME}/wishlist", json={"productId": product, "priority": 2, "notes": "xmas"}
     )
     assert status == 200
     assert (body["wishlistItem"]["productId"], body["wishlistItem"]["priority"]) == (product, 2)
 
-    status, body = await me.call("POST", "/wishlist", json={"productId": product})
+    status, body = await me.call("POST", f"{ME}/wishlist", json={"productId": product})
     assert status == 409 and error_reason(body) == "WISHLIST_ITEM_ALREADY_EXISTS"
-    _, listed = await me.call("GET", "/wishlist")
+    _, listed = await me.call("GET", f"{ME}/wishlist")
     assert [i["productId"] for i in listed["items"]] == [product] and listed["items"][0]["notes"] == "xmas"
 
-    status, body = await me.call("DELETE", f"/wishlist/{product}")
+    status, body = await me.call("DELETE", f"{ME}/wishlist/{product}")
     assert status == 200 and body["removed"] is True
-    status, body = await me.call("DELETE", f"/wishlist/{product}")
+    status, body = await me.call("DELETE", f"{ME}/wishlist/{product}")
     assert status == 200 and not body.get("removed", False)
-    _, listed = await me.call("GET", "/wishlist")
+    _, listed = await me.call("GET", f"{ME}/wishlist")
     assert listed.get("items", []) == []
 
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
@@ -183,34 +149,34 @@ async def test_flow_14_6_wishlist_add_duplicate_and_remove_over_rest(http, libra
 
 
 async def test_another_user_cannot_see_or_change_items_over_rest(http, library):
-    alice, bob = Client(http, uuid.uuid4()), Client(http, uuid.uuid4())
+    alice, bob = RestClient(http, uuid.uuid4()), RestClient(http, uuid.uuid4())
     await own(library, alice.user, ["Celeste"])
-    _, page = await alice.call("GET", "/items")
+    _, page = await alice.call("GET", f"{ME}/items")
     item_id = page["items"][0]["id"]
-    await alice.call("POST", "/wishlist", json={"productId": str(uuid.uuid4())})
+    await alice.call("POST", f"{ME}/wishlist", json={"productId": str(uuid.uuid4())})
 
-    status, body = await bob.call("PATCH", f"/items/{item_id}", json={"isHidden": True})
+    status, body = await bob.call("PATCH", f"{ME}/items/{item_id}", json={"isHidden": True})
     assert status == 404 and error_reason(body) == "LIBRARY_ITEM_NOT_FOUND"
-    _, page = await bob.call("GET", "/items", params={"includeHidden": "true"})
+    _, page = await bob.call("GET", f"{ME}/items", params={"includeHidden": "true"})
     assert page.get("items", []) == []
-    _, wishlist = await bob.call("GET", "/wishlist")
+    _, wishlist = await bob.call("GET", f"{ME}/wishlist")
     assert wishlist.get("items", []) == []
-    _, page = await alice.call("GET", "/items")
+    _, page = await alice.call("GET", f"{ME}/items")
     assert page["items"][0]["isHidden"] is False
 
-    async with http.get(f"{BASE}/items") as resp:
+    async with http.get(f"{ENVOY}{ME}/items") as resp:
         assert resp.status == 401
 
 
 async def test_invalid_rest_input_is_a_400_with_field_violations(http, library):
-    me = Client(http, uuid.uuid4())
-    status, body = await me.call("GET", "/items", params={"pageSize": "-1", "categoryId": "nope"})
+    me = RestClient(http, uuid.uuid4())
+    status, body = await me.call("GET", f"{ME}/items", params={"pageSize": "-1", "categoryId": "nope"})
     assert status == 400 and error_reason(body) == "VALIDATION_FAILED"
     assert violations(body) == ["category_id", "page_size"]
-    status, body = await me.call("POST", "/categories", json={"name": "x" * 65})
+    status, body = await me.call("POST", f"{ME}/categories", json={"name": "x" * 65})
     assert status == 400 and violations(body) == ["name"]
-    status, body = await me.call("POST", "/wishlist", json={"productId": "nope", "priority": -3})
+    status, body = await me.call("POST", f"{ME}/wishlist", json={"productId": "nope", "priority": -3})
     assert status == 400 and violations(body) == ["product_id", "priority"]
-    _, listed = await me.call("GET", "/categories")
-    _, wishlist = await me.call("GET", "/wishlist")
+    _, listed = await me.call("GET", f"{ME}/categories")
+    _, wishlist = await me.call("GET", f"{ME}/wishlist")
     assert listed.get("categories", []) == [] and wishlist.get("items", []) == []
