@@ -19,7 +19,13 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_status import rpc_status
 
 from server.core import auth, context, metrics
-from server.core.errors import DomainError, Unauthenticated, Unimplemented, internal_status
+from server.core.errors import (
+    DomainError,
+    Unauthenticated,
+    Unimplemented,
+    dependency_unavailable,
+    internal_status,
+)
 
 log = logging.getLogger("access")
 
@@ -83,13 +89,18 @@ class CallPipeline:
             except grpc.aio.AbortError:
                 code = ctx.code() or grpc.StatusCode.UNKNOWN
                 raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception(
-                    "unhandled error", extra={"request_id": context.current_request_id(), "method": method}
-                )
-                status = rpc_status.to_status(internal_status())
-                await ctx.abort(status.code, status.details, status.trailing_metadata)
+            except Exception as error:
+                unavailable = dependency_unavailable(error)
+                extra = {"request_id": context.current_request_id(), "method": method}
+                if unavailable is None:
+                    code = grpc.StatusCode.INTERNAL
+                    log.exception("unhandled error", extra=extra)
+                    status = rpc_status.to_status(internal_status())
+                    await ctx.abort(status.code, status.details, status.trailing_metadata)
+                else:
+                    code = unavailable.code
+                    log.warning("dependency unavailable: %r", error, extra=extra)
+                    await abort_with(ctx, unavailable)
             finally:
                 elapsed = time.perf_counter() - started
                 latency.observe(elapsed)

@@ -1,7 +1,9 @@
 """Domain errors and their wire form: one canonical gRPC code + one google.rpc.ErrorInfo reason (SPEC §4).
 
-Any layer below the servicer raises these; the call interceptor renders them as rich status
-(`grpc-status-details-bin`) so that Envoy's transcoder shows the same details in the JSON body.
+Any layer below the servicer raises these; the call pipeline renders them as rich status
+(`grpc-status-details-bin`) so that Envoy's transcoder shows the same details in the JSON body. A failure of
+a dependency (database or Redis down, unreachable or timing out) is UNAVAILABLE, which clients retry;
+anything else unexpected is INTERNAL with a generic message.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import redis.exceptions
+import sqlalchemy.exc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -117,6 +121,32 @@ class Unavailable(DomainError):
 class Unimplemented(DomainError):
     code = grpc.StatusCode.UNIMPLEMENTED
     reason = "NOT_IMPLEMENTED"
+
+
+# What a dependency raises when it is down or too slow rather than when a request is wrong. SQLAlchemy's
+# OperationalError also covers serialization failures and lock or statement timeouts: retryable as well.
+_DEPENDENCY_FAILURES = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection within the pool timeout
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def dependency_unavailable(error: BaseException) -> Unavailable | None:
+    """The UNAVAILABLE error a client should see for `error`, if `error` (or what caused it) is a
+    dependency failing; None for anything else."""
+    cause: BaseException | None = error
+    for _ in range(5):  # the cause chain, not only the outermost wrapper
+        if cause is None:
+            return None
+        if isinstance(cause, _DEPENDENCY_FAILURES):
+            return Unavailable("a service this call depends on is unavailable; retry later")
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def internal_status() -> status_pb2.Status:

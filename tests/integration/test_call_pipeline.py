@@ -1,5 +1,6 @@
 """The call pipeline every RPC goes through (server/core/call_pipeline.py), on a real grpc.aio server:
-authentication, domain errors as rich status, and nothing internal leaking to the client."""
+authentication, domain errors as rich status, a dependency down as UNAVAILABLE, and nothing internal
+leaking to the client."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import uuid
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from sqlalchemy import text
 
 from scripts.devtokens import mint
 from server.core import auth
 from server.core.auth import TokenVerifier
 from server.core.call_pipeline import CallPipeline
+from server.core.db import create_engine
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
+from server.core.redis import create_redis
 from tests.support.processes import free_port
 
 SERVICE = "test.Pipeline"
@@ -35,6 +39,25 @@ async def _crash(request: bytes, context) -> bytes:
     raise RuntimeError('psycopg.errors.UndefinedTable: relation "secret_table" does not exist')
 
 
+async def _database_down(request: bytes, context) -> bytes:
+    engine = create_engine(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/nothing", pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+    return b""
+
+
+async def _redis_down(request: bytes, context) -> bytes:
+    client = create_redis(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+    return b""
+
+
 async def _unbuilt(request: bytes, context) -> bytes:
     raise NotImplementedError
 
@@ -49,6 +72,8 @@ HANDLERS = {
     "NotFound": _not_found,
     "Invalid": _invalid,
     "Crash": _crash,
+    "DatabaseDown": _database_down,
+    "RedisDown": _redis_down,
     "Unbuilt": _unbuilt,
     "ServiceOnly": _service_only,
 }
@@ -133,6 +158,15 @@ async def test_unexpected_error_is_internal_and_reveals_nothing(pipeline):
     assert b"secret_table" not in b"".join(
         v if isinstance(v, bytes) else v.encode() for _, v in raised.value.trailing_metadata()
     )
+
+
+@pytest.mark.parametrize("method", ["DatabaseDown", "RedisDown"])
+async def test_a_dependency_down_is_unavailable_and_reveals_nothing(pipeline, method):
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await pipeline(method, mint(str(uuid.uuid4())))
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert _reason(_status(raised.value)) == "UNAVAILABLE"
+    assert raised.value.details() == "a service this call depends on is unavailable; retry later"
 
 
 async def test_unbuilt_method_is_unimplemented(pipeline):

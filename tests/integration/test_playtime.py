@@ -275,6 +275,24 @@ async def test_a_redis_restart_mid_session_loses_at_most_one_checkpoint_interval
     assert ended.total_playtime_seconds == ended.credited_duration_seconds
 
 
+async def test_a_heartbeat_while_redis_is_down_is_unavailable_and_works_once_it_is_back(
+    stub, owner, private_redis: PrivateRedis, target
+):
+    user_id, product_id = owner
+    started = await start(stub, user_id, product_id)
+    await private_redis.stop()
+    try:
+        code, reason, _ = await failure(heartbeat(stub, user_id, product_id, started.session_id))
+        assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    finally:
+        await private_redis.start()
+    await _wait_serving(target)
+
+    restarted = await start(stub, user_id, product_id)  # the session's live state went with Redis
+    await heartbeat(stub, user_id, product_id, restarted.session_id)
+    await end(stub, user_id, product_id, restarted.session_id)
+
+
 async def test_heartbeats_touch_redis_only_never_the_database(settings, owner, sessions):
     """The heartbeat use case in-process on the real stack, with every SQL statement counted."""
     user_id, product_id = owner
