@@ -8,7 +8,9 @@ afford (see the benchmark in the README). Everything else uses the ordinary redi
 
 Failures: a lost connection fails the calls in flight, and each is sent once more on a fresh connection,
 so the script must be safe to run twice (the heartbeat script is). A NOSCRIPT reply (Redis restarted and
-lost its script cache) is answered by sending that call again as EVAL, which caches the script again.
+lost its script cache) is answered by sending that call again as EVAL, which caches the script again. A
+write still unanswered after the reply timeout means Redis is hung: the connection is dropped and its calls
+fail with a TimeoutError (not retried; the next calls open a new connection).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+REPLY_TIMEOUT_SECONDS = 5.0
 
 
 def encode_command(*parts: str | bytes | int) -> bytes:
@@ -46,6 +50,8 @@ class _Connection(asyncio.Protocol):
         self._waiters: deque[asyncio.Future] = deque()
         self._transport: asyncio.Transport | None = None
         self.lost = False
+        self.sent = 0  # commands written so far
+        self._answered = 0  # replies read so far
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -55,14 +61,17 @@ class _Connection(asyncio.Protocol):
         reader.feed(data)
         reply = reader.gets()
         while reply is not False:
+            self._answered += 1
             waiter = waiters.popleft()
             if not waiter.done():  # its caller may have been cancelled (deadline)
                 waiter.set_result(reply)
             reply = reader.gets()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(RedisConnectionError("connection to Redis lost"))
+
+    def _fail(self, error: Exception) -> None:
         self.lost = True
-        error = RedisConnectionError("connection to Redis lost")
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -70,8 +79,16 @@ class _Connection(asyncio.Protocol):
 
     def send(self, payload: bytes, waiters: list[asyncio.Future]) -> None:
         self._waiters.extend(waiters)
+        self.sent += len(waiters)
         assert self._transport is not None
         self._transport.write(payload)
+
+    def abort_if_unanswered(self, sent: int, timeout: float) -> None:
+        """Drops the connection if the first `sent` commands are not all answered yet (Redis is hung)."""
+        if self._answered < sent and not self.lost:
+            self._fail(RedisTimeoutError(f"no reply from Redis within {timeout:g} s"))
+            assert self._transport is not None
+            self._transport.abort()
 
     async def call(self, payload: bytes) -> Any:
         waiter = asyncio.get_running_loop().create_future()
@@ -89,13 +106,22 @@ class _Connection(asyncio.Protocol):
 class BatchedScript:
     """`await script(keys=[...], args=[...])` runs one Lua script; concurrent calls share a write."""
 
-    def __init__(self, redis: Redis, source: str, *, window_seconds: float = 0.002, max_batch: int = 128):
+    def __init__(
+        self,
+        redis: Redis,
+        source: str,
+        *,
+        window_seconds: float = 0.002,
+        max_batch: int = 128,
+        reply_timeout_seconds: float = REPLY_TIMEOUT_SECONDS,
+    ):
         self._address = dict(redis.connection_pool.connection_kwargs)
         self._connection_class = redis.connection_pool.connection_class
         self._source = source.encode()
         self._sha = sha1(self._source).hexdigest().encode()
         self._window = window_seconds
         self._max_batch = max_batch
+        self._reply_timeout = reply_timeout_seconds
         self._payloads: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -136,7 +162,7 @@ class BatchedScript:
         self._payloads, self._waiters = [], []
         connection = self._connection
         if connection is not None and not connection.lost:
-            connection.send(payload, waiters)
+            self._send(connection, payload, waiters)
             return
         task = asyncio.create_task(self._send_when_connected(payload, waiters))
         self._tasks.add(task)
@@ -151,7 +177,13 @@ class BatchedScript:
                 if not waiter.done():
                     waiter.set_exception(failure)
             return
+        self._send(connection, payload, waiters)
+
+    def _send(self, connection: _Connection, payload: bytes, waiters: list[asyncio.Future]) -> None:
         connection.send(payload, waiters)
+        asyncio.get_running_loop().call_later(
+            self._reply_timeout, connection.abort_if_unanswered, connection.sent, self._reply_timeout
+        )
 
     async def _connect(self) -> _Connection:
         """The live connection, or a new one (AUTH and SELECT done) when there is none."""

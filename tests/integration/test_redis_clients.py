@@ -5,10 +5,12 @@ flush and cut off."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.core.redis import create_redis
 from server.core.redis_batching import BatchedScript
@@ -114,3 +116,19 @@ async def test_pooled_connections_survive_a_redis_restart(redis, private_redis):
     assert await asyncio.gather(*(redis.get(f"key{i}") for i in range(20))) == [None] * 20
     await redis.set("after", 1)
     assert await redis.get("after") == b"1"
+
+
+async def test_a_hung_redis_fails_calls_after_the_reply_timeout(redis):
+    script = BatchedScript(redis, SCRIPT, reply_timeout_seconds=0.3)
+    try:
+        await script(keys=["calls"], args=["before"])
+        await redis.execute_command("CLIENT", "PAUSE", "1500", "ALL")  # Redis stops answering for 1.5 s
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await script(keys=["calls"], args=["hung"])
+        assert time.monotonic() - started < 1.2
+        await asyncio.sleep(1.5)
+
+        assert await script(keys=["calls"], args=["after"]) == b"after"
+    finally:
+        script.close()
