@@ -66,7 +66,7 @@ test: venv system-deps
 test-only: venv
 	@bash -c 'source scripts/lib/env.sh && $(PY) -m pytest $(ARGS)'
 
-bench: stack-up migrate
+bench: stack-up
 	@bash scripts/bench.sh
 
 token: venv

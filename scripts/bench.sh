@@ -18,7 +18,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     exit 1
 fi
 
-# The schema must be current (idempotent; `make bench` already ran `make migrate`).
+# The schema must be current (idempotent).
 python -m alembic upgrade heads >/dev/null
 
 # Python owns the child processes (each also dies with it: PR_SET_PDEATHSIG); forward Ctrl-C / TERM to it.

@@ -1,4 +1,4 @@
-"""Dev JWTs the local stack accepts: RS256, signed with the key `make stack-up` generates (kid dev-1).
+"""Dev JWTs the local stack accepts: RS256, signed with the key `make stack-up` generates (kid $JWT_KID).
 
 Used by `scripts/mint-token` and by the tests. Never used by the service itself.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import jwt
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY_ID = "dev-1"
+KEY_ID = os.environ.get("JWT_KID", "dev-1")  # the kid stack-up writes into the JWKS
 
 
 def _private_key() -> str:

@@ -8,11 +8,6 @@ PY="$ROOT_DIR/.venv/bin/python"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-if [ ! -f "$ENVOY_DESCRIPTOR" ]; then
-    echo "envoy-validate: $ENVOY_DESCRIPTOR not found; building one with buf (run \`make gen\` to fix)" >&2
-    (cd "$ROOT_DIR" && buf build --as-file-descriptor-set -o "$tmp/descriptor.binpb")
-    export ENVOY_DESCRIPTOR="$tmp/descriptor.binpb"
-fi
 if [ ! -f "$JWT_JWKS_FILE" ]; then
     # Envoy reads the JWKS while loading the config; use a throwaway key pair before stack-up made one.
     export JWT_JWKS_FILE="$tmp/jwks.json" JWT_PRIVATE_KEY_FILE="$tmp/private.pem"

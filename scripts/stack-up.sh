@@ -105,24 +105,7 @@ PYEOF
 
 # ---------------------------------------------------------------- Envoy
 ENVOY_DIR="$(dirname "$ENVOY_CONFIG")"
-descriptor_or_build() {
-    # gen/descriptor.binpb is produced by `make gen`; when it is absent (fresh checkout before codegen),
-    # build one with buf so the edge can still come up.
-    if [ -f "$ENVOY_DESCRIPTOR" ]; then return; fi
-    if [ -f "$ROOT_DIR/buf.yaml" ] && [ -x "$ROOT_DIR/.venv/bin/buf" ]; then
-        local built="$ENVOY_DIR/descriptor.binpb"
-        mkdir -p "$ENVOY_DIR"
-        echo "envoy: $ENVOY_DESCRIPTOR not found; building $built with buf (run \`make gen\` to fix)" >&2
-        (cd "$ROOT_DIR" && "$ROOT_DIR/.venv/bin/buf" build --as-file-descriptor-set -o "$built") || {
-            stack_err "buf build failed: no descriptor set for the Envoy transcoder"
-            exit 1
-        }
-        export ENVOY_DESCRIPTOR="$built"
-    fi
-}
-
 start_envoy() {
-    descriptor_or_build
     local rendered="$ENVOY_CONFIG.new"
     mkdir -p "$ENVOY_DIR"
     "$PY" "$ROOT_DIR/scripts/render-envoy.py" -o "$rendered" || {
@@ -139,11 +122,6 @@ start_envoy() {
     fi
     mv -f "$rendered" "$ENVOY_CONFIG"
     ensure_port_free envoy "$ENVOY_PORT" "$ENVOY_ADMIN_PORT"
-    "$ENVOY" --mode validate -c "$ENVOY_CONFIG" --disable-hot-restart >"$LOG_DIR/envoy-validate.log" 2>&1 || {
-        stack_err "Envoy rejected $ENVOY_CONFIG"
-        stack_log_tail "$LOG_DIR/envoy-validate.log"
-        exit 1
-    }
     stack_start_bg envoy "$ENVOY" -c "$ENVOY_CONFIG" --disable-hot-restart \
         --concurrency "$ENVOY_CONCURRENCY" --log-level "${ENVOY_LOG_LEVEL:-warn}"
     STARTED+=(envoy)

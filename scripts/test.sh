@@ -22,6 +22,7 @@ bash scripts/stack-up.sh
 python -m alembic upgrade heads
 # The WebSocket relay, as `make run` starts it (stack-down stops it); pytest starts the gRPC server itself.
 source scripts/lib/stack.sh
+stack_stop gateway
 stack_start_bg gateway python -m gateway
 stack_wait gateway "$LOG_DIR/gateway.log" port_open "$WS_PORT"
 

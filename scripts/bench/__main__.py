@@ -301,7 +301,7 @@ class Bench:
 
         # 1. service process 1 and the measured RPC
         svc1 = self.start_service(0, workers=True)
-        self.choice = fixtures.choose_rpc(svc1, cfg.database_url)
+        self.choice = fixtures.choose_rpc(svc1)
         self.token = fixtures.user_token()
         for note in self.choice.notes:
             log(note)

@@ -1,9 +1,8 @@
 """What the benchmark measures and how it checks the answers.
 
 `choose_rpc` prepares the measured call: RecordPlaytimeHeartbeat on an active play session of a bench user
-who owns a bench product (granted with GrantEntitlements, or a direct library_items row when that RPC is not
-there yet). When heartbeats do not work yet, it falls back to an authenticated RPC that answers
-(GetDownloadSettings) and says so.
+who owns a bench product (granted with GrantEntitlements). When heartbeats fail, or with BENCH_RPC=fallback,
+it measures an authenticated RPC that answers (GetDownloadSettings) instead, and says so.
 
 h2load cannot see gRPC trailers, so answers are checked with a real gRPC client (one call per path) and, for
 the whole load, with the service's own `grpc_server_handled_total{method,code}` counters.
@@ -99,8 +98,8 @@ def rest_call(url: str, method: str, body: str | None, token: str) -> tuple[int,
         return exc.code, exc.read().decode(errors="replace")
 
 
-def _grant(target: str, database_url: str, notes: list[str]) -> bool:
-    """Makes the bench user own the bench product. True when it worked (by either route)."""
+def _grant(target: str, notes: list[str]) -> bool:
+    """Makes the bench user own the bench product. True when it worked."""
     with grpc.insecure_channel(target) as channel:
         stub = library_service_pb2_grpc.LibraryServiceStub(channel)
         request = library_service_pb2.GrantEntitlementsRequest(
@@ -113,39 +112,19 @@ def _grant(target: str, database_url: str, notes: list[str]) -> bool:
         )
         try:
             stub.GrantEntitlements(request, metadata=_md(service_token()), timeout=10)
-            notes.append("bench product granted with LibraryService.GrantEntitlements")
-            return True
         except grpc.RpcError as exc:
-            grpc_error = f"{exc.code().name}: {exc.details()}"
-    # Not implemented yet (or failing): write the entitlement row directly.
-    try:
-        import psycopg
-
-        with psycopg.connect(libpq_url(database_url), autocommit=True, connect_timeout=5) as conn:
-            conn.execute(
-                "INSERT INTO products (product_id, name) VALUES (%s, 'Benchmark Game') "
-                "ON CONFLICT DO NOTHING",
-                (BENCH_PRODUCT,),
-            )
-            conn.execute(
-                "INSERT INTO library_items (id, user_id, product_id, acquisition_type) "
-                "VALUES (%s, %s, %s, 'purchase') "
-                "ON CONFLICT (user_id, product_id) DO UPDATE SET revoked_at = NULL",
-                (uuid.uuid4(), BENCH_USER, BENCH_PRODUCT),
-            )
-        notes.append(f"GrantEntitlements unavailable ({grpc_error}); library_items row inserted directly")
-        return True
-    except Exception as exc:
-        notes.append(f"could not grant the bench product: GrantEntitlements {grpc_error}; SQL insert {exc}")
-        return False
+            notes.append(f"could not grant the bench product: {exc.code().name}: {exc.details()}")
+            return False
+    notes.append("bench product granted with LibraryService.GrantEntitlements")
+    return True
 
 
 def libpq_url(database_url: str) -> str:
     return re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
 
 
-def _heartbeat(target: str, database_url: str, notes: list[str]) -> RpcChoice | None:
-    if not _grant(target, database_url, notes):
+def _heartbeat(target: str, notes: list[str]) -> RpcChoice | None:
+    if not _grant(target, notes):
         return None
     token = user_token()
     with grpc.insecure_channel(target) as channel:
@@ -184,10 +163,10 @@ def _heartbeat(target: str, database_url: str, notes: list[str]) -> RpcChoice | 
     )
 
 
-def choose_rpc(target: str, database_url: str) -> RpcChoice:
+def choose_rpc(target: str) -> RpcChoice:
     notes: list[str] = []
     if os.environ.get("BENCH_RPC", "heartbeat") == "heartbeat":
-        choice = _heartbeat(target, database_url, notes)
+        choice = _heartbeat(target, notes)
         if choice is not None:
             return choice
         notes.append("FALLBACK: heartbeats do not work yet; measuring GetDownloadSettings instead")
