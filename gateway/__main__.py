@@ -18,13 +18,7 @@ from server.core.redis import create_redis
 async def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    verifier = TokenVerifier(
-        jwks_file=settings.jwt_jwks_file,
-        jwks_url=settings.jwt_jwks_url,
-        hs256_secret=settings.jwt_hs256_secret,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-    )
+    verifier = TokenVerifier.from_settings(settings)
     redis = create_redis(settings.redis_url, max_connections=settings.ws_redis_pool_size)
     gateway = Gateway(settings, verifier, redis)
     stop = asyncio.Event()

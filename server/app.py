@@ -76,14 +76,7 @@ class Application:
             stream_maxlen=settings.notification_stream_maxlen,
         )
         deps = Deps(settings, UnitOfWorkFactory(sessions, settings.event_source, relay.wake), redis)
-        verifier = TokenVerifier(
-            jwks_file=settings.jwt_jwks_file,
-            jwks_url=settings.jwt_jwks_url,
-            hs256_secret=settings.jwt_hs256_secret,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-        )
-        return cls(settings, engine, redis, relay, deps, verifier)
+        return cls(settings, engine, redis, relay, deps, TokenVerifier.from_settings(settings))
 
     def _register_services(self, methods: MethodTable) -> None:
         """Every v1 service. A capability not built yet keeps its generated base servicer, whose methods
@@ -134,11 +127,12 @@ class Application:
 
     def _workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """Background workers of this process: the outbox relay, consumers, reapers."""
+        sweeper = SessionSweeper(self.deps)
         return [
             ("outbox-relay", self.relay.run()),
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
-            ("playtime-reaper", SessionSweeper(self.deps).run_reaper()),
-            ("playtime-checkpointer", SessionSweeper(self.deps).run_checkpointer()),
+            ("playtime-reaper", sweeper.run_reaper()),
+            ("playtime-checkpointer", sweeper.run_checkpointer()),
         ]
 
     async def start(self) -> None:

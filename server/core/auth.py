@@ -1,7 +1,7 @@
 """Who is calling: JWT bearer tokens → Principal (SPEC §9).
 
 RS256/ES256 against a JWKS (file or URL); HS256 only when a dev secret is configured. Verified tokens are
-cached until shortly before they expire, so a hot path (heartbeats) pays for one signature check per token,
+cached until they expire, so a hot path (heartbeats) pays for one signature check per token,
 not per call.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import jwt
 
+from server.core.config import Settings
 from server.core.errors import PermissionDenied, Unauthenticated
 
 ROLE_USER = "user"
@@ -107,6 +108,16 @@ class TokenVerifier:
         if not self._keys and not hs256_secret:
             raise ValueError("no JWT keys configured: set JWT_JWKS_FILE, JWT_JWKS_URL or JWT_HS256_SECRET")
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenVerifier:
+        return cls(
+            jwks_file=settings.jwt_jwks_file,
+            jwks_url=settings.jwt_jwks_url,
+            hs256_secret=settings.jwt_hs256_secret,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+
     def _load_jwks(self, document: dict) -> None:
         for key in jwt.PyJWKSet.from_dict(document).keys:
             self._keys[key.key_id or ""] = key
@@ -152,10 +163,9 @@ class TokenVerifier:
         return principal, float(claims["exp"])
 
 
-def bearer_token(authorization: str | bytes) -> str | None:
+def bearer_token(authorization: str) -> str | None:
     """The token of an `Authorization: Bearer <token>` value."""
-    text = authorization.decode() if isinstance(authorization, bytes) else authorization
-    scheme, _, token = text.partition(" ")
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return None
