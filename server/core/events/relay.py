@@ -124,17 +124,21 @@ class OutboxRelay:
                     for row in kafka_rows
                 ]
             )
-        for row in rows:
-            if row.channel != CHANNEL_KAFKA:
-                await self._xadd_once(
-                    keys=[row.topic, f"{row.topic}:sent:{row.id}"],
-                    args=[
-                        row.payload["type"],
-                        json.dumps(row.payload["payload"], separators=(",", ":")),
-                        self._stream_maxlen,
-                        _DEDUPE_TTL_SECONDS,
-                    ],
-                )
+        notifications = [row for row in rows if row.channel != CHANNEL_KAFKA]
+        if notifications:  # one round trip for the batch, not one per notification
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for row in notifications:
+                    await self._xadd_once(
+                        keys=[row.topic, f"{row.topic}:sent:{row.id}"],
+                        args=[
+                            row.payload["type"],
+                            json.dumps(row.payload["payload"], separators=(",", ":")),
+                            self._stream_maxlen,
+                            _DEDUPE_TTL_SECONDS,
+                        ],
+                        client=pipe,
+                    )
+                await pipe.execute()
 
     def _reset_publisher(self) -> None:
         """Drops a publisher after a failure; the next batch starts a fresh one."""
