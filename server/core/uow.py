@@ -46,11 +46,7 @@ class UnitOfWork:
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
-        try:
-            if self.session.in_transaction():
-                await self.session.rollback()
-        finally:
-            await self.session.close()
+        await self.session.close()  # rolls back whatever was not committed
 
     def add_event(
         self,
@@ -60,17 +56,17 @@ class UnitOfWork:
         *,
         topic: str = LIBRARY_EVENTS_TOPIC,
     ) -> dict[str, Any]:
+        event_id = uuid.uuid4()
         event = make_cloud_event(
             event_type=event_type,
             source=self._source,
             subject=str(user_id),
             data=data,
             correlation_id=context.current_request_id(),
+            event_id=event_id,
         )
         self._messages.append(
-            OutboxMessage(
-                id=uuid.UUID(event["id"]), channel=CHANNEL_KAFKA, topic=topic, key=str(user_id), payload=event
-            )
+            OutboxMessage(id=event_id, channel=CHANNEL_KAFKA, topic=topic, key=str(user_id), payload=event)
         )
         return event
 
@@ -93,10 +89,6 @@ class UnitOfWork:
         if self._messages:
             self._messages = []
             self._on_commit()
-
-    async def rollback(self) -> None:
-        self._messages = []
-        await self.session.rollback()
 
 
 class UnitOfWorkFactory:

@@ -26,14 +26,13 @@ def make_cloud_event(
     data: dict[str, Any],
     correlation_id: str = "",
     event_id: uuid.UUID | None = None,
-    time: datetime | None = None,
 ) -> dict[str, Any]:
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": str(event_id or uuid.uuid4()),
         "source": source,
         "type": event_type,
-        "time": rfc3339(time or datetime.now(UTC)),
+        "time": rfc3339(datetime.now(UTC)),
         "datacontenttype": "application/json",
         "subject": subject,
         "data": data,
