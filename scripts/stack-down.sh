@@ -16,7 +16,7 @@ ordered=(envoy)
 for file in "$RUN_DIR"/*.pid; do
     [ -e "$file" ] || continue
     name="$(basename "$file" .pid)"
-    case "$name" in envoy | redis | kafka | s3 | postgres) ;; *) ordered+=("$name") ;; esac
+    case "$name" in envoy | redis | kafka | s3) ;; *) ordered+=("$name") ;; esac
 done
 ordered+=(s3 kafka redis)
 for name in "${ordered[@]}"; do
@@ -36,7 +36,6 @@ if [ -n "$PG_BIN" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
         pg_stopped=1
     fi
 fi
-rm -f "$RUN_DIR/postgres.pid"
 
 for i in "${!names[@]}"; do
     stack_reap "${names[$i]}" "${pids[$i]}" 20

@@ -182,7 +182,6 @@ setup_postgres() {
         "${psql[@]}" -c "CREATE DATABASE library OWNER library"
         echo "postgres: created database library"
     fi
-    head -n 1 "$PG_DATA/postmaster.pid" >"$RUN_DIR/postgres.pid"
 }
 
 # ---------------------------------------------------------------- start everything, then wait

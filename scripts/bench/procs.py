@@ -119,10 +119,6 @@ class Procs:
     def pid(self, name: str) -> int:
         return self._children[name].pid
 
-    def running(self, name: str) -> bool:
-        proc = self._children.get(name)
-        return proc is not None and proc.poll() is None
-
     def stop(self, name: str, timeout: float = 10.0) -> int | None:
         proc = self._children.pop(name, None)
         if proc is None:

@@ -9,7 +9,6 @@ RUN_DIR="$LOCAL_DIR/run"
 LOG_DIR="$LOCAL_DIR/logs"
 STACK_TIMEOUT="${STACK_TIMEOUT:-60}"
 
-stack_log() { printf '%s\n' "$*"; }
 stack_err() { printf 'ERROR: %s\n' "$*" >&2; }
 
 # _proc_start_time PID -> prints the process start time (clock ticks since boot) or nothing.
@@ -81,7 +80,7 @@ stack_wait() {
     shift 2
     local deadline=$((SECONDS + STACK_TIMEOUT))
     while ! "$@" >/dev/null 2>&1; do
-        if [ "$name" != postgres ] && ! stack_pid "$name" >/dev/null; then
+        if ! stack_pid "$name" >/dev/null; then
             stack_err "$name exited during startup"
             stack_log_tail "$log"
             return 1

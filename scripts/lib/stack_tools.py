@@ -126,8 +126,6 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("command", choices=["keys", "setup"])
     parser.add_argument("--timeout", type=float, default=float(os.environ.get("STACK_TIMEOUT", "60")))
-    parser.add_argument("--skip-kafka", action="store_true")
-    parser.add_argument("--skip-s3", action="store_true")
     args = parser.parse_args()
 
     if args.command == "keys":
@@ -141,26 +139,24 @@ def main() -> int:
 
     deadline = time.monotonic() + args.timeout
     failed = False
-    if not args.skip_kafka:
-        topics = [t.strip() for t in os.environ.get("KAFKA_TOPICS", "").split(",") if t.strip()]
-        try:
-            asyncio.run(
-                _kafka(
-                    os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-                    topics,
-                    int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "3")),
-                    deadline,
-                )
+    topics = [t.strip() for t in os.environ.get("KAFKA_TOPICS", "").split(",") if t.strip()]
+    try:
+        asyncio.run(
+            _kafka(
+                os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                topics,
+                int(os.environ.get("KAFKA_TOPIC_PARTITIONS", "3")),
+                deadline,
             )
-        except Exception as exc:
-            print(f"ERROR kafka: {exc}", file=sys.stderr)
-            failed = True
-    if not args.skip_s3:
-        try:
-            _s3(deadline)
-        except Exception as exc:
-            print(f"ERROR s3: {exc}", file=sys.stderr)
-            failed = True
+        )
+    except Exception as exc:
+        print(f"ERROR kafka: {exc}", file=sys.stderr)
+        failed = True
+    try:
+        _s3(deadline)
+    except Exception as exc:
+        print(f"ERROR s3: {exc}", file=sys.stderr)
+        failed = True
     return 1 if failed else 0
 
 
