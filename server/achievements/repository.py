@@ -68,24 +68,6 @@ async def upsert_definitions(
     return len((await session.scalars(stmt.returning(D.api_name))).all())
 
 
-async def definition(session: AsyncSession, product_id: uuid.UUID, api_name: str) -> Definition | None:
-    row = await session.scalar(select(D).where(D.product_id == product_id, D.api_name == api_name))
-    return _definition(row) if row is not None else None
-
-
-async def progress_of(
-    session: AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID, api_name: str
-) -> Progress:
-    row = await session.scalar(
-        select(UA).where(
-            UA.user_id == user_id, UA.product_id == product_id, UA.achievement_api_name == api_name
-        )
-    )
-    if row is None:
-        return Progress()
-    return Progress(progress=row.progress, is_unlocked=row.is_unlocked, unlocked_at=row.unlocked_at)
-
-
 async def record_progress(
     session: AsyncSession,
     user_id: uuid.UUID,
@@ -192,17 +174,3 @@ async def owner_counts(session: AsyncSession, product_ids: list[uuid.UUID]) -> d
         .group_by(LibraryItem.product_id)
     )
     return {product_id: count for product_id, count in rows}
-
-
-async def owned_products(
-    session: AsyncSession, user_id: uuid.UUID, product_ids: list[uuid.UUID]
-) -> set[uuid.UUID]:
-    """Which of the products the user owns now (a lookup on the user's own library items)."""
-    rows = await session.scalars(
-        select(LibraryItem.product_id).where(
-            LibraryItem.user_id == user_id,
-            LibraryItem.product_id.in_(product_ids),
-            LibraryItem.revoked_at.is_(None),
-        )
-    )
-    return set(rows)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 API_NAME_MAX_LEN = 128
-API_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+API_NAME_PATTERN = re.compile(rf"[A-Za-z0-9_.\-]{{1,{API_NAME_MAX_LEN}}}")
 
 
 def is_valid_api_name(value: str) -> bool:

@@ -14,6 +14,7 @@ from server.achievements.rules import (
 )
 from server.core.auth import current_user_id, require_service
 from server.core.deps import Deps
+from server.core.protoconv import timestamp
 from server.core.validation import Validator
 
 MAX_PRODUCTS_PER_LISTING = 50
@@ -32,7 +33,7 @@ def _api_name(v: Validator, field: str, value: str) -> str:
 
 
 def _status_pb(status: Status) -> pb.AchievementStatus:
-    message = pb.AchievementStatus(
+    return pb.AchievementStatus(
         product_id=status.product_id,
         achievement_api_name=status.api_name,
         display_name=status.display_name,
@@ -44,11 +45,9 @@ def _status_pb(status: Status) -> pb.AchievementStatus:
         max_progress=status.max_progress,
         progress_percentage=status.progress_percentage,
         is_unlocked=status.is_unlocked,
+        unlocked_at=timestamp(status.unlocked_at),
         global_unlock_rate=status.global_unlock_rate,
     )
-    if status.unlocked_at is not None:
-        message.unlocked_at.FromDatetime(status.unlocked_at)
-    return message
 
 
 class AchievementServiceServicer(achievement_service_pb2_grpc.AchievementServiceServicer):

@@ -1,5 +1,5 @@
-"""Achievement tables: cached definitions, per-user progress (seed 000 §4.1 UserAchievement) and the
-request_id ledger that makes UpdateAchievementProgress replays return their first response."""
+"""Achievement tables: cached definitions and per-user progress (seed 000 §4.1 UserAchievement).
+UpdateAchievementProgress replays are answered from the shared request_id ledger (server/core/replay.py)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from server.core.events.cloudevents import rfc3339
 from server.core.pagination import decode_page_token, encode_page_token, query_fingerprint
 from server.core.replay import request_key
 from server.core.uow import UnitOfWork
-from server.library.entitlements import require_owned
+from server.library.entitlements import owned_product_ids, require_owned
 
 ACHIEVEMENT_UNLOCKED = "com.platform.library.achievement.unlocked.v1"
 ACHIEVEMENT_UNLOCKED_NOTIFICATION = "achievementUnlocked"
@@ -66,11 +66,11 @@ async def update_progress(
         if (first := await replay.claim(uow, key, ProgressResult)) is not None:
             return first
         await require_owned(session, user_id, product_id)
-        definition = await repository.definition(session, product_id, api_name)
-        if definition is None:
+        rows = await repository.status_rows(session, user_id, [product_id], api_name=api_name)
+        if not rows:
             raise NotFound("no such achievement for the product", reason="ACHIEVEMENT_NOT_FOUND")
-        current = await repository.progress_of(session, user_id, product_id, api_name)
-        change = merge_progress(current, reported, definition.max_progress)
+        [row] = rows
+        change = merge_progress(row.progress, reported, row.definition.max_progress)
         newly_unlocked = False
         if change.changed:
             now = deps.clock()
@@ -78,8 +78,10 @@ async def update_progress(
                 session, user_id, product_id, api_name, change, now
             )
             if newly_unlocked:
-                _announce_unlock(uow, user_id, definition, now)
-        [status] = await _statuses(deps, session, user_id, product_id, api_name)
+                _announce_unlock(uow, user_id, row.definition, now)
+            # Re-read: the stored state (and the unlock counter) is whatever the conditional upsert left.
+            rows = await repository.status_rows(session, user_id, [product_id], api_name=api_name)
+        [status] = await _merge(deps, session, user_id, [product_id], rows, owned={product_id})
         result = ProgressResult(status=status, newly_unlocked=newly_unlocked)
         await replay.remember(uow, key, result)
         await uow.commit()
@@ -139,23 +141,20 @@ def _cursor(cursor: list[Any] | None) -> tuple[int, int, str] | None:
     raise InvalidArgument([FieldViolation("page_token", "is not a valid page token")])
 
 
-async def _statuses(
-    deps: Deps, session: AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID, api_name: str
-) -> list[Status]:
-    rows = await repository.status_rows(session, user_id, [product_id], api_name=api_name)
-    return await _merge(deps, session, user_id, [product_id], rows)
-
-
 async def _merge(
     deps: Deps,
     session: AsyncSession,
     user_id: uuid.UUID,
     product_ids: list[uuid.UUID],
     rows: list[repository.StatusRow],
+    *,
+    owned: set[uuid.UUID] | None = None,
 ) -> list[Status]:
     """Statuses with unlock rates over current owners; progress in products the caller no longer owns
-    shows as zero (the contract lists unowned products with zero progress)."""
-    owned = await repository.owned_products(session, user_id, product_ids)
+    shows as zero (the contract lists unowned products with zero progress). `owned`: the products the
+    caller is already known to own, instead of looking them up."""
+    if owned is None:
+        owned = await owned_product_ids(session, user_id, product_ids)
     owners = await _owner_counts(deps, session, product_ids)
     statuses = []
     for row in rows:

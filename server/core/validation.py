@@ -79,15 +79,30 @@ class Validator:
         return value
 
     def timestamp(
-        self, field: str, value: timestamp_pb2.Timestamp, *, now: datetime, required: bool = True
+        self,
+        field: str,
+        value: timestamp_pb2.Timestamp,
+        *,
+        now: datetime | None = None,
+        required: bool = True,
+        allow_future: bool = False,
     ) -> datetime | None:
+        """An aware UTC datetime; the zero Timestamp counts as unset. Unless `allow_future`, a time beyond
+        `now` (then required) plus CLOCK_SKEW is refused."""
         if value.seconds == 0 and value.nanos == 0:
             if required:
                 self.fail(field, "is required")
             return None
-        when = value.ToDatetime(tzinfo=UTC)
-        if when > now + CLOCK_SKEW:
-            self.fail(field, "must not be in the future")
+        try:
+            when = value.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            self.fail(field, "is out of range")
+            return None
+        if not allow_future:
+            if now is None:
+                raise TypeError("now is required unless allow_future")
+            if when > now + CLOCK_SKEW:
+                self.fail(field, "must not be in the future")
         return when
 
     def page_size(self, value: int) -> int:

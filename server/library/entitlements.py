@@ -1,8 +1,9 @@
-"""Ownership checks other capabilities use (playtime, achievements, cloud saves, downloads)."""
+"""Ownership checks other capabilities use (playtime, achievements)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,3 +29,16 @@ async def require_owned(session: AsyncSession, user_id: uuid.UUID, product_id: u
     if item is None:
         raise ProductAccessDenied(str(product_id))
     return item
+
+
+async def owned_product_ids(
+    session: AsyncSession, user_id: uuid.UUID, product_ids: Iterable[uuid.UUID] | None = None
+) -> set[uuid.UUID]:
+    """Which of the products the user owns now (not revoked); every owned product when `product_ids` is
+    None."""
+    query = select(LibraryItem.product_id).where(
+        LibraryItem.user_id == user_id, LibraryItem.revoked_at.is_(None)
+    )
+    if product_ids is not None:
+        query = query.where(LibraryItem.product_id.in_(list(product_ids)))
+    return set(await session.scalars(query))

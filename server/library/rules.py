@@ -11,9 +11,7 @@ from typing import Any
 
 from server.core.events.cloudevents import rfc3339
 
-# Stored values (seed 000 §4.1 enums).
-ACQUISITION_TYPES = ("purchase", "gift", "free", "family_shared")
-INSTALLATION_STATUSES = ("not_installed", "installing", "installed", "update_required", "error")
+# Stored product types (seed 000 §4.1 enum).
 PRODUCT_TYPES = ("game", "dlc", "software", "soundtrack")
 
 ITEM_ADDED = "com.platform.library.item.added.v1"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
@@ -32,8 +32,15 @@ MAX_GENRES = 50
 MAX_GENRE = 100
 
 
-def _defined(enum) -> set[int]:
-    return {v for v in enum.values() if v != 0}
+def _defined(enum) -> frozenset[int]:
+    return frozenset(v for v in enum.values() if v != 0)
+
+
+_ACQUISITIONS = _defined(_Acquisition)
+_INSTALLATIONS = _defined(_Installation)
+_PRODUCT_TYPES = _defined(_ProductType)
+_SORTS = _defined(_SortBy)
+_REASONS = _defined(_Reason)
 
 
 def _domain(enum, value: int) -> str:
@@ -109,7 +116,7 @@ def _distinct(v: Validator, field: str, ids: list[uuid.UUID | None]) -> None:
 def _product_row(v: Validator, field: str, product: pb.Product, now: datetime) -> dict:
     """A product cache row from an UpsertProducts entry (every column: the entry replaces the cache)."""
     v.text(f"{field}.name", product.name, max_len=MAX_NAME, required=True)
-    v.enum(f"{field}.product_type", product.product_type, _defined(_ProductType))
+    v.enum(f"{field}.product_type", product.product_type, _PRODUCT_TYPES)
     for name in ("cover_image_url", "icon_url"):
         v.text(f"{field}.{name}", getattr(product, name), max_len=MAX_URL)
     for name in ("developer", "publisher"):
@@ -118,20 +125,19 @@ def _product_row(v: Validator, field: str, product: pb.Product, now: datetime) -
         v.fail(f"{field}.genres", f"at most {MAX_GENRES} genres")
     for i, genre in enumerate(product.genres):
         v.text(f"{field}.genres[{i}]", genre, max_len=MAX_GENRE, required=True)
-    release = product.release_date
     return {
         "product_id": v.uuid(f"{field}.product_id", product.product_id),
         "name": product.name,
         "product_type": (
-            _domain(_ProductType, product.product_type)
-            if product.product_type in _defined(_ProductType)
-            else ""
+            _domain(_ProductType, product.product_type) if product.product_type in _PRODUCT_TYPES else ""
         ),
         "cover_image_url": product.cover_image_url,
         "icon_url": product.icon_url,
         "developer": product.developer,
         "publisher": product.publisher,
-        "release_date": release.ToDatetime(tzinfo=UTC) if product.HasField("release_date") else None,
+        "release_date": v.timestamp(
+            f"{field}.release_date", product.release_date, required=False, allow_future=True
+        ),
         "genres": list(product.genres),
         "updated_at": v.timestamp(f"{field}.updated_at", product.updated_at, now=now, required=False) or now,
     }
@@ -146,10 +152,10 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
     ) -> pb.ListLibraryItemsResponse:
         user_id = current_user_id()
         v = Validator()
-        v.enum("status", request.status, _defined(_Installation))
+        v.enum("status", request.status, _INSTALLATIONS)
         category_id = v.uuid("category_id", request.category_id, required=False)
         v.text("search", request.search, max_len=MAX_SEARCH)
-        v.enum("sort_by", request.sort_by, _defined(_SortBy))
+        v.enum("sort_by", request.sort_by, _SORTS)
         page_size = v.page_size(request.page_size)
         v.check()
         query = use_cases.LibraryQuery(
@@ -177,7 +183,7 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
         if len(request.category_ids) > MAX_CATEGORIES_PER_ITEM:
             v.fail("category_ids", f"at most {MAX_CATEGORIES_PER_ITEM} categories")
         category_ids = [v.uuid(f"category_ids[{i}]", c) for i, c in enumerate(request.category_ids)]
-        v.enum("installation_status", request.installation_status, _defined(_Installation))
+        v.enum("installation_status", request.installation_status, _INSTALLATIONS)
         fields, unknown = rules.fields_to_update(
             request.update_mask.paths,
             has_is_hidden=request.HasField("is_hidden"),
@@ -275,9 +281,7 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
             v.fail("items", f"must have 1 to {MAX_GRANTS} entries")
         product_ids = [v.uuid(f"items[{i}].product_id", g.product_id) for i, g in enumerate(request.items)]
         for i, grant in enumerate(request.items):
-            v.enum(
-                f"items[{i}].acquisition_type", grant.acquisition_type, _defined(_Acquisition), required=True
-            )
+            v.enum(f"items[{i}].acquisition_type", grant.acquisition_type, _ACQUISITIONS, required=True)
         _distinct(v, "items", product_ids)
         order_id = v.uuid("order_id", request.order_id, required=False)
         request_id = v.request_id(request.request_id)
@@ -307,7 +311,7 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
         v = Validator()
         user_id = v.uuid("user_id", request.user_id)
         product_id = v.uuid("product_id", request.product_id)
-        v.enum("reason", request.reason, _defined(_Reason), required=True)
+        v.enum("reason", request.reason, _REASONS, required=True)
         order_id = v.uuid("order_id", request.order_id, required=False)
         request_id = v.request_id(request.request_id)
         v.check()

@@ -1,5 +1,5 @@
 """Library tables (seed 000 §4.1): library items (entitlements), the local product cache, user categories,
-the wishlist, and the ledgers that make grants and retried writes idempotent."""
+the wishlist, and the ledger of applied orders that makes an order's grant idempotent."""
 
 from __future__ import annotations
 

@@ -115,33 +115,17 @@ class PlaytimeRepository:
         await self._session.execute(stmt)
 
     async def played(
-        self,
-        user_id: uuid.UUID,
-        product_ids: list[uuid.UUID] | None = None,
-        *,
-        ended_after: datetime | None = None,
+        self, user_id: uuid.UUID, product_ids: list[uuid.UUID] | None = None
     ) -> list[PlayedInterval]:
         query = select(PlaytimeInterval).where(PlaytimeInterval.user_id == user_id)
         if product_ids is not None:
             query = query.where(PlaytimeInterval.product_id.in_(product_ids))
-        if ended_after is not None:
-            query = query.where(PlaytimeInterval.ended_at > ended_after)
         return [
             PlayedInterval(
                 r.session_id, r.product_id, DeviceInterval(r.device_id, Interval(r.started_at, r.ended_at))
             )
             for r in await self._session.scalars(query)
         ]
-
-    async def owned_product_ids(
-        self, user_id: uuid.UUID, product_ids: list[uuid.UUID] | None = None
-    ) -> set[uuid.UUID]:
-        query = select(LibraryItem.product_id).where(
-            LibraryItem.user_id == user_id, LibraryItem.revoked_at.is_(None)
-        )
-        if product_ids is not None:
-            query = query.where(LibraryItem.product_id.in_(product_ids))
-        return set(await self._session.scalars(query))
 
     async def update_library_item(
         self, user_id: uuid.UUID, product_id: uuid.UUID, total_seconds: int, last_played_at: datetime | None

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from library.v1 import playtime_service_pb2 as pb
 from library.v1 import playtime_service_pb2_grpc
@@ -23,30 +21,16 @@ _EMPTY = empty_pb2.Empty()
 _Result = pb.OfflineSessionResult
 
 
-def _any_time(v: Validator, field: str, value: timestamp_pb2.Timestamp) -> datetime | None:
-    """A required timestamp that may lie in the future (offline sessions reject those one by one)."""
-    if value.seconds == 0 and value.nanos == 0:
-        v.fail(field, "is required")
-        return None
-    try:
-        return value.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        v.fail(field, "is out of range")
-        return None
-
-
 def _stats_pb(item: ProductPlaytime, *, last_two_weeks: bool) -> pb.ProductPlaytimeStats:
     stats = item.stats
-    message = pb.ProductPlaytimeStats(
+    return pb.ProductPlaytimeStats(
         product_id=str(item.product_id),
         total_playtime_seconds=stats.total_seconds,
         last_two_weeks_seconds=stats.last_two_weeks_seconds,
         period_playtime_seconds=stats.period_seconds(last_two_weeks),
         device_totals=[pb.DevicePlaytime(device_id=d, playtime_seconds=s) for d, s in stats.device_seconds],
+        last_played_at=timestamp(stats.last_played_at),
     )
-    if stats.last_played_at is not None:
-        message.last_played_at.FromDatetime(stats.last_played_at)
-    return message
 
 
 class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerServiceServicer):
@@ -88,17 +72,15 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
         session_id = v.uuid("session_id", request.session_id)
         v.check()
         ended = await self._playtime.end(user_id, session_id, product_id)
-        response = pb.EndPlaytimeSessionResponse(
+        return pb.EndPlaytimeSessionResponse(
             session_id=str(ended.session_id),
             credited_duration_seconds=ended.credited_seconds,
             total_playtime_seconds=ended.total_seconds,
             last_two_weeks_seconds=ended.last_two_weeks_seconds,
             started_at=timestamp(ended.started_at),
             ended_at=timestamp(ended.ended_at),
+            last_played_at=timestamp(ended.last_played_at),
         )
-        if ended.last_played_at is not None:
-            response.last_played_at.FromDatetime(ended.last_played_at)
-        return response
 
     async def RecordOfflineSessions(self, request: pb.RecordOfflineSessionsRequest, context):
         user_id = current_user_id()
@@ -113,8 +95,9 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
             client_session_id = v.uuid(f"{field}.client_session_id", s.client_session_id)
             product_id = v.uuid(f"{field}.product_id", s.product_id)
             device_id = v.text(f"{field}.device_id", s.device_id, max_len=DEVICE_ID_MAX_LEN, required=True)
-            start = _any_time(v, f"{field}.start_time", s.start_time)
-            end = _any_time(v, f"{field}.end_time", s.end_time)
+            # A future time rejects that session alone (IN_FUTURE), not the whole call.
+            start = v.timestamp(f"{field}.start_time", s.start_time, allow_future=True)
+            end = v.timestamp(f"{field}.end_time", s.end_time, allow_future=True)
             if client_session_id and product_id and start and end:
                 sessions.append(
                     OfflineSession(client_session_id, product_id, device_id, rules.Interval(start, end))

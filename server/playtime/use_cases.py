@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.validation import CLOCK_SKEW
-from server.library.entitlements import require_owned
+from server.library.entitlements import owned_product_ids, require_owned
 from server.playtime import crediting, rules
 from server.playtime.live import HeartbeatOutcome, LiveRecord, accrual_policy, live_sessions, server_now
 from server.playtime.repository import PlaytimeRepository
@@ -183,7 +184,7 @@ class Playtime:
         product_ids = list(dict.fromkeys(s.product_id for s in sessions))
         async with self._uow() as uow:
             repo = PlaytimeRepository(uow.session)
-            owned = await repo.owned_product_ids(user_id, product_ids)
+            owned = await owned_product_ids(uow.session, user_id, product_ids)
             recorded = await repo.offline_client_sessions(user_id, {s.client_session_id for s in sessions})
             results: list[OfflineResult] = []
             updated: dict[uuid.UUID, rules.ProductStats] = {}
@@ -192,7 +193,7 @@ class Playtime:
                 results.append(result)
             for product_id, stats in updated.items():
                 crediting.playtime_updated(uow, user_id, product_id, stats)
-            totals = await self._product_stats(repo, user_id, product_ids, now, last_two_weeks=False)
+            totals = await self._product_stats(uow.session, user_id, product_ids, now, last_two_weeks=False)
             await uow.commit()
         return results, totals
 
@@ -248,13 +249,14 @@ class Playtime:
     ) -> tuple[list[ProductPlaytime], datetime]:
         now = server_now(self._clock)
         async with self._uow() as uow:
-            repo = PlaytimeRepository(uow.session)
-            stats = await self._product_stats(repo, user_id, product_ids, now, last_two_weeks=last_two_weeks)
+            stats = await self._product_stats(
+                uow.session, user_id, product_ids, now, last_two_weeks=last_two_weeks
+            )
         return stats, now
 
     async def _product_stats(
         self,
-        repo: PlaytimeRepository,
+        session: AsyncSession,
         user_id: uuid.UUID,
         product_ids: list[uuid.UUID],
         now: datetime,
@@ -263,6 +265,7 @@ class Playtime:
     ) -> list[ProductPlaytime]:
         """Credited intervals plus the live segments of active sessions (up to their last heartbeat).
         With `product_ids`: those, in order; else every owned or played product, most recent first."""
+        repo = PlaytimeRepository(session)
         requested = list(dict.fromkeys(product_ids))
         played: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
         for p in await repo.played(user_id, requested or None):
@@ -274,7 +277,7 @@ class Playtime:
                 played[s.product_id].extend(
                     rules.DeviceInterval(s.device_id, i) for i in live[s.id].state.segments()
                 )
-        products = requested or list(set(played) | await repo.owned_product_ids(user_id))
+        products = requested or list(set(played) | await owned_product_ids(session, user_id))
         stats = [
             ProductPlaytime(p, rules.product_stats(played.get(p, []), now, last_two_weeks=last_two_weeks))
             for p in products

@@ -71,6 +71,27 @@ def test_future_timestamp_is_rejected_beyond_clock_skew():
     assert [x.description for x in v.violations] == ["must not be in the future"]
 
 
+@pytest.mark.parametrize("seconds", [10**12, -62135596800 - 1])
+def test_out_of_range_timestamp_is_a_violation_not_an_exception(seconds):
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    v = Validator()
+    assert v.timestamp("start_time", timestamp_pb2.Timestamp(seconds=seconds), now=now) is None
+    assert v.timestamp("end_time", timestamp_pb2.Timestamp(seconds=seconds), allow_future=True) is None
+    assert [(x.field, x.description) for x in v.violations] == [
+        ("start_time", "is out of range"),
+        ("end_time", "is out of range"),
+    ]
+
+
+def test_allow_future_accepts_a_time_ahead_of_the_clock():
+    when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=365)
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(when)
+    v = Validator()
+    assert v.timestamp("release_date", ts, allow_future=True) == when
+    assert not v.violations
+
+
 def test_page_token_round_trips_and_refuses_other_queries():
     fp = query_fingerprint("user", "NAME_ASC")
     token = encode_page_token(["abc", 42], fp)
