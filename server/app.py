@@ -122,7 +122,7 @@ class Application:
         pipeline = CallPipeline(self.verifier)
         for pb2_module, name, add, servicer in registrations:
             service = pb2_module.DESCRIPTOR.services_by_name[name]
-            add(pipeline.wrap_servicer(servicer, service), methods.registrar())
+            add(pipeline.wrap_servicer(servicer, service), methods)
             self.service_names.append(service.full_name)
 
     def _workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
@@ -143,12 +143,12 @@ class Application:
         methods = MethodTable()
         self._register_services(methods)
         health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, methods.registrar())
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, methods)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             reflection.aio.ReflectionServicer(
                 [*self.service_names, "grpc.health.v1.Health", reflection.SERVICE_NAME]
             ),
-            methods.registrar(),
+            methods,
         )
         server.add_generic_rpc_handlers((methods,))
         server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")

@@ -13,9 +13,14 @@ from server.achievements import repository
 from server.achievements.rules import Definition, Progress, Status, merge_progress, status_of, unlock_rate
 from server.core import replay
 from server.core.deps import Deps
-from server.core.errors import FieldViolation, InvalidArgument, NotFound
+from server.core.errors import NotFound
 from server.core.events.cloudevents import rfc3339
-from server.core.pagination import decode_page_token, encode_page_token, query_fingerprint
+from server.core.pagination import (
+    decode_page_token,
+    encode_page_token,
+    invalid_page_token,
+    query_fingerprint,
+)
 from server.core.replay import request_key
 from server.core.uow import UnitOfWork
 from server.library.entitlements import owned_product_ids, require_owned
@@ -138,7 +143,7 @@ def _cursor(cursor: list[Any] | None) -> tuple[int, int, str] | None:
     match cursor:
         case [int(position), int(order), str(api_name)]:
             return position, order, api_name
-    raise InvalidArgument([FieldViolation("page_token", "is not a valid page token")])
+    raise invalid_page_token()
 
 
 async def _merge(

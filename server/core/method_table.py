@@ -4,9 +4,9 @@ however many methods the server has.
 grpc.aio keeps one pending "request call" future per *registered* method and runs `asyncio.wait` over all
 of them each time a call arrives, so its per-call cost grows with the number of registered methods (over
 forty here, which cost the heartbeat tens of microseconds per call, measured with `make bench`). The
-generated `add_*Servicer_to_server` functions register both ways; `MethodTable.registrar()` stands in for
-the server in those calls and keeps only a path → handler dict, which the server consults as one generic
-handler: one dict lookup per call.
+generated `add_*Servicer_to_server` functions register both ways; a `MethodTable` stands in for the server
+in those calls and keeps only a path → handler dict, which the server consults as one generic handler: one
+dict lookup per call.
 """
 
 from __future__ import annotations
@@ -15,29 +15,17 @@ import grpc
 
 
 class MethodTable(grpc.GenericRpcHandler):
+    """A generic handler, and what generated `add_*_to_server` functions take as the server."""
+
     def __init__(self) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         return self._handlers.get(handler_call_details.method)
 
-    def registrar(self) -> _Registrar:
-        """Pass this where a generated `add_*_to_server` function wants the server."""
-        return _Registrar(self)
-
-    def add(self, service: str, method_handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    def add_registered_method_handlers(self, service: str, method_handlers: dict) -> None:
         for name, handler in method_handlers.items():
             self._handlers[f"/{service}/{name}"] = handler
-
-
-class _Registrar:
-    """The two calls generated registration code makes on a server."""
-
-    def __init__(self, table: MethodTable) -> None:
-        self._table = table
-
-    def add_registered_method_handlers(self, service: str, method_handlers: dict) -> None:
-        self._table.add(service, method_handlers)
 
     def add_generic_rpc_handlers(self, handlers) -> None:
         """Ignored: generated code passes the same handlers to add_registered_method_handlers too."""

@@ -23,6 +23,11 @@ def encode_page_token(cursor: list[Any], fingerprint: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def invalid_page_token() -> InvalidArgument:
+    """A token that decodes but whose cursor doesn't fit the query's keys (or doesn't decode at all)."""
+    return InvalidArgument([FieldViolation("page_token", "is not a valid page token")])
+
+
 def decode_page_token(token: str, fingerprint: str) -> list[Any] | None:
     """The cursor of a token, or None for the first page. A foreign or garbled token is INVALID_ARGUMENT."""
     if not token:
@@ -32,7 +37,7 @@ def decode_page_token(token: str, fingerprint: str) -> list[Any] | None:
         body = json.loads(raw)
         cursor, fp = body["c"], body["q"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgument([FieldViolation("page_token", "is not a valid page token")]) from exc
+        raise invalid_page_token() from exc
     if fp != fingerprint or not isinstance(cursor, list):
         raise InvalidArgument([FieldViolation("page_token", "does not belong to this query")])
     return cursor

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.core.errors import FieldViolation, InvalidArgument
+from server.core.pagination import invalid_page_token
 
 
 def _encode(value: Any) -> Any:
@@ -66,7 +66,7 @@ def after(keys: Sequence[SortKey], cursor: Sequence[Any]) -> ColumnElement[bool]
     try:
         values = [None if raw is None else key.decode(raw) for key, raw in zip(keys, cursor, strict=True)]
     except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidArgument([FieldViolation("page_token", "is not a valid page token")]) from exc
+        raise invalid_page_token() from exc
     return or_(
         *(
             and_(*(keys[j].equals(values[j]) for j in range(i)), keys[i].beyond(values[i]))

@@ -156,7 +156,7 @@ def test_bearer_token_is_read_from_the_authorization_value():
 
 def test_method_table_answers_each_registered_method_and_nothing_else():
     table = MethodTable()
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), table.registrar())
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), table)
 
     def details(method: str):
         return type("Details", (), {"method": method, "invocation_metadata": ()})()
