@@ -3,40 +3,20 @@ for the whole session, exactly as `python -m server` runs in production."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import uuid
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from scripts.devtokens import mint
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.redis import create_redis
-from tests.support.processes import python_server
+from tests.support.processes import python_server, wait_serving
 
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings.from_env()
-
-
-async def _wait_serving(target: str, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"server at {target} did not become SERVING")
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +32,7 @@ def server_process():
 @pytest.fixture(scope="session")
 async def grpc_target(settings: Settings, server_process) -> str:
     target = f"{settings.grpc_host}:{settings.grpc_port}"
-    await _wait_serving(target)
+    await wait_serving(target)
     return target
 
 
@@ -75,16 +55,3 @@ async def redis(settings: Settings):
     client = create_redis(settings.redis_url)
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-def user_id() -> uuid.UUID:
-    return uuid.uuid4()
-
-
-def user_metadata(user: uuid.UUID) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {mint(str(user))}"),)
-
-
-def service_metadata() -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {mint('service:test', roles=('service',))}"),)

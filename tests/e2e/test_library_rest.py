@@ -11,7 +11,7 @@ import pytest
 from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
-from tests.conftest import service_metadata
+from tests.support.auth import service_metadata
 from tests.support.kafka import TopicReader, assert_cloud_event
 from tests.support.rest import ENVOY, RestClient, error_reason, violations
 
@@ -153,7 +153,8 @@ async def test_another_user_cannot_see_or_change_items_over_rest(http, library):
     await own(library, alice.user, ["Celeste"])
     _, page = await alice.call("GET", f"{ME}/items")
     item_id = page["items"][0]["id"]
-    await alice.call("POST", f"{ME}/wishlist", json={"productId": str(uuid.uuid4())})
+    status, body = await alice.call("POST", f"{ME}/wishlist", json={"productId": str(uuid.uuid4())})
+    assert status == 200, body
 
     status, body = await bob.call("PATCH", f"{ME}/items/{item_id}", json={"isHidden": True})
     assert status == 404 and error_reason(body) == "LIBRARY_ITEM_NOT_FOUND"

@@ -19,7 +19,6 @@ from library.v1 import achievement_service_pb2_grpc
 from server.achievements.tables import AchievementDefinition, UserAchievement
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
 from server.core.replay import RequestReplay
-from tests.conftest import service_metadata, user_metadata
 from tests.support.achievements import (
     achievement,
     define,
@@ -27,7 +26,8 @@ from tests.support.achievements import (
     unlock_events_of,
     wait_notifications,
 )
-from tests.support.grpc_errors import error_details
+from tests.support.auth import service_metadata, user_metadata
+from tests.support.grpc_errors import failure
 from tests.support.kafka import TopicReader, assert_cloud_event
 from tests.support.ownership import grant
 
@@ -250,9 +250,10 @@ async def test_listing_orders_masks_hidden_paginates_and_reports_unlock_rates(st
     assert (by_name["B_ONE"].progress, by_name["B_ONE"].progress_percentage) == (1, 25)
     assert by_name["ALPHA"].global_unlock_rate == 0.0
     # A page token belongs to its query.
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await list_statuses(stub, user, [product_a], page_size=2, page_token=pages[0].next_page_token)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    refused = await failure(
+        list_statuses(stub, user, [product_a], page_size=2, page_token=pages[0].next_page_token)
+    )
+    assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", ["page_token"])
 
 
 async def test_user_b_can_neither_see_nor_change_user_a_progress(stub, sessions):
@@ -264,9 +265,8 @@ async def test_user_b_can_neither_see_nor_change_user_a_progress(stub, sessions)
     # B does not own the product: listed with zero progress, and may not report any.
     [seen_by_b] = (await list_statuses(stub, user_b, [product])).achievement_statuses
     assert (seen_by_b.progress, seen_by_b.is_unlocked) == (0, False)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await report(stub, user_b, product, "LEVEL", 10)
-    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    code, reason, _ = await failure(report(stub, user_b, product, "LEVEL", 10))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PRODUCT_ACCESS_DENIED")
 
     # B owns it too: B's reports change only B's progress.
     await grant(sessions, user_b, product)
@@ -279,11 +279,11 @@ async def test_unowned_product_is_product_access_denied_and_writes_nothing(stub,
     user, product = uuid.uuid4(), uuid.uuid4()
     await define(stub, product, achievement("FIRST_BLOOD"))
 
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await report(stub, user, product, "FIRST_BLOOD", 1, request_id=str(uuid.uuid4()))
+    code, reason, _ = await failure(
+        report(stub, user, product, "FIRST_BLOOD", 1, request_id=str(uuid.uuid4()))
+    )
 
-    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert error_details(caught.value)[0] == "PRODUCT_ACCESS_DENIED"
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PRODUCT_ACCESS_DENIED")
     assert await _rows_of(sessions, user) == (0, 0)
 
 
@@ -292,34 +292,32 @@ async def test_unknown_achievement_is_not_found(stub, sessions):
     await grant(sessions, user, product)
     await define(stub, product, achievement("FIRST_BLOOD"))
 
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await report(stub, user, product, "NO_SUCH_THING", 1)
+    code, reason, _ = await failure(report(stub, user, product, "NO_SUCH_THING", 1))
 
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert error_details(caught.value)[0] == "ACHIEVEMENT_NOT_FOUND"
+    assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "ACHIEVEMENT_NOT_FOUND")
 
 
 async def test_definition_upsert_refuses_user_tokens_and_writes_nothing(stub, sessions):
     user, product = uuid.uuid4(), uuid.uuid4()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.UpsertAchievementDefinitions(
+    code, reason, _ = await failure(
+        stub.UpsertAchievementDefinitions(
             pb.UpsertAchievementDefinitionsRequest(product_id=str(product), definitions=[achievement("X")]),
             metadata=user_metadata(user),
         )
-    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert error_details(caught.value)[0] == "PERMISSION_DENIED"
+    )
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
     assert await _definitions_of(sessions, product) == 0
 
 
 async def test_self_service_rpcs_refuse_calls_without_a_user_token(stub):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ListAchievementStatuses(
+    code, reason, _ = await failure(
+        stub.ListAchievementStatuses(
             pb.ListAchievementStatusesRequest(product_ids=[str(uuid.uuid4())]), metadata=service_metadata()
         )
-    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.UpdateAchievementProgress(pb.UpdateAchievementProgressRequest())
-    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    )
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    code, reason, _ = await failure(stub.UpdateAchievementProgress(pb.UpdateAchievementProgressRequest()))
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
 
 
 async def test_upsert_keeps_other_definitions_and_progress_and_counts_what_it_wrote(stub, sessions):
@@ -366,13 +364,13 @@ async def test_invalid_progress_reports_are_rejected_with_field_violations_and_w
     await define(stub, product, achievement("OK", max_progress=3))
     fields = {"product_id": str(product), "achievement_api_name": "OK", "progress": 3, **request_fields}
 
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.UpdateAchievementProgress(
+    refused = await failure(
+        stub.UpdateAchievementProgress(
             pb.UpdateAchievementProgressRequest(**fields), metadata=user_metadata(user)
         )
+    )
 
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_details(caught.value) == ("VALIDATION_FAILED", bad_fields)
+    assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", bad_fields)
     assert await _rows_of(sessions, user) == (0, 0)
 
 
@@ -394,13 +392,13 @@ async def test_invalid_definitions_are_rejected_with_field_violations_and_write_
     stub, sessions, definitions, bad_fields
 ):
     product = uuid.uuid4()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.UpsertAchievementDefinitions(
+    refused = await failure(
+        stub.UpsertAchievementDefinitions(
             pb.UpsertAchievementDefinitionsRequest(product_id=str(product), definitions=definitions),
             metadata=service_metadata(),
         )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_details(caught.value) == ("VALIDATION_FAILED", bad_fields)
+    )
+    assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", bad_fields)
     assert await _definitions_of(sessions, product) == 0
 
 
@@ -415,12 +413,12 @@ async def test_invalid_definitions_are_rejected_with_field_violations_and_write_
     ],
 )
 async def test_invalid_listings_are_rejected_with_field_violations(stub, request_fields, bad_fields):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ListAchievementStatuses(
+    refused = await failure(
+        stub.ListAchievementStatuses(
             pb.ListAchievementStatusesRequest(**request_fields), metadata=user_metadata(uuid.uuid4())
         )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_details(caught.value) == ("VALIDATION_FAILED", bad_fields)
+    )
+    assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", bad_fields)
 
 
 async def _rows_of(sessions, user_id: uuid.UUID) -> tuple[int, int]:

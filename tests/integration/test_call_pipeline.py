@@ -8,7 +8,6 @@ import uuid
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import text
 
 from scripts.devtokens import mint
@@ -18,6 +17,7 @@ from server.core.call_pipeline import CallPipeline
 from server.core.db import create_engine
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.redis import create_redis
+from tests.support.grpc_errors import error_details, field_violations, rich_status
 from tests.support.processes import free_port
 
 SERVICE = "test.Pipeline"
@@ -104,18 +104,6 @@ async def pipeline(settings):
     await server.stop(0)
 
 
-def _status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
-    raw = dict(error.trailing_metadata())["grpc-status-details-bin"]
-    return status_pb2.Status.FromString(raw)
-
-
-def _reason(status: status_pb2.Status) -> str:
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
-    assert info.domain == "library.platform"
-    return info.reason
-
-
 async def test_the_jwt_subject_is_the_caller(pipeline):
     user = uuid.uuid4()
     assert await pipeline("WhoAmI", mint(str(user))) == user.bytes
@@ -127,26 +115,25 @@ async def test_missing_expired_or_forged_token_is_unauthenticated(pipeline):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await pipeline("WhoAmI", token)
         assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert _reason(_status(raised.value)) == "UNAUTHENTICATED"
+        assert error_details(raised.value)[0] == "UNAUTHENTICATED"
 
 
 async def test_domain_error_becomes_its_code_and_reason(pipeline):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await pipeline("NotFound", mint(str(uuid.uuid4())))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-    assert _reason(_status(raised.value)) == "SESSION_NOT_FOUND"
+    assert error_details(raised.value)[0] == "SESSION_NOT_FOUND"
 
 
 async def test_invalid_argument_carries_field_violations(pipeline):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await pipeline("Invalid", mint(str(uuid.uuid4())))
-    status = _status(raised.value)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _reason(status) == "VALIDATION_FAILED"
-    bad_request = error_details_pb2.BadRequest()
-    assert status.details[1].Unpack(bad_request)
-    assert [(v.field, v.description) for v in bad_request.field_violations] == [
-        ("product_id", "must be a UUID")
+    assert error_details(raised.value) == ("VALIDATION_FAILED", ["product_id"])
+    assert field_violations(raised.value) == [("product_id", "must be a UUID")]
+    assert [d.type_url for d in rich_status(raised.value).details] == [
+        "type.googleapis.com/google.rpc.ErrorInfo",
+        "type.googleapis.com/google.rpc.BadRequest",
     ]
 
 
@@ -165,7 +152,7 @@ async def test_a_dependency_down_is_unavailable_and_reveals_nothing(pipeline, me
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await pipeline(method, mint(str(uuid.uuid4())))
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert _reason(_status(raised.value)) == "UNAVAILABLE"
+    assert error_details(raised.value)[0] == "UNAVAILABLE"
     assert raised.value.details() == "a service this call depends on is unavailable; retry later"
 
 
@@ -173,11 +160,12 @@ async def test_unbuilt_method_is_unimplemented(pipeline):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await pipeline("Unbuilt", mint(str(uuid.uuid4())))
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error_details(raised.value)[0] == "NOT_IMPLEMENTED"
 
 
 async def test_internal_methods_need_the_service_role(pipeline):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await pipeline("ServiceOnly", mint(str(uuid.uuid4())))
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert _reason(_status(raised.value)) == "PERMISSION_DENIED"
+    assert error_details(raised.value)[0] == "PERMISSION_DENIED"
     assert await pipeline("ServiceOnly", mint("service:payment", roles=("service",))) == b"ok"

@@ -26,7 +26,6 @@ from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
-from server.core.redis import create_redis
 from server.core.uow import UnitOfWorkFactory, notification_stream
 from tests.support.processes import free_port
 
@@ -43,13 +42,6 @@ def _verifier(settings: Settings) -> TokenVerifier:
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
     )
-
-
-@pytest.fixture(scope="module")
-async def redis(settings: Settings):
-    client = create_redis(settings.redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +395,9 @@ async def gateway_on_ws_port(settings: Settings, redis):
     await gw.stop(grace=5)
 
 
-async def test_through_envoy(gateway_on_ws_port, redis):
+async def test_envoy_refuses_a_bad_token_and_relays_both_paths_with_token_or_bearer_header(
+    gateway_on_ws_port, redis
+):
     envoy = int(os.environ.get("ENVOY_PORT", "8080"))
     user = _user()
     # the edge checks the JWT too

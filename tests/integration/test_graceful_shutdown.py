@@ -15,9 +15,9 @@ from sqlalchemy.engine import make_url
 from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
 from server.library.tables import LibraryItem
-from tests.conftest import _wait_serving, user_metadata
+from tests.support.auth import user_metadata
 from tests.support.ownership import grant
-from tests.support.processes import free_port, python_server
+from tests.support.processes import free_port, python_server, wait_serving
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def server_to_stop():
 
 async def test_sigterm_lets_an_in_flight_call_finish_then_exits_cleanly(server_to_stop, sessions, settings):
     proc, target = server_to_stop
-    await _wait_serving(target)
+    await wait_serving(target)
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
     async with sessions() as session:

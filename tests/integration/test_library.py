@@ -25,9 +25,10 @@ from server.core.events.cloudevents import (
 )
 from server.library.entitlements import owned_item
 from server.library.tables import Category, LibraryItem, Product, WishlistItem
-from tests.conftest import service_metadata, user_metadata
-from tests.support.grpc_errors import error_details
+from tests.support.auth import service_metadata, user_metadata
+from tests.support.grpc_errors import failure
 from tests.support.kafka import TopicReader, assert_cloud_event
+from tests.support.waiting import wait_until
 
 Item = pb.LibraryItem
 SortBy = pb.ListLibraryItemsRequest.SortBy
@@ -39,13 +40,6 @@ WISHLIST_REMOVED = "com.platform.library.wishlist.item.removed.v1"
 @pytest.fixture
 def stub(channel) -> library_service_pb2_grpc.LibraryServiceStub:
     return library_service_pb2_grpc.LibraryServiceStub(channel)
-
-
-async def fails(call, code: grpc.StatusCode) -> tuple[str, list[str]]:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    assert raised.value.code() == code, raised.value.details()
-    return error_details(raised.value)
 
 
 async def upsert(stub, names: dict[uuid.UUID, str]) -> None:
@@ -234,32 +228,30 @@ async def test_catalog_product_updated_event_refreshes_the_cache_and_stale_ones_
             },
         )
 
+    marker_id = uuid.uuid4()
+    marker = make_cloud_event(
+        event_type="com.platform.catalog.product.updated.v1",
+        source="/catalog-service",
+        subject=str(marker_id),
+        data={"productId": str(marker_id), "name": "marker", "updatedAt": now.isoformat()},
+    )
+    # One key for all three: one partition, consumed in the order sent, so the stale update is handled
+    # after the newer one and the marker after both.
+    key = str(game).encode()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:
-        await producer.send_and_wait(CATALOG_EVENTS_TOPIC, json.dumps(updated("Silksong", now)).encode())
-        await producer.send_and_wait(
-            CATALOG_EVENTS_TOPIC, json.dumps(updated("Old Name", now - timedelta(days=1))).encode()
-        )
-        marker = make_cloud_event(
-            event_type="com.platform.catalog.product.updated.v1",
-            source="/catalog-service",
-            subject="marker",
-            data={"productId": str(uuid.uuid4()), "name": "marker", "updatedAt": now.isoformat()},
-        )
-        await producer.send_and_wait(CATALOG_EVENTS_TOPIC, json.dumps(marker).encode())
+        for event in (updated("Silksong", now), updated("Old Name", now - timedelta(days=1)), marker):
+            await producer.send_and_wait(CATALOG_EVENTS_TOPIC, json.dumps(event).encode(), key=key)
     finally:
         await producer.stop()
 
-    marker_id = uuid.UUID(marker["data"]["productId"])
-    for _ in range(150):  # events of one partition-less producer may land on any partition: wait for all
+    async def marker_cached() -> bool:
         async with sessions() as session:
-            names_now = dict((await session.execute(select(Product.product_id, Product.name).where(
-                Product.product_id.in_([game, marker_id])))).all())  # fmt: skip
-        if len(names_now) == 2 and names_now[game] == "Silksong":
-            break
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(1.0)
+            name = await session.scalar(select(Product.name).where(Product.product_id == marker_id))
+        return name is not None
+
+    await wait_until(marker_cached, what="the marker product update to reach the product cache")
     [item] = await list_all(stub, user)
     assert item.product.name == "Silksong"
     assert item.product.developer == "Team Cherry"
@@ -327,14 +319,13 @@ async def test_filters_sorts_search_and_pages_are_stable(stub, sessions):
 
     # A page token belongs to its query.
     first = await stub.ListLibraryItems(pb.ListLibraryItemsRequest(page_size=2), metadata=user_metadata(user))
-    reason, fields = await fails(
+    code, reason, fields = await failure(
         stub.ListLibraryItems(
             pb.ListLibraryItemsRequest(page_size=2, page_token=first.next_page_token, search="dark"),
             metadata=user_metadata(user),
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
+        )
     )
-    assert (reason, fields) == ("VALIDATION_FAILED", ["page_token"])
+    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", ["page_token"])
     # Rows added between pages neither shift nor repeat the rest.
     more = uuid.uuid4()
     await upsert(stub, {more: "Aaa First"})
@@ -407,16 +398,15 @@ async def test_hide_categorise_and_install_status_follow_the_update_mask(stub):
         (["is_hidden", "owner"], "update_mask"),
         (["installation_status"], "installation_status"),
     ):
-        _, fields = await fails(
+        refused = await failure(
             stub.UpdateLibraryItem(
                 pb.UpdateLibraryItemRequest(
                     library_item_id=item_id, update_mask=field_mask_pb2.FieldMask(paths=mask)
                 ),
                 metadata=me,
-            ),
-            grpc.StatusCode.INVALID_ARGUMENT,
+            )
         )
-        assert fields == [field]
+        assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", [field])
     [after] = [i for i in await list_all(stub, user) if i.id == item_id]
     assert sorted(after.category_ids) == sorted([coop.id, favourites.id])
 
@@ -432,11 +422,8 @@ async def test_categories_are_unique_per_user_case_insensitively_and_retries_rep
         pb.CreateCategoryRequest(name="RPG", request_id=request_id), metadata=me
     )
     assert replay == first
-    reason, _ = await fails(
-        stub.CreateCategory(pb.CreateCategoryRequest(name="  rpg "), metadata=me),
-        grpc.StatusCode.ALREADY_EXISTS,
-    )
-    assert reason == "CATEGORY_ALREADY_EXISTS"
+    code, reason, _ = await failure(stub.CreateCategory(pb.CreateCategoryRequest(name="  rpg "), metadata=me))
+    assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "CATEGORY_ALREADY_EXISTS")
     await stub.CreateCategory(pb.CreateCategoryRequest(name="action"), metadata=me)
     await stub.CreateCategory(pb.CreateCategoryRequest(name="Puzzle"), metadata=me)
     page = await stub.ListCategories(pb.ListCategoriesRequest(page_size=2), metadata=me)
@@ -477,11 +464,10 @@ async def test_flow_14_6_wishlist_add_duplicate_and_remove_emit_one_event_per_re
         metadata=me,
     )
     assert replay == added
-    reason, _ = await fails(
-        stub.AddWishlistItem(pb.AddWishlistItemRequest(product_id=str(game)), metadata=me),
-        grpc.StatusCode.ALREADY_EXISTS,
+    code, reason, _ = await failure(
+        stub.AddWishlistItem(pb.AddWishlistItemRequest(product_id=str(game)), metadata=me)
     )
-    assert reason == "WISHLIST_ITEM_ALREADY_EXISTS"
+    assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "WISHLIST_ITEM_ALREADY_EXISTS")
     await stub.AddWishlistItem(pb.AddWishlistItemRequest(product_id=str(other)), metadata=me)
     listed = await stub.ListWishlist(pb.ListWishlistRequest(), metadata=me)
     assert [i.product_id for i in listed.items] == [str(other), str(game)]  # newest first
@@ -545,29 +531,26 @@ async def test_user_b_cannot_read_or_change_user_a_data(stub, sessions):
     ).total_size == 0
     assert (await stub.ListCategories(pb.ListCategoriesRequest(), metadata=b)).total_size == 0
     assert (await stub.ListWishlist(pb.ListWishlistRequest(), metadata=b)).total_size == 0
-    reason, _ = await fails(
+    foreign = await failure(
         stub.UpdateLibraryItem(
             pb.UpdateLibraryItemRequest(library_item_id=item.id, is_hidden=True), metadata=b
-        ),
-        grpc.StatusCode.NOT_FOUND,
+        )
     )
-    assert reason == "LIBRARY_ITEM_NOT_FOUND"
-    unknown_reason, _ = await fails(
+    assert foreign == (grpc.StatusCode.NOT_FOUND, "LIBRARY_ITEM_NOT_FOUND", [])
+    unknown = await failure(
         stub.UpdateLibraryItem(
             pb.UpdateLibraryItemRequest(library_item_id=str(uuid.uuid4()), is_hidden=True), metadata=b
-        ),
-        grpc.StatusCode.NOT_FOUND,
+        )
     )
-    assert unknown_reason == reason  # another user's item looks exactly like a missing one
+    assert unknown == foreign  # another user's item looks exactly like a missing one
     # Bob can't file his own item under Alice's category.
     bob_item = (await grant(stub, bob, game)).library_items[0]
-    _, fields = await fails(
+    refused = await failure(
         stub.UpdateLibraryItem(
             pb.UpdateLibraryItemRequest(library_item_id=bob_item.id, category_ids=[category.id]), metadata=b
-        ),
-        grpc.StatusCode.INVALID_ARGUMENT,
+        )
     )
-    assert fields == ["category_ids[0]"]
+    assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", ["category_ids[0]"])
     # Bob's "Mine" category is his own; removing the product from his wishlist leaves Alice's alone.
     await stub.CreateCategory(pb.CreateCategoryRequest(name="Mine"), metadata=b)
     removed = await stub.RemoveWishlistItem(pb.RemoveWishlistItemRequest(product_id=str(game)), metadata=b)
@@ -612,14 +595,15 @@ async def test_internal_rpcs_refuse_user_tokens_and_self_service_rpcs_refuse_ser
         ),
     ]
     for call in internal:
-        reason, _ = await fails(call, grpc.StatusCode.PERMISSION_DENIED)
-        assert reason == "PERMISSION_DENIED"
+        code, reason, _ = await failure(call)
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
     assert await list_all(stub, user) == []
-    await fails(
-        stub.ListLibraryItems(pb.ListLibraryItemsRequest(), metadata=service_metadata()),
-        grpc.StatusCode.PERMISSION_DENIED,
+    code, reason, _ = await failure(
+        stub.ListLibraryItems(pb.ListLibraryItemsRequest(), metadata=service_metadata())
     )
-    await fails(stub.ListWishlist(pb.ListWishlistRequest()), grpc.StatusCode.UNAUTHENTICATED)
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    code, reason, _ = await failure(stub.ListWishlist(pb.ListWishlistRequest()))
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
 
 
 async def test_invalid_input_is_refused_with_field_violations_and_writes_nothing(stub, sessions):
@@ -669,9 +653,7 @@ async def test_invalid_input_is_refused_with_field_violations_and_writes_nothing
         (stub.UpsertProducts(pb.UpsertProductsRequest(), metadata=svc), ["products"]),
     ]  # fmt: skip
     for call, expected in cases:
-        reason, fields = await fails(call, grpc.StatusCode.INVALID_ARGUMENT)
-        assert reason == "VALIDATION_FAILED"
-        assert fields == expected
+        assert await failure(call) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", expected)
     async with sessions() as session:
         items = await session.scalar(
             select(func.count()).select_from(LibraryItem).where(LibraryItem.user_id == user)

@@ -9,7 +9,7 @@ from typing import Any
 
 from library.v1 import achievement_service_pb2 as pb
 from server.core.uow import notification_stream
-from tests.conftest import service_metadata
+from tests.support.auth import service_metadata
 
 UNLOCKED = "com.platform.library.achievement.unlocked.v1"
 

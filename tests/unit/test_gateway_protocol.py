@@ -72,7 +72,7 @@ def test_pong_echoes_the_ping_id():
     assert json.loads(protocol.encode_pong(None)) == {"type": "pong", "id": None, "payload": {}}
 
 
-def test_error_frame_shape():
+def test_error_frame_echoes_the_message_id_and_carries_validation_failed_with_the_message():
     assert json.loads(protocol.encode_error("bad", message_id="x")) == {
         "type": "error",
         "id": "x",
@@ -101,7 +101,7 @@ def test_stream_entries_decode_and_malformed_ones_are_skipped():
         ('{"type":"resume","id":"r1","payload":{"lastId":"0"}}', Resume((0, 0), "r1")),
     ],
 )
-def test_valid_client_messages(raw, expected):
+def test_valid_client_messages_parse_into_their_commands(raw, expected):
     assert protocol.parse_client_message(raw) == expected
 
 

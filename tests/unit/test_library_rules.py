@@ -49,18 +49,20 @@ def test_mask_accepts_json_names_and_star_and_reports_unknown_paths():
 
 
 @pytest.mark.parametrize(
-    ("raw", "problem"),
+    ("raw", "cleaned", "problem"),
     [
-        ("  Favourites ", None),
-        ("   ", "is required"),
-        ("x" * 64, None),
-        ("x" * 65, "must be at most 64 characters"),
-        ("bad\nname", "must not contain control characters"),
+        ("  Favourites ", "Favourites", None),
+        ("\tCo-op\n", "Co-op", None),
+        ("   ", "", "is required"),
+        ("x" * 64, "x" * 64, None),
+        (" " + "x" * 64 + " ", "x" * 64, None),
+        ("x" * 65, "x" * 65, "must be at most 64 characters"),
+        ("bad\nname", "bad\nname", "must not contain control characters"),
     ],
 )
-def test_category_names_are_trimmed_and_checked(raw, problem):
-    assert rules.category_name_problem(rules.clean_category_name(raw)) == problem
-    assert rules.clean_category_name("  Favourites ") == "Favourites"
+def test_category_names_are_trimmed_and_checked(raw, cleaned, problem):
+    assert rules.clean_category_name(raw) == cleaned
+    assert rules.category_name_problem(cleaned) == problem
 
 
 def test_name_search_matches_wildcards_literally():

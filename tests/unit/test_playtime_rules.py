@@ -127,13 +127,13 @@ def test_never_played_product_has_zero_stats():
     ) == (0, 0, None, [])
 
 
-def test_clip_and_seconds():
+def test_overlapping_intervals_count_once_and_clipping_keeps_only_the_part_in_the_window():
     intervals = [Interval(at(0), at(100)), Interval(at(50), at(150))]
     assert seconds(intervals) == 150
     assert clip(intervals, at(120), at(200)) == [Interval(at(120), at(150))]
 
 
-def test_offline_session_rules():
+def test_offline_session_is_rejected_when_empty_reversed_in_the_future_or_over_a_day_long():
     now = at(100_000)
     assert offline_rejection(Interval(at(0), at(3600)), now, CLOCK_SKEW) is None
     assert offline_rejection(Interval(at(10), at(10)), now, CLOCK_SKEW) is OfflineRejection.INVALID_INTERVAL
