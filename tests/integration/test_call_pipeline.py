@@ -81,10 +81,7 @@ HANDLERS = {
 
 @pytest.fixture
 async def pipeline(settings):
-    verifier = TokenVerifier(
-        jwks_file=settings.jwt_jwks_file, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-    )
-    pipeline = CallPipeline(verifier)
+    pipeline = CallPipeline(TokenVerifier.from_settings(settings))
     server = grpc.aio.server()
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(pipeline.wrap(f"/{SERVICE}/{name}", fn))

@@ -34,16 +34,6 @@ DOWNLOAD = "/api/v1/ws/download"
 QUIET = 0.4
 
 
-def _verifier(settings: Settings) -> TokenVerifier:
-    return TokenVerifier(
-        jwks_file=settings.jwt_jwks_file,
-        jwks_url=settings.jwt_jwks_url,
-        hs256_secret=settings.jwt_hs256_secret,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-    )
-
-
 @pytest.fixture(scope="module")
 def gateway_settings(settings: Settings) -> Settings:
     return dataclasses.replace(
@@ -56,7 +46,7 @@ def gateway_settings(settings: Settings) -> Settings:
 
 
 async def _start_gateway(settings: Settings, redis, port: int | None = None) -> Gateway:
-    gateway = Gateway(settings, _verifier(settings), redis)
+    gateway = Gateway(settings, TokenVerifier.from_settings(settings), redis)
     await gateway.start(host="127.0.0.1", port=free_port() if port is None else port)
     return gateway
 
