@@ -24,12 +24,14 @@ import hashlib
 import ipaddress
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from string import Template
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from scripts.lib.envdefaults import env  # noqa: E402
+
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.tmpl"
 
 SERVICES = [
@@ -68,23 +70,6 @@ STRIPPED_REQUEST_HEADERS = [
 
 ERROR_DOMAIN = "library.platform"
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
-
-_env_cache: dict[str, str] | None = None
-
-
-def env(name: str) -> str:
-    """The variable from the environment, else its scripts/lib/env.sh default."""
-    global _env_cache
-    if name in os.environ:
-        return os.environ[name]
-    if _env_cache is None:
-        out = subprocess.run(
-            ["bash", "-c", 'source "$1" >/dev/null && env -0', "bash", str(ROOT / "scripts/lib/env.sh")],
-            check=True,
-            capture_output=True,
-        ).stdout
-        _env_cache = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
-    return _env_cache.get(name, "")
 
 
 def die(message: str) -> None:
