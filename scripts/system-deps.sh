@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack and the benchmark need (PostgreSQL, Redis, h2load, wrk,
-# openssl, curl). Idempotent and fast when everything is present; runs `apt-get update` at most once.
+# curl, runuser). Idempotent and fast when everything is present; runs `apt-get update` at most once.
 # CI runs as root with no standard input.
 set -euo pipefail
 
 missing=()
 have_initdb() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
-have_initdb || missing+=(postgresql postgresql-contrib)
+have_initdb || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 
