@@ -51,6 +51,7 @@ from scripts.bench.procs import (
     Procs,
     StartError,
     envoy_ready,
+    machine_cpu,
     pick_port,
     port_open,
     render_envoy,
@@ -292,10 +293,12 @@ class Bench:
                 log(f"{attr}: {ports} in use, using {picked}")
             setattr(cfg, attr, picked if isinstance(value, tuple) else picked[0])
         started = time.monotonic()
-        busy = cpu_busy(1.0)
+        busy, steal = cpu_busy(1.0)
         self.extra["background_cpu_busy"] = round(busy, 3)
+        self.extra["background_cpu_steal"] = round(steal, 3)
         log(
-            f"background CPU use before the run: {busy:.0%} of {os.cpu_count()} CPUs"
+            f"background CPU use before the run: {busy:.0%} of {os.cpu_count()} CPUs ({steal:.0%} stolen by"
+            " the hypervisor)"
             + ("  <-- other work on this machine will skew the numbers" if busy > 0.15 else "")
         )
 
@@ -536,6 +539,7 @@ class Bench:
                         "failures": x.failures,
                         "cpu_us_per_call": x.cpu.get("cpu_us_per_call"),
                         "machine_busy": x.cpu.get("machine_busy"),
+                        "machine_steal": x.cpu.get("machine_steal"),
                     }
                     for x in results
                 ]
@@ -566,7 +570,7 @@ class Bench:
         header = (
             f"  {'case':<14} {'tool':<6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'requests':>8} "
             f"{'failed':>6} {'srv us/call':>11} {'envoy us/call':>13} {'redis us/call':>13} {'srv cores':>9} "
-            f"{'machine':>7}"
+            f"{'machine':>7} {'steal':>5}"
         )
         print(header)
         print("  " + "-" * (len(header) - 2))
@@ -591,23 +595,27 @@ class Bench:
             envoy = f"{per['envoy']:.0f}" if "envoy" in per else "-"
             redis = f"{per['redis']:.0f}" if "redis" in per else "-"
             busy = f"{cpu['machine_busy']:.0%}" if "machine_busy" in cpu else "-"
+            steal = f"{cpu['machine_steal']:.0%}" if "machine_steal" in cpu else "-"
             print(
                 f"  {label:<14} {c['tool']:<6} {c['rps']:>8.0f} {p50:>7} {p99:>7} {c['requests']:>8} "
-                f"{c['failures']:>6} {srv:>11.0f} {envoy:>13} {redis:>13} {srv_cores:>9.2f} {busy:>7}"
+                f"{c['failures']:>6} {srv:>11.0f} {envoy:>13} {redis:>13} {srv_cores:>9.2f} {busy:>7} "
+                f"{steal:>5}"
             )
         print(
             "  (us/call: CPU time per call of the server process(es), Envoy and the stack's Redis in the"
             " measured window; srv cores: server CPU use; machine: all CPUs busy, load generator and other"
-            " work included)"
+            " work included; steal: CPU time the hypervisor gave to other guests)"
         )
         multi = {name: rs for name, rs in s["rounds"].items() if len(rs) > 1}
         if multi:
             print(
-                "  rounds (req/s; the table shows the best): "
+                "  rounds (req/s, steal; the table shows the best): "
                 + "; ".join(
                     f"{name} "
                     + "/".join(
-                        f"{x['rps']:.0f}" + (f" ({x['failures']} failed)" if x["failures"] else "")
+                        f"{x['rps']:.0f}"
+                        + (f" st{x['machine_steal']:.0%}" if x.get("machine_steal") is not None else "")
+                        + (f" ({x['failures']} failed)" if x["failures"] else "")
                         for x in rs
                     )
                     for name, rs in multi.items()
@@ -655,22 +663,16 @@ def _stack_pid(name: str) -> int | None:
         return None
 
 
-def cpu_busy(seconds: float) -> float:
-    """Fraction of all CPUs busy over `seconds` (from /proc/stat), before the benchmark adds its own load."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)
-        return sum(values), idle
-
+def cpu_busy(seconds: float) -> tuple[float, float]:
+    """(busy, stolen) fractions of all CPUs over `seconds`, before the benchmark adds its own load."""
     try:
-        total0, idle0 = sample()
+        busy0, steal0, total0 = machine_cpu()
         time.sleep(seconds)
-        total1, idle1 = sample()
+        busy1, steal1, total1 = machine_cpu()
     except OSError:
-        return 0.0
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+        return 0.0, 0.0
+    total = max(1e-9, total1 - total0)
+    return (busy1 - busy0) / total, (steal1 - steal0) / total
 
 
 def _version(cmd: list[str]) -> str:

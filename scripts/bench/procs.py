@@ -151,12 +151,14 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+def machine_cpu() -> tuple[float, float, float]:
+    """(busy, stolen, total) CPU seconds of the whole machine so far, from /proc/stat. Stolen time is what
+    the hypervisor gave to other guests (counted in busy): on a shared host it is what skews a round."""
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values) - idle) / _TICK, sum(values) / _TICK
+    steal = values[7] if len(values) > 7 else 0
+    return (sum(values) - idle) / _TICK, steal / _TICK, sum(values) / _TICK
 
 
 class CpuMeter:
@@ -168,10 +170,10 @@ class CpuMeter:
 
     def __init__(self, pids: dict[str, int]):
         self.pids = pids
-        self._start: tuple[float, dict[str, float], tuple[float, float]] | None = None
-        self._stop: tuple[float, dict[str, float], tuple[float, float]] | None = None
+        self._start: tuple[float, dict[str, float], tuple[float, float, float]] | None = None
+        self._stop: tuple[float, dict[str, float], tuple[float, float, float]] | None = None
 
-    def _sample(self) -> tuple[float, dict[str, float], tuple[float, float]]:
+    def _sample(self) -> tuple[float, dict[str, float], tuple[float, float, float]]:
         cpu = {}
         for name, pid in self.pids.items():
             try:
@@ -189,7 +191,7 @@ class CpuMeter:
     def report(self, calls: int) -> dict:
         if self._start is None or self._stop is None:
             return {}
-        (t0, c0, (busy0, total0)), (t1, c1, (busy1, total1)) = self._start, self._stop
+        (t0, c0, (busy0, steal0, total0)), (t1, c1, (busy1, steal1, total1)) = self._start, self._stop
         seconds = t1 - t0
         used = {name: c1[name] - c0[name] for name in self.pids}
         return {
@@ -197,6 +199,7 @@ class CpuMeter:
             "cores_used": {name: round(v / seconds, 3) for name, v in used.items()} if seconds else {},
             "cpu_us_per_call": {name: round(v / calls * 1e6, 1) for name, v in used.items()} if calls else {},
             "machine_busy": round((busy1 - busy0) / max(1e-9, total1 - total0), 3),
+            "machine_steal": round((steal1 - steal0) / max(1e-9, total1 - total0), 3),
             "machine_cores": os.cpu_count(),
         }
 
