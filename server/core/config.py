@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+_FALSE = ("0", "false", "no")
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, str(default)))
-
-
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, str(default)))
+def _parse(raw: str, default: object) -> object:
+    """An environment value as the type of the field's default."""
+    if isinstance(default, bool):
+        return raw.strip().lower() not in _FALSE
+    return type(default)(raw)
 
 
 @dataclass(frozen=True)
@@ -62,50 +60,11 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(
-            grpc_host=_env("GRPC_HOST", cls.grpc_host),
-            grpc_port=_env_int("GRPC_PORT", cls.grpc_port),
-            metrics_port=_env_int("METRICS_PORT", cls.metrics_port),
-            database_url=_env("DATABASE_URL", cls.database_url),
-            db_pool_size=_env_int("DB_POOL_SIZE", cls.db_pool_size),
-            redis_url=_env("REDIS_URL", cls.redis_url),
-            redis_pool_size=_env_int("REDIS_POOL_SIZE", cls.redis_pool_size),
-            kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", cls.kafka_bootstrap_servers),
-            kafka_session_timeout_ms=_env_int("KAFKA_SESSION_TIMEOUT_MS", cls.kafka_session_timeout_ms),
-            kafka_heartbeat_interval_ms=_env_int(
-                "KAFKA_HEARTBEAT_INTERVAL_MS", cls.kafka_heartbeat_interval_ms
-            ),
-            s3_endpoint_url=_env("S3_ENDPOINT_URL", cls.s3_endpoint_url),
-            s3_access_key_id=_env("S3_ACCESS_KEY_ID", cls.s3_access_key_id),
-            s3_secret_access_key=_env("S3_SECRET_ACCESS_KEY", cls.s3_secret_access_key),
-            s3_bucket=_env("S3_BUCKET", cls.s3_bucket),
-            s3_region=_env("S3_REGION", cls.s3_region),
-            jwt_jwks_file=_env("JWT_JWKS_FILE", cls.jwt_jwks_file),
-            jwt_jwks_url=_env("JWT_JWKS_URL", cls.jwt_jwks_url),
-            jwt_hs256_secret=_env("JWT_HS256_SECRET", cls.jwt_hs256_secret),
-            jwt_issuer=_env("JWT_ISSUER", cls.jwt_issuer),
-            jwt_audience=_env("JWT_AUDIENCE", cls.jwt_audience),
-            event_source=_env("EVENT_SOURCE", cls.event_source),
-            outbox_poll_seconds=_env_float("OUTBOX_POLL_SECONDS", cls.outbox_poll_seconds),
-            notification_stream_maxlen=_env_int("NOTIFICATION_STREAM_MAXLEN", cls.notification_stream_maxlen),
-            shutdown_grace_seconds=_env_float("SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
-            log_level=_env("LOG_LEVEL", cls.log_level),
-            workers_enabled=_env("WORKERS_ENABLED", "1") not in ("0", "false", "no"),
-            playtime_heartbeat_interval_seconds=_env_int(
-                "PLAYTIME_HEARTBEAT_INTERVAL_SECONDS", cls.playtime_heartbeat_interval_seconds
-            ),
-            playtime_checkpoint_seconds=_env_float(
-                "PLAYTIME_CHECKPOINT_SECONDS", cls.playtime_checkpoint_seconds
-            ),
-            playtime_reaper_seconds=_env_float("PLAYTIME_REAPER_SECONDS", cls.playtime_reaper_seconds),
-            ws_host=_env("WS_HOST", cls.ws_host),
-            ws_port=_env_int("WS_PORT", cls.ws_port),
-            ws_metrics_port=_env_int("WS_METRICS_PORT", cls.ws_metrics_port),
-            ws_max_connections_per_user=_env_int(
-                "WS_MAX_CONNECTIONS_PER_USER", cls.ws_max_connections_per_user
-            ),
-            ws_ping_interval_seconds=_env_float("WS_PING_INTERVAL_SECONDS", cls.ws_ping_interval_seconds),
-            ws_send_timeout_seconds=_env_float("WS_SEND_TIMEOUT_SECONDS", cls.ws_send_timeout_seconds),
-            ws_write_limit_bytes=_env_int("WS_WRITE_LIMIT_BYTES", cls.ws_write_limit_bytes),
-            ws_redis_pool_size=_env_int("WS_REDIS_POOL_SIZE", cls.ws_redis_pool_size),
-        )
+        """Each field from the environment variable of the same name in upper case (`grpc_port` from
+        GRPC_PORT), else its default."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = os.environ.get(field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(raw, field.default)
+        return cls(**values)
