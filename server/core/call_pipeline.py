@@ -28,11 +28,11 @@ from server.core.errors import (
 )
 
 log = logging.getLogger("access")
+_INTERNAL = rpc_status.to_status(internal_status())  # the same generic answer for anything unexpected
 
 
 async def abort_with(ctx: grpc.aio.ServicerContext, error: DomainError) -> None:
-    status = rpc_status.to_status(error.to_status())
-    await ctx.abort(status.code, status.details, status.trailing_metadata)
+    await ctx.abort_with_status(rpc_status.to_status(error.to_status()))
 
 
 def _read_metadata(metadata) -> tuple[str, str]:
@@ -95,8 +95,7 @@ class CallPipeline:
                 if unavailable is None:
                     code = grpc.StatusCode.INTERNAL
                     log.exception("unhandled error", extra=extra)
-                    status = rpc_status.to_status(internal_status())
-                    await ctx.abort(status.code, status.details, status.trailing_metadata)
+                    await ctx.abort_with_status(_INTERNAL)
                 else:
                     code = unavailable.code
                     log.warning("dependency unavailable: %r", error, extra=extra)
