@@ -2,7 +2,7 @@
 
 v = Validator()
 product_id = v.uuid("product_id", request.product_id)
-v.max_len("notes", request.notes, 2000)
+notes = v.text("notes", request.notes, max_len=2000)
 v.check()          # raises InvalidArgument with all field violations
 """
 
@@ -63,11 +63,6 @@ class Validator:
     def non_negative(self, field: str, value: int) -> int:
         if value < 0:
             self.fail(field, "must not be negative")
-        return value
-
-    def in_range(self, field: str, value: int, low: int, high: int) -> int:
-        if not low <= value <= high:
-            self.fail(field, f"must be between {low} and {high}")
         return value
 
     def enum(self, field: str, value: int, allowed, *, required: bool = False) -> int:
