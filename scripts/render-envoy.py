@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
 """Renders envoy/envoy.yaml.tmpl into an Envoy config (default: $ENVOY_CONFIG, i.e. .local/envoy/envoy.yaml).
 
-Inputs (environment; defaults from scripts/lib/env.sh when unset):
+Inputs (environment; every default comes from scripts/lib/env.sh):
   ENVOY_PORT, ENVOY_ADMIN_PORT          listener and admin ports (both on 127.0.0.1)
   GRPC_UPSTREAMS                        comma-separated host:port of the gRPC server processes
                                         (default $GRPC_HOST:$GRPC_PORT); one LEAST_REQUEST cluster
-  GATEWAY_UPSTREAMS                     comma-separated host:port of the WebSocket relay (default
+  GATEWAY_UPSTREAMS                     comma-separated IP:port of the WebSocket relay (default
                                         127.0.0.1:$WS_PORT)
-  ENVOY_DESCRIPTOR                      descriptor set for the transcoder (default gen/descriptor.binpb)
+  ENVOY_DESCRIPTOR                      descriptor set for the transcoder (default gen/descriptor.binpb);
+                                        every service of the packages scripts/openapi.py documents
+                                        (openapi.PACKAGES) is transcoded
   JWT_JWKS_FILE, JWT_ISSUER, JWT_AUDIENCE
   OPENAPI_FILE                          served at /api/v1/docs when it exists (default gen/openapi.json)
   ENVOY_ACCESS_LOG                      1 (default) = JSON access log on stdout, 0 = none
   ENVOY_REST_TIMEOUT                    route timeout of REST calls (default 30s)
 
 Usage: render-envoy.py [-o FILE|-] [--strict]
-  --strict  fail when the descriptor lacks one of the transcoded services (default: warn and skip it)
+  --strict  fail when the descriptor lacks google/rpc/{status,error_details}.proto (default: warn) or the
+            JWKS file does not exist (default: render anyway; scripts/stack-up.sh creates it)
 """
 
 from __future__ import annotations
@@ -28,20 +31,15 @@ import sys
 from pathlib import Path
 from string import Template
 
+from google.protobuf import descriptor_pb2
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts.lib.envdefaults import env  # noqa: E402
+from scripts.openapi import PACKAGES  # noqa: E402
 
 TEMPLATE = ROOT / "envoy" / "envoy.yaml.tmpl"
 
-SERVICES = [
-    "library.v1.LibraryService",
-    "library.v1.PlaytimeTrackerService",
-    "library.v1.AchievementService",
-    "library.v1.CloudSaveService",
-    "library.v1.GameSettingsSyncService",
-    "download.v1.DownloadService",
-]
 # Needed so that convert_grpc_status can render google.rpc.Status details (SPEC section 4).
 REQUIRED_FILES = ["google/rpc/status.proto", "google/rpc/error_details.proto"]
 
@@ -110,21 +108,19 @@ def parse_upstreams(spec: str, what: str) -> tuple[list[dict], str]:
     return endpoints, "STATIC" if all_ips else "STRICT_DNS"
 
 
-def descriptor_services(path: str) -> tuple[set[str], set[str]] | None:
-    """(service full names, file names) in a FileDescriptorSet, or None when protobuf is unavailable."""
-    try:
-        from google.protobuf import descriptor_pb2
-    except ImportError:
-        return None
+def descriptor_services(path: str) -> tuple[list[str], set[str]]:
+    """(full names of the services to transcode, sorted; file names) of a FileDescriptorSet."""
     fds = descriptor_pb2.FileDescriptorSet()
     try:
         fds.ParseFromString(Path(path).read_bytes())
     except Exception as exc:
         die(f"{path} is not a FileDescriptorSet: {exc}")
-    services = set()
-    for file in fds.file:
-        for service in file.service:
-            services.add(f"{file.package}.{service.name}" if file.package else service.name)
+    services = sorted(
+        f"{file.package}.{service.name}"
+        for file in fds.file
+        if file.package in PACKAGES
+        for service in file.service
+    )
     return services, {f.name for f in fds.file}
 
 
@@ -264,28 +260,18 @@ def docs_route(openapi_file: str) -> tuple[dict, int]:
 
 
 def render(strict: bool) -> str:
-    descriptor = env("ENVOY_DESCRIPTOR") or str(ROOT / "gen" / "descriptor.binpb")
+    descriptor = env("ENVOY_DESCRIPTOR")
     if not Path(descriptor).is_file():
         die(f"descriptor set {descriptor} not found (run `make gen`, or set ENVOY_DESCRIPTOR)")
-    services = list(SERVICES)
-    found = descriptor_services(descriptor)
-    if found is not None:
-        names, files = found
-        missing = [s for s in services if s not in names]
-        if missing:
-            message = f"{descriptor} lacks services {', '.join(missing)}"
-            if strict:
-                die(message)
-            warn(message + " (not transcoded)")
-            services = [s for s in services if s in names]
-        lacking = [f for f in REQUIRED_FILES if f not in files]
-        if lacking:
-            message = f"{descriptor} lacks {', '.join(lacking)}: error details cannot be rendered"
-            if strict:
-                die(message)
-            warn(message)
-        if not services:
-            die(f"{descriptor} has none of the services to transcode")
+    services, files = descriptor_services(descriptor)
+    if not services:
+        die(f"{descriptor} has no service in the packages {', '.join(PACKAGES)}")
+    lacking = [f for f in REQUIRED_FILES if f not in files]
+    if lacking:
+        message = f"{descriptor} lacks {', '.join(lacking)}: error details cannot be rendered"
+        if strict:
+            die(message)
+        warn(message)
 
     jwks = env("JWT_JWKS_FILE")
     if not jwks:
@@ -293,13 +279,13 @@ def render(strict: bool) -> str:
     if strict and not Path(jwks).is_file():
         die(f"JWKS file {jwks} not found (scripts/stack-up.sh creates it)")
 
-    grpc_upstreams = env("GRPC_UPSTREAMS") or f"{env('GRPC_HOST')}:{env('GRPC_PORT')}"
+    grpc_upstreams = env("GRPC_UPSTREAMS")
     grpc_endpoints, grpc_type = parse_upstreams(grpc_upstreams, "GRPC_UPSTREAMS")
-    gateway_upstreams = env("GATEWAY_UPSTREAMS") or f"127.0.0.1:{env('WS_PORT')}"
+    gateway_upstreams = env("GATEWAY_UPSTREAMS")
     gateway_endpoints, gateway_type = parse_upstreams(gateway_upstreams, "GATEWAY_UPSTREAMS")
     if gateway_type != "STATIC":
         die("GATEWAY_UPSTREAMS must be IP:port pairs")
-    openapi_file = env("OPENAPI_FILE") or str(ROOT / "gen" / "openapi.json")
+    openapi_file = env("OPENAPI_FILE")
     route, max_body = docs_route(openapi_file)
 
     for name in ("ENVOY_PORT", "ENVOY_ADMIN_PORT"):
@@ -323,7 +309,7 @@ def render(strict: bool) -> str:
         "MAX_DIRECT_RESPONSE_BYTES": str(max_body),
         "STRIPPED_REQUEST_HEADERS": q(STRIPPED_REQUEST_HEADERS),
         "DOCS_ROUTE": q(route),
-        "REST_TIMEOUT": q(env("ENVOY_REST_TIMEOUT") or "30s"),
+        "REST_TIMEOUT": q(env("ENVOY_REST_TIMEOUT")),
         "JWT_ISSUER": q(env("JWT_ISSUER")),
         "JWT_AUDIENCE": q(env("JWT_AUDIENCE")),
         "JWT_JWKS_FILE": q(jwks),
@@ -344,7 +330,7 @@ def main() -> int:
     parser.add_argument("--strict", action="store_true")
     args = parser.parse_args()
     text = render(args.strict)
-    output = args.output or env("ENVOY_CONFIG") or str(ROOT / ".local" / "envoy" / "envoy.yaml")
+    output = args.output or env("ENVOY_CONFIG")
     if output == "-":
         sys.stdout.write(text)
         return 0

@@ -6,9 +6,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/env.sh"
 source "$ROOT_DIR/scripts/lib/stack.sh"
 
-PG_DATA="$PG_DIR/data"
-PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-
 # Signal everything first (fronts before backends: Envoy, the service and the gateway before the stores),
 # then wait for all of them: shutdowns overlap, so stack-down takes as long as the slowest one.
 declare -a names=() pids=()
@@ -27,14 +24,10 @@ for name in "${ordered[@]}"; do
 done
 
 pg_stopped=0
-if [ -n "$PG_BIN" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
-    pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null || true)"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        (cd / && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 30 stop >/dev/null) || {
-            stack_err "pg_ctl stop failed; see $PG_DIR/postgres.log"
-        }
-        pg_stopped=1
-    fi
+if [ -n "$PG_BIN" ] && pg_running; then
+    pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 30 stop >/dev/null ||
+        stack_err "pg_ctl stop failed; see $PG_LOG"
+    pg_stopped=1
 fi
 
 for i in "${!names[@]}"; do

@@ -17,7 +17,6 @@ ENVOY="$ROOT_DIR/.venv/bin/envoy"
 for bin in "$WEED" "$ENVOY" "$TANSU_BIN"; do
     [ -x "$bin" ] || { stack_err "$bin is missing: run \`make venv\`"; exit 1; }
 done
-PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] || { stack_err "PostgreSQL not installed: run \`make system-deps\`"; exit 1; }
 command -v redis-server >/dev/null || { stack_err "redis-server not installed: run \`make system-deps\`"; exit 1; }
 
@@ -123,23 +122,12 @@ start_envoy() {
     mv -f "$rendered" "$ENVOY_CONFIG"
     ensure_port_free envoy "$ENVOY_PORT" "$ENVOY_ADMIN_PORT"
     stack_start_bg envoy "$ENVOY" -c "$ENVOY_CONFIG" --disable-hot-restart \
-        --concurrency "$ENVOY_CONCURRENCY" --log-level "${ENVOY_LOG_LEVEL:-warn}"
+        --concurrency "$ENVOY_CONCURRENCY" --log-level "$ENVOY_LOG_LEVEL"
     STARTED+=(envoy)
 }
 
 # ---------------------------------------------------------------- PostgreSQL
-PG_DATA="$PG_DIR/data"
-PG_LOG="$PG_DIR/postgres.log"
-# (from / so that a checkout the postgres user cannot enter does not produce warnings)
-pg() { (cd / && runuser -u postgres -- "$@"); }
-
-pg_running() {
-    [ -f "$PG_DATA/postmaster.pid" ] || return 1
-    local pid
-    pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)"
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
-}
-
+# (PG_BIN, PG_DATA, PG_LOG, pg and pg_running come from scripts/lib/stack.sh)
 start_postgres() {
     mkdir -p "$PG_DIR"
     chown postgres: "$PG_DIR"
@@ -157,10 +145,11 @@ start_postgres() {
     ln -sfn "$PG_LOG" "$LOG_DIR/postgres.log"
     if pg_running; then return; fi
     ensure_port_free postgres "$PG_PORT"
-    # Settings on the command line so that env overrides (PG_PORT) apply without editing the cluster.
+    # Settings on the command line so that env overrides (PG_PORT, PG_MAX_CONNECTIONS) apply without editing
+    # the cluster.
     # Durability settings stay at their defaults (fsync, full_page_writes, synchronous_commit).
     local opts="-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PG_DIR"
-    opts+=" -c max_connections=${PG_MAX_CONNECTIONS:-300} -c shared_buffers=${PG_SHARED_BUFFERS:-256MB}"
+    opts+=" -c max_connections=$PG_MAX_CONNECTIONS -c shared_buffers=256MB"
     opts+=" -c log_min_messages=warning -c log_connections=off"
     pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -o "$opts" -w -t "$STACK_TIMEOUT" start >/dev/null || {
         stack_err "pg_ctl start failed"

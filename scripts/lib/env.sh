@@ -37,6 +37,11 @@ export JWT_ISSUER="${JWT_ISSUER:-https://auth.platform.local}"
 export JWT_AUDIENCE="${JWT_AUDIENCE:-library}"
 
 # --- local stack internals (scripts/stack-up.sh) ---
+# How long stack-up.sh (and run.sh / test.sh) waits for a component to answer, in seconds.
+export STACK_TIMEOUT="${STACK_TIMEOUT:-60}"
+# PostgreSQL connection limit (each server process holds up to 2 × DB_POOL_SIZE); applied when stack-up
+# starts the cluster.
+export PG_MAX_CONNECTIONS="${PG_MAX_CONNECTIONS:-300}"
 # SeaweedFS `weed mini` runs master, volume server, filer, S3 gateway and an admin server (+ maintenance
 # worker) in one process; every port it opens is pinned here so nothing lands on its 8333/8888/9333/23646
 # defaults. Each gRPC port is its HTTP port + 10000: some weed components dial "http port + 10000" whatever
@@ -61,10 +66,15 @@ if [ -z "${TANSU_BIN:-}" ]; then
     unset _tansu
 fi
 export TANSU_BIN
-# Envoy edge: the gRPC upstreams (comma-separated host:port; N server processes behind one LEAST_REQUEST
-# cluster), the worker thread count, the descriptor set the transcoder loads and the rendered config.
+# Envoy edge (scripts/render-envoy.py): the gRPC upstreams (comma-separated host:port; N server processes
+# behind one LEAST_REQUEST cluster), the WebSocket relay upstreams (IP:port), the route timeout of REST
+# calls, the worker thread count, the log level, the access log (1 = JSON on stdout, 0 = none), the
+# descriptor set the transcoder loads and the rendered config.
 export GRPC_UPSTREAMS="${GRPC_UPSTREAMS:-$GRPC_HOST:$GRPC_PORT}"
+export GATEWAY_UPSTREAMS="${GATEWAY_UPSTREAMS:-127.0.0.1:$WS_PORT}"
+export ENVOY_REST_TIMEOUT="${ENVOY_REST_TIMEOUT:-30s}"
 export ENVOY_CONCURRENCY="${ENVOY_CONCURRENCY:-1}"
+export ENVOY_LOG_LEVEL="${ENVOY_LOG_LEVEL:-warn}"
 export ENVOY_ACCESS_LOG="${ENVOY_ACCESS_LOG:-1}"
 export ENVOY_DESCRIPTOR="${ENVOY_DESCRIPTOR:-$ROOT_DIR/gen/descriptor.binpb}"
 export ENVOY_CONFIG="${ENVOY_CONFIG:-$LOCAL_DIR/envoy/envoy.yaml}"

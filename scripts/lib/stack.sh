@@ -7,7 +7,24 @@
 
 RUN_DIR="$LOCAL_DIR/run"
 LOG_DIR="$LOCAL_DIR/logs"
-STACK_TIMEOUT="${STACK_TIMEOUT:-60}"
+
+# PostgreSQL (started by stack-up.sh, stopped by stack-down.sh): the newest installed server (empty when
+# none is), its cluster in $PG_DIR.
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+PG_DATA="$PG_DIR/data"
+PG_LOG="$PG_DIR/postgres.log"
+
+# pg CMD... : runs CMD as the postgres user (from / so that a checkout the postgres user cannot enter does
+# not produce warnings).
+pg() { (cd / && runuser -u postgres -- "$@"); }
+
+# pg_running -> succeeds when the cluster's postmaster is alive.
+pg_running() {
+    [ -f "$PG_DATA/postmaster.pid" ] || return 1
+    local pid
+    pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)" || return 1
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
 
 stack_err() { printf 'ERROR: %s\n' "$*" >&2; }
 
@@ -66,7 +83,7 @@ stack_log_tail() {
     [ -f "$log" ] || log="$LOG_DIR/$1.log"
     if [ -f "$log" ]; then
         printf -- '---- last lines of %s ----\n' "$log" >&2
-        tail -n "${STACK_LOG_LINES:-30}" "$log" >&2
+        tail -n 30 "$log" >&2
         printf -- '----\n' >&2
     else
         printf '(no log at %s)\n' "$log" >&2
