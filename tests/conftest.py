@@ -4,13 +4,16 @@ for the whole session, exactly as `python -m server` runs in production."""
 from __future__ import annotations
 
 import os
+import uuid
 
 import grpc
 import pytest
 
+from library.v1 import achievement_service_pb2_grpc
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.redis import create_redis
+from tests.support.ownership import grant
 from tests.support.processes import python_server, wait_serving
 
 
@@ -55,3 +58,16 @@ async def redis(settings: Settings):
     client = create_redis(settings.redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def owner(sessions) -> tuple[uuid.UUID, uuid.UUID]:
+    """(user id, product id): a fresh user owning a fresh product (its library item inserted directly)."""
+    user_id, product_id = uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user_id, product_id)
+    return user_id, product_id
+
+
+@pytest.fixture
+def achievements(channel) -> achievement_service_pb2_grpc.AchievementServiceStub:
+    return achievement_service_pb2_grpc.AchievementServiceStub(channel)

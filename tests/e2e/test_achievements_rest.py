@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
-from library.v1 import achievement_service_pb2_grpc
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
-from tests.support.achievements import achievement, define, unlock_events_of, wait_notifications
-from tests.support.kafka import TopicReader, assert_cloud_event
+from tests.support.achievements import UNLOCKED, achievement, define, wait_notifications
+from tests.support.kafka import TopicReader, about, assert_cloud_event
 from tests.support.ownership import grant
 from tests.support.rest import RestClient, error_reason, violations
 
@@ -22,16 +19,13 @@ PROGRESS = "/api/v1/library/me/achievements/progress"
 STATUS = "/api/v1/library/me/achievements/status"
 
 
-@pytest.fixture
-def stub(channel) -> achievement_service_pb2_grpc.AchievementServiceStub:
-    return achievement_service_pb2_grpc.AchievementServiceStub(channel)
-
-
-async def test_seed_flow_14_3_over_rest_unlocks_publishes_and_notifies(http, stub, sessions, redis, settings):
+async def test_seed_flow_14_3_over_rest_unlocks_publishes_and_notifies(
+    http, achievements, sessions, redis, settings
+):
     user, product, other_product = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("FIRST_BLOOD"), achievement("MARATHON", max_progress=42))
-    await define(stub, other_product, achievement("ELSEWHERE"))
+    await define(achievements, product, achievement("FIRST_BLOOD"), achievement("MARATHON", max_progress=42))
+    await define(achievements, other_product, achievement("ELSEWHERE"))
     me = RestClient(http, user)
 
     status, body = await me.call(
@@ -47,7 +41,7 @@ async def test_seed_flow_14_3_over_rest_unlocks_publishes_and_notifies(http, stu
     assert unlocked["progressPercentage"] == 100
     assert unlocked["achievementApiName"] == "FIRST_BLOOD"
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        [event] = await reader.wait_for(unlock_events_of(user))
+        [event] = await reader.wait_for(about(user, UNLOCKED))
     assert_cloud_event(event)
     assert event["data"]["achievementApiName"] == "FIRST_BLOOD"
     assert event["data"]["productId"] == str(product)
@@ -77,10 +71,10 @@ async def test_seed_flow_14_3_over_rest_unlocks_publishes_and_notifies(http, stu
     assert listing["achievementStatuses"][0]["unlockedAt"] == unlocked["unlockedAt"]
 
 
-async def test_replayed_request_id_over_rest_returns_the_first_body(http, stub, sessions):
+async def test_replayed_request_id_over_rest_returns_the_first_body(http, achievements, sessions):
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("BOSS", max_progress=3))
+    await define(achievements, product, achievement("BOSS", max_progress=3))
     body = {
         "productId": str(product),
         "achievementApiName": "BOSS",
@@ -98,11 +92,11 @@ async def test_replayed_request_id_over_rest_returns_the_first_body(http, stub, 
     assert replay[1]["newlyUnlocked"] is True
 
 
-async def test_rest_errors_carry_reason_and_field_violations(http, stub, sessions):
+async def test_rest_errors_carry_reason_and_field_violations(http, achievements, sessions):
     user, product, unowned = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("OK", max_progress=3))
-    await define(stub, unowned, achievement("OK"))
+    await define(achievements, product, achievement("OK", max_progress=3))
+    await define(achievements, unowned, achievement("OK"))
     me = RestClient(http, user)
 
     status, body = await me.call(
@@ -126,11 +120,11 @@ async def test_rest_errors_carry_reason_and_field_violations(http, stub, session
     assert (error_reason(body), violations(body)) == ("VALIDATION_FAILED", ["product_ids[0]", "page_size"])
 
 
-async def test_user_b_sees_only_their_own_progress_over_rest(http, stub, sessions):
+async def test_user_b_sees_only_their_own_progress_over_rest(http, achievements, sessions):
     user_a, user_b, product = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     for owner in (user_a, user_b):
         await grant(sessions, owner, product)
-    await define(stub, product, achievement("GRIND", max_progress=10))
+    await define(achievements, product, achievement("GRIND", max_progress=10))
     a, b = RestClient(http, user_a), RestClient(http, user_b)
     await a.call(
         "POST", PROGRESS, json={"productId": str(product), "achievementApiName": "GRIND", "progress": 7}

@@ -21,18 +21,18 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scripts.devtokens import mint
+from scripts.devtokens import KEY_ID, mint
+from tests.support.library import grant_entitlements
+from tests.support.rest import ENVOY, ERROR_INFO
 
 ROOT = Path(__file__).resolve().parents[2]
-ENVOY = f"http://127.0.0.1:{os.environ.get('ENVOY_PORT', '8080')}"
 ENVOY_GRPC = f"127.0.0.1:{os.environ.get('ENVOY_PORT', '8080')}"
 ADMIN = f"http://127.0.0.1:{os.environ.get('ENVOY_ADMIN_PORT', '9901')}"
 ITEMS = "/api/v1/library/me/items"
-ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 
-def http(method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes | None = None):
+def _request(method: str, path: str, *, headers: dict[str, str] | None = None, body: bytes | None = None):
     """(status, lower-cased headers, body bytes) of one request through Envoy."""
     request = urllib.request.Request(ENVOY + path, method=method, headers=headers or {}, data=body)
     try:
@@ -46,40 +46,36 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def user_token(**overrides) -> str:
-    if not overrides:
-        return mint(str(uuid.uuid4()))
+def _claims(**overrides) -> dict:
+    """A fresh user's claims, shaped as scripts/devtokens.mint shapes them (for ten minutes), overridden."""
     now = int(time.time())
-    claims = {
+    return {
         "sub": str(uuid.uuid4()),
         "roles": ["user"],
         "iss": os.environ.get("JWT_ISSUER", "https://auth.platform.local"),
         "aud": os.environ.get("JWT_AUDIENCE", "library"),
         "iat": now,
         "exp": now + 600,
+        **overrides,
     }
-    claims.update(overrides)
+
+
+def user_token(**overrides) -> str:
+    """A fresh user's token signed with the stack's key: mint's own, or with claims overridden."""
+    if not overrides:
+        return mint(str(uuid.uuid4()))
     key_file = os.environ.get("JWT_PRIVATE_KEY_FILE") or str(ROOT / ".local" / "jwt" / "private.pem")
     with open(key_file, encoding="utf-8") as f:
-        return jwt.encode(claims, f.read(), algorithm="RS256", headers={"kid": "dev-1"})
+        return jwt.encode(_claims(**overrides), f.read(), algorithm="RS256", headers={"kid": KEY_ID})
 
 
 def foreign_key_token() -> str:
-    """Well-formed, kid dev-1, but signed by a key the edge does not know."""
+    """Well-formed, with the stack's kid, but signed by a key the edge does not know."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    now = int(time.time())
-    claims = {
-        "sub": str(uuid.uuid4()),
-        "roles": ["user"],
-        "iss": os.environ.get("JWT_ISSUER", "https://auth.platform.local"),
-        "aud": os.environ.get("JWT_AUDIENCE", "library"),
-        "iat": now,
-        "exp": now + 600,
-    }
-    return jwt.encode(claims, pem, algorithm="RS256", headers={"kid": "dev-1"})
+    return jwt.encode(_claims(), pem, algorithm="RS256", headers={"kid": KEY_ID})
 
 
 def assert_status_body(body: bytes, code: int, reason: str) -> dict:
@@ -94,7 +90,7 @@ def assert_status_body(body: bytes, code: int, reason: str) -> dict:
 
 
 def test_rest_without_token_is_401_unauthenticated():
-    status, headers, body = http("GET", ITEMS)
+    status, headers, body = _request("GET", ITEMS)
     assert status == 401
     assert headers["content-type"].startswith("application/json")
     assert_status_body(body, 16, "UNAUTHENTICATED")
@@ -111,7 +107,7 @@ def test_rest_without_token_is_401_unauthenticated():
     ],
 )
 def test_rest_with_bad_token_is_401_unauthenticated(token):
-    status, headers, body = http("GET", ITEMS, headers=bearer(token()))
+    status, headers, body = _request("GET", ITEMS, headers=bearer(token()))
     assert status == 401
     assert headers["content-type"].startswith("application/json")
     assert_status_body(body, 16, "UNAUTHENTICATED")
@@ -119,10 +115,10 @@ def test_rest_with_bad_token_is_401_unauthenticated(token):
 
 def test_token_must_be_a_bearer_authorization_header():
     token = user_token()
-    status, _, body = http("GET", f"{ITEMS}?access_token={token}")
+    status, _, body = _request("GET", f"{ITEMS}?access_token={token}")
     assert status == 401
     assert_status_body(body, 16, "UNAUTHENTICATED")
-    status, _, _ = http("GET", ITEMS, headers={"Authorization": f"Basic {token}"})
+    status, _, _ = _request("GET", ITEMS, headers={"Authorization": f"Basic {token}"})
     assert status == 401
 
 
@@ -134,7 +130,7 @@ def test_websocket_handshake_without_token_is_refused_at_the_edge():
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
     }
     for path in ("/api/v1/ws/library", "/ws/library/notifications", "/api/v1/ws/download"):
-        status, _, body = http("GET", path, headers=headers)
+        status, _, body = _request("GET", path, headers=headers)
         assert status == 401, path
         assert_status_body(body, 16, "UNAUTHENTICATED")
 
@@ -143,20 +139,20 @@ def test_websocket_handshake_without_token_is_refused_at_the_edge():
 
 
 def test_unknown_path_under_api_is_404():
-    status, headers, body = http("GET", "/api/v1/library/nope", headers=bearer(user_token()))
+    status, headers, body = _request("GET", "/api/v1/library/nope", headers=bearer(user_token()))
     assert status == 404
     assert headers["content-type"].startswith("application/json")
     assert json.loads(body)["code"] == 5
 
 
 def test_unknown_query_parameter_is_400():
-    status, _, body = http("GET", f"{ITEMS}?noSuchParameter=1", headers=bearer(user_token()))
+    status, _, body = _request("GET", f"{ITEMS}?noSuchParameter=1", headers=bearer(user_token()))
     assert status == 400
     assert_status_body(body, 3, "VALIDATION_FAILED")
 
 
 def test_malformed_json_body_is_400():
-    status, _, body = http(
+    status, _, body = _request(
         "POST",
         "/api/v1/library/me/categories",
         headers={**bearer(user_token()), "Content-Type": "application/json"},
@@ -167,7 +163,7 @@ def test_malformed_json_body_is_400():
 
 
 def test_openapi_document_needs_no_token():
-    status, headers, body = http("GET", "/api/v1/docs")
+    status, headers, body = _request("GET", "/api/v1/docs")
     assert status == 200
     assert headers["content-type"].startswith("application/json")
     document = json.loads(body)
@@ -181,7 +177,7 @@ def test_openapi_document_needs_no_token():
 
 def test_cors_preflight_is_answered_without_token():
     origin = "http://localhost:5173"
-    status, headers, _ = http(
+    status, headers, _ = _request(
         "OPTIONS",
         ITEMS,
         headers={
@@ -198,7 +194,7 @@ def test_cors_preflight_is_answered_without_token():
 
 def test_cors_headers_on_errors_too():
     origin = "https://app.example"
-    status, headers, _ = http("GET", ITEMS, headers={"Origin": origin})
+    status, headers, _ = _request("GET", ITEMS, headers={"Origin": origin})
     assert status == 401
     assert headers["access-control-allow-origin"] == origin
     assert "grpc-status" in headers["access-control-expose-headers"]
@@ -277,7 +273,7 @@ async def test_grpc_health_through_the_edge_needs_no_token(grpc_target):
 
 async def test_rest_with_valid_token_reaches_the_server(grpc_target):
     status, headers, body = await asyncio.to_thread(
-        http, "GET", f"{ITEMS}?pageSize=5", headers=bearer(user_token())
+        _request, "GET", f"{ITEMS}?pageSize=5", headers=bearer(user_token())
     )
     assert status == 200, body
     assert headers["content-type"].startswith("application/json")
@@ -288,21 +284,12 @@ async def test_rest_with_valid_token_reaches_the_server(grpc_target):
 
 async def test_client_identity_headers_do_not_reach_the_server(grpc_target):
     """User A owns a game; user B, claiming to be A in identity headers, still sees only B's library."""
-    from library.v1 import library_service_pb2 as pb
     from library.v1 import library_service_pb2_grpc
 
     owner, intruder, product = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    service = (("authorization", f"Bearer {mint('service:test', roles=('service',))}"),)
     async with grpc.aio.insecure_channel(ENVOY_GRPC) as channel:
-        await library_service_pb2_grpc.LibraryServiceStub(channel).GrantEntitlements(
-            pb.GrantEntitlementsRequest(
-                user_id=str(owner),
-                items=[
-                    pb.EntitlementGrant(product_id=str(product), acquisition_type=pb.LibraryItem.PURCHASE)
-                ],
-            ),
-            metadata=service,
-            timeout=10,
+        await grant_entitlements(
+            library_service_pb2_grpc.LibraryServiceStub(channel), owner, product, timeout=10
         )
     spoofed = {
         "x-user-id": str(owner),
@@ -311,11 +298,11 @@ async def test_client_identity_headers_do_not_reach_the_server(grpc_target):
         "x-forwarded-user": str(owner),
     }
     status, _, body = await asyncio.to_thread(
-        http, "GET", ITEMS, headers={**bearer(mint(str(intruder))), **spoofed}
+        _request, "GET", ITEMS, headers={**bearer(mint(str(intruder))), **spoofed}
     )
     assert status == 200, body
     assert json.loads(body)["totalSize"] == 0
-    status, _, body = await asyncio.to_thread(http, "GET", ITEMS, headers=bearer(mint(str(owner))))
+    status, _, body = await asyncio.to_thread(_request, "GET", ITEMS, headers=bearer(mint(str(owner))))
     assert status == 200, body
     assert [item["productId"] for item in json.loads(body)["items"]] == [str(product)]
 

@@ -11,8 +11,8 @@ import pytest
 from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
-from tests.support.auth import service_metadata
-from tests.support.kafka import TopicReader, assert_cloud_event
+from tests.support.kafka import TopicReader, about, assert_cloud_event
+from tests.support.library import grant_entitlements, upsert_products
 from tests.support.rest import ENVOY, RestClient, error_reason, violations
 
 ME = "/api/v1/library/me"
@@ -24,23 +24,11 @@ async def library(channel):
 
 
 async def own(library, user: uuid.UUID, titles: list[str]) -> dict[str, str]:
-    """Caches the products and grants them to the user (the internal RPCs have no REST route)."""
-    products = {title: str(uuid.uuid4()) for title in titles}
-    await library.UpsertProducts(
-        pb.UpsertProductsRequest(products=[pb.Product(product_id=p, name=t) for t, p in products.items()]),
-        metadata=service_metadata(),
-    )
-    await library.GrantEntitlements(
-        pb.GrantEntitlementsRequest(
-            user_id=str(user),
-            items=[
-                pb.EntitlementGrant(product_id=p, acquisition_type=pb.LibraryItem.GIFT)
-                for p in products.values()
-            ],
-        ),
-        metadata=service_metadata(),
-    )
-    return products
+    """Caches the products and gives them to the user (the internal RPCs have no REST route): title → id."""
+    products = {uuid.uuid4(): title for title in titles}
+    await upsert_products(library, products)
+    await grant_entitlements(library, user, *products, acquisition_type=pb.LibraryItem.GIFT)
+    return {title: str(product) for product, title in products.items()}
 
 
 async def test_flow_14_1_browse_hide_categorise_filter_sort_search_and_page_over_rest(
@@ -102,9 +90,7 @@ async def test_flow_14_1_browse_hide_categorise_filter_sort_search_and_page_over
 
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
         added = await reader.wait_for(
-            lambda e: (
-                e.get("subject") == str(me.user) and e.get("type") == "com.platform.library.item.added.v1"
-            ),
+            about(me.user, "com.platform.library.item.added.v1"),
             count=4,
         )
     assert len(added) == 4
@@ -136,11 +122,9 @@ async def test_flow_14_6_wishlist_add_duplicate_and_remove_over_rest(http, libra
     assert listed.get("items", []) == []
 
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        await reader.wait_for(
-            lambda e: e.get("subject") == str(me.user) and e["type"].endswith("wishlist.item.removed.v1")
-        )
+        await reader.wait_for(about(me.user, "com.platform.library.wishlist.item.removed.v1"))
         await reader.drain(1.0)
-    mine = [e for e in reader.events if e.get("subject") == str(me.user)]
+    mine = reader.matching(about(me.user))
     assert [e["type"] for e in mine] == [
         "com.platform.library.wishlist.item.added.v1",
         "com.platform.library.wishlist.item.removed.v1",

@@ -7,11 +7,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
-from tests.support.kafka import TopicReader, assert_cloud_event
-from tests.support.ownership import grant
+from tests.support.kafka import TopicReader, about, assert_cloud_event
 from tests.support.rest import RestClient, error_reason, violations
 
 BASE = "/api/v1/library/me/playtime"
@@ -21,13 +18,6 @@ UPDATED = "com.platform.library.playtime.updated.v1"
 
 def rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-@pytest.fixture
-async def owner(sessions):
-    user_id, product_id = uuid.uuid4(), uuid.uuid4()
-    await grant(sessions, user_id, product_id)
-    return user_id, product_id
 
 
 async def test_seed_flow_14_2_over_rest_start_heartbeat_end_and_stats(http, owner, settings):
@@ -70,7 +60,7 @@ async def test_seed_flow_14_2_over_rest_start_heartbeat_end_and_stats(http, owne
     assert entry["lastPlayedAt"] == ended["lastPlayedAt"]
 
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        events = await reader.wait_for(lambda e: e.get("subject") == str(user_id), count=2)
+        events = await reader.wait_for(about(user_id), count=2)
     for event in events:
         assert_cloud_event(event)
     by_type = {e["type"]: e["data"] for e in events}

@@ -15,30 +15,24 @@ import pytest
 from sqlalchemy import func, select
 
 from library.v1 import achievement_service_pb2 as pb
-from library.v1 import achievement_service_pb2_grpc
 from server.achievements.tables import AchievementDefinition, UserAchievement
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
 from server.core.replay import RequestReplay
 from tests.support.achievements import (
+    UNLOCKED,
     achievement,
     define,
     notifications,
-    unlock_events_of,
     wait_notifications,
 )
 from tests.support.auth import service_metadata, user_metadata
 from tests.support.grpc_errors import failure
-from tests.support.kafka import TopicReader, assert_cloud_event
+from tests.support.kafka import TopicReader, about, assert_cloud_event
 from tests.support.ownership import grant
 
 
-@pytest.fixture
-def stub(channel) -> achievement_service_pb2_grpc.AchievementServiceStub:
-    return achievement_service_pb2_grpc.AchievementServiceStub(channel)
-
-
-async def report(stub, user_id, product_id, api_name, progress, request_id=""):
-    return await stub.UpdateAchievementProgress(
+async def report(achievements, user_id, product_id, api_name, progress, request_id=""):
+    return await achievements.UpdateAchievementProgress(
         pb.UpdateAchievementProgressRequest(
             product_id=str(product_id),
             achievement_api_name=api_name,
@@ -49,21 +43,21 @@ async def report(stub, user_id, product_id, api_name, progress, request_id=""):
     )
 
 
-async def list_statuses(stub, user_id, product_ids, **kwargs):
-    return await stub.ListAchievementStatuses(
+async def list_statuses(achievements, user_id, product_ids, **kwargs):
+    return await achievements.ListAchievementStatuses(
         pb.ListAchievementStatusesRequest(product_ids=[str(p) for p in product_ids], **kwargs),
         metadata=user_metadata(user_id),
     )
 
 
 async def test_seed_flow_14_3_unlock_is_stored_published_as_cloud_event_and_notified(
-    stub, sessions, redis, settings
+    achievements, sessions, redis, settings
 ):
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("FIRST_BLOOD"))
+    await define(achievements, product, achievement("FIRST_BLOOD"))
 
-    reply = await report(stub, user, product, "FIRST_BLOOD", 1)
+    reply = await report(achievements, user, product, "FIRST_BLOOD", 1)
 
     status = reply.achievement_status
     assert reply.newly_unlocked is True
@@ -77,7 +71,7 @@ async def test_seed_flow_14_3_unlock_is_stored_published_as_cloud_event_and_noti
     assert status.global_unlock_rate == 1.0
     unlocked_at = status.unlocked_at.ToJsonString()
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        [event] = await reader.wait_for(unlock_events_of(user))
+        [event] = await reader.wait_for(about(user, UNLOCKED))
         assert reader.keys[reader.events.index(event)] == str(user).encode()
     assert_cloud_event(event)
     assert event["data"] == {
@@ -95,42 +89,42 @@ async def test_seed_flow_14_3_unlock_is_stored_published_as_cloud_event_and_noti
         "achievementName": "FIRST_BLOOD name",
         "timestamp": event["data"]["unlockedTimestamp"],
     }
-    listed = await list_statuses(stub, user, [product])
+    listed = await list_statuses(achievements, user, [product])
     assert [(s.achievement_api_name, s.is_unlocked) for s in listed.achievement_statuses] == [
         ("FIRST_BLOOD", True)
     ]
     assert listed.achievement_statuses[0].unlocked_at == status.unlocked_at
 
 
-async def test_progress_never_decreases_is_capped_at_max_and_unlocks_at_max(stub, sessions):
+async def test_progress_never_decreases_is_capped_at_max_and_unlocks_at_max(achievements, sessions):
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("KILL_100", max_progress=100))
+    await define(achievements, product, achievement("KILL_100", max_progress=100))
 
-    assert (await report(stub, user, product, "KILL_100", 40)).achievement_status.progress == 40
-    lower = await report(stub, user, product, "KILL_100", 10)
+    assert (await report(achievements, user, product, "KILL_100", 40)).achievement_status.progress == 40
+    lower = await report(achievements, user, product, "KILL_100", 10)
     assert (lower.achievement_status.progress, lower.achievement_status.progress_percentage) == (40, 40)
     assert lower.newly_unlocked is False
-    capped = await report(stub, user, product, "KILL_100", 1_000_000)
+    capped = await report(achievements, user, product, "KILL_100", 1_000_000)
     assert capped.newly_unlocked is True
     assert (capped.achievement_status.progress, capped.achievement_status.is_unlocked) == (100, True)
 
 
-async def test_unlock_is_permanent_and_keeps_its_first_time(stub, sessions, redis):
+async def test_unlock_is_permanent_and_keeps_its_first_time(achievements, sessions, redis):
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("WIN", max_progress=3))
-    first = await report(stub, user, product, "WIN", 3)
+    await define(achievements, product, achievement("WIN", max_progress=3))
+    first = await report(achievements, user, product, "WIN", 3)
     await asyncio.sleep(0.05)
-    again = await report(stub, user, product, "WIN", 3)
-    lower = await report(stub, user, product, "WIN", 0)
+    again = await report(achievements, user, product, "WIN", 3)
+    lower = await report(achievements, user, product, "WIN", 0)
 
     assert first.newly_unlocked and not again.newly_unlocked and not lower.newly_unlocked
     assert again.achievement_status.unlocked_at == first.achievement_status.unlocked_at
     assert lower.achievement_status.is_unlocked and lower.achievement_status.progress == 3
     # Re-defining with a higher max keeps the unlock and its time.
-    await define(stub, product, achievement("WIN", max_progress=10))
-    [status] = (await list_statuses(stub, user, [product])).achievement_statuses
+    await define(achievements, product, achievement("WIN", max_progress=10))
+    [status] = (await list_statuses(achievements, user, [product])).achievement_statuses
     assert (status.is_unlocked, status.unlocked_at, status.progress_percentage) == (
         True,
         first.achievement_status.unlocked_at,
@@ -141,21 +135,21 @@ async def test_unlock_is_permanent_and_keeps_its_first_time(stub, sessions, redi
 
 
 async def test_twenty_concurrent_unlock_calls_unlock_once_with_one_event_and_one_notification(
-    stub, sessions, redis, settings
+    achievements, sessions, redis, settings
 ):
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("SPEEDRUN", max_progress=5))
+    await define(achievements, product, achievement("SPEEDRUN", max_progress=5))
 
-    replies = await asyncio.gather(*(report(stub, user, product, "SPEEDRUN", 5) for _ in range(20)))
+    replies = await asyncio.gather(*(report(achievements, user, product, "SPEEDRUN", 5) for _ in range(20)))
 
     assert sum(r.newly_unlocked for r in replies) == 1
     assert all(r.achievement_status.is_unlocked for r in replies)
     assert len({r.achievement_status.unlocked_at.ToJsonString() for r in replies}) == 1
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        await reader.wait_for(unlock_events_of(user))
+        await reader.wait_for(about(user, UNLOCKED))
         await reader.drain(2.0)
-    assert len([e for e in reader.events if unlock_events_of(user)(e)]) == 1
+    assert len(reader.matching(about(user, UNLOCKED))) == 1
     assert len(await wait_notifications(redis, user, 1)) == 1
     async with sessions() as session:
         unlocked_count = await session.scalar(
@@ -165,63 +159,63 @@ async def test_twenty_concurrent_unlock_calls_unlock_once_with_one_event_and_one
 
 
 async def test_replayed_request_id_returns_the_first_response_and_emits_nothing_more(
-    stub, sessions, redis, settings
+    achievements, sessions, redis, settings
 ):
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("COLLECTOR", max_progress=2))
+    await define(achievements, product, achievement("COLLECTOR", max_progress=2))
     request_id = str(uuid.uuid4())
 
     replies = await asyncio.gather(
-        *(report(stub, user, product, "COLLECTOR", 2, request_id=request_id) for _ in range(10))
+        *(report(achievements, user, product, "COLLECTOR", 2, request_id=request_id) for _ in range(10))
     )
-    replay = await report(stub, user, product, "COLLECTOR", 2, request_id=request_id)
-    fresh = await report(stub, user, product, "COLLECTOR", 2, request_id=str(uuid.uuid4()))
+    replay = await report(achievements, user, product, "COLLECTOR", 2, request_id=request_id)
+    fresh = await report(achievements, user, product, "COLLECTOR", 2, request_id=str(uuid.uuid4()))
 
     assert all(r == replies[0] for r in [*replies, replay])
     assert replay.newly_unlocked is True
     assert fresh.newly_unlocked is False
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        await reader.wait_for(unlock_events_of(user))
+        await reader.wait_for(about(user, UNLOCKED))
         await reader.drain(2.0)
-    assert len([e for e in reader.events if unlock_events_of(user)(e)]) == 1
+    assert len(reader.matching(about(user, UNLOCKED))) == 1
     assert len(await wait_notifications(redis, user, 1)) == 1
 
 
-async def test_a_replay_returns_the_first_response_even_after_later_progress(stub, sessions):
+async def test_a_replay_returns_the_first_response_even_after_later_progress(achievements, sessions):
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("STEPS", max_progress=10))
+    await define(achievements, product, achievement("STEPS", max_progress=10))
     request_id = str(uuid.uuid4())
-    first = await report(stub, user, product, "STEPS", 4, request_id=request_id)
-    await report(stub, user, product, "STEPS", 7)
+    first = await report(achievements, user, product, "STEPS", 4, request_id=request_id)
+    await report(achievements, user, product, "STEPS", 7)
 
-    replay = await report(stub, user, product, "STEPS", 4, request_id=request_id)
+    replay = await report(achievements, user, product, "STEPS", 4, request_id=request_id)
 
     assert replay == first
     assert replay.achievement_status.progress == 4
 
 
-async def test_listing_orders_masks_hidden_paginates_and_reports_unlock_rates(stub, sessions):
+async def test_listing_orders_masks_hidden_paginates_and_reports_unlock_rates(achievements, sessions):
     user, other, product_a, product_b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     for owner in (user, other):
         await grant(sessions, owner, product_a)
     await grant(sessions, user, product_b)
     await define(
-        stub,
+        achievements,
         product_a,
         achievement("SECRET", hidden=True, order=2),
         achievement("BETA", order=1),
         achievement("ALPHA", order=1),
         achievement("SECRET_FOUND", hidden=True, order=3),
     )
-    await define(stub, product_b, achievement("B_ONE", max_progress=4))
-    await report(stub, user, product_a, "SECRET_FOUND", 1)
-    await report(stub, user, product_b, "B_ONE", 1)
+    await define(achievements, product_b, achievement("B_ONE", max_progress=4))
+    await report(achievements, user, product_a, "SECRET_FOUND", 1)
+    await report(achievements, user, product_b, "B_ONE", 1)
 
     pages, token = [], ""
     while True:
-        page = await list_statuses(stub, user, [product_b, product_a], page_size=2, page_token=token)
+        page = await list_statuses(achievements, user, [product_b, product_a], page_size=2, page_token=token)
         pages.append(page)
         token = page.next_page_token
         if not token:
@@ -251,56 +245,56 @@ async def test_listing_orders_masks_hidden_paginates_and_reports_unlock_rates(st
     assert by_name["ALPHA"].global_unlock_rate == 0.0
     # A page token belongs to its query.
     refused = await failure(
-        list_statuses(stub, user, [product_a], page_size=2, page_token=pages[0].next_page_token)
+        list_statuses(achievements, user, [product_a], page_size=2, page_token=pages[0].next_page_token)
     )
     assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", ["page_token"])
 
 
-async def test_user_b_can_neither_see_nor_change_user_a_progress(stub, sessions):
+async def test_user_b_can_neither_see_nor_change_user_a_progress(achievements, sessions):
     user_a, user_b, product = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user_a, product)
-    await define(stub, product, achievement("LEVEL", max_progress=10))
-    await report(stub, user_a, product, "LEVEL", 6)
+    await define(achievements, product, achievement("LEVEL", max_progress=10))
+    await report(achievements, user_a, product, "LEVEL", 6)
 
     # B does not own the product: listed with zero progress, and may not report any.
-    [seen_by_b] = (await list_statuses(stub, user_b, [product])).achievement_statuses
+    [seen_by_b] = (await list_statuses(achievements, user_b, [product])).achievement_statuses
     assert (seen_by_b.progress, seen_by_b.is_unlocked) == (0, False)
-    code, reason, _ = await failure(report(stub, user_b, product, "LEVEL", 10))
+    code, reason, _ = await failure(report(achievements, user_b, product, "LEVEL", 10))
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PRODUCT_ACCESS_DENIED")
 
     # B owns it too: B's reports change only B's progress.
     await grant(sessions, user_b, product)
-    assert (await report(stub, user_b, product, "LEVEL", 10)).newly_unlocked is True
-    [a_view] = (await list_statuses(stub, user_a, [product])).achievement_statuses
+    assert (await report(achievements, user_b, product, "LEVEL", 10)).newly_unlocked is True
+    [a_view] = (await list_statuses(achievements, user_a, [product])).achievement_statuses
     assert (a_view.progress, a_view.is_unlocked) == (6, False)
 
 
-async def test_unowned_product_is_product_access_denied_and_writes_nothing(stub, sessions):
+async def test_unowned_product_is_product_access_denied_and_writes_nothing(achievements, sessions):
     user, product = uuid.uuid4(), uuid.uuid4()
-    await define(stub, product, achievement("FIRST_BLOOD"))
+    await define(achievements, product, achievement("FIRST_BLOOD"))
 
     code, reason, _ = await failure(
-        report(stub, user, product, "FIRST_BLOOD", 1, request_id=str(uuid.uuid4()))
+        report(achievements, user, product, "FIRST_BLOOD", 1, request_id=str(uuid.uuid4()))
     )
 
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PRODUCT_ACCESS_DENIED")
     assert await _rows_of(sessions, user) == (0, 0)
 
 
-async def test_unknown_achievement_is_not_found(stub, sessions):
+async def test_unknown_achievement_is_not_found(achievements, sessions):
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("FIRST_BLOOD"))
+    await define(achievements, product, achievement("FIRST_BLOOD"))
 
-    code, reason, _ = await failure(report(stub, user, product, "NO_SUCH_THING", 1))
+    code, reason, _ = await failure(report(achievements, user, product, "NO_SUCH_THING", 1))
 
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "ACHIEVEMENT_NOT_FOUND")
 
 
-async def test_definition_upsert_refuses_user_tokens_and_writes_nothing(stub, sessions):
+async def test_definition_upsert_refuses_user_tokens_and_writes_nothing(achievements, sessions):
     user, product = uuid.uuid4(), uuid.uuid4()
     code, reason, _ = await failure(
-        stub.UpsertAchievementDefinitions(
+        achievements.UpsertAchievementDefinitions(
             pb.UpsertAchievementDefinitionsRequest(product_id=str(product), definitions=[achievement("X")]),
             metadata=user_metadata(user),
         )
@@ -309,24 +303,26 @@ async def test_definition_upsert_refuses_user_tokens_and_writes_nothing(stub, se
     assert await _definitions_of(sessions, product) == 0
 
 
-async def test_self_service_rpcs_refuse_calls_without_a_user_token(stub):
+async def test_self_service_rpcs_refuse_calls_without_a_user_token(achievements):
     code, reason, _ = await failure(
-        stub.ListAchievementStatuses(
+        achievements.ListAchievementStatuses(
             pb.ListAchievementStatusesRequest(product_ids=[str(uuid.uuid4())]), metadata=service_metadata()
         )
     )
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
-    code, reason, _ = await failure(stub.UpdateAchievementProgress(pb.UpdateAchievementProgressRequest()))
+    code, reason, _ = await failure(
+        achievements.UpdateAchievementProgress(pb.UpdateAchievementProgressRequest())
+    )
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
 
 
-async def test_upsert_keeps_other_definitions_and_progress_and_counts_what_it_wrote(stub, sessions):
+async def test_upsert_keeps_other_definitions_and_progress_and_counts_what_it_wrote(achievements, sessions):
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("A", max_progress=10), achievement("B"))
-    await report(stub, user, product, "A", 8)
+    await define(achievements, product, achievement("A", max_progress=10), achievement("B"))
+    await report(achievements, user, product, "A", 8)
 
-    reply = await stub.UpsertAchievementDefinitions(
+    reply = await achievements.UpsertAchievementDefinitions(
         pb.UpsertAchievementDefinitionsRequest(
             product_id=str(product), definitions=[achievement("A", max_progress=5), achievement("C")]
         ),
@@ -334,11 +330,11 @@ async def test_upsert_keeps_other_definitions_and_progress_and_counts_what_it_wr
     )
 
     assert reply.upserted_count == 2
-    statuses = (await list_statuses(stub, user, [product])).achievement_statuses
+    statuses = (await list_statuses(achievements, user, [product])).achievement_statuses
     assert [s.achievement_api_name for s in statuses] == ["A", "B", "C"]
     # Lowering max does not unlock retroactively; the next report does.
     assert (statuses[0].max_progress, statuses[0].is_unlocked) == (5, False)
-    assert (await report(stub, user, product, "A", 0)).newly_unlocked is True
+    assert (await report(achievements, user, product, "A", 0)).newly_unlocked is True
 
 
 LONG_NAME = "A" * 129
@@ -357,15 +353,15 @@ LONG_NAME = "A" * 129
     ],
 )
 async def test_invalid_progress_reports_are_rejected_with_field_violations_and_write_nothing(
-    stub, sessions, request_fields, bad_fields
+    achievements, sessions, request_fields, bad_fields
 ):
     user, product = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, product)
-    await define(stub, product, achievement("OK", max_progress=3))
+    await define(achievements, product, achievement("OK", max_progress=3))
     fields = {"product_id": str(product), "achievement_api_name": "OK", "progress": 3, **request_fields}
 
     refused = await failure(
-        stub.UpdateAchievementProgress(
+        achievements.UpdateAchievementProgress(
             pb.UpdateAchievementProgressRequest(**fields), metadata=user_metadata(user)
         )
     )
@@ -389,11 +385,11 @@ async def test_invalid_progress_reports_are_rejected_with_field_violations_and_w
     ],
 )
 async def test_invalid_definitions_are_rejected_with_field_violations_and_write_nothing(
-    stub, sessions, definitions, bad_fields
+    achievements, sessions, definitions, bad_fields
 ):
     product = uuid.uuid4()
     refused = await failure(
-        stub.UpsertAchievementDefinitions(
+        achievements.UpsertAchievementDefinitions(
             pb.UpsertAchievementDefinitionsRequest(product_id=str(product), definitions=definitions),
             metadata=service_metadata(),
         )
@@ -412,9 +408,9 @@ async def test_invalid_definitions_are_rejected_with_field_violations_and_write_
         ({"product_ids": [str(uuid.uuid4())], "page_token": "garbage!"}, ["page_token"]),
     ],
 )
-async def test_invalid_listings_are_rejected_with_field_violations(stub, request_fields, bad_fields):
+async def test_invalid_listings_are_rejected_with_field_violations(achievements, request_fields, bad_fields):
     refused = await failure(
-        stub.ListAchievementStatuses(
+        achievements.ListAchievementStatuses(
             pb.ListAchievementStatusesRequest(**request_fields), metadata=user_metadata(uuid.uuid4())
         )
     )

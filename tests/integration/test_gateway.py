@@ -23,7 +23,6 @@ from gateway.streams import connections_key
 from scripts.devtokens import mint
 from server.core.auth import TokenVerifier
 from server.core.config import Settings
-from server.core.db import create_engine, create_sessionmaker
 from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
 from server.core.uow import UnitOfWorkFactory, notification_stream
@@ -134,10 +133,8 @@ async def test_a_new_connection_gets_only_new_notifications(gateway, redis):
         assert (await _recv(ws))["payload"] == {"n": "new"}
 
 
-async def test_unit_of_work_notification_reaches_the_socket(gateway, redis, settings):
+async def test_unit_of_work_notification_reaches_the_socket(gateway, redis, settings, sessions):
     """The production path: uow.notify → outbox row → relay → stream → socket."""
-    engine = create_engine(settings.database_url, pool_size=2)
-    sessions = create_sessionmaker(engine)
     relay = OutboxRelay(sessions, redis, lambda: KafkaPublisher(settings.kafka_bootstrap_servers))
     uow_factory = UnitOfWorkFactory(sessions, "/library-service/test", lambda: None)
     user = uuid.uuid4()
@@ -154,7 +151,6 @@ async def test_unit_of_work_notification_reaches_the_socket(gateway, redis, sett
             assert frame["id"] == entry_id.decode()
     finally:
         relay._reset_publisher()
-        await engine.dispose()
 
 
 async def test_users_receive_only_their_own_notifications(gateway, other_gateway, redis):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
 
 from server.core.db import create_engine
 from server.core.health import HealthMonitor
@@ -41,9 +42,7 @@ async def test_serving_while_database_and_redis_answer(settings):
 
 
 async def test_not_serving_when_the_database_is_unreachable(settings):
-    dead = settings.database_url.replace(
-        settings.database_url.split("@")[1].split("/")[0], f"127.0.0.1:{free_port()}"
-    )
+    dead = make_url(settings.database_url).set(port=free_port()).render_as_string(hide_password=False)
     statuses = await _statuses(dead, settings.redis_url)
     assert set(statuses.values()) == {health_pb2.HealthCheckResponse.NOT_SERVING}
 

@@ -5,13 +5,11 @@ isolation between users, the service role, and input validation."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaProducer
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from sqlalchemy import func, select, update
 
@@ -27,7 +25,8 @@ from server.library.entitlements import owned_item
 from server.library.tables import Category, LibraryItem, Product, WishlistItem
 from tests.support.auth import service_metadata, user_metadata
 from tests.support.grpc_errors import failure
-from tests.support.kafka import TopicReader, assert_cloud_event
+from tests.support.kafka import TopicReader, about, assert_cloud_event, publish
+from tests.support.library import grant_entitlements, upsert_products
 from tests.support.waiting import wait_until
 
 Item = pb.LibraryItem
@@ -40,23 +39,6 @@ WISHLIST_REMOVED = "com.platform.library.wishlist.item.removed.v1"
 @pytest.fixture
 def stub(channel) -> library_service_pb2_grpc.LibraryServiceStub:
     return library_service_pb2_grpc.LibraryServiceStub(channel)
-
-
-async def upsert(stub, names: dict[uuid.UUID, str]) -> None:
-    products = [pb.Product(product_id=str(p), name=n, product_type=pb.Product.GAME) for p, n in names.items()]
-    await stub.UpsertProducts(pb.UpsertProductsRequest(products=products), metadata=service_metadata())
-
-
-async def grant(stub, user: uuid.UUID, *products: uuid.UUID, order_id: str = "", request_id: str = ""):
-    return await stub.GrantEntitlements(
-        pb.GrantEntitlementsRequest(
-            user_id=str(user),
-            items=[pb.EntitlementGrant(product_id=str(p), acquisition_type=Item.PURCHASE) for p in products],
-            order_id=order_id,
-            request_id=request_id,
-        ),
-        metadata=service_metadata(),
-    )
 
 
 async def list_all(stub, user: uuid.UUID, **filters) -> list[pb.LibraryItem]:
@@ -78,20 +60,11 @@ def names(items) -> list[str]:
     return [i.product.name for i in items]
 
 
-def of(user: uuid.UUID, event_type: str):
-    """Predicate: a CloudEvent of this type about this user."""
-    return lambda e: e.get("subject") == str(user) and e.get("type") == event_type
-
-
-def events_of(reader: TopicReader, user: uuid.UUID, event_type: str) -> list[dict]:
-    return [e for e in reader.events if of(user, event_type)(e)]
-
-
 async def test_flow_14_1_granted_games_are_listed_with_metadata_and_announced_once(stub, settings):
     user, game, dlc = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    await upsert(stub, {game: "Hollow Knight", dlc: "Hollow Knight OST"})
+    await upsert_products(stub, {game: "Hollow Knight", dlc: "Hollow Knight OST"})
     order = str(uuid.uuid4())
-    granted = await grant(stub, user, game, dlc, order_id=order)
+    granted = await grant_entitlements(stub, user, game, dlc, order_id=order)
     assert sorted(granted.newly_granted_product_ids) == sorted([str(game), str(dlc)])
 
     page = await stub.ListLibraryItems(
@@ -106,9 +79,9 @@ async def test_flow_14_1_granted_games_are_listed_with_metadata_and_announced_on
     assert not item.is_hidden
 
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        await reader.wait_for(of(user, ITEM_ADDED), count=2)
+        await reader.wait_for(about(user, ITEM_ADDED), count=2)
         await reader.drain(1.0)
-    added = events_of(reader, user, ITEM_ADDED)
+    added = reader.matching(about(user, ITEM_ADDED))
     assert len(added) == 2
     for event in added:
         assert_cloud_event(event)
@@ -121,21 +94,21 @@ async def test_flow_14_1_granted_games_are_listed_with_metadata_and_announced_on
 async def test_same_order_granted_twice_adds_nothing_and_emits_nothing_the_second_time(stub, settings):
     user, game = uuid.uuid4(), uuid.uuid4()
     order = str(uuid.uuid4())
-    first = await grant(stub, user, game, order_id=order)
-    second = await grant(stub, user, game, order_id=order)
+    first = await grant_entitlements(stub, user, game, order_id=order)
+    second = await grant_entitlements(stub, user, game, order_id=order)
     assert list(first.newly_granted_product_ids) == [str(game)]
     assert list(second.newly_granted_product_ids) == []
     assert [i.id for i in second.library_items] == [i.id for i in first.library_items]
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        await reader.wait_for(lambda e: e.get("subject") == str(user))
+        await reader.wait_for(about(user))
         await reader.drain(1.5)
-    assert len(events_of(reader, user, ITEM_ADDED)) == 1
+    assert len(reader.matching(about(user, ITEM_ADDED))) == 1
 
 
 async def test_concurrent_grants_of_one_order_and_concurrent_retries_apply_once(stub, settings):
     user, game = uuid.uuid4(), uuid.uuid4()
     order = str(uuid.uuid4())
-    results = await asyncio.gather(*(grant(stub, user, game, order_id=order) for _ in range(10)))
+    results = await asyncio.gather(*(grant_entitlements(stub, user, game, order_id=order) for _ in range(10)))
     assert sum(len(r.newly_granted_product_ids) for r in results) == 1
     assert {r.library_items[0].id for r in results} == {results[0].library_items[0].id}
 
@@ -148,20 +121,20 @@ async def test_concurrent_grants_of_one_order_and_concurrent_retries_apply_once(
     )
     assert len({c.category.id for c in created}) == 1
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        await reader.wait_for(of(user, ITEM_ADDED))
+        await reader.wait_for(about(user, ITEM_ADDED))
         await reader.drain(1.5)
-    assert len(events_of(reader, user, ITEM_ADDED)) == 1
+    assert len(reader.matching(about(user, ITEM_ADDED))) == 1
 
 
 async def test_grant_replayed_with_the_same_request_id_returns_the_first_response(stub):
     user, game, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     request_id = str(uuid.uuid4())
-    first = await grant(stub, user, game, request_id=request_id)
-    replay = await grant(stub, user, game, request_id=request_id)
+    first = await grant_entitlements(stub, user, game, request_id=request_id)
+    replay = await grant_entitlements(stub, user, game, request_id=request_id)
     assert replay == first
     assert list(replay.newly_granted_product_ids) == [str(game)]
     # Another grant without the request id sees the product as already owned.
-    again = await grant(stub, user, game, other)
+    again = await grant_entitlements(stub, user, game, other)
     assert list(again.newly_granted_product_ids) == [str(other)]
 
 
@@ -184,20 +157,14 @@ async def test_replayed_payment_event_grants_once_and_emits_one_item_added(stub,
         data=data,
     )
     resent = {**event, "id": str(uuid.uuid4())}  # the payment service re-sends the same order
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for message in (event, event, resent):
-            await producer.send_and_wait(
-                PAYMENT_EVENTS_TOPIC, json.dumps(message).encode(), key=str(user).encode()
-            )
-    finally:
-        await producer.stop()
+    await publish(
+        settings.kafka_bootstrap_servers, PAYMENT_EVENTS_TOPIC, [event, event, resent], key=str(user)
+    )
 
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        await reader.wait_for(of(user, ITEM_ADDED), count=2, timeout=30)
+        await reader.wait_for(about(user, ITEM_ADDED), count=2, timeout=30)
         await reader.drain(2.0)
-    added = events_of(reader, user, ITEM_ADDED)
+    added = reader.matching(about(user, ITEM_ADDED))
     assert sorted(e["data"]["productId"] for e in added) == sorted([str(game), str(dlc)])
 
     items = await list_all(stub, user)
@@ -211,7 +178,7 @@ async def test_catalog_product_updated_event_refreshes_the_cache_and_stale_ones_
     stub, settings, sessions
 ):
     user, game = uuid.uuid4(), uuid.uuid4()
-    await grant(stub, user, game)
+    await grant_entitlements(stub, user, game)
     now = datetime.now(UTC)
 
     def updated(name: str, at: datetime) -> dict:
@@ -237,14 +204,12 @@ async def test_catalog_product_updated_event_refreshes_the_cache_and_stale_ones_
     )
     # One key for all three: one partition, consumed in the order sent, so the stale update is handled
     # after the newer one and the marker after both.
-    key = str(game).encode()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for event in (updated("Silksong", now), updated("Old Name", now - timedelta(days=1)), marker):
-            await producer.send_and_wait(CATALOG_EVENTS_TOPIC, json.dumps(event).encode(), key=key)
-    finally:
-        await producer.stop()
+    await publish(
+        settings.kafka_bootstrap_servers,
+        CATALOG_EVENTS_TOPIC,
+        [updated("Silksong", now), updated("Old Name", now - timedelta(days=1)), marker],
+        key=str(game),
+    )
 
     async def marker_cached() -> bool:
         async with sessions() as session:
@@ -276,7 +241,7 @@ async def test_upsert_products_skips_entries_older_than_the_cache(stub):
     assert (first.upserted_count, first.skipped_count) == (1, 0)
     assert (stale.upserted_count, stale.skipped_count) == (0, 1)
     user = uuid.uuid4()
-    await grant(stub, user, product)
+    await grant_entitlements(stub, user, product)
     [item] = await list_all(stub, user)
     assert item.product.name == "New"
 
@@ -285,8 +250,8 @@ async def test_filters_sorts_search_and_pages_are_stable(stub, sessions):
     user = uuid.uuid4()
     titles = ["dark souls", "Celeste", "DARKEST Dungeon", "Braid", "50% Off_Sale", "Axiom Verge"]
     products = {uuid.uuid4(): t for t in titles}
-    await upsert(stub, products)
-    await grant(stub, user, *products)
+    await upsert_products(stub, products)
+    await grant_entitlements(stub, user, *products)
     by_name = {t: p for p, t in products.items()}
     base = datetime(2026, 1, 1, tzinfo=UTC)
     async with sessions() as session, session.begin():
@@ -328,8 +293,8 @@ async def test_filters_sorts_search_and_pages_are_stable(stub, sessions):
     assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", ["page_token"])
     # Rows added between pages neither shift nor repeat the rest.
     more = uuid.uuid4()
-    await upsert(stub, {more: "Aaa First"})
-    await grant(stub, user, more)
+    await upsert_products(stub, {more: "Aaa First"})
+    await grant_entitlements(stub, user, more)
     rest = await stub.ListLibraryItems(
         pb.ListLibraryItemsRequest(page_size=10, page_token=first.next_page_token),
         metadata=user_metadata(user),
@@ -341,8 +306,8 @@ async def test_filters_sorts_search_and_pages_are_stable(stub, sessions):
 
 async def test_hide_categorise_and_install_status_follow_the_update_mask(stub):
     user, game, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    await upsert(stub, {game: "Outer Wilds", other: "Tunic"})
-    granted = await grant(stub, user, game, other)
+    await upsert_products(stub, {game: "Outer Wilds", other: "Tunic"})
+    granted = await grant_entitlements(stub, user, game, other)
     item_id = granted.library_items[0].id
     me = user_metadata(user)
     favourites = (
@@ -445,7 +410,7 @@ async def test_categories_are_unique_per_user_case_insensitively_and_retries_rep
 
 async def test_flow_14_6_wishlist_add_duplicate_and_remove_emit_one_event_per_real_change(stub, settings):
     user, game, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    await upsert(stub, {game: "Hades II"})
+    await upsert_products(stub, {game: "Hades II"})
     me = user_metadata(user)
     request_id = str(uuid.uuid4())
     added = await stub.AddWishlistItem(
@@ -480,10 +445,10 @@ async def test_flow_14_6_wishlist_add_duplicate_and_remove_emit_one_event_per_re
     assert [i.product_id for i in listed.items] == [str(other)] and listed.total_size == 1
 
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        await reader.wait_for(of(user, WISHLIST_REMOVED))
+        await reader.wait_for(about(user, WISHLIST_REMOVED))
         await reader.drain(1.5)
-    adds = [e["data"] for e in events_of(reader, user, WISHLIST_ADDED)]
-    removes = [e["data"] for e in events_of(reader, user, WISHLIST_REMOVED)]
+    adds = [e["data"] for e in reader.matching(about(user, WISHLIST_ADDED))]
+    removes = [e["data"] for e in reader.matching(about(user, WISHLIST_REMOVED))]
     assert sorted(d["productId"] for d in adds) == sorted([str(game), str(other)])
     assert [d["productId"] for d in removes] == [str(game)]
     assert set(removes[0]) == {"userId", "productId", "timestamp"} and removes[0]["userId"] == str(user)
@@ -491,7 +456,7 @@ async def test_flow_14_6_wishlist_add_duplicate_and_remove_emit_one_event_per_re
 
 async def test_revoked_entitlement_leaves_the_library_and_fails_ownership_checks(stub, sessions):
     user, game = uuid.uuid4(), uuid.uuid4()
-    await grant(stub, user, game)
+    await grant_entitlements(stub, user, game)
     revoke = pb.RevokeEntitlementRequest(
         user_id=str(user), product_id=str(game), reason=pb.RevokeEntitlementRequest.REFUND
     )
@@ -508,7 +473,7 @@ async def test_revoked_entitlement_leaves_the_library_and_fails_ownership_checks
     assert revoked.revoked_at is not None and revoked.revoke_reason == "refund"
 
     # Buying it again restores the entitlement.
-    regrant = await grant(stub, user, game)
+    regrant = await grant_entitlements(stub, user, game)
     assert list(regrant.newly_granted_product_ids) == [str(game)]
     check = await stub.CheckEntitlement(
         pb.CheckEntitlementRequest(user_id=str(user), product_id=str(game)), metadata=service_metadata()
@@ -521,7 +486,7 @@ async def test_revoked_entitlement_leaves_the_library_and_fails_ownership_checks
 async def test_user_b_cannot_read_or_change_user_a_data(stub, sessions):
     alice, bob, game = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     a, b = user_metadata(alice), user_metadata(bob)
-    item = (await grant(stub, alice, game)).library_items[0]
+    item = (await grant_entitlements(stub, alice, game)).library_items[0]
     category = (await stub.CreateCategory(pb.CreateCategoryRequest(name="Mine"), metadata=a)).category
     await stub.AddWishlistItem(pb.AddWishlistItemRequest(product_id=str(game)), metadata=a)
 
@@ -544,7 +509,7 @@ async def test_user_b_cannot_read_or_change_user_a_data(stub, sessions):
     )
     assert unknown == foreign  # another user's item looks exactly like a missing one
     # Bob can't file his own item under Alice's category.
-    bob_item = (await grant(stub, bob, game)).library_items[0]
+    bob_item = (await grant_entitlements(stub, bob, game)).library_items[0]
     refused = await failure(
         stub.UpdateLibraryItem(
             pb.UpdateLibraryItemRequest(library_item_id=bob_item.id, category_ids=[category.id]), metadata=b
@@ -611,7 +576,7 @@ async def test_invalid_input_is_refused_with_field_violations_and_writes_nothing
     me, svc = user_metadata(user), service_metadata()
     future = timestamp_pb2.Timestamp()
     future.FromDatetime(datetime.now(UTC) + timedelta(days=2))
-    item_id = (await grant(stub, user, uuid.uuid4())).library_items[0].id
+    item_id = (await grant_entitlements(stub, user, uuid.uuid4())).library_items[0].id
     cases = [
         (stub.ListLibraryItems(pb.ListLibraryItemsRequest(page_size=-1, status=42, sort_by=9, category_id="x",
                                                           search="s" * 201), metadata=me),

@@ -30,7 +30,7 @@ from server.playtime.tables import PlaytimeInterval, PlaytimeSession
 from server.playtime.use_cases import Playtime
 from tests.support.auth import service_metadata, user_metadata
 from tests.support.grpc_errors import failure
-from tests.support.kafka import TopicReader, assert_cloud_event
+from tests.support.kafka import TopicReader, about, assert_cloud_event
 from tests.support.ownership import grant
 from tests.support.processes import PrivateRedis, free_port, python_server, wait_serving
 
@@ -84,14 +84,6 @@ async def redis(private_redis: PrivateRedis):
     await client.aclose()
 
 
-@pytest.fixture
-async def owner(sessions):
-    """A fresh user owning a fresh product."""
-    user_id, product_id = uuid.uuid4(), uuid.uuid4()
-    await grant(sessions, user_id, product_id)
-    return user_id, product_id
-
-
 def ts(when: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(when)
@@ -126,10 +118,6 @@ async def stats(stub, user_id, *product_ids, period=pb.GetPlaytimeStatsRequest.A
     return await stub.GetPlaytimeStats(request, metadata=user_metadata(user_id))
 
 
-def of_user(user_id):
-    return lambda e: e.get("subject") == str(user_id)
-
-
 async def test_seed_flow_14_2_start_heartbeat_end_credits_time_and_publishes_cloud_events(
     stub, owner, sessions, redis, settings
 ):
@@ -151,11 +139,11 @@ async def test_seed_flow_14_2_start_heartbeat_end_credits_time_and_publishes_clo
     assert not await redis.exists(f"playtime:session:{{{started.session_id}}}")
 
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        events = await reader.wait_for(of_user(user_id), count=2)
+        events = await reader.wait_for(about(user_id), count=2)
         # End is idempotent: the same answer again, and nothing more is emitted.
         assert await end(stub, user_id, product_id, started.session_id) == ended
         await reader.drain(1.5)
-        events = [e for e in reader.events if of_user(user_id)(e)]
+        events = reader.matching(about(user_id))
         assert reader.keys[reader.events.index(events[0])] == str(user_id).encode()
     assert sorted(e["type"] for e in events) == sorted([ENDED, UPDATED])
     for e in events:
@@ -246,7 +234,7 @@ async def test_a_silent_session_is_reaped_and_credited_up_to_its_last_heartbeat(
     assert 1 <= ended.credited_duration_seconds <= 3
     assert abs(ended.ended_at.ToDatetime(tzinfo=UTC) - last_heartbeat) < timedelta(seconds=1)
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
-        [reaped] = await reader.wait_for(lambda e: of_user(user_id)(e) and e["type"] == ENDED)
+        [reaped] = await reader.wait_for(about(user_id, ENDED))
     assert reaped["data"]["durationSeconds"] == ended.credited_duration_seconds
 
 
@@ -368,13 +356,13 @@ async def test_offline_sessions_are_idempotent_validated_one_by_one_and_overlaps
         totals = {s.product_id: s for s in first.stats}
         assert totals[str(product_id)].total_playtime_seconds == 7200
         assert totals[str(not_owned)].total_playtime_seconds == 0
-        events = await reader.wait_for(of_user(user_id), count=3)
+        events = await reader.wait_for(about(user_id), count=3)
 
         replay = await stub.RecordOfflineSessions(request, metadata=user_metadata(user_id))
         assert [r.outcome for r in replay.results[:2]] == [R.DUPLICATE, R.DUPLICATE]
         assert list(replay.stats) == list(first.stats)
         await reader.drain(1.5)
-        events = [e for e in reader.events if of_user(user_id)(e)]
+        events = reader.matching(about(user_id))
     assert sorted(e["type"] for e in events) == sorted([ENDED, ENDED, UPDATED])
     [updated] = [e["data"] for e in events if e["type"] == UPDATED]
     assert updated["totalPlaytimeSeconds"] == 7200

@@ -35,10 +35,6 @@ async def define(stub, product_id: uuid.UUID, *definitions: pb.AchievementDefini
     )
 
 
-def unlock_events_of(user_id: uuid.UUID):
-    return lambda e: e.get("type") == UNLOCKED and e.get("subject") == str(user_id)
-
-
 async def notifications(redis, user_id: uuid.UUID) -> list[tuple[str, dict[str, Any]]]:
     entries = await redis.xrange(notification_stream(user_id))
     return [(e[1][b"type"].decode(), json.loads(e[1][b"payload"])) for e in entries]

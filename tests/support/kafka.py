@@ -1,14 +1,15 @@
-"""Reading what the service published, the way a peer service would: a real Kafka consumer."""
+"""Kafka the way a peer service sees it: a real consumer reading what the service published, a real producer
+publishing what the service consumes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from server.core.events.cloudevents import REQUIRED_ATTRIBUTES
 
@@ -19,6 +20,23 @@ def assert_cloud_event(event: dict[str, Any]) -> None:
     assert event["specversion"] == "1.0"
     assert event["datacontenttype"] == "application/json"
     uuid.UUID(event["id"])
+
+
+def about(user_id: uuid.UUID | str, event_type: str | None = None) -> Callable[[dict[str, Any]], bool]:
+    """Predicate: a CloudEvent whose subject is this user (and, when given, whose type is `event_type`)."""
+    subject = str(user_id)
+    return lambda e: e.get("subject") == subject and (event_type is None or e.get("type") == event_type)
+
+
+async def publish(bootstrap: str, topic: str, events: Iterable[dict[str, Any]], *, key: str) -> None:
+    """Sends the CloudEvents to `topic` under one `key` (so one partition), in order, waiting for each."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send_and_wait(topic, json.dumps(event).encode(), key=key.encode())
+    finally:
+        await producer.stop()
 
 
 class TopicReader:
@@ -37,6 +55,10 @@ class TopicReader:
         self.events: list[dict[str, Any]] = []
         self.keys: list[bytes | None] = []
 
+    def matching(self, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """The events seen so far that match, in the order read."""
+        return [e for e in self.events if predicate(e)]
+
     async def __aenter__(self) -> TopicReader:
         await self._consumer.start()
         return self
@@ -50,7 +72,7 @@ class TopicReader:
         """Waits until `count` events match; returns the matching ones."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            matching = [e for e in self.events if predicate(e)]
+            matching = self.matching(predicate)
             if len(matching) >= count:
                 return matching
             remaining = deadline - asyncio.get_running_loop().time()

@@ -100,7 +100,7 @@ def test_internal_rpcs_have_no_route(doc):
         assert rpc not in json.dumps(doc["paths"]), rpc
 
 
-def test_list_library_items_query_parameters(doc):
+def test_list_library_items_filters_are_typed_and_documented_query_parameters(doc):
     params = {p["name"]: p for p in op(doc, "GET", f"{LIB}/items")["parameters"]}
     assert {"sortBy", "pageSize", "pageToken", "includeHidden", "status", "categoryId", "search"} <= set(
         params
@@ -117,7 +117,7 @@ def test_list_library_items_query_parameters(doc):
     assert params["pageSize"]["description"]
 
 
-def test_path_parameters_and_bodies(doc):
+def test_path_parameters_are_required_and_bodies_carry_only_what_the_http_rule_maps(doc):
     patch = op(doc, "PATCH", f"{LIB}/items/{{library_item_id}}")
     assert [(p["name"], p["in"], p["required"]) for p in patch["parameters"]] == [
         ("library_item_id", "path", True)
@@ -171,7 +171,7 @@ def test_every_operation_is_documented_secured_and_has_error_responses(doc):
     assert heartbeat["responses"]["200"]["content"]["application/json"]["schema"] == {"type": "object"}
 
 
-def test_proto3_json_mapping(doc):
+def test_schemas_follow_the_proto3_json_mapping_and_field_behaviours(doc):
     schemas = doc["components"]["schemas"]
     item = schemas["library.v1.LibraryItem"]["properties"]
     assert item["totalPlaytimeSeconds"]["type"] == "string"  # int64
