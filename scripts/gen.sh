@@ -2,8 +2,10 @@
 # Regenerates gen/ from proto/ (the contracts) deterministically:
 #   gen/python/         messages (*_pb2.py), gRPC stubs (*_pb2_grpc.py) and type stubs (*.pyi, mypy-protobuf)
 #                       for every file under proto/, plus __init__.py files so that `library.v1` and
-#                       `download.v1` import as packages with gen/python on sys.path. Nothing is generated
-#                       for third_party/ (google/api, google/rpc): the runtime uses googleapis-common-protos.
+#                       `download.v1` import as packages with gen/python on sys.path; messages of the
+#                       vendored third_party/buf/validate/validate.proto too (no runtime package ships a
+#                       google.protobuf build of it). Nothing is generated for third_party/google (api, rpc):
+#                       the runtime uses googleapis-common-protos.
 #   gen/descriptor.binpb FileDescriptorSet of the whole buf workspace with imports and source info (what
 #                       Envoy's gRPC-JSON transcoder loads; includes google/api/*, google/rpc/status.proto
 #                       and google/rpc/error_details.proto).
@@ -75,6 +77,15 @@ if ! "$py" -m grpc_tools.protoc \
   --mypy_grpc_out="$out/python" \
   "${protos[@]}" 2> >(grep -v '^Writing mypy to ' >&2); then
   echo "gen.sh: protoc failed" >&2
+  exit 1
+fi
+if ! "$py" -m grpc_tools.protoc \
+  --proto_path=third_party \
+  --plugin=protoc-gen-mypy="$venv/bin/protoc-gen-mypy" \
+  --python_out="$out/python" \
+  --mypy_out="$out/python" \
+  buf/validate/validate.proto 2> >(grep -v '^Writing mypy to ' >&2); then
+  echo "gen.sh: protoc failed on buf/validate/validate.proto" >&2
   exit 1
 fi
 

@@ -2,6 +2,10 @@
 # Every value can be overridden from the environment; README lists them all.
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export ROOT_DIR
+# A checkout's own overrides (e.g. other ports, so that two checkouts' stacks can run side by side):
+# `.env.local` at the checkout's root, shell syntax, not committed.
+# shellcheck disable=SC1091
+[ -f "$ROOT_DIR/.env.local" ] && source "$ROOT_DIR/.env.local"
 export LOCAL_DIR="${LOCAL_DIR:-$ROOT_DIR/.local}"
 # PostgreSQL refuses root and needs a data directory the postgres user can reach: keep it under /tmp,
 # one per checkout.

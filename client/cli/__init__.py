@@ -1,0 +1,1 @@
+"""The CLI commands of `python -m client`: one module per command group, each with `register(subparsers)`."""

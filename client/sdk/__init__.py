@@ -1,0 +1,1 @@
+"""Typed async SDK over the generated gRPC stubs: one module per capability, all on `Connection`."""
