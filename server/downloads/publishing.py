@@ -192,7 +192,11 @@ async def publish_directory(
     async with deps.uow() as uow:  # a replay returns the first response before anything is redone
         if (first := await replay.claim(uow, replay_key, PublishedVersion)) is not None:
             return first
-    build = await asyncio.to_thread(builds.scan, source_path)
+    try:
+        build = await asyncio.to_thread(builds.scan, source_path)
+    except (builds.BuildError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidArgument([FieldViolation("source_path", f"cannot be published: {reason}")]) from exc
     begun = await begin_upload(deps, VersionDraft(**{**draft.__dict__, "files": build.files}))
     for target in begun.missing:
         blob, compressed_sha256 = build.compressed(target.chunk_id)
