@@ -43,6 +43,7 @@ from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
 from server.core.redis import create_redis
 from server.core.uow import UnitOfWorkFactory
+from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
@@ -110,7 +111,7 @@ class Application:
                 game_settings_service_pb2,
                 "GameSettingsSyncService",
                 game_settings_service_pb2_grpc.add_GameSettingsSyncServiceServicer_to_server,
-                game_settings_service_pb2_grpc.GameSettingsSyncServiceServicer(),
+                GameSettingsSyncServiceServicer(self.deps),
             ),
             (
                 download_service_pb2,
