@@ -44,6 +44,7 @@ from server.core.method_table import MethodTable
 from server.core.redis import create_redis
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
+from server.downloads.servicer import DownloadServiceServicer
 from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
 from server.library.servicer import LibraryServiceServicer
@@ -119,7 +120,7 @@ class Application:
                 download_service_pb2,
                 "DownloadService",
                 download_service_pb2_grpc.add_DownloadServiceServicer_to_server,
-                download_service_pb2_grpc.DownloadServiceServicer(),
+                DownloadServiceServicer(self.deps),
             ),
         ]
         pipeline = CallPipeline(self.verifier)
