@@ -45,6 +45,7 @@ from server.core.redis import create_redis
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 from server.downloads.servicer import DownloadServiceServicer
+from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
@@ -113,7 +114,7 @@ class Application:
                 game_settings_service_pb2,
                 "GameSettingsSyncService",
                 game_settings_service_pb2_grpc.add_GameSettingsSyncServiceServicer_to_server,
-                game_settings_service_pb2_grpc.GameSettingsSyncServiceServicer(),
+                GameSettingsSyncServiceServicer(self.deps),
             ),
             (
                 download_service_pb2,
