@@ -9,6 +9,7 @@ only what is still missing.
 from __future__ import annotations
 
 import argparse
+import uuid
 from pathlib import Path
 
 from rich.console import Console
@@ -58,6 +59,10 @@ def _progress(console: Console) -> Progress:
 
 async def _publish(args: argparse.Namespace) -> int:
     try:
+        uuid.UUID(args.product)
+    except ValueError:
+        return error(f"--product must be a product id (UUID), not {args.product!r}")
+    try:
         notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
         paths = list_files(args.directory)
     except (BuildError, OSError, UnicodeDecodeError) as exc:
@@ -78,7 +83,7 @@ async def _publish(args: argparse.Namespace) -> int:
                     release_notes=notes,
                     workers=args.workers,
                     on_prepared=lambda n: progress.advance(prepare, n),
-                    on_missing=lambda count, size: progress.update(upload, total=size, visible=True),
+                    on_missing=lambda count, size: progress.update(upload, total=size, visible=count > 0),
                     on_uploaded=lambda n: progress.advance(upload, n),
                 )
         except UploadError as exc:
@@ -108,6 +113,7 @@ def _as_json(report: PublishReport) -> dict:
         "uploadedBytes": report.uploaded_bytes,
         "prepareSeconds": round(report.prepare_seconds, 3),
         "uploadSeconds": round(report.upload_seconds, 3),
+        "commitSeconds": round(report.commit_seconds, 3),
         "prepareBytesPerSecond": round(report.prepare_throughput),
     }
 
@@ -118,11 +124,10 @@ def _mib(n: float) -> str:
 
 def _table(report: PublishReport) -> Table:
     v = report.version
-    table = Table(
-        title=f"published {v.version_name} ({v.branch}) · version {v.version_id}", show_header=False
-    )
+    table = Table(title=f"published {v.version_name} ({v.branch})", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
+    table.add_row("version id", v.version_id)
     table.add_row("files", f"{report.file_count:,}")
     table.add_row("bytes", _mib(report.total_bytes))
     table.add_row("chunks (distinct)", f"{report.distinct_chunks:,}")
@@ -130,6 +135,7 @@ def _table(report: PublishReport) -> Table:
     table.add_row("deduplicated chunks", f"{report.deduplicated_chunks:,}")
     table.add_row("download size", _mib(v.download_size_bytes))
     table.add_row("prepare throughput", f"{_mib(report.prepare_throughput)}/s")
-    upload_rate = report.uploaded_bytes / report.upload_seconds if report.upload_seconds else 0
-    table.add_row("upload throughput", f"{_mib(upload_rate)}/s")
+    if report.uploaded_bytes:
+        table.add_row("upload throughput", f"{_mib(report.uploaded_bytes / report.upload_seconds)}/s")
+    table.add_row("server verification", f"{report.commit_seconds:.1f} s")
     return table

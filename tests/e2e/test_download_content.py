@@ -39,8 +39,11 @@ UPDATE_AVAILABLE = "com.platform.download.update.available.v1"
 VERIFICATION_COMPLETED = "com.platform.download.file.verification.completed.v1"
 
 
+RUN = uuid.uuid4().hex  # content differs per run: the chunk store keeps what earlier runs stored
+
+
 def seeded(seed: int, size: int) -> bytes:
-    return random.Random(seed).randbytes(size)
+    return random.Random(f"{RUN}-{seed}").randbytes(size)
 
 
 def run_publish(product: uuid.UUID, version: str, directory: Path, *extra: str) -> dict:
@@ -97,7 +100,7 @@ def published(tmp_path_factory, grpc_target) -> Published:
         "bin/big.dat": big,
         "data/a.pak": shared,
         "data/copy-of-a.pak": shared,
-        "docs/readme.txt": b"Welcome to the game.\n" * 200,
+        "docs/readme.txt": f"Welcome to the game ({RUN}).\n".encode() * 200,
         "empty.cfg": b"",
     }
     root = tmp_path_factory.mktemp("builds")
