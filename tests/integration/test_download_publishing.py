@@ -23,7 +23,6 @@ from tests.support.grpc_errors import failure
 from tests.support.ownership import grant
 from tests.support.publishing import publish_files, write_tree
 
-
 RUN = uuid.uuid4().hex  # content differs per run: the chunk store keeps what earlier runs stored
 
 
