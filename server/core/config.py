@@ -47,6 +47,8 @@ class Settings:
     playtime_heartbeat_interval_seconds: int = 60
     playtime_checkpoint_seconds: float = 300.0
     playtime_reaper_seconds: float = 15.0
+    # Re-run the queues of users with waiting downloads this often (a schedule window opened, a limit rose).
+    download_queue_promote_seconds: float = 30.0
     # WebSocket notification relay (gateway/, SPEC §8)
     ws_host: str = "127.0.0.1"
     ws_port: int = 8765
