@@ -42,6 +42,7 @@ from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
 from server.core.redis import create_redis
+from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 from server.downloads.consumers import download_consumers
 from server.downloads.servicer import DownloadServiceServicer
@@ -78,7 +79,8 @@ class Application:
             poll_seconds=settings.outbox_poll_seconds,
             stream_maxlen=settings.notification_stream_maxlen,
         )
-        deps = Deps(settings, UnitOfWorkFactory(sessions, settings.event_source, relay.wake), redis)
+        store = ObjectStore(settings)  # opened in start(): one long-lived client per process
+        deps = Deps(settings, UnitOfWorkFactory(sessions, settings.event_source, relay.wake), redis, store)
         return cls(settings, engine, redis, relay, deps, TokenVerifier.from_settings(settings))
 
     def _register_services(self, methods: MethodTable) -> None:
@@ -146,6 +148,7 @@ class Application:
 
     async def start(self) -> None:
         settings = self.settings
+        await self.deps.store.open()
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
         )
@@ -181,5 +184,6 @@ class Application:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.deps.store.close()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -1,7 +1,7 @@
 """download sessions (the per-user queue) and update history
 
 Revision ID: 0013_download_sessions
-Revises: 0007_request_replays
+Revises: 0012_download_content
 Create Date: 2026-12-01
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0013_download_sessions"
-down_revision = "0007_request_replays"
+down_revision = "0012_download_content"
 branch_labels = None
 depends_on = None
 
@@ -46,6 +46,11 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "downloaded_bytes >= 0 AND total_size_bytes >= 0", name="ck_download_sessions_sizes"
         ),
+        sa.ForeignKeyConstraint(
+            ["version_id"],
+            ["download_product_versions.version_id"],
+            name="fk_download_sessions_version_id_download_product_versions",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_download_sessions"),
     )
     op.create_index("ix_download_sessions_user_created", "download_sessions", ["user_id", "created_at", "id"])
@@ -67,6 +72,11 @@ def upgrade() -> None:
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("applied_at", _TS, server_default=sa.func.now(), nullable=False),
         sa.CheckConstraint("status IN ('success', 'failed')", name="ck_update_history_status"),
+        sa.ForeignKeyConstraint(
+            ["applied_version_id"],
+            ["download_product_versions.version_id"],
+            name="fk_update_history_applied_version_id_download_product_versions",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_update_history"),
     )
     op.create_index("ix_update_history_user_product", "update_history", ["user_id", "product_id"])

@@ -1,13 +1,17 @@
-"""DownloadService transport: the servicer is composed of one mixin per part of the service, each mapping
-its RPCs proto ⇄ domain and calling its use cases (session_servicer.py: download sessions and the queue)."""
+"""DownloadService: one servicer composed of the capability's transport mixins (each maps its RPCs'
+proto ⇄ domain and calls its use cases). The generated base answers UNIMPLEMENTED for anything else."""
 
 from __future__ import annotations
 
 from download.v1 import download_service_pb2_grpc
 from server.core.deps import Deps
+from server.downloads.content_servicer import ContentServicer
 from server.downloads.session_servicer import SessionServicer
 
 
-class DownloadServiceServicer(SessionServicer, download_service_pb2_grpc.DownloadServiceServicer):
+class DownloadServiceServicer(
+    ContentServicer, SessionServicer, download_service_pb2_grpc.DownloadServiceServicer
+):
     def __init__(self, deps: Deps):
+        self._deps = deps
         SessionServicer.__init__(self, deps)

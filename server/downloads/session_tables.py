@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -39,7 +40,9 @@ class DownloadSession(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
-    version_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    version_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("download_product_versions.version_id")
+    )
     installed_version_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     branch: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
@@ -74,7 +77,9 @@ class UpdateHistory(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
-    applied_version_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    applied_version_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("download_product_versions.version_id")
+    )
     previous_version_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     download_session_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     status: Mapped[str] = mapped_column(String(16))

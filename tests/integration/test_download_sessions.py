@@ -22,6 +22,7 @@ from library.v1 import library_service_pb2_grpc
 from server.core.db import create_engine, create_sessionmaker
 from server.core.deps import Deps
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC
+from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory, notification_stream
 from server.downloads.session_tables import DownloadSession, UpdateHistory
 from server.downloads.sessions import DownloadSessions, ProgressReport
@@ -476,7 +477,13 @@ async def in_process(settings, redis):
     """The use cases in this process with a controlled clock, and every SQL statement they send."""
     engine = create_engine(settings.database_url, pool_size=2)
     clock = Clock()
-    deps = Deps(settings, UnitOfWorkFactory(create_sessionmaker(engine), "/test", lambda: None), redis, clock)
+    deps = Deps(
+        settings,
+        UnitOfWorkFactory(create_sessionmaker(engine), "/test", lambda: None),
+        redis,
+        ObjectStore(settings),  # never opened: sessions do not touch S3
+        clock,
+    )
     statements: list[str] = []
     event.listen(
         engine.sync_engine, "before_cursor_execute", lambda c, cur, stmt, *a: statements.append(stmt)
