@@ -2,8 +2,8 @@
 heartbeat's, measured side by side in the same run).
 
 One service process with WORKERS_ENABLED=0 (no relay or promoter writing meanwhile). The bench user owns
-the bench product; a small version of it is published once (PublishProductVersion from a temporary
-directory; later runs reuse it), the user's earlier bench downloads are cancelled and one is started, so
+the bench product; a small version of it is published once (the publish SDK, as the CLI does; later
+runs reuse it), the user's earlier bench downloads are cancelled and one is started, so
 every report lands on a DOWNLOADING session. Then BENCH_PROGRESS_ROUNDS rounds of: h2load on
 RecordPlaytimeHeartbeat, h2load on ReportDownloadProgress (same clients, streams, duration, token); the
 ratio is the median of the within-round ratios. Last, N reports (h2load -n BENCH_WRITES_N) between two
@@ -12,6 +12,7 @@ pg_stat snapshots, the second taken after the process exited (see pgstats).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import statistics
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import grpc
 
+from client.sdk.connection import Connection
+from client.sdk.publishing import publish
 from download.v1 import download_service_pb2 as pb
 from download.v1 import download_service_pb2_grpc
 from scripts.bench import fixtures, loadgen, pgstats
@@ -35,25 +38,24 @@ def _md(token: str):
     return (("authorization", f"Bearer {token}"),)
 
 
+async def _publish(target: str, source: str) -> None:
+    async with Connection(fixtures.service_token(), target) as conn:
+        await publish(conn, source, product_id=str(fixtures.BENCH_PRODUCT), version_name="bench-1")
+
+
 def _download(target: str, notes: list[str]) -> bytes:
     """A DOWNLOADING session of the bench user; returns the serialized progress report to send."""
+    with tempfile.TemporaryDirectory() as source:
+        Path(source, "bench.bin").write_bytes(random.Random(7).randbytes(_FILE_BYTES))
+        try:
+            asyncio.run(_publish(target, source))
+            notes.append("bench version published (the publish SDK: Begin, PUT, Commit)")
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            notes.append("bench version published by an earlier run")
     with grpc.insecure_channel(target) as channel:
         stub = download_service_pb2_grpc.DownloadServiceStub(channel)
-        with tempfile.TemporaryDirectory() as source:
-            Path(source, "bench.bin").write_bytes(random.Random(7).randbytes(_FILE_BYTES))
-            try:
-                stub.PublishProductVersion(
-                    pb.PublishProductVersionRequest(
-                        product_id=str(fixtures.BENCH_PRODUCT), version_name="bench-1", source_path=source
-                    ),
-                    metadata=_md(fixtures.service_token()),
-                    timeout=60,
-                )
-                notes.append("bench version published (PublishProductVersion)")
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
-                    raise
-                notes.append("bench version published by an earlier run")
         user = _md(fixtures.user_token())
         active = stub.ListDownloads(pb.ListDownloadsRequest(status=_ACTIVE, page_size=200), metadata=user)
         for old in active.downloads:

@@ -217,6 +217,8 @@ class DownloadSessions:
                 branch=settings.branch_for(request.product_id),
                 version_id=request.version_id,
             )
+            if request.installed_version_id is not None:
+                await _require_version_of(uow, request.product_id, request.installed_version_id)
             plan = await catalog.transfer_plan(
                 uow.session,
                 version.version_id,
@@ -544,6 +546,17 @@ class DownloadSessions:
         await self._emit(uow, changes)
         await uow.commit()
         await self.live.put(*changes.mirrors())
+
+
+async def _require_version_of(uow: UnitOfWork, product_id: uuid.UUID, version_id: uuid.UUID) -> None:
+    """The installed version a client names must be one of the product's (it becomes the update history's
+    previous version)."""
+    try:
+        await catalog.resolve_version(uow.session, product_id, branch=None, version_id=version_id)
+    except NotFound as exc:
+        raise InvalidArgument(
+            [FieldViolation("installed_version_id", "is not a published version of the product")]
+        ) from exc
 
 
 def _beyond_total(total: int) -> InvalidArgument:

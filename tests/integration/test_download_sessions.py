@@ -114,6 +114,14 @@ async def test_totals_count_only_what_the_installed_version_lacks_and_an_older_v
         downloads, user, product, version_id=str(v1.version_id), installed_version_id=str(v2.version_id)
     )
     assert rollback.version_id == str(v1.version_id) and rollback.total_size_bytes == 3000
+    code, reason, fields = await failure(
+        start(downloads, user, product, installed_version_id=str(uuid.uuid4()))
+    )
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+        ["installed_version_id"],
+    )
 
 
 async def test_the_queue_holds_max_concurrent_and_promotes_by_priority_then_age(downloads, sessions):
