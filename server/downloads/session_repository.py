@@ -86,16 +86,14 @@ class SessionRepository:
             next_cursor = [rows[-1].created_at.isoformat(), str(rows[-1].id)]
         return rows, next_cursor, int(total or 0)
 
-    async def users_waiting(self, limit: int) -> list[uuid.UUID]:
-        """Users with queued sessions (the promoter re-runs their queue: a schedule window opened, a limit
-        was raised)."""
+    async def users_waiting(self, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
+        """Users with queued sessions, in id order after `after` (the promoter re-runs their queue: a
+        schedule window opened, a limit was raised)."""
+        query = select(DownloadSession.user_id).where(DownloadSession.status == rules.QUEUED)
+        if after is not None:
+            query = query.where(DownloadSession.user_id > after)
         return list(
-            await self._session.scalars(
-                select(DownloadSession.user_id)
-                .where(DownloadSession.status == rules.QUEUED)
-                .distinct()
-                .limit(limit)
-            )
+            await self._session.scalars(query.distinct().order_by(DownloadSession.user_id).limit(limit))
         )
 
     async def version_files(self, version_id: uuid.UUID, paths: Sequence[str]) -> dict[str, VersionFile]:

@@ -465,21 +465,24 @@ class DownloadSessions:
             await self._emit(uow, changes)
         return len(rows)
 
-    async def promote_waiting(self, *, limit: int = 500) -> int:
-        """Re-runs the queue of users with waiting sessions (a schedule window opened, a concurrency
-        limit was raised). Returns how many sessions started."""
-        async with self._uow() as uow:
-            users = await SessionRepository(uow.session).users_waiting(limit)
-        started = 0
-        for user_id in users:
+    async def promote_waiting(self, *, batch: int = 500) -> int:
+        """Re-runs the queue of every user with waiting sessions (a schedule window opened, a concurrency
+        limit was raised), one transaction per user. Returns how many sessions started."""
+        started, after = 0, None
+        while True:
             async with self._uow() as uow:
-                repo = SessionRepository(uow.session)
-                await repo.lock_user_queue(user_id)
-                changes = _Changes()
-                await self._settle(uow, repo, user_id, changes, self._clock())
-                started += len(changes.rows)
-                await self._commit(uow, changes)
-        return started
+                users = await SessionRepository(uow.session).users_waiting(after, batch)
+            for user_id in users:
+                async with self._uow() as uow:
+                    repo = SessionRepository(uow.session)
+                    await repo.lock_user_queue(user_id)
+                    changes = _Changes()
+                    await self._settle(uow, repo, user_id, changes, self._clock())
+                    started += len(changes.rows)
+                    await self._commit(uow, changes)
+            if len(users) < batch:
+                return started
+            after = users[-1]
 
     # ------------------------------------------------------------------ the queue
     async def _move(

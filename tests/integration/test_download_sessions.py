@@ -542,3 +542,58 @@ async def test_live_progress_is_folded_into_the_row_at_the_next_transition(in_pr
     async with sessions() as session:
         row = await session.scalar(select(DownloadSession).where(DownloadSession.id == download_id))
     assert row.status == "paused" and row.downloaded_bytes == 1234
+
+
+def window(start: datetime, hours: int) -> pb.DownloadSchedule:
+    end = start + timedelta(hours=hours)
+    return pb.DownloadSchedule(
+        start_time=start.strftime("%H:%M"), end_time=end.strftime("%H:%M"), time_zone="UTC"
+    )
+
+
+async def test_outside_the_schedule_window_sessions_wait_unless_started_now(downloads, sessions, in_process):
+    use_cases, clock, _ = in_process
+    user = uuid.uuid4()
+    md = user_metadata(user)
+    now = datetime.now(UTC)
+    later = await downloads.UpdateDownloadSettings(
+        pb.UpdateDownloadSettingsRequest(
+            settings=pb.DownloadSettings(schedule=window(now + timedelta(hours=2), 2))
+        ),
+        metadata=md,
+    )
+    a, b = [(await owned_game(sessions, user))[0] for _ in range(2)]
+    waiting = await start(downloads, user, a)
+    assert waiting.status == S.QUEUED  # slots are free, but not now
+    urgent = await start(downloads, user, b, start_now=True)
+    assert urgent.status == S.DOWNLOADING and urgent.start_now
+
+    # the window opens: the promoter starts what waits
+    await downloads.UpdateDownloadSettings(
+        pb.UpdateDownloadSettingsRequest(
+            settings=pb.DownloadSettings(
+                schedule=window(now - timedelta(hours=1), 3), etag=later.settings.etag
+            )
+        ),
+        metadata=md,
+    )
+    clock.now = datetime.now(UTC)
+    await use_cases.promote_waiting()
+    assert (await statuses(downloads, user))[waiting.download_id] == S.DOWNLOADING
+
+
+async def test_the_users_branch_picks_the_version(downloads, sessions):
+    user = uuid.uuid4()
+    product, public = await owned_game(sessions, user)
+    beta = await publish(sessions, product, {"bin/game.exe": [b"beta" * 100]}, branch="beta")
+    assert (await start(downloads, user, product)).version_id == str(public.version_id)
+    await downloads.UpdateDownloadSettings(
+        pb.UpdateDownloadSettingsRequest(
+            settings=pb.DownloadSettings(
+                product_branches=[pb.ProductBranch(product_id=str(product), branch="beta")]
+            )
+        ),
+        metadata=user_metadata(user),
+    )
+    on_beta = await start(downloads, user, product)
+    assert on_beta.version_id == str(beta.version_id) and on_beta.branch == "beta"
