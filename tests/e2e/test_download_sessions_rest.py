@@ -4,14 +4,21 @@ the user's notification stream. Envoy is at 127.0.0.1:$ENVOY_PORT."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import uuid
 
 import grpc
+import pytest
+from websockets.asyncio.client import connect
 
 from download.v1 import download_service_pb2 as pb
 from download.v1 import download_service_pb2_grpc
+from gateway.app import Gateway
+from scripts.devtokens import mint
+from server.core.auth import TokenVerifier
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC
 from server.core.uow import notification_stream
 from tests.support.auth import user_metadata
@@ -139,3 +146,43 @@ async def test_native_grpc_through_envoy_queues_and_cancels(sessions):
             stub.GetDownload(pb.GetDownloadRequest(download_id=str(uuid.uuid4())), metadata=md)
         )
         assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "DOWNLOAD_NOT_FOUND")
+
+
+@pytest.fixture
+async def relay(settings, redis):
+    """The WebSocket relay Envoy routes /api/v1/ws/* to (127.0.0.1:$WS_PORT), unless one runs already."""
+    with socket.socket() as probe:
+        running = probe.connect_ex(("127.0.0.1", settings.ws_port)) == 0
+    if running:
+        yield
+        return
+    gateway = Gateway(settings, TokenVerifier.from_settings(settings), redis)
+    await gateway.start(host="127.0.0.1", port=settings.ws_port)
+    yield
+    await gateway.stop(grace=2)
+
+
+async def test_the_download_websocket_carries_status_changes_and_progress(relay, http, sessions):
+    me = RestClient(http, uuid.uuid4())
+    product = uuid.uuid4()
+    await grant(sessions, me.user, product)
+    await publish(sessions, product, {"a": [b"a" * 4000]})
+    url = (
+        f"ws://127.0.0.1:{os.environ.get('ENVOY_PORT', '8080')}/api/v1/ws/download?token={mint(str(me.user))}"
+    )
+    async with connect(url, proxy=None, open_timeout=5) as ws:
+        status, started = await me.call(
+            "POST", BASE, json={"productId": str(product), "installationPath": "/g"}
+        )
+        assert status == 200, started
+        download = started["download"]["downloadId"]
+        status, _ = await me.call("POST", f"{BASE}/{download}/progress", json={"downloadedBytes": "500"})
+        assert status == 200
+        frames = []
+        while {f["type"] for f in frames} != {"downloadStatusChanged", "downloadProgress"}:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+    by_type = {f["type"]: f["payload"] for f in frames}
+    assert by_type["downloadStatusChanged"]["downloadSessionId"] == download
+    assert by_type["downloadStatusChanged"]["newStatus"] == "downloading"
+    assert by_type["downloadProgress"]["downloadId"] == download
+    assert by_type["downloadProgress"]["downloadedBytes"] == 500
