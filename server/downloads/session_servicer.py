@@ -13,13 +13,8 @@ from server.core.protoconv import timestamp
 from server.core.validation import Validator
 from server.downloads import catalog
 from server.downloads import session_rules as rules
-from server.downloads.sessions import (
-    DownloadSessions,
-    FileReport,
-    ProgressReport,
-    SessionView,
-    StartRequest,
-)
+from server.downloads.session_views import FileReport, ProgressReport, SessionView, StartRequest
+from server.downloads.sessions import DownloadSessions
 
 _Status = pb.DownloadSession.DownloadStatus
 _FileStatus = pb.DownloadFileReport.FileStatus

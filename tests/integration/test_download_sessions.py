@@ -25,7 +25,8 @@ from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory, notification_stream
 from server.downloads.session_tables import DownloadSession, UpdateHistory
-from server.downloads.sessions import DownloadSessions, ProgressReport
+from server.downloads.session_views import ProgressReport
+from server.downloads.sessions import DownloadSessions
 from server.library.tables import LibraryItem
 from tests.support.auth import service_metadata, user_metadata
 from tests.support.grpc_errors import failure
