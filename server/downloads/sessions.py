@@ -5,9 +5,11 @@ Every queue change runs in one transaction holding the user's queue lock (Sessio
 lock_user_queue), and the promotion of the next waiting session happens in that same transaction, so
 concurrent calls can never put more than `max_concurrent_downloads` sessions in DOWNLOADING. Each status
 change emits `download.session.status.changed` (Kafka, via the outbox) and a `downloadStatusChanged`
-notification. Progress reports touch Redis only (progress.py); the live state of changed sessions is
-dropped before the commit (and rewritten after it), and a report that finds none re-reads the row, waiting
-on the row lock of a change in flight, so a report never acts on a state older than the last commit.
+notification. Progress reports touch Redis only (progress.py). The live state of changed sessions is
+rewritten just before the commit, under the queue lock (so changes reach Redis in commit order), and
+dropped if the commit fails; where no rewrite is possible (the revocation consumer, whose caller commits)
+it is only dropped. A report that finds no live state re-reads the row, waiting on the row lock of a change
+in flight, so a report never acts on a state older than the last commit.
 """
 
 from __future__ import annotations
@@ -372,6 +374,7 @@ class DownloadSessions:
         if rows:
             await self._settle(uow, repo, user_id, changes, now)
             await self._emit(uow, changes)
+            await self.live.forget(changes.mirrors())
         return len(rows)
 
     async def promote_waiting(self, *, batch: int = 500) -> int:
@@ -452,12 +455,18 @@ class DownloadSessions:
             )
             uow.add_event(rules.SESSION_STATUS_CHANGED, row.user_id, payload, topic=DOWNLOAD_EVENTS_TOPIC)
             uow.notify(row.user_id, rules.STATUS_CHANGED_NOTIFICATION, payload)
-        await self.live.forget(m for m in changes.mirrors())
 
     async def _commit(self, uow: UnitOfWork, changes: _Changes) -> None:
+        """Commits with the new live state written while the queue lock is still held, so two changes of
+        one user reach Redis in the order they commit; a failed commit drops it again."""
         await self._emit(uow, changes)
-        await uow.commit()
-        await self.live.put(*changes.mirrors())
+        mirrors = changes.mirrors()
+        await self.live.put(*mirrors)
+        try:
+            await uow.commit()
+        except BaseException:
+            await self.live.forget(mirrors)
+            raise
 
 
 async def _require_version_of(uow: UnitOfWork, product_id: uuid.UUID, version_id: uuid.UUID) -> None:
