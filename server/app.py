@@ -47,6 +47,7 @@ from server.core.uow import UnitOfWorkFactory
 from server.downloads.consumers import download_consumers
 from server.downloads.servicer import DownloadServiceServicer
 from server.downloads.sessions import DownloadSessions, run_promoter
+from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
@@ -115,7 +116,7 @@ class Application:
                 game_settings_service_pb2,
                 "GameSettingsSyncService",
                 game_settings_service_pb2_grpc.add_GameSettingsSyncServiceServicer_to_server,
-                game_settings_service_pb2_grpc.GameSettingsSyncServiceServicer(),
+                GameSettingsSyncServiceServicer(self.deps),
             ),
             (
                 download_service_pb2,

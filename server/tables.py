@@ -5,6 +5,7 @@ from server.core import replay as replay_tables
 from server.core.db import Base
 from server.core.events import tables as event_tables
 from server.downloads import content_tables, session_tables
+from server.game_settings import tables as game_settings_tables
 from server.library import tables as library_tables
 from server.playtime import tables as playtime_tables
 
@@ -13,6 +14,7 @@ __all__ = [
     "achievement_tables",
     "content_tables",
     "event_tables",
+    "game_settings_tables",
     "library_tables",
     "playtime_tables",
     "replay_tables",
