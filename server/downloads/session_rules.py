@@ -139,7 +139,7 @@ def smooth(previous: SpeedSample | None, now_ms: int, downloaded: int) -> SpeedS
     instant = delta * 1000.0 / dt_ms
     if previous.speed <= 0:
         return SpeedSample(now_ms, downloaded, instant)
-    alpha = 1.0 - math.exp(-dt_ms / 1000.0 / SPEED_TIME_CONSTANT_SECONDS)
+    alpha = 1.0 - math.exp(-dt_ms / (SPEED_TIME_CONSTANT_SECONDS * 1000))
     return SpeedSample(now_ms, downloaded, previous.speed + alpha * (instant - previous.speed))
 
 

@@ -24,6 +24,7 @@ from server.core.deps import Deps
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory, notification_stream
+from server.downloads import session_rules as rules
 from server.downloads.session_tables import DownloadSession, UpdateHistory
 from server.downloads.session_views import ProgressReport
 from server.downloads.sessions import DownloadSessions
@@ -529,6 +530,21 @@ async def test_progress_reports_touch_no_database_and_notify_at_most_once_a_seco
     async with sessions() as session:
         row = await session.scalar(select(DownloadSession).where(DownloadSession.id == download_id))
     assert row.downloaded_bytes == 0  # Postgres learns the bytes at the next transition only
+
+
+async def test_the_progress_script_smooths_exactly_as_the_rules_do(in_process, sessions, downloads):
+    use_cases, clock, _ = in_process
+    user = uuid.uuid4()
+    product, _ = await owned_game(sessions, user, {"f": [b"s" * 400_000]})
+    download_id = uuid.UUID((await start(downloads, user, product)).download_id)
+    steps = [(0, 0), (250, 4_000), (250, 9_000), (1_700, 30_000), (0, 31_000), (400, 20_000), (90, 60_000)]
+    expected = None
+    for dt_ms, downloaded in steps:
+        clock.now += timedelta(milliseconds=dt_ms)
+        progress = await use_cases.report(user, download_id, ProgressReport(downloaded, "downloading"))
+        expected = rules.smooth(expected, rules.epoch_ms(clock.now), downloaded)
+        assert progress.speed_bytes_per_second == int(expected.speed), (dt_ms, downloaded)
+        assert progress.eta_seconds == rules.eta_seconds(downloaded, 200_000, expected.speed)
 
 
 async def test_live_progress_is_folded_into_the_row_at_the_next_transition(in_process, sessions, downloads):
