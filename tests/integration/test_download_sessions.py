@@ -7,6 +7,7 @@ them (tests.support.versions); every test uses fresh users and products."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ from tests.support.auth import service_metadata, user_metadata
 from tests.support.grpc_errors import failure
 from tests.support.kafka import TopicReader, about, assert_cloud_event
 from tests.support.ownership import grant
-from tests.support.versions import Published, publish
+from tests.support.versions import Published, compressed_size, publish
 from tests.support.waiting import wait_until
 
 S = pb.DownloadSession
@@ -124,6 +125,17 @@ async def test_totals_count_only_what_the_installed_version_lacks_and_an_older_v
         "VALIDATION_FAILED",
         ["installed_version_id"],
     )
+
+
+async def test_totals_skip_the_chunks_of_files_already_on_disk(downloads, sessions):
+    user = uuid.uuid4()
+    have, lack = [b"h" * 6000, b"i" * 2000], [b"l" * 4000]
+    product, _ = await owned_game(sessions, user, {"have.bin": have, "lack.bin": lack})
+    on_disk = pb.InstalledFile(
+        path="have.bin", size_bytes=8000, sha256=hashlib.sha256(b"".join(have)).hexdigest()
+    )
+    started = await start(downloads, user, product, installed_files=[on_disk])
+    assert started.total_size_bytes == compressed_size(lack[0])
 
 
 async def test_the_queue_holds_max_concurrent_and_promotes_by_priority_then_age(downloads, sessions):
