@@ -15,7 +15,7 @@ from server.core.deps import Deps
 from server.core.protoconv import timestamp
 from server.core.replay import request_key
 from server.core.validation import Validator
-from server.downloads import catalog, publishing, updates, verification, versions
+from server.downloads import catalog, manifests, publishing, updates, verification, versions
 from server.downloads.catalog import DEFAULT_BRANCH, VersionSummary
 from server.downloads.chunking import ChunkRef, FileEntry
 from server.downloads.links import ChunkLink
@@ -145,6 +145,27 @@ def _verification_pb(view: verification.VerificationView) -> pb.VerificationResu
     )
 
 
+def _manifest_file_pb(file: manifests.ManifestFile) -> pb.ManifestFile:
+    return pb.ManifestFile(
+        path=file.path,
+        size_bytes=file.size_bytes,
+        sha256=file.sha256,
+        write_required=file.write_required,
+        chunks=[
+            pb.FileChunk(
+                chunk_hash=c.chunk_id,
+                offset=c.offset,
+                size_bytes=c.size_bytes,
+                url=c.url,
+                url_expires_at=timestamp(c.url_expires_at),
+                download_required=c.download_required,
+                compressed_size_bytes=c.compressed_size_bytes,
+            )
+            for c in file.chunks
+        ],
+    )
+
+
 class ContentServicer:
     """Mixin of DownloadServiceServicer (servicer.py), which provides `self._deps`."""
 
@@ -244,3 +265,21 @@ class ContentServicer:
             self._deps, user_id, product_id, version_id, files, request_id
         )
         return pb.VerifyInstallationResponse(verification=_verification_pb(view))
+
+    async def GetDownloadManifest(self, request: pb.GetDownloadManifestRequest, context):
+        user_id = current_user_id()
+        v = Validator()
+        download_id = v.uuid("download_id", request.download_id)
+        page_size = v.page_size(request.page_size)
+        v.check()
+        page = await manifests.manifest_page(
+            self._deps, user_id, download_id, page_size=page_size, page_token=request.page_token
+        )
+        return pb.GetDownloadManifestResponse(
+            download_id=str(page.download_id),
+            product_id=str(page.product_id),
+            version_id=str(page.version_id),
+            files=[_manifest_file_pb(f) for f in page.files],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )

@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from server.core.deps import Deps
+from server.core.errors import FailedPrecondition
 from server.core.pagination import decode_page_token, encode_page_token, invalid_page_token, query_fingerprint
 from server.downloads import content_repository as repo
 from server.downloads.catalog import version_not_found
 from server.downloads.links import chunk_links
+from server.downloads.session_repository import SessionRepository
+from server.downloads.session_rules import CANCELLED
+from server.downloads.sessions import download_not_found
 
 MAX_CHUNKS_PER_PAGE = 2000
 
@@ -43,6 +47,9 @@ class ManifestFile:
 
 @dataclass(frozen=True, slots=True)
 class ManifestPage:
+    download_id: uuid.UUID
+    product_id: uuid.UUID
+    version_id: uuid.UUID
     files: list[ManifestFile]
     next_page_token: str
     total_size: int
@@ -59,18 +66,21 @@ def _within_budget(rows: list[repo.FileRow], page_size: int) -> list[repo.FileRo
 
 
 async def manifest_page(
-    deps: Deps,
-    version_id: uuid.UUID,
-    *,
-    installed_version_id: uuid.UUID | None,
-    page_size: int,
-    page_token: str,
+    deps: Deps, user_id: uuid.UUID, download_id: uuid.UUID, *, page_size: int, page_token: str
 ) -> ManifestPage:
-    fingerprint = query_fingerprint("GetDownloadManifest", version_id, installed_version_id)
+    """A page of the manifest of the user's download `download_id` (another user's is DOWNLOAD_NOT_FOUND;
+    a cancelled one is FAILED_PRECONDITION INVALID_STATE_TRANSITION)."""
+    fingerprint = query_fingerprint("GetDownloadManifest", download_id)
     cursor = decode_page_token(page_token, fingerprint)
     if cursor is not None and (len(cursor) != 1 or not isinstance(cursor[0], str)):
         raise invalid_page_token()
     async with deps.uow() as uow:
+        download = await SessionRepository(uow.session).get(user_id, download_id)
+        if download is None:
+            raise download_not_found()
+        if download.status == CANCELLED:
+            raise FailedPrecondition("the download was cancelled; start a new one for a manifest")
+        version_id, installed_version_id = download.version_id, download.installed_version_id
         version = await repo.version(uow.session, version_id)
         if version is None:
             raise version_not_found()
@@ -110,4 +120,4 @@ async def manifest_page(
         files.append(ManifestFile(row.path, row.size_bytes, row.sha256, not row.installed, listed))
     more = len(page) < len(rows)
     token = encode_page_token([page[-1].path], fingerprint) if more and page else ""
-    return ManifestPage(files, token, version.file_count)
+    return ManifestPage(download_id, version.product_id, version_id, files, token, version.file_count)
