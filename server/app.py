@@ -32,6 +32,8 @@ from library.v1 import (
     playtime_service_pb2_grpc,
 )
 from server.achievements.servicer import AchievementServiceServicer
+from server.cloud_saves.servicer import CloudSaveServiceServicer
+from server.cloud_saves.sweeper import SaveSweeper
 from server.core.auth import TokenVerifier
 from server.core.call_pipeline import CallPipeline
 from server.core.config import Settings
@@ -106,7 +108,7 @@ class Application:
                 cloud_save_service_pb2,
                 "CloudSaveService",
                 cloud_save_service_pb2_grpc.add_CloudSaveServiceServicer_to_server,
-                cloud_save_service_pb2_grpc.CloudSaveServiceServicer(),
+                CloudSaveServiceServicer(self.deps),
             ),
             (
                 game_settings_service_pb2,
@@ -135,6 +137,7 @@ class Application:
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
             ("playtime-reaper", sweeper.run_reaper()),
             ("playtime-checkpointer", sweeper.run_checkpointer()),
+            ("cloud-save-sweeper", SaveSweeper(self.deps).run()),
         ]
 
     async def start(self) -> None:
