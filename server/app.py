@@ -46,6 +46,8 @@ from server.core.method_table import MethodTable
 from server.core.redis import create_redis
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
+from server.downloads.servicer import DownloadServiceServicer
+from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
@@ -114,13 +116,13 @@ class Application:
                 game_settings_service_pb2,
                 "GameSettingsSyncService",
                 game_settings_service_pb2_grpc.add_GameSettingsSyncServiceServicer_to_server,
-                game_settings_service_pb2_grpc.GameSettingsSyncServiceServicer(),
+                GameSettingsSyncServiceServicer(self.deps),
             ),
             (
                 download_service_pb2,
                 "DownloadService",
                 download_service_pb2_grpc.add_DownloadServiceServicer_to_server,
-                download_service_pb2_grpc.DownloadServiceServicer(),
+                DownloadServiceServicer(self.deps),
             ),
         ]
         pipeline = CallPipeline(self.verifier)

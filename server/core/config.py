@@ -63,6 +63,10 @@ class Settings:
     saves_download_url_expiry_seconds: int = 300
     saves_reservation_grace_seconds: int = 600
     saves_sweep_seconds: float = 30.0
+    # Downloads content (SPEC §6): lifetime of the presigned PUTs of a version upload and of the presigned
+    # chunk GETs in manifests (cached in Redis for that long, so repeated pages don't re-sign).
+    download_upload_url_expiry_seconds: int = 900
+    download_chunk_url_expiry_seconds: int = 900
     # WebSocket notification relay (gateway/, SPEC §8)
     ws_host: str = "127.0.0.1"
     ws_port: int = 8765

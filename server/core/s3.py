@@ -1,7 +1,8 @@
 """The S3 adapter: one long-lived aioboto3 client per process, opened and closed by the composition root.
 
 What capabilities get from it: presigned PUTs bound to the bytes (object key, exact `Content-Length` and
-`x-amz-checksum-sha256`, so the store itself refuses any other body or length), presigned GETs, `head`
+`x-amz-checksum-sha256`, so the store itself refuses any other body or length), presigned GETs, `get`
+of a whole small object, `head`
 with the SHA-256 the store computed (`ChecksumMode='ENABLED'`), copy, delete and listing.
 
 Presigned URLs are bearer credentials: nothing here logs them, and callers must not either. A store that
@@ -167,6 +168,18 @@ class ObjectStore:
         return StoredObject(
             size=reply["ContentLength"], sha256_hex=_hex_of_header(reply.get("ChecksumSHA256"))
         )
+
+    async def get(self, key: str) -> bytes | None:
+        """The whole object (for small ones, such as a chunk); None when there is no such object."""
+        with _store_errors():
+            try:
+                reply = await self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES:
+                    return None
+                raise
+            async with reply["Body"] as body:
+                return await body.read()
 
     async def put(self, key: str, body: bytes, *, sha256_hex: str) -> None:
         """A direct PUT with the SHA-256 checked by the store (for operators, tests and the bench)."""
