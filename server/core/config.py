@@ -9,6 +9,10 @@ from dataclasses import dataclass
 _FALSE = ("0", "false", "no")
 
 
+class ConfigurationError(ValueError):
+    """A setting is missing or wrong: the process refuses to start, printing this message."""
+
+
 def _parse(raw: str, default: object) -> object:
     """An environment value as the type of the field's default."""
     if isinstance(default, bool):
@@ -42,6 +46,10 @@ class Settings:
     jwt_hs256_secret: str = ""
     jwt_issuer: str = ""
     jwt_audience: str = ""
+    # Clock skew allowed on exp/nbf/iat; scripts/render-envoy.py gives Envoy the same value.
+    jwt_leeway_seconds: int = 30
+    # Shortest time between two JWKS URL fetches caused by tokens naming an unknown kid.
+    jwt_jwks_refetch_seconds: float = 30.0
     event_source: str = "/library-service"
     outbox_poll_seconds: float = 0.5
     notification_stream_maxlen: int = 1000
