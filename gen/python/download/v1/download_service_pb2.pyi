@@ -399,6 +399,8 @@ class DownloadSettings(_message.Message):
     BANDWIDTH_LIMIT_KBPS_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    PRODUCT_BRANCHES_FIELD_NUMBER: _builtins.int
     max_concurrent_downloads: _builtins.int
     """How many sessions may be DOWNLOADING at once, 1–10 (default 3). Optional on update; always set in
     responses.
@@ -409,11 +411,27 @@ class DownloadSettings(_message.Message):
     """
     etag: _builtins.str
     """Version of the document. Responses always set it; on update, if set, it must equal the stored etag
-    (otherwise ABORTED ETAG_MISMATCH).
+    (otherwise ABORTED ETAG_MISMATCH). The defaults (never updated) have etag `v0`.
     """
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the settings were last updated; unset while they are the defaults."""
+
+    @_builtins.property
+    def schedule(self) -> Global___DownloadSchedule:
+        """Daily window in which queued downloads start (outside it they wait, unless started with "now");
+        unset = any time (default). On update without an update_mask a schedule given replaces the stored
+        one; to remove it name `schedule` in update_mask and leave it unset.
+        """
+
+    @_builtins.property
+    def product_branches(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductBranch]:
+        """Branch the user follows per product (products not listed follow `public`). On update without an
+        update_mask the entries given are merged in (an entry with branch `public` removes the product's
+        choice); with `product_branches` in update_mask the list replaces the stored one. Choosing a branch
+        other than `public` needs the product in the library (PRODUCT_ACCESS_DENIED). At most 1000 entries,
+        one per product.
+        """
 
     def __init__(
         self,
@@ -422,10 +440,12 @@ class DownloadSettings(_message.Message):
         bandwidth_limit_kbps: _builtins.int | None = ...,
         etag: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        schedule: Global___DownloadSchedule | None = ...,
+        product_branches: _abc.Iterable[Global___ProductBranch] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_bandwidth_limit_kbps", b"_bandwidth_limit_kbps", "_max_concurrent_downloads", b"_max_concurrent_downloads", "bandwidth_limit_kbps", b"bandwidth_limit_kbps", "max_concurrent_downloads", b"max_concurrent_downloads", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_bandwidth_limit_kbps", b"_bandwidth_limit_kbps", "_max_concurrent_downloads", b"_max_concurrent_downloads", "bandwidth_limit_kbps", b"bandwidth_limit_kbps", "max_concurrent_downloads", b"max_concurrent_downloads", "schedule", b"schedule", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bandwidth_limit_kbps", b"_bandwidth_limit_kbps", "_max_concurrent_downloads", b"_max_concurrent_downloads", "bandwidth_limit_kbps", b"bandwidth_limit_kbps", "etag", b"etag", "max_concurrent_downloads", b"max_concurrent_downloads", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bandwidth_limit_kbps", b"_bandwidth_limit_kbps", "_max_concurrent_downloads", b"_max_concurrent_downloads", "bandwidth_limit_kbps", b"bandwidth_limit_kbps", "etag", b"etag", "max_concurrent_downloads", b"max_concurrent_downloads", "product_branches", b"product_branches", "schedule", b"schedule", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__bandwidth_limit_kbps: _TypeAlias = _typing.Literal["bandwidth_limit_kbps"]  # noqa: Y015
     _WhichOneofArgType__bandwidth_limit_kbps: _TypeAlias = _typing.Literal["_bandwidth_limit_kbps", b"_bandwidth_limit_kbps"]  # noqa: Y015
@@ -437,6 +457,64 @@ class DownloadSettings(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent_downloads) -> _WhichOneofReturnType__max_concurrent_downloads | None: ...
 
 Global___DownloadSettings: _TypeAlias = DownloadSettings  # noqa: Y015
+
+@_typing.final
+class DownloadSchedule(_message.Message):
+    """A daily window of local wall-clock time in the user's time zone. An end before the start spans
+    midnight (`22:00`–`06:00`); the end is exclusive.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    start_time: _builtins.str
+    """Start of the window, `HH:MM` (24 h)."""
+    end_time: _builtins.str
+    """End of the window, `HH:MM` (24 h), not equal to the start."""
+    time_zone: _builtins.str
+    """IANA time zone name of the user, e.g. `Europe/Berlin` or `UTC`."""
+    def __init__(
+        self,
+        *,
+        start_time: _builtins.str = ...,
+        end_time: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadSchedule: _TypeAlias = DownloadSchedule  # noqa: Y015
+
+@_typing.final
+class ProductBranch(_message.Message):
+    """The branch a user follows for one product."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    """Product id (UUID)."""
+    branch: _builtins.str
+    """Branch name: 1-64 of [a-z0-9._-], starting with a letter or digit (`public`, `beta`)."""
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        branch: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "product_id", b"product_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProductBranch: _TypeAlias = ProductBranch  # noqa: Y015
 
 @_typing.final
 class StartDownloadRequest(_message.Message):
@@ -1408,23 +1486,33 @@ Global___GetDownloadSettingsResponse: _TypeAlias = GetDownloadSettingsResponse  
 @_typing.final
 class UpdateDownloadSettingsRequest(_message.Message):
     """Request of UpdateDownloadSettings. REST: the body is `settings`, e.g.
-    `{"maxConcurrentDownloads": 3, "bandwidthLimitKbps": 5000, "etag": "…"}`.
+    `{"maxConcurrentDownloads": 3, "bandwidthLimitKbps": 5000, "etag": "…"}`; the other fields are query
+    parameters (`?updateMask=schedule&deviceId=pc-1`).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SETTINGS_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """Client-chosen id of the device making the change (at most 128 characters, no control characters);
+    the `downloadSettingsUpdated` notification carries it so that device can ignore its own change.
+    """
+    request_id: _builtins.str
+    """Optional UUID for safe retries: a replay returns the first response and changes nothing."""
     @_builtins.property
     def settings(self) -> Global___DownloadSettings:
         """New values; only the fields named in update_mask (or, without a mask, the fields that are set)
-        change.
+        change. A request that changes nothing is INVALID_ARGUMENT.
         """
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields of settings to update (`max_concurrent_downloads`, `bandwidth_limit_kbps`); empty = every
-        field set in settings. Unknown paths are INVALID_ARGUMENT.
+        """Fields of settings to update (`max_concurrent_downloads`, `bandwidth_limit_kbps`, `schedule`,
+        `product_branches`); empty = every field set in settings. A named field left unset returns to its
+        default. Unknown paths are INVALID_ARGUMENT.
         """
 
     def __init__(
@@ -1432,10 +1520,12 @@ class UpdateDownloadSettingsRequest(_message.Message):
         *,
         settings: Global___DownloadSettings | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        device_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "request_id", b"request_id", "settings", b"settings", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
