@@ -23,6 +23,7 @@ from tests.support.achievements import wait_notifications
 from tests.support.auth import user_metadata
 from tests.support.grpc_errors import failure
 from tests.support.ownership import grant
+from tests.support.publishing import publish_files
 
 UPDATED = "downloadSettingsUpdated"
 
@@ -60,6 +61,15 @@ def branches(settings: pb.DownloadSettings) -> dict[str, str]:
     return {b.product_id: b.branch for b in settings.product_branches}
 
 
+async def publish(target: str, directory, product: uuid.UUID, *branches: str) -> None:
+    """A tiny version of the product on each branch, so that the branch can be chosen."""
+    for branch in branches:
+        files = {"game.txt": f"{product} {branch}".encode()}
+        await publish_files(
+            target, product, f"1.0-{branch}", files, directory / str(product) / branch, branch=branch
+        )
+
+
 async def row_count(sessions, user: uuid.UUID) -> int:
     async with sessions() as session:
         return 0 if await session.get(DownloadSettingsRow, user) is None else 1
@@ -80,9 +90,12 @@ async def test_a_user_who_never_changed_them_gets_the_defaults_and_nothing_is_st
         assert await get_download_settings(session, user) == DownloadSettings()
 
 
-async def test_an_update_changes_what_it_sets_and_notifies_the_devices(downloads, sessions, redis):
+async def test_an_update_changes_what_it_sets_and_notifies_the_devices(
+    downloads, sessions, redis, grpc_target, tmp_path
+):
     user, game = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, game)
+    await publish(grpc_target, tmp_path, game, "beta")
 
     reply = await update(
         downloads,
@@ -123,9 +136,14 @@ async def test_an_update_changes_what_it_sets_and_notifies_the_devices(downloads
     assert branches(second) == {str(game): "beta"}
 
 
-async def test_branches_merge_public_removes_and_a_masked_list_replaces(downloads, sessions):
+async def test_branches_merge_public_removes_and_a_masked_list_replaces(
+    downloads, sessions, grpc_target, tmp_path
+):
     user, a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, a, b, c)
+    await publish(grpc_target, tmp_path, a, "beta")
+    await publish(grpc_target, tmp_path, b, "nightly")
+    await publish(grpc_target, tmp_path, c, "beta")
     await update(downloads, user, product_branches=[pb.ProductBranch(product_id=str(a), branch="beta")])
 
     merged = await update(
@@ -198,10 +216,12 @@ async def test_concurrent_writers_with_one_etag_one_wins_the_rest_are_aborted(do
     assert won[0].settings.etag == "v2"
 
 
-async def test_concurrent_unconditional_branch_choices_all_apply(downloads, sessions):
+async def test_concurrent_unconditional_branch_choices_all_apply(downloads, sessions, grpc_target, tmp_path):
     user = uuid.uuid4()
     games = [uuid.uuid4() for _ in range(8)]
     await grant(sessions, user, *games)
+    for game in games:
+        await publish(grpc_target, tmp_path, game, "beta")
 
     await asyncio.gather(
         *(
@@ -253,6 +273,30 @@ async def test_a_branch_for_a_product_not_in_the_library_is_access_denied_and_wr
     await update(
         downloads, user, product_branches=[pb.ProductBranch(product_id=str(not_owned), branch="public")]
     )
+
+
+async def test_a_branch_without_a_published_version_is_not_found_and_writes_nothing(
+    downloads, sessions, grpc_target, tmp_path
+):
+    user, game = uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user, game)
+    await publish(grpc_target, tmp_path, game, "public", "beta")
+
+    refused = await failure(
+        update(
+            downloads,
+            user,
+            bandwidth_limit_kbps=5,
+            product_branches=[pb.ProductBranch(product_id=str(game), branch="staging")],
+        )
+    )
+
+    assert refused == (grpc.StatusCode.NOT_FOUND, "PRODUCT_VERSION_NOT_FOUND", [])
+    assert await row_count(sessions, user) == 0
+    chosen = await update(
+        downloads, user, product_branches=[pb.ProductBranch(product_id=str(game), branch="beta")]
+    )
+    assert branches(chosen.settings) == {str(game): "beta"}
 
 
 async def test_user_b_sees_only_their_own_settings(downloads):
