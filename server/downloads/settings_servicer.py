@@ -14,6 +14,7 @@ from server.core.validation import Validator
 from server.downloads import settings as use_cases
 from server.downloads.settings_rules import (
     BANDWIDTH,
+    BRANCHES,
     DEFAULT_MAX_CONCURRENT_DOWNLOADS,
     FIELDS,
     MAX_CONCURRENT,
@@ -119,7 +120,8 @@ def _change(v: Validator, request: pb.UpdateDownloadSettingsRequest) -> Settings
         max_concurrent_downloads=max_concurrent,
         bandwidth_kbps=settings.bandwidth_limit_kbps,
         schedule=schedule,
-        branches=_branches(v, settings.product_branches),
+        # With a mask, a field it does not name is ignored (AIP-134), branch entries included.
+        branches=_branches(v, settings.product_branches) if not masked or BRANCHES in masked else {},
     )
     if change.is_empty and not v.violations:
         v.fail("settings", "names nothing to change")

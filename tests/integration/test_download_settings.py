@@ -181,6 +181,18 @@ async def test_a_masked_field_left_unset_returns_to_its_default(downloads):
     assert not settings.HasField("schedule")
     assert (settings.max_concurrent_downloads, settings.bandwidth_limit_kbps) == (3, 100)
 
+    # What the mask does not name is ignored, branch entries included (so no ownership check for them).
+    ignored = await update(
+        downloads,
+        user,
+        mask=("bandwidth_limit_kbps",),
+        max_concurrent_downloads=9,
+        bandwidth_limit_kbps=7,
+        product_branches=[pb.ProductBranch(product_id=str(uuid.uuid4()), branch="beta")],
+    )
+    assert (ignored.settings.max_concurrent_downloads, ignored.settings.bandwidth_limit_kbps) == (3, 7)
+    assert list(ignored.settings.product_branches) == []
+
 
 async def test_a_stale_etag_is_aborted_and_changes_nothing(downloads, redis):
     user = uuid.uuid4()
