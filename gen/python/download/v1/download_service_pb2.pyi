@@ -86,6 +86,8 @@ class DownloadSession(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    START_NOW_FIELD_NUMBER: _builtins.int
     download_id: _builtins.str
     """Session id (UUID)."""
     product_id: _builtins.str
@@ -114,6 +116,14 @@ class DownloadSession(_message.Message):
     """Estimated seconds until completion; unset when unknown (no speed yet, or not DOWNLOADING)."""
     error_message: _builtins.str
     """Why the session FAILED; empty otherwise."""
+    branch: _builtins.str
+    """Branch the target version was chosen from (the user's branch for the product, or the branch of the
+    explicitly requested version), e.g. `public` or `beta`.
+    """
+    start_now: _builtins.bool
+    """True when the session was started with start_now: it may run outside the user's download schedule
+    window.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the session was created."""
@@ -146,10 +156,12 @@ class DownloadSession(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
+        branch: _builtins.str = ...,
+        start_now: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "completed_at", b"completed_at", "created_at", b"created_at", "eta_seconds", b"eta_seconds", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "completed_at", b"completed_at", "created_at", b"created_at", "device_id", b"device_id", "download_id", b"download_id", "downloaded_bytes", b"downloaded_bytes", "error_message", b"error_message", "eta_seconds", b"eta_seconds", "installation_path", b"installation_path", "installed_version_id", b"installed_version_id", "priority", b"priority", "product_id", b"product_id", "progress_percentage", b"progress_percentage", "speed_bytes_per_second", b"speed_bytes_per_second", "status", b"status", "total_size_bytes", b"total_size_bytes", "updated_at", b"updated_at", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "branch", b"branch", "completed_at", b"completed_at", "created_at", b"created_at", "device_id", b"device_id", "download_id", b"download_id", "downloaded_bytes", b"downloaded_bytes", "error_message", b"error_message", "eta_seconds", b"eta_seconds", "installation_path", b"installation_path", "installed_version_id", b"installed_version_id", "priority", b"priority", "product_id", b"product_id", "progress_percentage", b"progress_percentage", "speed_bytes_per_second", b"speed_bytes_per_second", "start_now", b"start_now", "status", b"status", "total_size_bytes", b"total_size_bytes", "updated_at", b"updated_at", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__eta_seconds: _TypeAlias = _typing.Literal["eta_seconds"]  # noqa: Y015
     _WhichOneofArgType__eta_seconds: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds"]  # noqa: Y015
@@ -530,12 +542,17 @@ class StartDownloadRequest(_message.Message):
     INSTALLED_FILES_FIELD_NUMBER: _builtins.int
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    START_NOW_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """Product to download (UUID); the user must own it."""
     version_id: _builtins.str
-    """Version to download (UUID); empty = the product's latest published version."""
+    """Version to download (UUID); empty = the latest version of the user's branch for the product (a
+    download setting, `public` by default). An older version than the installed one is a rollback.
+    """
     installation_path: _builtins.str
-    """Where the client installs the product on its device (stored and echoed, not interpreted)."""
+    """Where the client installs the product on its device (stored and echoed, not interpreted; 1–1024
+    characters).
+    """
     priority: _builtins.int
     """Queue priority, 0–100 (default 0); higher starts first."""
     installed_version_id: _builtins.str
@@ -546,10 +563,16 @@ class StartDownloadRequest(_message.Message):
     """Device the download runs on (client-chosen id, at most 128 characters)."""
     request_id: _builtins.str
     """Idempotency key (UUID): a replay with the same request_id returns the first response unchanged."""
+    start_now: _builtins.bool
+    """Start now: the session may become DOWNLOADING outside the user's download schedule window (without
+    it, a session started outside the window stays QUEUED until the window opens). Concurrency limits
+    still apply.
+    """
     @_builtins.property
     def installed_files(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstalledFile]:
         """Files currently on disk at installation_path, for clients that do not know the installed version:
-        a file whose path and SHA-256 match a file of the target version is not downloaded again.
+        a file whose path and SHA-256 match a file of the target version is not downloaded again (at most
+        100000 files).
         """
 
     def __init__(
@@ -563,10 +586,11 @@ class StartDownloadRequest(_message.Message):
         installed_files: _abc.Iterable[Global___InstalledFile] | None = ...,
         device_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        start_now: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "installation_path", b"installation_path", "installed_files", b"installed_files", "installed_version_id", b"installed_version_id", "priority", b"priority", "product_id", b"product_id", "request_id", b"request_id", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "installation_path", b"installation_path", "installed_files", b"installed_files", "installed_version_id", b"installed_version_id", "priority", b"priority", "product_id", b"product_id", "request_id", b"request_id", "start_now", b"start_now", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -999,6 +1023,7 @@ class ReportDownloadProgressRequest(_message.Message):
     COMPLETED_CHUNK_HASHES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
     download_id: _builtins.str
     """Session id (UUID)."""
     downloaded_bytes: _builtins.int
@@ -1013,7 +1038,15 @@ class ReportDownloadProgressRequest(_message.Message):
     """Why the download failed, when status is FAILED (at most 1024 characters)."""
     @_builtins.property
     def completed_chunk_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Hashes of chunks completed (downloaded and hash-checked) since the previous report."""
+        """Hashes of chunks completed (downloaded and hash-checked) since the previous report (at most 10000,
+        lowercase hex SHA-256).
+        """
+
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___DownloadFileReport]:
+        """Files that finished (written and verified) or failed since the previous report; each emits a
+        `download.item.status.changed` event once (at most 1000 per report, paths of the target version).
+        """
 
     def __init__(
         self,
@@ -1023,14 +1056,68 @@ class ReportDownloadProgressRequest(_message.Message):
         completed_chunk_hashes: _abc.Iterable[_builtins.str] | None = ...,
         status: Global___DownloadSession.DownloadStatus.ValueType = ...,
         error_message: _builtins.str = ...,
+        files: _abc.Iterable[Global___DownloadFileReport] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_chunk_hashes", b"completed_chunk_hashes", "download_id", b"download_id", "downloaded_bytes", b"downloaded_bytes", "error_message", b"error_message", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_chunk_hashes", b"completed_chunk_hashes", "download_id", b"download_id", "downloaded_bytes", b"downloaded_bytes", "error_message", b"error_message", "files", b"files", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportDownloadProgressRequest: _TypeAlias = ReportDownloadProgressRequest  # noqa: Y015
+
+@_typing.final
+class DownloadFileReport(_message.Message):
+    """The outcome of one file of a download, as the client reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _FileStatus:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _FileStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[DownloadFileReport._FileStatus.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        FILE_STATUS_UNSPECIFIED: DownloadFileReport._FileStatus.ValueType  # 0
+        """Unset; INVALID_ARGUMENT."""
+        COMPLETED: DownloadFileReport._FileStatus.ValueType  # 1
+        """The file is written and its SHA-256 matches the manifest."""
+        FAILED: DownloadFileReport._FileStatus.ValueType  # 2
+        """The client gave up on the file (see error_message)."""
+
+    class FileStatus(_FileStatus, metaclass=_FileStatusEnumTypeWrapper):
+        """What happened to the file."""
+
+    FILE_STATUS_UNSPECIFIED: DownloadFileReport.FileStatus.ValueType  # 0
+    """Unset; INVALID_ARGUMENT."""
+    COMPLETED: DownloadFileReport.FileStatus.ValueType  # 1
+    """The file is written and its SHA-256 matches the manifest."""
+    FAILED: DownloadFileReport.FileStatus.ValueType  # 2
+    """The client gave up on the file (see error_message)."""
+
+    PATH_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Path of the file in the target version, relative, with `/` separators (1–4096 characters)."""
+    status: Global___DownloadFileReport.FileStatus.ValueType
+    """COMPLETED or FAILED."""
+    error_message: _builtins.str
+    """Why the file failed, when status is FAILED (at most 1024 characters)."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        status: Global___DownloadFileReport.FileStatus.ValueType = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_message", b"error_message", "path", b"path", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadFileReport: _TypeAlias = DownloadFileReport  # noqa: Y015
 
 @_typing.final
 class ReportDownloadProgressResponse(_message.Message):
