@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import time
+from datetime import UTC, datetime, time, timedelta
 
 import grpc
 import pytest
@@ -23,7 +23,7 @@ from tests.support.achievements import wait_notifications
 from tests.support.auth import user_metadata
 from tests.support.grpc_errors import failure
 from tests.support.ownership import grant
-from tests.support.publishing import publish_files
+from tests.support.versions import publish
 
 UPDATED = "downloadSettingsUpdated"
 
@@ -61,13 +61,10 @@ def branches(settings: pb.DownloadSettings) -> dict[str, str]:
     return {b.product_id: b.branch for b in settings.product_branches}
 
 
-async def publish(target: str, directory, product: uuid.UUID, *branches: str) -> None:
-    """A tiny version of the product on each branch, so that the branch can be chosen."""
+async def on_branches(sessions, product: uuid.UUID, *branches: str) -> None:
+    """A tiny committed version of the product on each branch, so that the branch can be chosen."""
     for branch in branches:
-        files = {"game.txt": f"{product} {branch}".encode()}
-        await publish_files(
-            target, product, f"1.0-{branch}", files, directory / str(product) / branch, branch=branch
-        )
+        await publish(sessions, product, {"game.txt": [f"{product} {branch}".encode()]}, branch=branch)
 
 
 async def row_count(sessions, user: uuid.UUID) -> int:
@@ -90,12 +87,10 @@ async def test_a_user_who_never_changed_them_gets_the_defaults_and_nothing_is_st
         assert await get_download_settings(session, user) == DownloadSettings()
 
 
-async def test_an_update_changes_what_it_sets_and_notifies_the_devices(
-    downloads, sessions, redis, grpc_target, tmp_path
-):
+async def test_an_update_changes_what_it_sets_and_notifies_the_devices(downloads, sessions, redis):
     user, game = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, game)
-    await publish(grpc_target, tmp_path, game, "beta")
+    await on_branches(sessions, game, "beta")
 
     reply = await update(
         downloads,
@@ -136,14 +131,12 @@ async def test_an_update_changes_what_it_sets_and_notifies_the_devices(
     assert branches(second) == {str(game): "beta"}
 
 
-async def test_branches_merge_public_removes_and_a_masked_list_replaces(
-    downloads, sessions, grpc_target, tmp_path
-):
+async def test_branches_merge_public_removes_and_a_masked_list_replaces(downloads, sessions):
     user, a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, a, b, c)
-    await publish(grpc_target, tmp_path, a, "beta")
-    await publish(grpc_target, tmp_path, b, "nightly")
-    await publish(grpc_target, tmp_path, c, "beta")
+    await on_branches(sessions, a, "beta")
+    await on_branches(sessions, b, "nightly")
+    await on_branches(sessions, c, "beta")
     await update(downloads, user, product_branches=[pb.ProductBranch(product_id=str(a), branch="beta")])
 
     merged = await update(
@@ -228,12 +221,12 @@ async def test_concurrent_writers_with_one_etag_one_wins_the_rest_are_aborted(do
     assert won[0].settings.etag == "v2"
 
 
-async def test_concurrent_unconditional_branch_choices_all_apply(downloads, sessions, grpc_target, tmp_path):
+async def test_concurrent_unconditional_branch_choices_all_apply(downloads, sessions):
     user = uuid.uuid4()
     games = [uuid.uuid4() for _ in range(8)]
     await grant(sessions, user, *games)
     for game in games:
-        await publish(grpc_target, tmp_path, game, "beta")
+        await on_branches(sessions, game, "beta")
 
     await asyncio.gather(
         *(
@@ -287,12 +280,10 @@ async def test_a_branch_for_a_product_not_in_the_library_is_access_denied_and_wr
     )
 
 
-async def test_a_branch_without_a_published_version_is_not_found_and_writes_nothing(
-    downloads, sessions, grpc_target, tmp_path
-):
+async def test_a_branch_without_a_published_version_is_not_found_and_writes_nothing(downloads, sessions):
     user, game = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, game)
-    await publish(grpc_target, tmp_path, game, "public", "beta")
+    await on_branches(sessions, game, "public", "beta")
 
     refused = await failure(
         update(
@@ -373,3 +364,48 @@ async def test_an_update_without_settings_is_a_field_violation(downloads):
         )
     )
     assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", ["settings"])
+
+
+async def _start(stub, user: uuid.UUID, product: uuid.UUID) -> pb.DownloadSession:
+    request = pb.StartDownloadRequest(product_id=str(product), installation_path="/games/x")
+    return (await stub.StartDownload(request, metadata=user_metadata(user))).download
+
+
+async def _status(stub, user: uuid.UUID, download: pb.DownloadSession) -> int:
+    request = pb.GetDownloadRequest(download_id=download.download_id)
+    return (await stub.GetDownload(request, metadata=user_metadata(user))).download.status
+
+
+async def test_raising_the_limit_or_dropping_the_schedule_starts_waiting_downloads_at_once(
+    downloads, sessions
+):
+    user, first_game, second_game = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user, first_game, second_game)
+    await on_branches(sessions, first_game, "public")
+    await on_branches(sessions, second_game, "public")
+    await update(downloads, user, max_concurrent_downloads=1)
+    running = await _start(downloads, user, first_game)
+    waiting = await _start(downloads, user, second_game)
+    assert (running.status, waiting.status) == (pb.DownloadSession.DOWNLOADING, pb.DownloadSession.QUEUED)
+
+    await update(downloads, user, max_concurrent_downloads=2)
+
+    assert await _status(downloads, user, waiting) == pb.DownloadSession.DOWNLOADING
+
+
+async def test_a_schedule_keeps_new_downloads_queued_until_it_is_removed(downloads, sessions):
+    user, game = uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user, game)
+    await on_branches(sessions, game, "public")
+    # A one-minute window twelve hours away from now, whatever the time of the run.
+    now = datetime.now(UTC)
+    start = (now + timedelta(hours=12)).strftime("%H:%M")
+    end = (now + timedelta(hours=12, minutes=1)).strftime("%H:%M")
+    await update(downloads, user, schedule=schedule(start, end, "UTC"))
+
+    queued = await _start(downloads, user, game)
+    assert queued.status == pb.DownloadSession.QUEUED
+
+    await update(downloads, user, mask=("schedule",))
+
+    assert await _status(downloads, user, queued) == pb.DownloadSession.DOWNLOADING
