@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import start_http_server
+from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,7 +36,7 @@ from server.achievements.servicer import AchievementServiceServicer
 from server.core.auth import TokenVerifier
 from server.core.call_pipeline import CallPipeline
 from server.core.config import Settings
-from server.core.db import create_engine, create_sessionmaker
+from server.core.db import create_engine, create_pool, create_sessionmaker
 from server.core.deps import Deps
 from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 class Application:
     settings: Settings
     engine: AsyncEngine
+    pool: AsyncConnectionPool
     redis: Redis
     relay: OutboxRelay
     deps: Deps
@@ -75,8 +77,10 @@ class Application:
             poll_seconds=settings.outbox_poll_seconds,
             stream_maxlen=settings.notification_stream_maxlen,
         )
-        deps = Deps(settings, UnitOfWorkFactory(sessions, settings.event_source, relay.wake), redis)
-        return cls(settings, engine, redis, relay, deps, TokenVerifier.from_settings(settings))
+        pool = create_pool(settings.database_url, size=settings.db_pool_size)
+        uow = UnitOfWorkFactory(sessions, settings.event_source, relay.wake, pool)
+        deps = Deps(settings, uow, redis)
+        return cls(settings, engine, pool, redis, relay, deps, TokenVerifier.from_settings(settings))
 
     def _register_services(self, methods: MethodTable) -> None:
         """Every v1 service. A capability not built yet keeps its generated base servicer, whose methods
@@ -152,6 +156,7 @@ class Application:
         )
         server.add_generic_rpc_handlers((methods,))
         server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        await self.pool.open()
         monitor = HealthMonitor(health_servicer, self.service_names, self.engine, self.redis)
         await monitor.check_once()
         await server.start()
@@ -173,4 +178,5 @@ class Application:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.redis.aclose()
+        await self.pool.close()
         await self.engine.dispose()
