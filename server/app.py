@@ -43,7 +43,10 @@ from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
 from server.core.redis import create_redis
+from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
+from server.downloads.servicer import DownloadServiceServicer
+from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
@@ -79,7 +82,8 @@ class Application:
         )
         pool = create_pool(settings.database_url, size=settings.db_pool_size)
         uow = UnitOfWorkFactory(sessions, settings.event_source, relay.wake, pool)
-        deps = Deps(settings, uow, redis)
+        store = ObjectStore(settings)  # opened in start(): one long-lived client per process
+        deps = Deps(settings, uow, redis, store)
         return cls(settings, engine, pool, redis, relay, deps, TokenVerifier.from_settings(settings))
 
     def _register_services(self, methods: MethodTable) -> None:
@@ -114,13 +118,13 @@ class Application:
                 game_settings_service_pb2,
                 "GameSettingsSyncService",
                 game_settings_service_pb2_grpc.add_GameSettingsSyncServiceServicer_to_server,
-                game_settings_service_pb2_grpc.GameSettingsSyncServiceServicer(),
+                GameSettingsSyncServiceServicer(self.deps),
             ),
             (
                 download_service_pb2,
                 "DownloadService",
                 download_service_pb2_grpc.add_DownloadServiceServicer_to_server,
-                download_service_pb2_grpc.DownloadServiceServicer(),
+                DownloadServiceServicer(self.deps),
             ),
         ]
         pipeline = CallPipeline(self.verifier)
@@ -141,6 +145,7 @@ class Application:
 
     async def start(self) -> None:
         settings = self.settings
+        await self.deps.store.open()
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
         )
@@ -177,6 +182,7 @@ class Application:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.deps.store.close()
         await self.redis.aclose()
         await self.pool.close()
         await self.engine.dispose()
