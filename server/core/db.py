@@ -66,6 +66,15 @@ class Db:
             await cur.executemany(sql, params_seq)
 
 
+async def db_of(handle: Db | AsyncSession) -> Db:
+    """`handle` as a Db: a session gives a Db on its own connection, in its transaction (for helpers that
+    callers reach with either `uow.db` or `uow.session`)."""
+    if isinstance(handle, Db):
+        return handle
+    connection = await handle.connection()
+    return Db((await connection.get_raw_connection()).driver_connection)
+
+
 def libpq_url(database_url: str) -> str:
     """The SQLAlchemy URL (`postgresql+psycopg://…`) as libpq takes it."""
     return re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)

@@ -1,32 +1,38 @@
-"""Ownership checks other capabilities use (playtime, achievements, ...): `uow.db` or a read unit's `Db`."""
+"""Ownership checks other capabilities use (playtime, achievements, game settings, downloads, ...).
+
+Each takes a `Db` (`uow.db`, a read unit's) or, for callers written before `Db`, the unit's session."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
 
-from server.core.db import Db
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.core.db import Db, db_of
 from server.core.errors import ProductAccessDenied
 
 _OWNED = "SELECT product_id FROM library_items WHERE user_id = %s AND revoked_at IS NULL"
 
 
-async def owns(db: Db, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
+async def owns(db: Db | AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
     """Whether the user owns the product now (an active, not revoked, library item)."""
+    db = await db_of(db)
     return await db.one(f"{_OWNED} AND product_id = %s", (user_id, product_id)) is not None
 
 
-async def require_owned(db: Db, user_id: uuid.UUID, product_id: uuid.UUID) -> None:
+async def require_owned(db: Db | AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> None:
     """Raises PERMISSION_DENIED PRODUCT_ACCESS_DENIED unless the user owns the product."""
     if not await owns(db, user_id, product_id):
         raise ProductAccessDenied(str(product_id))
 
 
 async def owned_product_ids(
-    db: Db, user_id: uuid.UUID, product_ids: Iterable[uuid.UUID] | None = None
+    db: Db | AsyncSession, user_id: uuid.UUID, product_ids: Iterable[uuid.UUID] | None = None
 ) -> set[uuid.UUID]:
     """Which of the products the user owns now (not revoked); every owned product when `product_ids` is
     None."""
+    db = await db_of(db)
     if product_ids is None:
         rows = await db.all(_OWNED, (user_id,))
     else:
