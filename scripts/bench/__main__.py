@@ -25,6 +25,7 @@ seconds (2), BENCH_ROUNDS (5), BENCH_WRITES_N (20000), BENCH_IDLE_SECONDS (5), B
 BENCH_RPC (heartbeat | fallback), BENCH_ECHO_PORT (50070), BENCH_GRPC_PORTS (50071,50072),
 BENCH_METRICS_PORTS (9481,9482), BENCH_ENVOY_PORT (8090), BENCH_ENVOY_ADMIN_PORT (9910),
 BENCH_ENVOY_ACCESS_LOG (0), BENCH_OUT (bench-results). A port that is taken is replaced by a free one.
+Download progress reports vs the heartbeat: scripts/bench/download_progress.py (BENCH_PROGRESS_ROUNDS, 3).
 
 The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
 BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
@@ -49,7 +50,7 @@ from pathlib import Path
 
 import grpc
 
-from scripts.bench import db_cases, fixtures, loadgen, pgstats
+from scripts.bench import db_cases, download_progress, fixtures, loadgen, pgstats
 from scripts.bench.procs import (
     ROOT,
     CpuMeter,
@@ -378,7 +379,9 @@ class Bench:
         # 4. Postgres writes during N calls, background workers off
         pg = self.pg_writes()
 
-        return self.summarize(pg, time.monotonic() - started)
+        summary = self.summarize(pg, time.monotonic() - started)
+        summary["download_progress"] = download_progress.run(self)  # scripts/bench/download_progress.py
+        return summary
 
     def pg_writes(self) -> dict:
         cfg = self.cfg
