@@ -27,12 +27,14 @@ _PRODUCT = (
     "p.product_id, p.name, p.product_type, p.cover_image_url, p.icon_url, p.developer, p.publisher, "
     "p.release_date, p.genres, p.updated_at"
 )
-_PRODUCT_WIDTH = 10
-# An item's columns as `_item_view` reads them, then its product's.
+# An item's columns as `_item_view` reads them, then its product's, then its category ids (by name).
 _ITEM = (
     "li.id, li.product_id, li.acquisition_type, li.acquisition_timestamp, li.added_to_library_at, "
     "li.last_played_timestamp, li.total_playtime_seconds, li.installation_status, li.installed_version_id, "
-    f"li.is_hidden, {_PRODUCT}"
+    f"li.is_hidden, {_PRODUCT}, "
+    "ARRAY(SELECT lic.category_id FROM library_item_categories lic "
+    "JOIN library_categories c ON c.id = lic.category_id WHERE lic.library_item_id = li.id "
+    "ORDER BY lower(c.name), c.id)"
 )
 _ACTIVE_ITEMS = "library_items li LEFT JOIN products p ON p.product_id = li.product_id"
 _ACTIVE = "li.user_id = %s AND li.revoked_at IS NULL"
@@ -86,11 +88,11 @@ def product_info(row: Sequence[Any]) -> ProductInfo | None:
     )
 
 
-def _item_view(row: Sequence[Any], category_ids: list[uuid.UUID]) -> LibraryItemView:
+def _item_view(row: Sequence[Any]) -> LibraryItemView:
     return LibraryItemView(
         id=row[0],
         product_id=row[1],
-        product=product_info(row[10:]),
+        product=product_info(row[10:20]),
         acquisition_type=row[2],
         acquisition_timestamp=row[3],
         added_to_library_at=row[4],
@@ -99,7 +101,7 @@ def _item_view(row: Sequence[Any], category_ids: list[uuid.UUID]) -> LibraryItem
         installation_status=row[7],
         installed_version_id=row[8],
         is_hidden=row[9],
-        category_ids=category_ids,
+        category_ids=row[20],
     )
 
 
@@ -116,21 +118,6 @@ def _wishlist_view(row: Sequence[Any]) -> WishlistItemView:
         priority=row[3],
         notes=row[4],
     )
-
-
-_MEMBERSHIPS = (
-    "SELECT lic.library_item_id, lic.category_id FROM library_item_categories lic "
-    "JOIN library_categories c ON c.id = lic.category_id "
-    "WHERE lic.library_item_id = ANY(%s) ORDER BY lower(c.name), c.id"
-)
-
-
-async def _with_categories(db: Db, rows: Sequence[Sequence[Any]]) -> list[LibraryItemView]:
-    memberships: dict[uuid.UUID, list[uuid.UUID]] = {row[0]: [] for row in rows}
-    if memberships:
-        for item_id, category_id in await db.all(_MEMBERSHIPS, (list(memberships),)):
-            memberships[item_id].append(category_id)
-    return [_item_view(row, memberships[row[0]]) for row in rows]
 
 
 async def list_items(
@@ -160,7 +147,7 @@ async def list_items(
     if not include_hidden:
         conditions.append("li.is_hidden IS false")
     rows, next_cursor, total = await _ITEM_LISTINGS[sort].page(db, conditions, params, cursor, page_size)
-    return await _with_categories(db, rows), next_cursor, total
+    return [_item_view(row) for row in rows], next_cursor, total
 
 
 async def lock_item(db: Db, user_id: uuid.UUID, item_id: uuid.UUID) -> bool:
@@ -195,7 +182,7 @@ async def item_view(db: Db, user_id: uuid.UUID, item_id: uuid.UUID) -> LibraryIt
     [row] = await db.all(
         f"SELECT {_ITEM} FROM {_ACTIVE_ITEMS} WHERE {_ACTIVE} AND li.id = %s", (user_id, item_id)
     )
-    return (await _with_categories(db, [row]))[0]
+    return _item_view(row)
 
 
 async def owned_items(
@@ -206,7 +193,7 @@ async def owned_items(
         f"SELECT {_ITEM} FROM {_ACTIVE_ITEMS} WHERE {_ACTIVE} AND li.product_id = ANY(%s)",
         (user_id, list(product_ids)),
     )
-    return {view.product_id: view for view in await _with_categories(db, rows)}
+    return {row[1]: _item_view(row) for row in rows}
 
 
 async def own_category_ids(db: Db, user_id: uuid.UUID, category_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
