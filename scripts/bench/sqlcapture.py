@@ -3,7 +3,7 @@ to Postgres and Redis, for the DB echo baseline (scripts/bench/db_echo.py).
 
 Every statement psycopg executes and every Redis command (or pipeline) is appended to OUT (pickled records)
 with the call's x-request-id, whatever layer issued it (SQLAlchemy, raw psycopg, redis-py). Statements
-outside a call (health checks, workers) and SQLAlchemy's pool ping (`;`) are not recorded. The bench makes
+outside a call (health checks, workers) and the pools' pings (`;`, ``) are not recorded. The bench makes
 one call per distinct request with a request id of its own, then reads OUT back (`read`).
 """
 
@@ -19,7 +19,7 @@ import psycopg
 import redis.asyncio.client as redis_client
 from psycopg.types.json import Json, Jsonb
 
-_PING = ";"
+_PINGS = (";", "")  # SQLAlchemy's pool ping, psycopg_pool's connection check
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def _install(out: Path) -> None:
     execute, executemany = psycopg.AsyncCursor.execute, psycopg.AsyncCursor.executemany
 
     async def traced_execute(self, query, params=None, **kw):
-        if query != _PING:
+        if query not in _PINGS:
             record(Op("sql", str(query), _portable(params)))
         return await execute(self, query, params, **kw)
 

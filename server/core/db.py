@@ -96,12 +96,13 @@ class _IdleCheck:
 
 
 def create_pool(database_url: str, *, size: int) -> AsyncConnectionPool:
-    """The pool of autocommit connections read-only units of work use; open it with `await pool.open()`."""
+    """The pool of autocommit connections read-only units of work use (up to `size` and as many again, as
+    the engine's pool and its overflow); open it with `await pool.open()`."""
     idle = _IdleCheck()
     return AsyncConnectionPool(
         libpq_url(database_url),
         min_size=min(2, size),
-        max_size=size,
+        max_size=2 * size,
         kwargs={"autocommit": True},
         check=idle.check,
         reset=idle.reset,
