@@ -28,6 +28,8 @@ BENCH_ENVOY_ACCESS_LOG (0), BENCH_OUT (bench-results). A port that is taken is r
 Download progress reports vs the heartbeat: scripts/bench/download_progress.py (BENCH_PROGRESS_ROUNDS, 3).
 Published content (publish throughput, update bytes, manifests, update checks):
 scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
+Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 5;
+BENCH_SAVES_SMALL_N, 30).
 
 The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
 BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
@@ -52,7 +54,15 @@ from pathlib import Path
 
 import grpc
 
-from scripts.bench import db_cases, download_content, download_progress, fixtures, loadgen, pgstats
+from scripts.bench import (
+    cloud_saves,
+    db_cases,
+    download_content,
+    download_progress,
+    fixtures,
+    loadgen,
+    pgstats,
+)
 from scripts.bench.procs import (
     ROOT,
     CpuMeter,
@@ -384,6 +394,7 @@ class Bench:
         summary = self.summarize(pg, time.monotonic() - started)
         summary["download_progress"] = download_progress.run(self)  # scripts/bench/download_progress.py
         summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
+        summary["cloud_saves"] = cloud_saves.run(self)  # scripts/bench/cloud_saves.py
         return summary
 
     def pg_writes(self) -> dict:
