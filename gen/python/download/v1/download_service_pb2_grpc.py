@@ -240,7 +240,8 @@ class DownloadServiceServicer:
     def UpdateDownloadSettings(self, request, context):
         """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
         notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
-        PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
+        PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library), NOT_FOUND
+        PRODUCT_VERSION_NOT_FOUND (a chosen branch without a published version of the product).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -91,7 +91,8 @@ class DownloadServiceStub:
     UpdateDownloadSettings: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.UpdateDownloadSettingsRequest, _download_service_pb2.UpdateDownloadSettingsResponse]
     """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
     notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
-    PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
+    PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library), NOT_FOUND
+    PRODUCT_VERSION_NOT_FOUND (a chosen branch without a published version of the product).
     """
     PublishProductVersion: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.PublishProductVersionRequest, _download_service_pb2.PublishProductVersionResponse]
     """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
@@ -184,7 +185,8 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     UpdateDownloadSettings: _aio.UnaryUnaryMultiCallable[_download_service_pb2.UpdateDownloadSettingsRequest, _download_service_pb2.UpdateDownloadSettingsResponse]  # type: ignore[assignment]
     """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
     notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
-    PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
+    PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library), NOT_FOUND
+    PRODUCT_VERSION_NOT_FOUND (a chosen branch without a published version of the product).
     """
     PublishProductVersion: _aio.UnaryUnaryMultiCallable[_download_service_pb2.PublishProductVersionRequest, _download_service_pb2.PublishProductVersionResponse]  # type: ignore[assignment]
     """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
@@ -352,7 +354,8 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_download_service_pb2.UpdateDownloadSettingsResponse, _abc.Awaitable[_download_service_pb2.UpdateDownloadSettingsResponse]]:
         """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
         notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
-        PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
+        PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library), NOT_FOUND
+        PRODUCT_VERSION_NOT_FOUND (a chosen branch without a published version of the product).
         """
 
     @_abc_1.abstractmethod
