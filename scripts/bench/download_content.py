@@ -176,8 +176,10 @@ def _synthesise(url: str) -> tuple[uuid.UUID, uuid.UUID]:
                         (file_id, version, f"data/file-{index:03d}.pak", CHUNKS_PER_FILE * MiB, row[0]),
                     )
                     cur.executemany(
-                        "INSERT INTO download_file_chunks VALUES (%s, %s, %s, %s, %s)",
-                        [(file_id, p, c, p * MiB, MiB) for p, c in enumerate(row)],
+                        'INSERT INTO download_file_chunks (file_id, position, chunk_id, "offset", '
+                        "size_bytes, compressed_size_bytes, compressed_sha256) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        [(file_id, p, c, p * MiB, MiB, MiB // 2, c) for p, c in enumerate(row)],
                     )
             ids.append(version)
         conn.commit()

@@ -100,11 +100,7 @@ async def replace_files(session: AsyncSession, version_id: uuid.UUID, files: Seq
             | {"sha256": entry.sha256}
         )
         for position, ref in enumerate(entry.chunks):
-            chunk_rows.append(
-                {"file_id": file_id, "position": position, "chunk_id": ref.chunk_id}
-                | {"offset": ref.offset, "size_bytes": ref.size}
-            )
-            distinct.setdefault(
+            served = distinct.setdefault(
                 ref.chunk_id,
                 {
                     "version_id": version_id,
@@ -113,6 +109,11 @@ async def replace_files(session: AsyncSession, version_id: uuid.UUID, files: Seq
                     "compressed_size_bytes": ref.compressed_size,
                     "compressed_sha256": ref.compressed_sha256,
                 },
+            )
+            chunk_rows.append(
+                {"file_id": file_id, "position": position, "chunk_id": ref.chunk_id}
+                | {"offset": ref.offset, "size_bytes": ref.size}
+                | {key: served[key] for key in ("compressed_size_bytes", "compressed_sha256")}
             )
     await session.execute(insert(VersionFile), file_rows)
     if chunk_rows:
@@ -194,7 +195,8 @@ async def forget_unverified(session: AsyncSession, chunks: Sequence[PendingChunk
 
 async def adopt_verified_objects(session: AsyncSession, version_id: uuid.UUID) -> None:
     """Points each distinct chunk of the version at a verified object (the smallest), whose sizes
-    transfer plans and manifests then read from this table alone."""
+    transfer plans then read from this table alone, and copies it onto the file chunks (which manifests
+    and repairs read alone)."""
     best = (
         select(StoredChunk.chunk_id, StoredChunk.compressed_sha256, StoredChunk.compressed_size_bytes)
         .where(StoredChunk.verified.is_(True))
@@ -208,6 +210,19 @@ async def adopt_verified_objects(session: AsyncSession, version_id: uuid.UUID) -
         .values(
             compressed_sha256=best.c.compressed_sha256,
             compressed_size_bytes=best.c.compressed_size_bytes,
+        )
+    )
+    await session.execute(
+        update(FileChunk)
+        .where(
+            FileChunk.file_id == VersionFile.file_id,
+            VersionFile.version_id == version_id,
+            VersionChunk.version_id == version_id,
+            VersionChunk.chunk_id == FileChunk.chunk_id,
+        )
+        .values(
+            compressed_sha256=VersionChunk.compressed_sha256,
+            compressed_size_bytes=VersionChunk.compressed_size_bytes,
         )
     )
 
@@ -425,13 +440,12 @@ async def version_files(
 
 async def file_chunks(
     session: AsyncSession,
-    version_id: uuid.UUID,
     file_ids: Sequence[uuid.UUID],
     *,
     installed_version_id: uuid.UUID | None = None,
 ) -> dict[uuid.UUID, list[tuple[ChunkRow, bool]]]:
-    """Each file's chunks in offset order with the object serving them, and whether the installed version
-    already holds that chunk."""
+    """Each file's chunks in offset order with the object serving them (one range scan of the primary
+    key per file), and whether the installed version already holds that chunk."""
     if not file_ids:
         return {}
     held = VersionChunk.__table__.alias("held")
@@ -447,13 +461,9 @@ async def file_chunks(
             FileChunk.chunk_id,
             FileChunk.offset,
             FileChunk.size_bytes,
-            VersionChunk.compressed_size_bytes,
-            VersionChunk.compressed_sha256,
+            FileChunk.compressed_size_bytes,
+            FileChunk.compressed_sha256,
             have,
-        )
-        .join(
-            VersionChunk,
-            and_(VersionChunk.version_id == version_id, VersionChunk.chunk_id == FileChunk.chunk_id),
         )
         .where(FileChunk.file_id.in_(list(file_ids)))
         .order_by(FileChunk.file_id, FileChunk.position)

@@ -78,7 +78,9 @@ class VersionFile(Base):
 
 
 class FileChunk(Base):
-    """The `position`-th chunk of a file: its byte range and the chunk id (SHA-256) holding those bytes."""
+    """The `position`-th chunk of a file: its byte range, the chunk id (SHA-256) holding those bytes and
+    the compressed object serving it, a copy of its VersionChunk's (kept equal by the repository) so that
+    a manifest page reads these rows alone."""
 
     __tablename__ = "download_file_chunks"
 
@@ -91,6 +93,8 @@ class FileChunk(Base):
     chunk_id: Mapped[str] = mapped_column(String(64))
     offset: Mapped[int] = mapped_column(BigInteger)
     size_bytes: Mapped[int] = mapped_column(Integer)
+    compressed_size_bytes: Mapped[int] = mapped_column(Integer)
+    compressed_sha256: Mapped[str] = mapped_column(String(64))
 
 
 class VersionChunk(Base):

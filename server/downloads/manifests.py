@@ -93,7 +93,7 @@ async def manifest_page(
         )
         page = _within_budget(rows, page_size)
         chunks = await repo.file_chunks(
-            uow.session, version_id, [r.file_id for r in page], installed_version_id=installed_version_id
+            uow.session, [r.file_id for r in page], installed_version_id=installed_version_id
         )
     links = await file_links(
         deps.redis,

@@ -120,7 +120,7 @@ async def _verify(uow, now, user_id, product_id, version_id, files) -> Verificat
     damaged_rows = [
         (row, problem) for row in expected if (problem := problem_of(row, reported.get(row.path)))
     ]
-    chunks = await repo.file_chunks(uow.session, version_id, [row.file_id for row, _ in damaged_rows])
+    chunks = await repo.file_chunks(uow.session, [row.file_id for row, _ in damaged_rows])
     damaged, refetch = [], {}
     for row, problem in damaged_rows:
         needed = chunks_to_refetch([c for c, _ in chunks[row.file_id]], reported.get(row.path))

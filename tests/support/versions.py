@@ -27,6 +27,10 @@ def compressed_size(content: bytes) -> int:
     return max(1, len(content) // 2)
 
 
+def _compressed_sha256(content: bytes) -> str:
+    return hashlib.sha256(b"z" + content).hexdigest()
+
+
 @dataclass(frozen=True)
 class Published:
     version_id: uuid.UUID
@@ -88,6 +92,8 @@ async def publish(
                         chunk_id=chunk_id,
                         offset=offset,
                         size_bytes=len(chunk),
+                        compressed_size_bytes=compressed_size(chunk),
+                        compressed_sha256=_compressed_sha256(chunk),
                     )
                 )
                 offset += len(chunk)
@@ -97,7 +103,7 @@ async def publish(
                 chunk_id=chunk_id,
                 size_bytes=len(chunk),
                 compressed_size_bytes=compressed_size(chunk),
-                compressed_sha256=hashlib.sha256(b"z" + chunk).hexdigest(),
+                compressed_sha256=_compressed_sha256(chunk),
             )
             for chunk_id, chunk in distinct.items()
         )
