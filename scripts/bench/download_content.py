@@ -188,11 +188,10 @@ def _synthesise(url: str) -> tuple[uuid.UUID, uuid.UUID]:
 
 _BARE_MANIFEST = (
     'SELECT f.file_id, f.path, f.size_bytes, f.sha256, fc.position, fc.chunk_id, fc."offset", '
-    "fc.size_bytes, vc.compressed_size_bytes, vc.compressed_sha256, "
+    "fc.size_bytes, fc.compressed_size_bytes, fc.compressed_sha256, "
     "EXISTS (SELECT 1 FROM download_version_chunks h "
     "WHERE h.version_id = %(old)s AND h.chunk_id = fc.chunk_id) "
     "FROM download_version_files f JOIN download_file_chunks fc ON fc.file_id = f.file_id "
-    "JOIN download_version_chunks vc ON vc.version_id = f.version_id AND vc.chunk_id = fc.chunk_id "
     "WHERE f.version_id = %(new)s ORDER BY f.path, fc.position"
 )
 _BARE_UPDATE = (
