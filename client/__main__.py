@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # The command groups, in the order `--help` lists them.
-GROUPS: tuple[str, ...] = ()
+GROUPS: tuple[str, ...] = ("settings",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 
 import uvloop
 from prometheus_client import start_http_server
 
 from gateway.app import Gateway
 from server.core.auth import TokenVerifier
-from server.core.config import Settings
+from server.core.config import ConfigurationError, Settings
 from server.core.logs import configure_logging
 from server.core.redis import create_redis
 
@@ -36,4 +37,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(main())
+    try:
+        uvloop.run(main())
+    except ConfigurationError as error:
+        sys.exit(f"gateway: configuration error: {error}")

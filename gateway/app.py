@@ -142,7 +142,7 @@ class Gateway:
         if not token:
             return _unauthorized(ws, "missing bearer token")
         try:
-            user_id = str(self._verifier.verify(token).user_id)
+            user_id = str((await self._verifier.authenticate(token)).user_id)
         except Unauthenticated as exc:
             return _unauthorized(ws, str(exc))
         except PermissionDenied as exc:

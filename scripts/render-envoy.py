@@ -10,7 +10,12 @@ Inputs (environment; every default comes from scripts/lib/env.sh):
   ENVOY_DESCRIPTOR                      descriptor set for the transcoder (default gen/descriptor.binpb);
                                         every service of the packages scripts/openapi.py documents
                                         (openapi.PACKAGES) is transcoded
-  JWT_JWKS_FILE, JWT_ISSUER, JWT_AUDIENCE
+  JWT_ISSUER, JWT_AUDIENCE               required claims (both must be set)
+  JWT_JWKS_URL                          when set: remote_jwks (cached JWT_JWKS_CACHE_SECONDS, default 300),
+                                        fetched through a cluster of its own; else JWT_JWKS_FILE (local)
+  JWT_LEEWAY_SECONDS                    clock skew allowed on exp/nbf (the server's setting of that name)
+  CORS_ALLOWED_ORIGINS                  comma-separated origins, or * (default: any origin, for development)
+  ENVOY_MAX_REQUEST_BYTES               largest REST request body (default 1048576); larger ones get 413
   OPENAPI_FILE                          served at /api/v1/docs when it exists (default gen/openapi.json)
   ENVOY_ACCESS_LOG                      1 (default) = JSON access log on stdout, 0 = none
   ENVOY_REST_TIMEOUT                    route timeout of REST calls (default 30s)
@@ -27,9 +32,11 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from string import Template
+from urllib.parse import urlsplit
 
 from google.protobuf import descriptor_pb2
 
@@ -156,41 +163,192 @@ REST_REQUEST = {"or_filter": {"filters": [content_type_filter(False), TRANSCODED
 GRPC_REQUEST = content_type_filter(True)  # only used after the REST mappers: not transcoded
 
 
+# jwt_authn's own WWW-Authenticate names the request URL as the realm, a ?token= included: a fixed realm
+# instead, so that no token is ever echoed back.
+WWW_AUTHENTICATE = 'Bearer realm="library"'
+
+
+def _set_header(name: str, value: str) -> dict:
+    return {"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+FIXED_REALM = [_set_header("www-authenticate", WWW_AUTHENTICATE)]
+
+# gRPC transport headers a REST client has no use for (the transcoder leaves them on its responses).
+GRPC_RESPONSE_HEADERS = [
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    "grpc-accept-encoding",
+    "grpc-encoding",
+]
+
+
+def status_json(code: int, message: str, reason: str) -> dict:
+    """A google.rpc.Status JSON body with one ErrorInfo, the shape the transcoder gives upstream errors."""
+    return {
+        "code": code,
+        "message": message,
+        "details": [{"@type": ERROR_INFO, "reason": reason, "domain": ERROR_DOMAIN}],
+    }
+
+
 def rest_error_mapper(status: int, code: int, reason: str, new_status: int | None = None) -> dict:
     mapper = {
         "filter": {"and_filter": {"filters": [status_filter(status), REST_REQUEST]}},
         "body_format_override": {
-            "json_format": {
-                "code": code,
-                "message": "%LOCAL_REPLY_BODY%",
-                "details": [{"@type": ERROR_INFO, "reason": reason, "domain": ERROR_DOMAIN}],
-            },
+            "json_format": status_json(code, "%LOCAL_REPLY_BODY%", reason),
             "content_type": "application/json",
         },
     }
     if new_status is not None:
         mapper["status_code"] = new_status
+    if (new_status or status) == 401:
+        mapper["headers_to_add"] = FIXED_REALM
     return mapper
 
 
 def local_reply_mappers() -> list[dict]:
+    """Envoy's own error replies, with the reasons the server uses (SPEC section 4)."""
     return [
         # jwt_authn: missing, malformed, expired, badly signed, wrong issuer -> 401
         rest_error_mapper(401, 16, "UNAUTHENTICATED"),
         # jwt_authn answers 403 for a valid token with a foreign audience: still a bad token for us.
         rest_error_mapper(403, 16, "UNAUTHENTICATED", new_status=401),
-        {"filter": {"and_filter": {"filters": [status_filter(403), GRPC_REQUEST]}}, "status_code": 401},
+        {
+            "filter": {"and_filter": {"filters": [status_filter(403), GRPC_REQUEST]}},
+            "status_code": 401,
+            "headers_to_add": FIXED_REALM,
+        },
+        {"filter": status_filter(401), "headers_to_add": FIXED_REALM},
         # transcoder: malformed JSON body, unknown query parameter, bad field value
         rest_error_mapper(400, 3, "VALIDATION_FAILED"),
         # transcoder: no RPC bound to this method and path
         rest_error_mapper(404, 5, "ROUTE_NOT_FOUND"),
+        # transcoder: body above ENVOY_MAX_REQUEST_BYTES
         rest_error_mapper(413, 3, "VALIDATION_FAILED"),
         rest_error_mapper(429, 8, "RATE_LIMITED"),
         # no upstream reachable / upstream reset
-        rest_error_mapper(502, 14, "SERVICE_UNAVAILABLE"),
-        rest_error_mapper(503, 14, "SERVICE_UNAVAILABLE"),
+        rest_error_mapper(502, 14, "UNAVAILABLE"),
+        rest_error_mapper(503, 14, "UNAVAILABLE"),
         rest_error_mapper(504, 4, "DEADLINE_EXCEEDED"),
     ]
+
+
+def _path_regex(template: str) -> str:
+    """The RE2 regex of a REST path template of the OpenAPI document (`{var}` = one segment)."""
+    parts = re.split(r"(\{[^}]+\})", template)
+    return "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether some path matches both templates (segment by segment: equal, or a variable in either)."""
+    sa, sb = a.strip("/").split("/"), b.strip("/").split("/")
+    return len(sa) == len(sb) and all(
+        x == y or x.startswith("{") or y.startswith("{") for x, y in zip(sa, sb, strict=True)
+    )
+
+
+def method_not_allowed_routes(openapi_file: str) -> list[dict]:
+    """A 405 route with `Allow` per REST path of the OpenAPI document, for the methods no RPC binds there.
+
+    Allow lists the methods of every path template that can match the same paths (`/savegames/{id}` and
+    `/savegames/confirm-upload`), so a request some RPC accepts never lands here; the transcoder is off on
+    these routes (it would answer 404)."""
+    path = Path(openapi_file)
+    if not openapi_file or not path.is_file():
+        return []
+    paths = json.loads(path.read_text()).get("paths", {})
+    routes = []
+    for template in sorted(paths, key=lambda t: (t.count("{"), t)):
+        allowed = sorted(
+            {verb.upper() for other, ops in paths.items() if _overlap(template, other) for verb in ops}
+        )
+        allow = ", ".join(allowed)
+        body = status_json(12, f"this path takes {allow}", "METHOD_NOT_ALLOWED")
+        routes.append(
+            {
+                "match": {
+                    "safe_regex": {"regex": _path_regex(template)},
+                    "headers": [
+                        {
+                            "name": ":method",
+                            # OPTIONS stays with the CORS filter (preflights), which a direct
+                            # response route would bypass.
+                            "string_match": {"safe_regex": {"regex": "|".join([*allowed, "OPTIONS"])}},
+                            "invert_match": True,
+                        }
+                    ],
+                },
+                "direct_response": {"status": 405, "body": {"inline_string": json.dumps(body)}},
+                "response_headers_to_add": [
+                    _set_header("allow", allow),
+                    _set_header("content-type", "application/json"),
+                ],
+                "typed_per_filter_config": TRANSCODER_OFF,
+            }
+        )
+    return routes
+
+
+def cors_origins(spec: str) -> list[dict]:
+    """CORS_ALLOWED_ORIGINS (comma-separated, or `*`) as Envoy string matchers."""
+    origins = [o.strip() for o in spec.split(",") if o.strip()]
+    if not origins or "*" in origins:
+        return [{"safe_regex": {"regex": ".*"}}]
+    return [{"exact": origin} for origin in origins]
+
+
+def jwks_source(url: str, jwks_file: str, cache_seconds: str) -> tuple[str, dict, list[dict]]:
+    """(provider field, its value, extra clusters): remote_jwks through a cluster of its own for a URL,
+    else local_jwks from the file."""
+    if not url:
+        return "local_jwks", {"filename": jwks_file}, []
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        die(f"JWT_JWKS_URL must be an http(s) URL, got {url!r}")
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    try:
+        ipaddress.ip_address(parts.hostname)
+        kind = "STATIC"
+    except ValueError:
+        kind = "STRICT_DNS"
+    cluster = {
+        "name": "jwks",
+        "type": kind,
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": "jwks",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": parts.hostname, "port_value": port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    if tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": parts.hostname,
+            },
+        }
+    remote = {
+        "http_uri": {"uri": url, "cluster": "jwks", "timeout": "5s"},
+        "cache_duration": f"{int(cache_seconds)}s",
+        # Fetched at start and on each cache expiry, in the background (requests do not wait on it).
+        "async_fetch": {},
+        "retry_policy": {},
+    }
+    return "remote_jwks", remote, [cluster]
 
 
 def access_log() -> list[dict]:
@@ -227,13 +385,16 @@ def access_log() -> list[dict]:
     ]
 
 
-def docs_route(openapi_file: str) -> tuple[dict, int]:
-    disabled = {
-        "envoy.filters.http.grpc_json_transcoder": {
-            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
-            "disabled": True,
-        }
+TRANSCODER_OFF = {
+    "envoy.filters.http.grpc_json_transcoder": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "disabled": True,
     }
+}
+
+
+def docs_route(openapi_file: str) -> tuple[dict, int]:
+    disabled = TRANSCODER_OFF
     path = Path(openapi_file)
     if openapi_file and path.is_file():
         content_type = "application/yaml" if path.suffix in (".yaml", ".yml") else "application/json"
@@ -241,12 +402,7 @@ def docs_route(openapi_file: str) -> tuple[dict, int]:
         return {
             "match": {"path": "/api/v1/docs"},
             "direct_response": {"status": 200, "body": {"filename": str(path)}},
-            "response_headers_to_add": [
-                {
-                    "header": {"key": "content-type", "value": content_type},
-                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                }
-            ],
+            "response_headers_to_add": [_set_header("content-type", content_type)],
             "typed_per_filter_config": disabled,
         }, max(4096, size + 1)
     return {
@@ -273,11 +429,20 @@ def render(strict: bool) -> str:
             die(message)
         warn(message)
 
+    for name in ("JWT_ISSUER", "JWT_AUDIENCE"):
+        if not env(name):
+            die(f"{name} is not set (every token is checked against it)")
     jwks = env("JWT_JWKS_FILE")
-    if not jwks:
-        die("JWT_JWKS_FILE is not set")
-    if strict and not Path(jwks).is_file():
+    if not jwks and not env("JWT_JWKS_URL"):
+        die("neither JWT_JWKS_FILE nor JWT_JWKS_URL is set")
+    if strict and not env("JWT_JWKS_URL") and not Path(jwks).is_file():
         die(f"JWKS file {jwks} not found (scripts/stack-up.sh creates it)")
+    jwks_field, jwks_value, jwks_clusters = jwks_source(
+        env("JWT_JWKS_URL"), jwks, env("JWT_JWKS_CACHE_SECONDS") or "300"
+    )
+    for name in ("JWT_LEEWAY_SECONDS", "ENVOY_MAX_REQUEST_BYTES"):
+        if not env(name).isdigit():
+            die(f"{name} must be a whole number, got {env(name)!r}")
 
     grpc_upstreams = env("GRPC_UPSTREAMS")
     grpc_endpoints, grpc_type = parse_upstreams(grpc_upstreams, "GRPC_UPSTREAMS")
@@ -312,7 +477,16 @@ def render(strict: bool) -> str:
         "REST_TIMEOUT": q(env("ENVOY_REST_TIMEOUT")),
         "JWT_ISSUER": q(env("JWT_ISSUER")),
         "JWT_AUDIENCE": q(env("JWT_AUDIENCE")),
-        "JWT_JWKS_FILE": q(jwks),
+        "JWKS_FIELD": jwks_field,
+        "JWKS_SOURCE": q(jwks_value),
+        "JWKS_CLUSTERS": "".join(f"\n  - {q(cluster)}" for cluster in jwks_clusters),
+        "JWT_LEEWAY_SECONDS": env("JWT_LEEWAY_SECONDS"),
+        "CORS_ORIGINS": q(cors_origins(env("CORS_ALLOWED_ORIGINS"))),
+        "METHOD_NOT_ALLOWED_ROUTES": "".join(
+            f"\n              - {q(r)}" for r in method_not_allowed_routes(openapi_file)
+        ),
+        "REST_RESPONSE_MUTATIONS": q([{"remove": name} for name in GRPC_RESPONSE_HEADERS]),
+        "MAX_REQUEST_BYTES": env("ENVOY_MAX_REQUEST_BYTES"),
         "DESCRIPTOR": q(descriptor),
         "SERVICES": q(services),
         "GRPC_CLUSTER_TYPE": grpc_type,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 
 import uvloop
 
 from server.app import Application
-from server.core.config import Settings
+from server.core.config import ConfigurationError, Settings
 from server.core.logs import configure_logging
 
 
@@ -29,4 +30,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(main())
+    try:
+        uvloop.run(main())
+    except ConfigurationError as error:
+        sys.exit(f"server: configuration error: {error}")

@@ -42,7 +42,10 @@ from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
 from server.core.redis import create_redis
+from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
+from server.downloads.servicer import DownloadServiceServicer
+from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
@@ -75,7 +78,8 @@ class Application:
             poll_seconds=settings.outbox_poll_seconds,
             stream_maxlen=settings.notification_stream_maxlen,
         )
-        deps = Deps(settings, UnitOfWorkFactory(sessions, settings.event_source, relay.wake), redis)
+        store = ObjectStore(settings)  # opened in start(): one long-lived client per process
+        deps = Deps(settings, UnitOfWorkFactory(sessions, settings.event_source, relay.wake), redis, store)
         return cls(settings, engine, redis, relay, deps, TokenVerifier.from_settings(settings))
 
     def _register_services(self, methods: MethodTable) -> None:
@@ -110,13 +114,13 @@ class Application:
                 game_settings_service_pb2,
                 "GameSettingsSyncService",
                 game_settings_service_pb2_grpc.add_GameSettingsSyncServiceServicer_to_server,
-                game_settings_service_pb2_grpc.GameSettingsSyncServiceServicer(),
+                GameSettingsSyncServiceServicer(self.deps),
             ),
             (
                 download_service_pb2,
                 "DownloadService",
                 download_service_pb2_grpc.add_DownloadServiceServicer_to_server,
-                download_service_pb2_grpc.DownloadServiceServicer(),
+                DownloadServiceServicer(self.deps),
             ),
         ]
         pipeline = CallPipeline(self.verifier)
@@ -137,6 +141,7 @@ class Application:
 
     async def start(self) -> None:
         settings = self.settings
+        await self.deps.store.open()
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
         )
@@ -172,5 +177,6 @@ class Application:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.deps.store.close()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -4,7 +4,18 @@ from server.achievements import tables as achievement_tables
 from server.core import replay as replay_tables
 from server.core.db import Base
 from server.core.events import tables as event_tables
+from server.downloads import content_tables
+from server.game_settings import tables as game_settings_tables
 from server.library import tables as library_tables
 from server.playtime import tables as playtime_tables
 
-__all__ = ["Base", "achievement_tables", "event_tables", "library_tables", "playtime_tables", "replay_tables"]
+__all__ = [
+    "Base",
+    "achievement_tables",
+    "content_tables",
+    "event_tables",
+    "game_settings_tables",
+    "library_tables",
+    "playtime_tables",
+    "replay_tables",
+]

@@ -9,7 +9,7 @@ import uuid
 import grpc
 import pytest
 
-from library.v1 import achievement_service_pb2_grpc
+from library.v1 import achievement_service_pb2_grpc, game_settings_service_pb2_grpc
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.redis import create_redis
@@ -71,3 +71,8 @@ async def owner(sessions) -> tuple[uuid.UUID, uuid.UUID]:
 @pytest.fixture
 def achievements(channel) -> achievement_service_pb2_grpc.AchievementServiceStub:
     return achievement_service_pb2_grpc.AchievementServiceStub(channel)
+
+
+@pytest.fixture
+def game_settings(channel) -> game_settings_service_pb2_grpc.GameSettingsSyncServiceStub:
+    return game_settings_service_pb2_grpc.GameSettingsSyncServiceStub(channel)

@@ -39,6 +39,10 @@ export JWT_JWKS_FILE="${JWT_JWKS_FILE:-$LOCAL_DIR/jwt/jwks.json}"
 export JWT_PRIVATE_KEY_FILE="${JWT_PRIVATE_KEY_FILE:-$LOCAL_DIR/jwt/private.pem}"
 export JWT_ISSUER="${JWT_ISSUER:-https://auth.platform.local}"
 export JWT_AUDIENCE="${JWT_AUDIENCE:-library}"
+export JWT_LEEWAY_SECONDS="${JWT_LEEWAY_SECONDS:-30}"
+# Envoy edge: allowed CORS origins (comma-separated, * = any: development), largest REST request body.
+export CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:-*}"
+export ENVOY_MAX_REQUEST_BYTES="${ENVOY_MAX_REQUEST_BYTES:-1048576}"
 
 # --- local stack internals (scripts/stack-up.sh) ---
 # How long stack-up.sh (and run.sh / test.sh) waits for a component to answer, in seconds.

@@ -1,29 +1,33 @@
 """Who is calling: JWT bearer tokens → Principal (SPEC §9).
 
-RS256/ES256 against a JWKS (file or URL); HS256 only when a dev secret is configured. Verified tokens are
-cached until they expire, so a hot path (heartbeats) pays for one signature check per token,
-not per call.
+RS256/ES256 against a JWKS (file or URL, the URL refetched on an unknown kid); HS256 only when a dev secret
+is configured; issuer and audience always checked. Verified tokens are cached until they expire (bounded),
+so a hot path (heartbeats) pays for one signature check per token, not per call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 import urllib.request
 import uuid
 from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 
 import jwt
 
-from server.core.config import Settings
+from server.core.config import ConfigurationError, Settings
 from server.core.errors import PermissionDenied, Unauthenticated
 
 ROLE_USER = "user"
 ROLE_SERVICE = "service"
 _ASYMMETRIC = ("RS256", "ES256")
 _CACHE_SIZE = 10_000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,48 +89,87 @@ def reset_current_principal(token) -> None:
 
 
 class TokenVerifier:
+    """Verifies bearer tokens against the configured keys; `authenticate` is the entry point.
+
+    Asymmetric tokens (RS256/ES256) are checked with the JWKS key their `kid` names, as a `PyJWK`, so the
+    token's `alg` must be the key's own (an RSA key never verifies an HS256 or ES256 token). HS256 is
+    accepted only when a dev secret is configured. With a JWKS URL, a token naming an unknown `kid`
+    refetches the document (at most once per `refetch_interval_seconds`, so forged kids cannot hammer the
+    key server): keys rotate without a restart. Anything wrong with a token is Unauthenticated.
+    """
+
     def __init__(
         self,
         *,
+        issuer: str,
+        audience: str,
         jwks_file: str = "",
         jwks_url: str = "",
         hs256_secret: str = "",
-        issuer: str = "",
-        audience: str = "",
+        leeway_seconds: float = 0.0,
+        refetch_interval_seconds: float = 30.0,
+        monotonic=time.monotonic,
     ):
-        self._keys: dict[str, jwt.PyJWK] = {}
+        if not issuer or not audience:
+            raise ConfigurationError("JWT_ISSUER and JWT_AUDIENCE must be set (every token is checked)")
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
         self._hs256_secret = hs256_secret
-        self._issuer = issuer or None
-        self._audience = audience or None
+        self._jwks_url = jwks_url
+        self._refetch_interval = refetch_interval_seconds
+        self._monotonic = monotonic
+        self._fetched_at: float | None = None
+        self._refetching = asyncio.Lock()
+        self._file_keys: dict[str, jwt.PyJWK] = {}
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         if jwks_file:
-            with open(jwks_file, encoding="utf-8") as f:
-                self._load_jwks(json.load(f))
+            self._file_keys = _load_jwks(partial(open, jwks_file, encoding="utf-8"), f"file {jwks_file}")
+        self._keys = dict(self._file_keys)
         if jwks_url:
-            with urllib.request.urlopen(jwks_url, timeout=5) as resp:
-                self._load_jwks(json.load(resp))
+            self._keys.update(_load_jwks(self._open_url, f"URL {jwks_url}"))
+            self._fetched_at = monotonic()
         if not self._keys and not hs256_secret:
-            raise ValueError("no JWT keys configured: set JWT_JWKS_FILE, JWT_JWKS_URL or JWT_HS256_SECRET")
+            raise ConfigurationError(
+                "no JWT keys configured: set JWT_JWKS_FILE, JWT_JWKS_URL or JWT_HS256_SECRET"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
         return cls(
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
             jwks_file=settings.jwt_jwks_file,
             jwks_url=settings.jwt_jwks_url,
             hs256_secret=settings.jwt_hs256_secret,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
+            leeway_seconds=settings.jwt_leeway_seconds,
+            refetch_interval_seconds=settings.jwt_jwks_refetch_seconds,
         )
 
-    def _load_jwks(self, document: dict) -> None:
-        for key in jwt.PyJWKSet.from_dict(document).keys:
-            self._keys[key.key_id or ""] = key
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token verified before and not expired yet, else None (no verification)."""
+        cached = self._cache.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        return None
+
+    async def authenticate(self, token: str) -> Principal:
+        """The token's principal; refetches the JWKS URL (rate-limited) when the token names an unknown
+        key. Raises Unauthenticated for any token that does not verify."""
+        principal = self.cached(token)
+        if principal is not None:
+            return principal
+        try:
+            return self.verify(token)
+        except UnknownSigningKey:
+            await self._refetch()  # or another call just did: either way, try the keys at hand again
+            return self.verify(token)
 
     def verify(self, token: str) -> Principal:
-        now = time.time()
-        cached = self._cache.get(token)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        """Synchronous verification with the keys at hand (no refetch)."""
+        principal = self.cached(token)
+        if principal is not None:
+            return principal
         principal, expires_at = self._decode(token)
         self._cache[token] = (principal, expires_at)
         if len(self._cache) > _CACHE_SIZE:
@@ -138,29 +181,79 @@ class TokenVerifier:
             header = jwt.get_unverified_header(token)
             alg = header.get("alg")
             if alg in _ASYMMETRIC:
-                jwk = self._keys.get(header.get("kid") or "")
-                if jwk is None:
-                    raise Unauthenticated("unknown signing key")
-                key = jwk.key
+                kid = header.get("kid", "")
+                if not isinstance(kid, str):
+                    raise Unauthenticated("malformed token key id")
+                key: jwt.PyJWK | str | None = self._keys.get(kid)
+                if key is None:
+                    raise UnknownSigningKey("unknown signing key")
+                algorithms = [key.algorithm_name]
             elif alg == "HS256" and self._hs256_secret:
-                key = self._hs256_secret
+                key, algorithms = self._hs256_secret, ["HS256"]
             else:
                 raise Unauthenticated("unsupported token algorithm")
             claims = jwt.decode(
                 token,
                 key=key,
-                algorithms=[alg],
+                algorithms=algorithms,
                 issuer=self._issuer,
                 audience=self._audience,
-                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "iss", "aud"]},
             )
+            principal = Principal.of(claims["sub"], _roles(claims.get("roles")))
+            return principal, float(claims["exp"]) + self._leeway
+        except Unauthenticated:
+            raise
         except jwt.PyJWTError as exc:
             raise Unauthenticated("invalid or expired token") from exc
-        roles = claims.get("roles") or [ROLE_USER]
-        if isinstance(roles, str):
-            roles = roles.split()
-        principal = Principal.of(str(claims["sub"]), frozenset(roles))
-        return principal, float(claims["exp"])
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # odd shapes PyJWT lets through
+            raise Unauthenticated("malformed token") from exc
+
+    async def _refetch(self) -> None:
+        """Reloads the JWKS URL unless it was loaded within the refetch interval. The new document
+        replaces the URL's keys: a key removed from it (revoked) stops verifying new tokens."""
+        if not self._jwks_url:
+            return
+        async with self._refetching:
+            now = self._monotonic()
+            if self._fetched_at is not None and now - self._fetched_at < self._refetch_interval:
+                return
+            self._fetched_at = now
+            try:
+                fetched = await asyncio.to_thread(_load_jwks, self._open_url, "URL")
+                self._keys = {**self._file_keys, **fetched}
+            except ConfigurationError:
+                log.warning("JWKS refetch from %s failed", self._jwks_url, exc_info=True)
+
+    def _open_url(self):
+        return urllib.request.urlopen(self._jwks_url, timeout=5)
+
+
+class UnknownSigningKey(Unauthenticated):
+    """The token names a key id the verifier does not hold (yet: a JWKS URL may be refetched)."""
+
+
+def _load_jwks(open_source, what: str) -> dict[str, jwt.PyJWK]:
+    """kid → key of the JWKS document `open_source()` opens, for the algorithms accepted (others are
+    ignored)."""
+    try:
+        with open_source() as source:
+            document = json.load(source)
+        keys = jwt.PyJWKSet.from_dict(document).keys
+    except (OSError, ValueError, jwt.PyJWTError) as exc:
+        raise ConfigurationError(f"cannot load the JWKS {what}: {exc}") from exc
+    return {key.key_id or "": key for key in keys if key.algorithm_name in _ASYMMETRIC}
+
+
+def _roles(claim: object) -> frozenset[str]:
+    if claim is None:
+        return frozenset((ROLE_USER,))
+    if isinstance(claim, str):
+        return frozenset(claim.split())
+    if isinstance(claim, list) and all(isinstance(role, str) for role in claim):
+        return frozenset(claim) or frozenset((ROLE_USER,))
+    raise Unauthenticated("malformed roles claim")
 
 
 def bearer_token(authorization: str) -> str | None:

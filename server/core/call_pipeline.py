@@ -81,7 +81,7 @@ class CallPipeline:
                 token = auth.bearer_token(authorization)
                 if token is None:
                     raise Unauthenticated("missing bearer token")
-                principal = verifier.verify(token)
+                principal = verifier.cached(token) or await verifier.authenticate(token)
                 principal_token = auth.set_current_principal(principal)
                 if check is not None and (violations := check(request)):
                     raise InvalidArgument(violations)

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 _FALSE = ("0", "false", "no")
 
 
+class ConfigurationError(ValueError):
+    """A setting is missing or wrong: the process refuses to start, printing this message."""
+
+
 def _parse(raw: str, default: object) -> object:
     """An environment value as the type of the field's default."""
     if isinstance(default, bool):
@@ -33,11 +37,19 @@ class Settings:
     s3_secret_access_key: str = "library-dev-secret"
     s3_bucket: str = "library"
     s3_region: str = "us-east-1"
+    s3_connect_timeout_seconds: float = 2.0
+    s3_read_timeout_seconds: float = 30.0
+    s3_max_attempts: int = 2
+    s3_max_pool_connections: int = 32
     jwt_jwks_file: str = ""
     jwt_jwks_url: str = ""
     jwt_hs256_secret: str = ""
     jwt_issuer: str = ""
     jwt_audience: str = ""
+    # Clock skew allowed on exp/nbf/iat; scripts/render-envoy.py gives Envoy the same value.
+    jwt_leeway_seconds: int = 30
+    # Shortest time between two JWKS URL fetches caused by tokens naming an unknown kid.
+    jwt_jwks_refetch_seconds: float = 30.0
     event_source: str = "/library-service"
     outbox_poll_seconds: float = 0.5
     notification_stream_maxlen: int = 1000
@@ -47,6 +59,22 @@ class Settings:
     playtime_heartbeat_interval_seconds: int = 60
     playtime_checkpoint_seconds: float = 300.0
     playtime_reaper_seconds: float = 15.0
+    # Cloud saves (SPEC §6): quota per user per product, the largest file, slots per product, committed
+    # versions kept per slot, presigned URL lifetimes, how long after its URL expired a reservation (and
+    # any object uploaded to it) is kept, and how often the sweeper releases reservations and deletes
+    # queued objects.
+    saves_quota_bytes: int = 1024**3
+    saves_max_file_bytes: int = 100 * 1024**2
+    saves_max_slots: int = 100
+    saves_retained_versions: int = 10
+    saves_upload_url_expiry_seconds: int = 900
+    saves_download_url_expiry_seconds: int = 300
+    saves_reservation_grace_seconds: int = 600
+    saves_sweep_seconds: float = 30.0
+    # Downloads content (SPEC §6): lifetime of the presigned PUTs of a version upload and of the presigned
+    # chunk GETs in manifests (cached in Redis for that long, so repeated pages don't re-sign).
+    download_upload_url_expiry_seconds: int = 900
+    download_chunk_url_expiry_seconds: int = 900
     # WebSocket notification relay (gateway/, SPEC §8)
     ws_host: str = "127.0.0.1"
     ws_port: int = 8765

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from server.core.clock import Clock, utc_now
 from server.core.config import Settings
+from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 
 
@@ -16,4 +17,5 @@ class Deps:
     settings: Settings
     uow: UnitOfWorkFactory
     redis: Redis
+    store: ObjectStore
     clock: Clock = utc_now

@@ -7,6 +7,7 @@ the stack (Envoy answers them itself); the last ones need the gRPC server behind
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import time
@@ -23,7 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scripts.devtokens import KEY_ID, mint
 from tests.support.library import grant_entitlements
+from tests.support.processes import PrivateEnvoy, free_port, wait_for_port
 from tests.support.rest import ENVOY, ERROR_INFO
+from tests.support.tokens import JwksServer, SigningKey
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_GRPC = f"127.0.0.1:{os.environ.get('ENVOY_PORT', '8080')}"
@@ -319,3 +322,173 @@ async def test_grpc_reflection_through_the_edge_needs_no_token(grpc_target):
         async for response in call:
             services.update(s.name for s in response.list_services_response.service)
     assert {"library.v1.LibraryService", "download.v1.DownloadService"} <= services
+
+
+# ---------------------------------------------------------------- what the edge never leaks
+
+
+def test_www_authenticate_has_a_fixed_realm_and_never_echoes_the_token():
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    for path, headers in (
+        (f"/api/v1/ws/library?token={token}", upgrade),
+        (ITEMS, bearer(token)),
+        (f"{ITEMS}?pageSize=1", bearer(foreign_key_token())),
+    ):
+        status, response_headers, body = _request("GET", path, headers=headers)
+        assert status == 401, path
+        assert response_headers["www-authenticate"] == 'Bearer realm="library"'
+        assert token not in json.dumps(response_headers) and token.encode() not in body
+
+
+async def test_rest_responses_carry_no_grpc_headers(grpc_target):
+    for method, path, body in (
+        ("GET", f"{ITEMS}?pageSize=1", None),  # OK
+        (
+            "POST",
+            "/api/v1/library/me/playtime/sessions/heartbeat",
+            json.dumps({"sessionId": str(uuid.uuid4()), "productId": str(uuid.uuid4())}).encode(),
+        ),  # an error from the server (SESSION_NOT_FOUND)
+    ):
+        headers = {**bearer(user_token()), "Content-Type": "application/json"}
+        status, response_headers, _ = await asyncio.to_thread(
+            _request, method, path, headers=headers, body=body
+        )
+        assert status in (200, 404), (path, status)
+        assert not [h for h in response_headers if h.startswith("grpc-")], response_headers
+
+
+# ---------------------------------------------------------------- methods, compression, body size
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", ITEMS, "GET"),
+        ("PUT", "/api/v1/library/me/categories", "GET, POST"),
+        ("GET", "/api/v1/library/me/playtime/sessions/heartbeat", "POST"),
+        ("POST", f"/api/v1/library/me/items/{uuid.uuid4()}", "PATCH"),
+    ],
+)
+def test_a_known_path_with_a_wrong_method_is_405_with_allow(method, path, allow):
+    status, headers, body = _request(method, path, headers=bearer(user_token()), body=b"{}")
+    assert status == 405
+    assert headers["allow"] == allow
+    assert headers["content-type"].startswith("application/json")
+    assert_status_body(body, 12, "METHOD_NOT_ALLOWED")
+
+
+async def test_a_method_an_overlapping_path_binds_is_not_refused(grpc_target):
+    """`/savegames/confirm-upload` (POST) also matches `/savegames/{product_id}` (GET): neither is 405."""
+    for method, path in (
+        ("POST", "/api/v1/library/me/savegames/confirm-upload"),
+        ("GET", f"/api/v1/library/me/savegames/{uuid.uuid4()}"),
+    ):
+        headers = {**bearer(user_token()), "Content-Type": "application/json"}
+        body = None if method == "GET" else b"{}"
+        status, _, _ = await asyncio.to_thread(_request, method, path, headers=headers, body=body)
+        assert status != 405, (method, path)
+
+
+async def test_rest_responses_are_gzipped_for_clients_that_accept_it(grpc_target):
+    token = user_token()
+    status, headers, body = await asyncio.to_thread(
+        _request, "GET", f"{ITEMS}?pageSize=5", headers={**bearer(token), "Accept-Encoding": "gzip"}
+    )
+    assert status == 200
+    assert headers["content-encoding"] == "gzip"
+    assert json.loads(gzip.decompress(body))["totalSize"] == 0
+    status, headers, body = await asyncio.to_thread(
+        _request, "GET", f"{ITEMS}?pageSize=5", headers=bearer(token)
+    )
+    assert status == 200 and "content-encoding" not in headers
+    assert json.loads(body)["totalSize"] == 0
+
+
+def test_a_request_body_over_the_limit_is_413_with_a_json_error():
+    limit = int(os.environ.get("ENVOY_MAX_REQUEST_BYTES", "1048576"))
+    body = json.dumps({"name": "a" * limit}).encode()
+    status, headers, reply = _request(
+        "POST",
+        "/api/v1/library/me/categories",
+        headers={**bearer(user_token()), "Content-Type": "application/json"},
+        body=body,
+    )
+    assert status == 413
+    assert headers["content-type"].startswith("application/json")
+    assert_status_body(reply, 3, "VALIDATION_FAILED")
+
+
+# ---------------------------------------------------------------- a private edge: its own settings
+
+
+@pytest.fixture
+async def private_edge(tmp_path):
+    """An Envoy of its own whose upstream is down, with configured CORS origins and keys from a JWKS URL
+    the test rotates."""
+    old, new = SigningKey("edge-old"), SigningKey("edge-new")
+    with JwksServer(old).running() as jwks:
+        edge = PrivateEnvoy(
+            tmp_path,
+            GRPC_UPSTREAMS=f"127.0.0.1:{free_port()}",
+            CORS_ALLOWED_ORIGINS="https://app.example,https://admin.example",
+            JWT_JWKS_URL=jwks.url,
+            JWT_JWKS_CACHE_SECONDS="1",
+        )
+        edge.start()
+        try:
+            await wait_for_port(edge.port)
+            yield edge, jwks, old, new
+        finally:
+            edge.stop()
+
+
+def _edge_request(edge: PrivateEnvoy, token: str, origin: str = "https://app.example"):
+    request = urllib.request.Request(edge.url + ITEMS, headers={**bearer(token), "Origin": origin})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+async def _until(predicate, timeout: float = 15.0):
+    """Polls `predicate()` (run in a thread) until it returns a truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await asyncio.to_thread(predicate)
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.2)
+
+
+async def test_the_edge_answers_unavailable_upstream_with_the_servers_reason(private_edge):
+    edge, _, old, _ = private_edge
+    reply = await _until(lambda: (r := _edge_request(edge, old.token()))[0] == 503 and r)
+    assert reply, "the edge never accepted the JWKS URL's key"
+    _, headers, body = reply
+    assert headers["content-type"].startswith("application/json")
+    assert_status_body(body, 14, "UNAVAILABLE")
+
+
+async def test_the_edge_allows_only_the_configured_cors_origins(private_edge):
+    edge, _, old, _ = private_edge
+    assert await _until(lambda: _edge_request(edge, old.token())[0] == 503)
+    _, headers, _ = await asyncio.to_thread(_edge_request, edge, old.token(), "https://admin.example")
+    assert headers["access-control-allow-origin"] == "https://admin.example"
+    _, headers, _ = await asyncio.to_thread(_edge_request, edge, old.token(), "https://evil.example")
+    assert "access-control-allow-origin" not in headers
+
+
+async def test_the_edge_takes_rotated_keys_from_the_jwks_url_without_a_restart(private_edge):
+    edge, jwks, old, new = private_edge
+    assert await _until(lambda: _edge_request(edge, old.token())[0] == 503)
+    status, _, _ = await asyncio.to_thread(_edge_request, edge, new.token())
+    assert status == 401  # not published yet
+    jwks.publish(old, new)
+    assert await _until(lambda: _edge_request(edge, new.token())[0] == 503), "rotated key never accepted"

@@ -24,6 +24,7 @@ from server.core.db import create_engine, create_sessionmaker
 from server.core.deps import Deps
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
 from server.core.redis import create_redis
+from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 from server.library.tables import LibraryItem
 from server.playtime.tables import PlaytimeInterval, PlaytimeSession
@@ -281,7 +282,11 @@ async def test_heartbeats_touch_redis_only_never_the_database(settings, owner, s
     engine = create_engine(settings.database_url, pool_size=2)
     redis = create_redis(settings.redis_url)
     deps = Deps(
-        settings, UnitOfWorkFactory(create_sessionmaker(engine), "/test", lambda: None), redis, utc_now
+        settings,
+        UnitOfWorkFactory(create_sessionmaker(engine), "/test", lambda: None),
+        redis,
+        ObjectStore(settings),
+        utc_now,
     )
     playtime = Playtime(deps)
     started = await playtime.start(user_id, product_id, "pc", None)

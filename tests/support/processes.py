@@ -162,3 +162,43 @@ def drop_database(database_url: str) -> None:
     admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+class PrivateEnvoy:
+    """An Envoy of its own, rendered from the project's template with `env` on top of this process's
+    environment (scripts/render-envoy.py), on free ports."""
+
+    def __init__(self, work_dir: Path, **env: str) -> None:
+        self.port, self.admin_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._config = work_dir / "envoy.yaml"
+        self._log = work_dir / "envoy.log"
+        self._env = {
+            **os.environ,
+            "ENVOY_PORT": str(self.port),
+            "ENVOY_ADMIN_PORT": str(self.admin_port),
+            "ENVOY_ACCESS_LOG": "0",
+            **env,
+        }
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Renders the config and launches Envoy (await `wait_for_port(self.port)` before calling it)."""
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "render-envoy.py"), "-o", str(self._config)],
+            env=self._env,
+            check=True,
+            capture_output=True,
+        )
+        with open(self._log, "ab") as log:
+            self._proc = subprocess.Popen(
+                [str(ROOT / ".venv" / "bin" / "envoy"), "-c", str(self._config), "--disable-hot-restart"],
+                stdout=log,
+                stderr=log,
+            )
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            self._proc = None

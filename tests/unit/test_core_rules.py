@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 
 from server.core.auth import Principal, TokenVerifier, bearer_token
+from server.core.config import ConfigurationError
 from server.core.errors import (
     ERROR_DOMAIN,
     FieldViolation,
@@ -120,21 +121,31 @@ def test_not_found_takes_the_spec_reason():
     assert info.reason == "SESSION_NOT_FOUND"
 
 
+_ISSUED = {"issuer": "https://issuer.test", "audience": "library"}
+
+
 def _hs_token(**claims) -> str:
-    body = {"sub": str(uuid.uuid4()), "exp": int(time.time()) + 60, "roles": ["user"], **claims}
+    body = {
+        "sub": str(uuid.uuid4()),
+        "exp": int(time.time()) + 60,
+        "roles": ["user"],
+        "iss": _ISSUED["issuer"],
+        "aud": _ISSUED["audience"],
+        **claims,
+    }
     return jwt.encode(body, SECRET, algorithm="HS256")
 
 
 def test_verifier_accepts_hs256_only_with_a_configured_secret():
     token = _hs_token()
-    principal = TokenVerifier(hs256_secret=SECRET).verify(token)
+    principal = TokenVerifier(hs256_secret=SECRET, **_ISSUED).verify(token)
     assert principal.roles == frozenset({"user"})
     with pytest.raises(Unauthenticated):
-        TokenVerifier(hs256_secret="another-secret-another-secret-xx").verify(token)
+        TokenVerifier(hs256_secret="another-secret-another-secret-xx", **_ISSUED).verify(token)
 
 
 def test_verifier_refuses_expired_tokens_and_wrong_audience():
-    verifier = TokenVerifier(hs256_secret=SECRET, audience="library")
+    verifier = TokenVerifier(hs256_secret=SECRET, **_ISSUED)
     with pytest.raises(Unauthenticated):
         verifier.verify(_hs_token(exp=int(time.time()) - 10, aud="library"))
     with pytest.raises(Unauthenticated):
@@ -166,3 +177,16 @@ def test_method_table_answers_each_registered_method_and_nothing_else():
     assert table.service(details("/grpc.health.v1.Health/Watch")).response_streaming
     assert table.service(details("/grpc.health.v1.Health/Nope")) is None
     assert table.service(details("/other.Service/Check")) is None
+
+
+def test_verifier_needs_an_issuer_and_an_audience():
+    for missing in ("issuer", "audience"):
+        with pytest.raises(ConfigurationError, match="JWT_ISSUER and JWT_AUDIENCE"):
+            TokenVerifier(hs256_secret=SECRET, **{**_ISSUED, missing: ""})
+
+
+def test_verifier_allows_the_configured_clock_leeway_only():
+    verifier = TokenVerifier(hs256_secret=SECRET, leeway_seconds=30, **_ISSUED)
+    assert verifier.verify(_hs_token(exp=int(time.time()) - 10)).roles == frozenset({"user"})
+    with pytest.raises(Unauthenticated):
+        verifier.verify(_hs_token(exp=int(time.time()) - 40))

@@ -55,6 +55,7 @@ ROUTES = {
     ("POST", f"{DL}/verifications"): "DownloadService_VerifyInstallation",
     ("GET", f"{DL}/settings"): "DownloadService_GetDownloadSettings",
     ("PATCH", f"{DL}/settings"): "DownloadService_UpdateDownloadSettings",
+    ("GET", f"{DL}/products/{{product_id}}/versions"): "DownloadService_ListProductVersions",
 }
 
 
@@ -95,6 +96,8 @@ def test_internal_rpcs_have_no_route(doc):
         "UpsertProducts",
         "UpsertAchievementDefinitions",
         "PublishProductVersion",
+        "BeginVersionUpload",
+        "CommitVersionUpload",
     ):
         assert not any(i.endswith(f"_{rpc}") for i in ids), rpc
         assert rpc not in json.dumps(doc["paths"]), rpc

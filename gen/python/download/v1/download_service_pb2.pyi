@@ -166,26 +166,66 @@ class InstalledFile(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    CHUNKS_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Path relative to the installation directory, with `/` separators."""
     size_bytes: _builtins.int
     """File size in bytes."""
     sha256: _builtins.str
     """SHA-256 of the file content, lowercase hex (64 characters)."""
+    @_builtins.property
+    def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstalledChunk]:
+        """For VerifyInstallation, optional: SHA-256 of byte ranges of the file (at the manifest's chunk
+        offsets, or where the store's FastCDC parameters cut the local file). When a file differs, only the
+        manifest chunks not matched by a range with the same offset, size and hash are re-fetched; without
+        ranges, all of the file's chunks are.
+        """
+
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         sha256: _builtins.str = ...,
+        chunks: _abc.Iterable[Global___InstalledChunk] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "path", b"path", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InstalledFile: _TypeAlias = InstalledFile  # noqa: Y015
+
+@_typing.final
+class InstalledChunk(_message.Message):
+    """A byte range of an installed file and the SHA-256 of its content."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    """Offset of the range within the file, in bytes."""
+    size_bytes: _builtins.int
+    """Length of the range in bytes."""
+    sha256: _builtins.str
+    """SHA-256 of the range, lowercase hex (64 characters)."""
+    def __init__(
+        self,
+        *,
+        offset: _builtins.int = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstalledChunk: _TypeAlias = InstalledChunk  # noqa: Y015
 
 @_typing.final
 class FileChunk(_message.Message):
@@ -199,6 +239,7 @@ class FileChunk(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     URL_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     DOWNLOAD_REQUIRED_FIELD_NUMBER: _builtins.int
+    COMPRESSED_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     chunk_hash: _builtins.str
     """SHA-256 of the chunk content, lowercase hex (64 characters); the chunk's storage key."""
     offset: _builtins.int
@@ -211,6 +252,8 @@ class FileChunk(_message.Message):
     """False when the installed version already contains a chunk with this hash (the client can copy it
     from its installed files instead of downloading it); always true in verification results.
     """
+    compressed_size_bytes: _builtins.int
+    """Size of the zstd-compressed object behind url, in bytes (what the client transfers)."""
     @_builtins.property
     def url_expires_at(self) -> _timestamp_pb2.Timestamp:
         """When url stops working; fetch a fresh manifest page after that."""
@@ -224,10 +267,11 @@ class FileChunk(_message.Message):
         url: _builtins.str = ...,
         url_expires_at: _timestamp_pb2.Timestamp | None = ...,
         download_required: _builtins.bool = ...,
+        compressed_size_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["url_expires_at", b"url_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_hash", b"chunk_hash", "download_required", b"download_required", "offset", b"offset", "size_bytes", b"size_bytes", "url", b"url", "url_expires_at", b"url_expires_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_hash", b"chunk_hash", "compressed_size_bytes", b"compressed_size_bytes", "download_required", b"download_required", "offset", b"offset", "size_bytes", b"size_bytes", "url", b"url", "url_expires_at", b"url_expires_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -290,6 +334,9 @@ class ProductVersion(_message.Message):
     CHUNK_COUNT_FIELD_NUMBER: _builtins.int
     NEW_CHUNK_COUNT_FIELD_NUMBER: _builtins.int
     PUBLISHED_AT_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    IS_LATEST_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
     """Version id (UUID)."""
     product_id: _builtins.str
@@ -308,6 +355,12 @@ class ProductVersion(_message.Message):
     """Number of distinct chunks this publication stored in S3; the others were already stored
     (deduplicated across and within versions).
     """
+    branch: _builtins.str
+    """Branch the version belongs to (`public` unless published to another, e.g. `beta`)."""
+    is_latest: _builtins.bool
+    """True when this is the newest committed version of its branch (what a fresh install gets)."""
+    download_size_bytes: _builtins.int
+    """Total compressed size of the version's distinct chunks: what a fresh install downloads."""
     @_builtins.property
     def published_at(self) -> _timestamp_pb2.Timestamp:
         """When the version was published."""
@@ -324,10 +377,13 @@ class ProductVersion(_message.Message):
         chunk_count: _builtins.int = ...,
         new_chunk_count: _builtins.int = ...,
         published_at: _timestamp_pb2.Timestamp | None = ...,
+        branch: _builtins.str = ...,
+        is_latest: _builtins.bool = ...,
+        download_size_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["published_at", b"published_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "file_count", b"file_count", "new_chunk_count", b"new_chunk_count", "product_id", b"product_id", "published_at", b"published_at", "release_notes", b"release_notes", "total_size_bytes", b"total_size_bytes", "version_id", b"version_id", "version_name", b"version_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "chunk_count", b"chunk_count", "download_size_bytes", b"download_size_bytes", "file_count", b"file_count", "is_latest", b"is_latest", "new_chunk_count", b"new_chunk_count", "product_id", b"product_id", "published_at", b"published_at", "release_notes", b"release_notes", "total_size_bytes", b"total_size_bytes", "version_id", b"version_id", "version_name", b"version_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -976,6 +1032,8 @@ class ProductUpdate(_message.Message):
     BYTES_TO_DOWNLOAD_FIELD_NUMBER: _builtins.int
     BYTES_TO_WRITE_FIELD_NUMBER: _builtins.int
     LATEST_PUBLISHED_AT_FIELD_NUMBER: _builtins.int
+    RELEASE_NOTES_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """Product (UUID)."""
     installed_version_id: _builtins.str
@@ -994,6 +1052,10 @@ class ProductUpdate(_message.Message):
     """Bytes to write for the update: total size of the latest version's files that are new or whose
     content differs from the installed version (0 when no update is available).
     """
+    release_notes: _builtins.str
+    """Release notes of the latest version."""
+    branch: _builtins.str
+    """Branch checked: the user's branch for the product from the download settings (default `public`)."""
     @_builtins.property
     def latest_published_at(self) -> _timestamp_pb2.Timestamp:
         """When the latest version was published; unset if there is none."""
@@ -1009,10 +1071,12 @@ class ProductUpdate(_message.Message):
         bytes_to_download: _builtins.int = ...,
         bytes_to_write: _builtins.int = ...,
         latest_published_at: _timestamp_pb2.Timestamp | None = ...,
+        release_notes: _builtins.str = ...,
+        branch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latest_published_at", b"latest_published_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_to_download", b"bytes_to_download", "bytes_to_write", b"bytes_to_write", "installed_version_id", b"installed_version_id", "latest_published_at", b"latest_published_at", "latest_version_id", b"latest_version_id", "latest_version_name", b"latest_version_name", "product_id", b"product_id", "update_available", b"update_available"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "bytes_to_download", b"bytes_to_download", "bytes_to_write", b"bytes_to_write", "installed_version_id", b"installed_version_id", "latest_published_at", b"latest_published_at", "latest_version_id", b"latest_version_id", "latest_version_name", b"latest_version_name", "product_id", b"product_id", "release_notes", b"release_notes", "update_available", b"update_available"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1412,6 +1476,7 @@ class PublishProductVersionRequest(_message.Message):
     SOURCE_PATH_FIELD_NUMBER: _builtins.int
     RELEASE_NOTES_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """Product to publish a version of (UUID)."""
     version_name: _builtins.str
@@ -1424,6 +1489,8 @@ class PublishProductVersionRequest(_message.Message):
     """Release notes shown to players (at most 16 KiB)."""
     request_id: _builtins.str
     """Idempotency key (UUID): a replay with the same request_id returns the first response unchanged."""
+    branch: _builtins.str
+    """Branch to publish to (default `public`): 1-64 of [a-z0-9._-], starting with a letter or digit."""
     def __init__(
         self,
         *,
@@ -1432,10 +1499,11 @@ class PublishProductVersionRequest(_message.Message):
         source_path: _builtins.str = ...,
         release_notes: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        branch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["product_id", b"product_id", "release_notes", b"release_notes", "request_id", b"request_id", "source_path", b"source_path", "version_name", b"version_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "product_id", b"product_id", "release_notes", b"release_notes", "request_id", b"request_id", "source_path", b"source_path", "version_name", b"version_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1464,3 +1532,327 @@ class PublishProductVersionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishProductVersionResponse: _TypeAlias = PublishProductVersionResponse  # noqa: Y015
+
+@_typing.final
+class UploadChunk(_message.Message):
+    """One chunk occurrence of a file being published: which bytes of the file, and the compressed object the
+    publisher will upload for it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    COMPRESSED_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    COMPRESSED_SHA256_FIELD_NUMBER: _builtins.int
+    chunk_id: _builtins.str
+    """SHA-256 of the chunk's uncompressed bytes, lowercase hex: the chunk's id in the store."""
+    offset: _builtins.int
+    """Offset of the chunk within its file; each chunk starts where the previous one ends."""
+    size_bytes: _builtins.int
+    """Uncompressed size in bytes, 1 to 4 MiB (the store's FastCDC maximum)."""
+    compressed_size_bytes: _builtins.int
+    """Size of the zstd-compressed object in bytes."""
+    compressed_sha256: _builtins.str
+    """SHA-256 of the compressed object, lowercase hex; the presigned PUT only accepts exactly these bytes."""
+    def __init__(
+        self,
+        *,
+        chunk_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        size_bytes: _builtins.int = ...,
+        compressed_size_bytes: _builtins.int = ...,
+        compressed_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "compressed_sha256", b"compressed_sha256", "compressed_size_bytes", b"compressed_size_bytes", "offset", b"offset", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadChunk: _TypeAlias = UploadChunk  # noqa: Y015
+
+@_typing.final
+class UploadFile(_message.Message):
+    """One file of a version being published, with its chunk list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    CHUNKS_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Path relative to the installation directory, `/`-separated; no absolute paths, `.` or `..`
+    segments, and unique (case-insensitively) within the version.
+    """
+    size_bytes: _builtins.int
+    """File size in bytes; the chunks cover exactly this many bytes."""
+    sha256: _builtins.str
+    """SHA-256 of the whole file, lowercase hex."""
+    @_builtins.property
+    def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___UploadChunk]:
+        """The file's chunks in offset order (none for an empty file)."""
+
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        chunks: _abc.Iterable[Global___UploadChunk] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "path", b"path", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadFile: _TypeAlias = UploadFile  # noqa: Y015
+
+@_typing.final
+class ChunkUploadTarget(_message.Message):
+    """Where and how to upload one missing chunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CHUNK_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    chunk_id: _builtins.str
+    """The chunk's id (SHA-256 of its uncompressed bytes)."""
+    url: _builtins.str
+    """Presigned PUT link for the compressed object; bound to its length and SHA-256, short-lived."""
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Headers the PUT must carry exactly (Content-Length and x-amz-checksum-sha256)."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When url stops working; repeat BeginVersionUpload for fresh links."""
+
+    def __init__(
+        self,
+        *,
+        chunk_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "expires_at", b"expires_at", "headers", b"headers", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChunkUploadTarget: _TypeAlias = ChunkUploadTarget  # noqa: Y015
+
+@_typing.final
+class BeginVersionUploadRequest(_message.Message):
+    """Request of BeginVersionUpload (internal, `service` role)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    VERSION_NAME_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    RELEASE_NOTES_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    """Product to publish a version of (UUID)."""
+    version_name: _builtins.str
+    """Human-readable version name, e.g. "1.4.2" (1-64 characters, unique per product)."""
+    branch: _builtins.str
+    """Branch to publish to (default `public`): 1-64 of [a-z0-9._-], starting with a letter or digit."""
+    release_notes: _builtins.str
+    """Release notes shown to players (at most 16384 characters)."""
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___UploadFile]:
+        """Every file of the version (1-100000)."""
+
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        version_name: _builtins.str = ...,
+        branch: _builtins.str = ...,
+        release_notes: _builtins.str = ...,
+        files: _abc.Iterable[Global___UploadFile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "files", b"files", "product_id", b"product_id", "release_notes", b"release_notes", "version_name", b"version_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginVersionUploadRequest: _TypeAlias = BeginVersionUploadRequest  # noqa: Y015
+
+@_typing.final
+class BeginVersionUploadResponse(_message.Message):
+    """Response of BeginVersionUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    MISSING_CHUNKS_FIELD_NUMBER: _builtins.int
+    DISTINCT_CHUNK_COUNT_FIELD_NUMBER: _builtins.int
+    STORED_CHUNK_COUNT_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    """The version being uploaded (UUID); the same on every repetition for the same product and name."""
+    distinct_chunk_count: _builtins.int
+    """Number of distinct chunks in the version."""
+    stored_chunk_count: _builtins.int
+    """Number of distinct chunks the store already holds (deduplicated; not to be uploaded)."""
+    @_builtins.property
+    def missing_chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChunkUploadTarget]:
+        """The chunks the store lacks, each once, with where to PUT them."""
+
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        missing_chunks: _abc.Iterable[Global___ChunkUploadTarget] | None = ...,
+        distinct_chunk_count: _builtins.int = ...,
+        stored_chunk_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distinct_chunk_count", b"distinct_chunk_count", "missing_chunks", b"missing_chunks", "stored_chunk_count", b"stored_chunk_count", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginVersionUploadResponse: _TypeAlias = BeginVersionUploadResponse  # noqa: Y015
+
+@_typing.final
+class CommitVersionUploadRequest(_message.Message):
+    """Request of CommitVersionUpload (internal, `service` role)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    """The version from BeginVersionUploadResponse (UUID)."""
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitVersionUploadRequest: _TypeAlias = CommitVersionUploadRequest  # noqa: Y015
+
+@_typing.final
+class CommitVersionUploadResponse(_message.Message):
+    """Response of CommitVersionUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def version(self) -> Global___ProductVersion:
+        """The committed version (now the latest of its branch)."""
+
+    def __init__(
+        self,
+        *,
+        version: Global___ProductVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitVersionUploadResponse: _TypeAlias = CommitVersionUploadResponse  # noqa: Y015
+
+@_typing.final
+class ListProductVersionsRequest(_message.Message):
+    """Request of ListProductVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    """Product (UUID); the user must own it."""
+    branch: _builtins.str
+    """Only versions of this branch; empty = every branch."""
+    page_size: _builtins.int
+    """Page size: 0 = default 50, at most 200 (larger is capped), negative is INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    """Opaque token from a previous response's next_page_token; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        branch: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "page_size", b"page_size", "page_token", b"page_token", "product_id", b"product_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProductVersionsRequest: _TypeAlias = ListProductVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ListProductVersionsResponse(_message.Message):
+    """Response of ListProductVersions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    total_size: _builtins.int
+    """Number of versions matching across all pages."""
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductVersion]:
+        """The page of versions, newest first (published_at descending, then version_id)."""
+
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[Global___ProductVersion] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "total_size", b"total_size", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProductVersionsResponse: _TypeAlias = ListProductVersionsResponse  # noqa: Y015

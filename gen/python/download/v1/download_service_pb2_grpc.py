@@ -111,6 +111,21 @@ class DownloadServiceStub:
                 request_serializer=download_dot_v1_dot_download__service__pb2.PublishProductVersionRequest.SerializeToString,
                 response_deserializer=download_dot_v1_dot_download__service__pb2.PublishProductVersionResponse.FromString,
                 _registered_method=True)
+        self.BeginVersionUpload = channel.unary_unary(
+                '/download.v1.DownloadService/BeginVersionUpload',
+                request_serializer=download_dot_v1_dot_download__service__pb2.BeginVersionUploadRequest.SerializeToString,
+                response_deserializer=download_dot_v1_dot_download__service__pb2.BeginVersionUploadResponse.FromString,
+                _registered_method=True)
+        self.CommitVersionUpload = channel.unary_unary(
+                '/download.v1.DownloadService/CommitVersionUpload',
+                request_serializer=download_dot_v1_dot_download__service__pb2.CommitVersionUploadRequest.SerializeToString,
+                response_deserializer=download_dot_v1_dot_download__service__pb2.CommitVersionUploadResponse.FromString,
+                _registered_method=True)
+        self.ListProductVersions = channel.unary_unary(
+                '/download.v1.DownloadService/ListProductVersions',
+                request_serializer=download_dot_v1_dot_download__service__pb2.ListProductVersionsRequest.SerializeToString,
+                response_deserializer=download_dot_v1_dot_download__service__pb2.ListProductVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class DownloadServiceServicer:
@@ -241,6 +256,38 @@ class DownloadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BeginVersionUpload(self, request, context):
+        """Internal (`service` role, gRPC only): step 1 of the build pipeline's upload protocol. Declares a
+        version (product, name, branch, release notes) and its files with their content-defined chunks; the
+        answer lists the chunks the store lacks, each with a presigned PUT bound to the compressed object's
+        length and SHA-256. Repeating it for a version that is not committed yet resumes it (the file list
+        may change; chunks already stored are not asked for again). Errors: PERMISSION_DENIED,
+        VALIDATION_FAILED (paths, duplicates, chunk lists that don't cover their file, sizes),
+        PRODUCT_VERSION_ALREADY_EXISTS (the name is committed already for the product).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitVersionUpload(self, request, context):
+        """Internal (`service` role, gRPC only): step 3 of the upload protocol, after the client PUT the missing
+        chunks. The server reads, decompresses and hashes every chunk not verified yet; only when all chunks
+        of the version are verified does it become the latest of its branch. Errors: PERMISSION_DENIED,
+        PRODUCT_VERSION_NOT_FOUND, VERSION_UPLOAD_INCOMPLETE (chunks missing or whose content does not match
+        their id; the ErrorInfo metadata names them, and forged objects are deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProductVersions(self, request, context):
+        """Lists the committed versions of a product the user owns (what can be installed or rolled back to),
+        newest first, optionally of one branch. Errors: PRODUCT_ACCESS_DENIED, VALIDATION_FAILED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DownloadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -313,6 +360,21 @@ def add_DownloadServiceServicer_to_server(servicer, server):
                     servicer.PublishProductVersion,
                     request_deserializer=download_dot_v1_dot_download__service__pb2.PublishProductVersionRequest.FromString,
                     response_serializer=download_dot_v1_dot_download__service__pb2.PublishProductVersionResponse.SerializeToString,
+            ),
+            'BeginVersionUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginVersionUpload,
+                    request_deserializer=download_dot_v1_dot_download__service__pb2.BeginVersionUploadRequest.FromString,
+                    response_serializer=download_dot_v1_dot_download__service__pb2.BeginVersionUploadResponse.SerializeToString,
+            ),
+            'CommitVersionUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitVersionUpload,
+                    request_deserializer=download_dot_v1_dot_download__service__pb2.CommitVersionUploadRequest.FromString,
+                    response_serializer=download_dot_v1_dot_download__service__pb2.CommitVersionUploadResponse.SerializeToString,
+            ),
+            'ListProductVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProductVersions,
+                    request_deserializer=download_dot_v1_dot_download__service__pb2.ListProductVersionsRequest.FromString,
+                    response_serializer=download_dot_v1_dot_download__service__pb2.ListProductVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -700,6 +762,87 @@ class DownloadService:
             '/download.v1.DownloadService/PublishProductVersion',
             download_dot_v1_dot_download__service__pb2.PublishProductVersionRequest.SerializeToString,
             download_dot_v1_dot_download__service__pb2.PublishProductVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginVersionUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/download.v1.DownloadService/BeginVersionUpload',
+            download_dot_v1_dot_download__service__pb2.BeginVersionUploadRequest.SerializeToString,
+            download_dot_v1_dot_download__service__pb2.BeginVersionUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitVersionUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/download.v1.DownloadService/CommitVersionUpload',
+            download_dot_v1_dot_download__service__pb2.CommitVersionUploadRequest.SerializeToString,
+            download_dot_v1_dot_download__service__pb2.CommitVersionUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProductVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/download.v1.DownloadService/ListProductVersions',
+            download_dot_v1_dot_download__service__pb2.ListProductVersionsRequest.SerializeToString,
+            download_dot_v1_dot_download__service__pb2.ListProductVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -99,6 +99,26 @@ class DownloadServiceStub:
     across versions) and the file metadata of the version is recorded. The new version becomes the
     product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
     """
+    BeginVersionUpload: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.BeginVersionUploadRequest, _download_service_pb2.BeginVersionUploadResponse]
+    """Internal (`service` role, gRPC only): step 1 of the build pipeline's upload protocol. Declares a
+    version (product, name, branch, release notes) and its files with their content-defined chunks; the
+    answer lists the chunks the store lacks, each with a presigned PUT bound to the compressed object's
+    length and SHA-256. Repeating it for a version that is not committed yet resumes it (the file list
+    may change; chunks already stored are not asked for again). Errors: PERMISSION_DENIED,
+    VALIDATION_FAILED (paths, duplicates, chunk lists that don't cover their file, sizes),
+    PRODUCT_VERSION_ALREADY_EXISTS (the name is committed already for the product).
+    """
+    CommitVersionUpload: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.CommitVersionUploadRequest, _download_service_pb2.CommitVersionUploadResponse]
+    """Internal (`service` role, gRPC only): step 3 of the upload protocol, after the client PUT the missing
+    chunks. The server reads, decompresses and hashes every chunk not verified yet; only when all chunks
+    of the version are verified does it become the latest of its branch. Errors: PERMISSION_DENIED,
+    PRODUCT_VERSION_NOT_FOUND, VERSION_UPLOAD_INCOMPLETE (chunks missing or whose content does not match
+    their id; the ErrorInfo metadata names them, and forged objects are deleted).
+    """
+    ListProductVersions: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.ListProductVersionsRequest, _download_service_pb2.ListProductVersionsResponse]
+    """Lists the committed versions of a product the user owns (what can be installed or rolled back to),
+    newest first, optionally of one branch. Errors: PRODUCT_ACCESS_DENIED, VALIDATION_FAILED.
+    """
 
 @_typing.type_check_only
 class DownloadServiceAsyncStub(DownloadServiceStub):
@@ -170,6 +190,26 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     chunks, every chunk and file is SHA-256 hashed, chunks are stored once in S3 under their hash (dedup
     across versions) and the file metadata of the version is recorded. The new version becomes the
     product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
+    """
+    BeginVersionUpload: _aio.UnaryUnaryMultiCallable[_download_service_pb2.BeginVersionUploadRequest, _download_service_pb2.BeginVersionUploadResponse]  # type: ignore[assignment]
+    """Internal (`service` role, gRPC only): step 1 of the build pipeline's upload protocol. Declares a
+    version (product, name, branch, release notes) and its files with their content-defined chunks; the
+    answer lists the chunks the store lacks, each with a presigned PUT bound to the compressed object's
+    length and SHA-256. Repeating it for a version that is not committed yet resumes it (the file list
+    may change; chunks already stored are not asked for again). Errors: PERMISSION_DENIED,
+    VALIDATION_FAILED (paths, duplicates, chunk lists that don't cover their file, sizes),
+    PRODUCT_VERSION_ALREADY_EXISTS (the name is committed already for the product).
+    """
+    CommitVersionUpload: _aio.UnaryUnaryMultiCallable[_download_service_pb2.CommitVersionUploadRequest, _download_service_pb2.CommitVersionUploadResponse]  # type: ignore[assignment]
+    """Internal (`service` role, gRPC only): step 3 of the upload protocol, after the client PUT the missing
+    chunks. The server reads, decompresses and hashes every chunk not verified yet; only when all chunks
+    of the version are verified does it become the latest of its branch. Errors: PERMISSION_DENIED,
+    PRODUCT_VERSION_NOT_FOUND, VERSION_UPLOAD_INCOMPLETE (chunks missing or whose content does not match
+    their id; the ErrorInfo metadata names them, and forged objects are deleted).
+    """
+    ListProductVersions: _aio.UnaryUnaryMultiCallable[_download_service_pb2.ListProductVersionsRequest, _download_service_pb2.ListProductVersionsResponse]  # type: ignore[assignment]
+    """Lists the committed versions of a product the user owns (what can be installed or rolled back to),
+    newest first, optionally of one branch. Errors: PRODUCT_ACCESS_DENIED, VALIDATION_FAILED.
     """
 
 class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -323,6 +363,44 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         chunks, every chunk and file is SHA-256 hashed, chunks are stored once in S3 under their hash (dedup
         across versions) and the file metadata of the version is recorded. The new version becomes the
         product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
+        """
+
+    @_abc_1.abstractmethod
+    def BeginVersionUpload(
+        self,
+        request: _download_service_pb2.BeginVersionUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_download_service_pb2.BeginVersionUploadResponse, _abc.Awaitable[_download_service_pb2.BeginVersionUploadResponse]]:
+        """Internal (`service` role, gRPC only): step 1 of the build pipeline's upload protocol. Declares a
+        version (product, name, branch, release notes) and its files with their content-defined chunks; the
+        answer lists the chunks the store lacks, each with a presigned PUT bound to the compressed object's
+        length and SHA-256. Repeating it for a version that is not committed yet resumes it (the file list
+        may change; chunks already stored are not asked for again). Errors: PERMISSION_DENIED,
+        VALIDATION_FAILED (paths, duplicates, chunk lists that don't cover their file, sizes),
+        PRODUCT_VERSION_ALREADY_EXISTS (the name is committed already for the product).
+        """
+
+    @_abc_1.abstractmethod
+    def CommitVersionUpload(
+        self,
+        request: _download_service_pb2.CommitVersionUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_download_service_pb2.CommitVersionUploadResponse, _abc.Awaitable[_download_service_pb2.CommitVersionUploadResponse]]:
+        """Internal (`service` role, gRPC only): step 3 of the upload protocol, after the client PUT the missing
+        chunks. The server reads, decompresses and hashes every chunk not verified yet; only when all chunks
+        of the version are verified does it become the latest of its branch. Errors: PERMISSION_DENIED,
+        PRODUCT_VERSION_NOT_FOUND, VERSION_UPLOAD_INCOMPLETE (chunks missing or whose content does not match
+        their id; the ErrorInfo metadata names them, and forged objects are deleted).
+        """
+
+    @_abc_1.abstractmethod
+    def ListProductVersions(
+        self,
+        request: _download_service_pb2.ListProductVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_download_service_pb2.ListProductVersionsResponse, _abc.Awaitable[_download_service_pb2.ListProductVersionsResponse]]:
+        """Lists the committed versions of a product the user owns (what can be installed or rolled back to),
+        newest first, optionally of one branch. Errors: PRODUCT_ACCESS_DENIED, VALIDATION_FAILED.
         """
 
 def add_DownloadServiceServicer_to_server(servicer: DownloadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -122,19 +122,22 @@ class UpdateGameSettingsRequest(_message.Message):
     """Product id (UUID) (path parameter); the caller must own it."""
     etag: _builtins.str
     """The etag the client last saw; if given and not current, ABORTED ETAG_MISMATCH. Empty = write
-    unconditionally.
+    unconditionally. The etag of a never-written document (from GetGameSettings) creates it only if it
+    still does not exist.
     """
     merge: _builtins.bool
     """Merge `settings_payload` into the stored document (RFC 7386) instead of replacing it."""
     device_id: _builtins.str
-    """Stable, client-chosen id of the writing device (1–128 characters); the
+    """Stable, client-chosen id of the writing device (1–128 characters, no control characters); the
     `gameSettingsUpdated` notification carries it so the writing device can ignore its own change.
     """
     request_id: _builtins.str
     """Optional UUID for safe retries: a replay returns the first response and changes nothing."""
     @_builtins.property
     def settings_payload(self) -> _struct_pb2.Struct:
-        """The new document, or the merge patch when `merge` is set. A JSON object."""
+        """The new document, or the merge patch when `merge` is set. A JSON object (numbers finite, no NUL
+        characters in keys or strings).
+        """
 
     def __init__(
         self,

@@ -56,6 +56,8 @@ class GameSettingsSyncServiceServicer:
     def GetGameSettings(self, request, context):
         """Returns the caller's settings document for a product. A never-written document is returned as an
         empty object with a valid etag (usable for a create-if-absent update) and no `last_synced_at`.
+
+        Errors: PERMISSION_DENIED PRODUCT_ACCESS_DENIED (product not owned).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

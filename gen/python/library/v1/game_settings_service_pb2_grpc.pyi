@@ -38,6 +38,8 @@ class GameSettingsSyncServiceStub:
     GetGameSettings: _grpc.UnaryUnaryMultiCallable[_game_settings_service_pb2.GetGameSettingsRequest, _game_settings_service_pb2.GetGameSettingsResponse]
     """Returns the caller's settings document for a product. A never-written document is returned as an
     empty object with a valid etag (usable for a create-if-absent update) and no `last_synced_at`.
+
+    Errors: PERMISSION_DENIED PRODUCT_ACCESS_DENIED (product not owned).
     """
     UpdateGameSettings: _grpc.UnaryUnaryMultiCallable[_game_settings_service_pb2.UpdateGameSettingsRequest, _game_settings_service_pb2.UpdateGameSettingsResponse]
     """Replaces the caller's settings document, or merges into it when `merge` is set (RFC 7386 JSON merge
@@ -59,6 +61,8 @@ class GameSettingsSyncServiceAsyncStub(GameSettingsSyncServiceStub):
     GetGameSettings: _aio.UnaryUnaryMultiCallable[_game_settings_service_pb2.GetGameSettingsRequest, _game_settings_service_pb2.GetGameSettingsResponse]  # type: ignore[assignment]
     """Returns the caller's settings document for a product. A never-written document is returned as an
     empty object with a valid etag (usable for a create-if-absent update) and no `last_synced_at`.
+
+    Errors: PERMISSION_DENIED PRODUCT_ACCESS_DENIED (product not owned).
     """
     UpdateGameSettings: _aio.UnaryUnaryMultiCallable[_game_settings_service_pb2.UpdateGameSettingsRequest, _game_settings_service_pb2.UpdateGameSettingsResponse]  # type: ignore[assignment]
     """Replaces the caller's settings document, or merges into it when `merge` is set (RFC 7386 JSON merge
@@ -83,6 +87,8 @@ class GameSettingsSyncServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_game_settings_service_pb2.GetGameSettingsResponse, _abc.Awaitable[_game_settings_service_pb2.GetGameSettingsResponse]]:
         """Returns the caller's settings document for a product. A never-written document is returned as an
         empty object with a valid etag (usable for a create-if-absent update) and no `last_synced_at`.
+
+        Errors: PERMISSION_DENIED PRODUCT_ACCESS_DENIED (product not owned).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,213 @@
+"""The S3 adapter: one long-lived aioboto3 client per process, opened and closed by the composition root.
+
+What capabilities get from it: presigned PUTs bound to the bytes (object key, exact `Content-Length` and
+`x-amz-checksum-sha256`, so the store itself refuses any other body or length), presigned GETs, `get`
+of a whole small object, `head`
+with the SHA-256 the store computed (`ChecksumMode='ENABLED'`), copy, delete and listing.
+
+Presigned URLs are bearer credentials: nothing here logs them, and callers must not either. A store that
+cannot be reached (refused connection, timeout, a 5xx answer) raises `StoreUnavailable` (UNAVAILABLE,
+which clients retry), never INTERNAL; an absent object is `None` from `head`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from server.core.clock import utc_now
+from server.core.config import Settings
+from server.core.errors import Unavailable
+
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+class StoreUnavailable(Unavailable):
+    """The object store did not answer (or answered 5xx)."""
+
+    def __init__(self, reason: str = "UNAVAILABLE"):
+        super().__init__("the object store is unavailable; retry later", reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedUpload:
+    """A PUT the holder may make once per URL lifetime: exactly these headers, exactly those bytes."""
+
+    url: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedDownload:
+    url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    size: int
+    # Lowercase hex of the SHA-256 the store holds for the object; None when it keeps none (an object
+    # stored without a SHA-256 checksum).
+    sha256_hex: str | None
+
+
+def sha256_header(sha256_hex: str) -> str:
+    """The `x-amz-checksum-sha256` value of a hex digest: base64 of the 32 raw bytes."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+
+
+def _hex_of_header(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Dependency failures become StoreUnavailable; a 4xx (a wrong request of ours) propagates."""
+    try:
+        yield
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500:
+            raise StoreUnavailable() from exc
+        raise
+    except BotoCoreError as exc:  # connection refused/closed, connect and read timeouts
+        raise StoreUnavailable() from exc
+
+
+class ObjectStore:
+    """One bucket of an S3-compatible store. Build it anywhere (no I/O), `open()` once, `close()` at exit."""
+
+    def __init__(self, settings: Settings):
+        self.bucket = settings.s3_bucket
+        self._session = aioboto3.Session()
+        self._client_args = {
+            "endpoint_url": settings.s3_endpoint_url,
+            "aws_access_key_id": settings.s3_access_key_id,
+            "aws_secret_access_key": settings.s3_secret_access_key,
+            "region_name": settings.s3_region,
+            "config": Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                connect_timeout=settings.s3_connect_timeout_seconds,
+                read_timeout=settings.s3_read_timeout_seconds,
+                retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+                max_pool_connections=settings.s3_max_pool_connections,
+                # Checksums only where we ask for them: a presigned PUT must carry exactly the headers it
+                # was signed with, and the SHA-256 is the one we bind it to.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        }
+        self._exit = contextlib.AsyncExitStack()
+        self._client = None
+
+    async def open(self) -> ObjectStore:
+        if self._client is None:
+            self._client = await self._exit.enter_async_context(
+                self._session.client("s3", **self._client_args)
+            )
+        return self
+
+    async def close(self) -> None:
+        await self._exit.aclose()
+        self._client = None
+
+    async def __aenter__(self) -> ObjectStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    @property
+    def client(self):
+        if self._client is None:
+            raise RuntimeError("ObjectStore.open() was not called")
+        return self._client
+
+    async def presign_put(self, key: str, *, size: int, sha256_hex: str, expires_in: int) -> PresignedUpload:
+        """A PUT URL for `key` that the store accepts only with this exact length and SHA-256."""
+        checksum = sha256_header(sha256_hex)
+        expires_at = utc_now() + timedelta(seconds=expires_in)
+        url = await self.client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ContentLength": size, "ChecksumSHA256": checksum},
+            ExpiresIn=expires_in,
+        )
+        headers = {"Content-Length": str(size), "x-amz-checksum-sha256": checksum}
+        return PresignedUpload(url=url, headers=headers, expires_at=expires_at)
+
+    async def presign_get(self, key: str, *, expires_in: int) -> PresignedDownload:
+        expires_at = utc_now() + timedelta(seconds=expires_in)
+        url = await self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+        return PresignedDownload(url=url, expires_at=expires_at)
+
+    async def head(self, key: str) -> StoredObject | None:
+        """Size and stored SHA-256 of `key`; None when there is no such object."""
+        with _store_errors():
+            try:
+                reply = await self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES:
+                    return None
+                raise
+        return StoredObject(
+            size=reply["ContentLength"], sha256_hex=_hex_of_header(reply.get("ChecksumSHA256"))
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        """The whole object (for small ones, such as a chunk); None when there is no such object."""
+        with _store_errors():
+            try:
+                reply = await self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES:
+                    return None
+                raise
+            async with reply["Body"] as body:
+                return await body.read()
+
+    async def put(self, key: str, body: bytes, *, sha256_hex: str) -> None:
+        """A direct PUT with the SHA-256 checked by the store (for operators, tests and the bench)."""
+        with _store_errors():
+            await self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=sha256_header(sha256_hex)
+            )
+
+    async def copy(self, source_key: str, dest_key: str) -> None:
+        """Server-side copy; the copy keeps a SHA-256 checksum so `head` can verify it."""
+        with _store_errors():
+            await self.client.copy_object(
+                Bucket=self.bucket,
+                Key=dest_key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                ChecksumAlgorithm="SHA256",
+            )
+
+    async def delete(self, key: str) -> None:
+        """Deletes `key`; deleting an absent object succeeds (S3 semantics), so retries are safe."""
+        with _store_errors():
+            await self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix`, sorted."""
+        found: list[str] = []
+        with _store_errors():
+            paginator = self.client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                found.extend(item["Key"] for item in page.get("Contents", []))
+        return sorted(found)

@@ -1,0 +1,1 @@
+"""DownloadService: the chunk store and published content, download sessions and queue, settings."""

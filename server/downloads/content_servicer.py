@@ -1,0 +1,148 @@
+"""DownloadService transport for published content: publishing (service role), versions, manifests,
+update checks and verification. Maps proto ⇄ domain and calls a use case; nothing else.
+
+Field rules are the contract's buf.validate annotations; the checks here parse what the use cases need
+and the rules that span fields (a file's chunk list covering it) live in chunking.file_list_problems.
+"""
+
+from __future__ import annotations
+
+import re
+
+from download.v1 import download_service_pb2 as pb
+from server.core.auth import current_user_id, require_service
+from server.core.deps import Deps
+from server.core.protoconv import timestamp
+from server.core.replay import request_key
+from server.core.validation import Validator
+from server.downloads import publishing, versions
+from server.downloads.catalog import DEFAULT_BRANCH, VersionSummary
+from server.downloads.chunking import ChunkRef, FileEntry
+
+VERSION_NAME_MAX_LEN = 64
+RELEASE_NOTES_MAX_LEN = 16384
+SOURCE_PATH_MAX_LEN = 4096
+BRANCH = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def _branch(v: Validator, field: str, value: str, *, default: str | None = DEFAULT_BRANCH) -> str:
+    if not value:
+        return default or ""
+    if not BRANCH.match(value):
+        v.fail(field, "must be 1-64 of [a-z0-9._-], starting with a letter or digit")
+    return value
+
+
+def version_pb(version: VersionSummary, *, download_size_bytes: int, is_latest: bool) -> pb.ProductVersion:
+    return pb.ProductVersion(
+        version_id=str(version.version_id),
+        product_id=str(version.product_id),
+        version_name=version.version_name,
+        release_notes=version.release_notes,
+        total_size_bytes=version.total_size_bytes,
+        file_count=version.file_count,
+        chunk_count=version.chunk_count,
+        new_chunk_count=version.new_chunk_count,
+        published_at=timestamp(version.published_at),
+        branch=version.branch,
+        is_latest=is_latest,
+        download_size_bytes=download_size_bytes,
+    )
+
+
+def _published_pb(published: publishing.PublishedVersion) -> pb.ProductVersion:
+    # A version is the latest of its branch when it commits; later versions are listed by ListProductVersions.
+    return version_pb(published.version, download_size_bytes=published.download_size_bytes, is_latest=True)
+
+
+def _file_entries(files) -> list[FileEntry]:
+    return [
+        FileEntry(
+            path=f.path,
+            size=f.size_bytes,
+            sha256=f.sha256,
+            chunks=tuple(
+                ChunkRef(c.chunk_id, c.offset, c.size_bytes, c.compressed_size_bytes, c.compressed_sha256)
+                for c in f.chunks
+            ),
+        )
+        for f in files
+    ]
+
+
+def _draft_fields(v: Validator, request) -> tuple:
+    product_id = v.uuid("product_id", request.product_id)
+    name = v.text("version_name", request.version_name, max_len=VERSION_NAME_MAX_LEN, required=True)
+    notes = v.text("release_notes", request.release_notes, max_len=RELEASE_NOTES_MAX_LEN)
+    branch = _branch(v, "branch", request.branch)
+    return product_id, name, branch, notes
+
+
+class ContentServicer:
+    """Mixin of DownloadServiceServicer (servicer.py), which provides `self._deps`."""
+
+    _deps: Deps
+
+    async def BeginVersionUpload(self, request: pb.BeginVersionUploadRequest, context):
+        require_service()
+        v = Validator()
+        product_id, name, branch, notes = _draft_fields(v, request)
+        if not request.files:
+            v.fail("files", "is required")
+        v.check()
+        draft = publishing.VersionDraft(product_id, name, branch, notes, _file_entries(request.files))
+        begun = await publishing.begin_upload(self._deps, draft)
+        return pb.BeginVersionUploadResponse(
+            version_id=str(begun.version_id),
+            missing_chunks=[
+                pb.ChunkUploadTarget(
+                    chunk_id=t.chunk_id, url=t.url, headers=t.headers, expires_at=timestamp(t.expires_at)
+                )
+                for t in begun.missing
+            ],
+            distinct_chunk_count=begun.distinct_chunk_count,
+            stored_chunk_count=begun.stored_chunk_count,
+        )
+
+    async def CommitVersionUpload(self, request: pb.CommitVersionUploadRequest, context):
+        require_service()
+        v = Validator()
+        version_id = v.uuid("version_id", request.version_id)
+        v.check()
+        published = await publishing.commit_upload(self._deps, version_id)
+        return pb.CommitVersionUploadResponse(version=_published_pb(published))
+
+    async def PublishProductVersion(self, request: pb.PublishProductVersionRequest, context):
+        principal = require_service()
+        v = Validator()
+        product_id, name, branch, notes = _draft_fields(v, request)
+        source = v.text("source_path", request.source_path, max_len=SOURCE_PATH_MAX_LEN, required=True)
+        if source and not source.startswith("/"):
+            v.fail("source_path", "must be an absolute path")
+        request_id = v.request_id(request.request_id)
+        v.check()
+        draft = publishing.VersionDraft(product_id, name, branch, notes, [])
+        key = request_key(principal.subject, "PublishProductVersion", request_id)
+        published = await publishing.publish_directory(self._deps, draft, source, replay_key=key)
+        return pb.PublishProductVersionResponse(version=_published_pb(published))
+
+    async def ListProductVersions(self, request: pb.ListProductVersionsRequest, context):
+        user_id = current_user_id()
+        v = Validator()
+        product_id = v.uuid("product_id", request.product_id)
+        branch = _branch(v, "branch", request.branch, default=None)
+        page_size = v.page_size(request.page_size)
+        v.check()
+        page = await versions.list_versions(
+            self._deps, user_id, product_id, branch, page_size, request.page_token
+        )
+        return pb.ListProductVersionsResponse(
+            versions=[
+                version_pb(
+                    item.version, download_size_bytes=item.download_size_bytes, is_latest=item.is_latest
+                )
+                for item in page.versions
+            ],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
