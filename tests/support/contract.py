@@ -39,6 +39,9 @@ _INT_RANGES = {
 ALPHABET = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 TEXT = st.text(ALPHABET, max_size=12)
 MAX_DEPTH = 3
+# Lists at their max_items bound are built only up to this many message items (a file list of 100,000
+# entries each with its own chunk list would cost minutes per example), and never inside another long list.
+MAX_LONG_MESSAGE_LIST = 1000
 
 
 def services() -> Iterator[ServiceDescriptor]:
@@ -195,19 +198,20 @@ def requests(descriptor: Descriptor) -> st.SearchStrategy:
 
 
 @st.composite
-def messages(draw, descriptor: Descriptor, depth: int = 0, valid: bool = False):
-    """An instance of `descriptor`'s message built from its rules (see `scalar_values` for `valid`)."""
+def messages(draw, descriptor: Descriptor, depth: int = 0, valid: bool = False, short: bool = False):
+    """An instance of `descriptor`'s message built from its rules (see `scalar_values` for `valid`);
+    `short`: no list longer than 3 items (inside a long list)."""
     message = message_class(descriptor)()
     for field in descriptor.fields:
         rules = field_rules(field)
         required = rules is not None and rules.required
         if not (required and valid) and not draw(st.sampled_from([True, True, False])):
             continue
-        _fill(draw, message, field, rules, depth, valid)
+        _fill(draw, message, field, rules, depth, valid, short)
     return message
 
 
-def _fill(draw, message, field: FieldDescriptor, rules, depth: int, valid: bool) -> None:
+def _fill(draw, message, field: FieldDescriptor, rules, depth: int, valid: bool, short: bool) -> None:
     name = field.name
     kind, type_rules = _rules_of(field, rules)
     if field.is_repeated and field.message_type is not None and field.message_type.GetOptions().map_entry:
@@ -224,29 +228,32 @@ def _fill(draw, message, field: FieldDescriptor, rules, depth: int, valid: bool)
             if value_field.type != FieldDescriptor.TYPE_MESSAGE:
                 target[key] = draw(scalar_values(value_field, value_rules, valid))
             elif depth < MAX_DEPTH:
-                target[key].CopyFrom(draw(messages(value_field.message_type, depth + 1, valid)))
+                target[key].CopyFrom(draw(messages(value_field.message_type, depth + 1, valid, short)))
             else:
                 target[key].SetInParent()
         return
     if field.is_repeated:
         item_rules = type_rules.items if kind == "repeated" and type_rules.HasField("items") else None
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            if depth >= MAX_DEPTH:
-                return
-            item = messages(field.message_type, depth + 1, valid)
-        else:
-            item = scalar_values(field, item_rules, valid)
+        is_message = field.type == FieldDescriptor.TYPE_MESSAGE
+        if is_message and depth >= MAX_DEPTH:
+            return
         lo = type_rules.min_items if kind == "repeated" else 0
         hi = type_rules.max_items if kind == "repeated" and type_rules.HasField("max_items") else None
         sizes = [lo, lo + 1, lo + 2]
         if valid:
             sizes = [n for n in sizes if hi is None or n <= hi]
         else:
-            sizes += [n for n in (lo - 1, *((hi, hi + 1) if hi is not None else ())) if n >= 0]
-        size = draw(st.sampled_from(sizes))
+            sizes.append(lo - 1)
+            if hi is not None and not short and (not is_message or hi <= MAX_LONG_MESSAGE_LIST):
+                sizes += [hi, hi + 1]
+        size = draw(st.sampled_from([n for n in sizes if n >= 0]))
+        if is_message:
+            item = messages(field.message_type, depth + 1, valid, short or size > 3)
+        else:
+            item = scalar_values(field, item_rules, valid)
         # A long list is copies of one item, so that sizes at max_items cost one draw.
         values = draw(st.lists(item, min_size=size, max_size=size)) if size <= 3 else [draw(item)] * size
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if is_message:
             for value in values:
                 getattr(message, name).add().CopyFrom(value)
         else:
@@ -256,6 +263,6 @@ def _fill(draw, message, field: FieldDescriptor, rules, depth: int, valid: bool)
         if depth >= MAX_DEPTH:
             getattr(message, name).SetInParent()
         else:
-            getattr(message, name).CopyFrom(draw(messages(field.message_type, depth + 1, valid)))
+            getattr(message, name).CopyFrom(draw(messages(field.message_type, depth + 1, valid, short)))
         return
     setattr(message, name, draw(scalar_values(field, rules, valid)))
