@@ -32,6 +32,8 @@ from library.v1 import (
     playtime_service_pb2_grpc,
 )
 from server.achievements.servicer import AchievementServiceServicer
+from server.cloud_saves.servicer import CloudSaveServiceServicer
+from server.cloud_saves.sweeper import SaveSweeper
 from server.core.auth import TokenVerifier
 from server.core.call_pipeline import CallPipeline
 from server.core.config import Settings
@@ -44,7 +46,9 @@ from server.core.method_table import MethodTable
 from server.core.redis import create_redis
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
+from server.downloads.consumers import download_consumers
 from server.downloads.servicer import DownloadServiceServicer
+from server.downloads.sessions import DownloadSessions, run_promoter
 from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
 from server.library.servicer import LibraryServiceServicer
@@ -108,7 +112,7 @@ class Application:
                 cloud_save_service_pb2,
                 "CloudSaveService",
                 cloud_save_service_pb2_grpc.add_CloudSaveServiceServicer_to_server,
-                cloud_save_service_pb2_grpc.CloudSaveServiceServicer(),
+                CloudSaveServiceServicer(self.deps),
             ),
             (
                 game_settings_service_pb2,
@@ -132,11 +136,18 @@ class Application:
     def _workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """Background workers of this process: the outbox relay, consumers, reapers."""
         sweeper = SessionSweeper(self.deps)
+        downloads = DownloadSessions(self.deps)
         return [
             ("outbox-relay", self.relay.run()),
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
+            *((consumer.name, consumer.run()) for consumer in download_consumers(self.deps, downloads)),
+            (
+                "download-queue-promoter",
+                run_promoter(downloads, self.settings.download_queue_promote_seconds),
+            ),
             ("playtime-reaper", sweeper.run_reaper()),
             ("playtime-checkpointer", sweeper.run_checkpointer()),
+            ("cloud-save-sweeper", SaveSweeper(self.deps).run()),
         ]
 
     async def start(self) -> None:

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import types
 import uuid
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from sqlalchemy import DateTime, String, Text, func, select, update
@@ -73,6 +73,15 @@ async def claim(uow: UnitOfWork, key: RequestKey | None, result_type: type[T]) -
     return from_json(result_type, stored)
 
 
+async def peek(uow: UnitOfWork, key: RequestKey | None, result_type: type[T]) -> T | None:
+    """The first response of a request id that completed, without claiming it: for use cases that run
+    several transactions and claim in the last one."""
+    if key is None:
+        return None
+    stored = await uow.session.scalar(select(RequestReplay.response).where(*key._where()))
+    return None if stored is None else from_json(result_type, stored)
+
+
 async def remember(uow: UnitOfWork, key: RequestKey | None, result: Any) -> None:
     if key is not None:
         await uow.session.execute(update(RequestReplay).where(*key._where()).values(response=to_json(result)))
@@ -83,7 +92,7 @@ def to_json(value: Any) -> dict[str, Any]:
 
 
 def _scalar(value: Any) -> str:
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | time):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -107,6 +116,8 @@ def _decode(hint: Any, value: Any) -> Any:
         return uuid.UUID(value)
     if hint is datetime:
         return datetime.fromisoformat(value)
+    if hint is time:
+        return time.fromisoformat(value)
     if dataclasses.is_dataclass(hint):
         return from_json(hint, value)
     return value

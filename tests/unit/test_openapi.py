@@ -40,6 +40,10 @@ ROUTES = {
         "POST",
         f"{LIB}/savegames/{{product_id}}/slots/{{slot_name}}/resolve",
     ): "CloudSaveService_ResolveSaveGameConflict",
+    (
+        "POST",
+        f"{LIB}/savegames/{{product_id}}/slots/{{slot_name}}/restore",
+    ): "CloudSaveService_RestoreSaveGameVersion",
     ("GET", f"{LIB}/game-settings/{{product_id}}"): "GameSettingsSyncService_GetGameSettings",
     ("PUT", f"{LIB}/game-settings/{{product_id}}"): "GameSettingsSyncService_UpdateGameSettings",
     ("POST", f"{DL}/downloads"): "DownloadService_StartDownload",
@@ -147,7 +151,7 @@ def test_path_parameters_are_required_and_bodies_carry_only_what_the_http_rule_m
     assert settings["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/download.v1.DownloadSettings"
     }
-    assert [p["name"] for p in settings["parameters"]] == ["updateMask"]
+    assert [p["name"] for p in settings["parameters"]] == ["updateMask", "deviceId", "requestId"]
 
     get_settings = op(doc, "GET", f"{DL}/settings")
     assert get_settings["responses"]["200"]["content"]["application/json"]["schema"] == {

@@ -1,0 +1,184 @@
+"""SQL of cloud saves. Every change to a user's saves of one product runs after `lock_owner`, so quota,
+version numbers and conflict detection are decided by one transaction at a time per (user, product)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.cloud_saves.rules import COMMITTED, CONFLICT, HELD, PENDING
+from server.cloud_saves.tables import ObjectDeletion, SaveGameOwner, SaveGameRow
+
+S = SaveGameRow
+
+
+@dataclass
+class Usage:
+    used_bytes: int
+    slot_names: set[str]  # slots holding anything (a reserved new slot counts)
+    head_versions: dict[str, int]  # slot → its head's version number
+
+
+class SaveRepository:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def lock_owner(self, user_id: uuid.UUID, product_id: uuid.UUID) -> None:
+        """Takes the (user, product) row lock, creating the row on first use, in one statement."""
+        stmt = insert(SaveGameOwner).values(user_id=user_id, product_id=product_id)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[SaveGameOwner.user_id, SaveGameOwner.product_id],
+                set_={"user_id": stmt.excluded.user_id},
+            )
+        )
+
+    async def get(
+        self, user_id: uuid.UUID, savegame_id: uuid.UUID, *, lock: bool = False
+    ) -> SaveGameRow | None:
+        """The caller's save game; another user's is None, exactly like an absent one."""
+        query = select(S).where(S.id == savegame_id, S.user_id == user_id)
+        if lock:
+            query = query.with_for_update()
+        return await self.session.scalar(query)
+
+    async def head(self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str) -> SaveGameRow | None:
+        return await self.session.scalar(
+            select(S)
+            .where(*_slot(user_id, product_id, slot_name), S.status == COMMITTED)
+            .order_by(S.version_number.desc())
+            .limit(1)
+        )
+
+    async def version(
+        self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str, version_number: int
+    ) -> SaveGameRow | None:
+        return await self.session.scalar(
+            select(S).where(
+                *_slot(user_id, product_id, slot_name),
+                S.status == COMMITTED,
+                S.version_number == version_number,
+            )
+        )
+
+    async def shown(
+        self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str | None = None
+    ) -> Sequence[SaveGameRow]:
+        """Committed versions (newest first) and conflict candidates (oldest first) by slot name."""
+        query = select(S).where(
+            S.user_id == user_id, S.product_id == product_id, S.status.in_((COMMITTED, CONFLICT))
+        )
+        if slot_name is not None:
+            query = query.where(S.slot_name == slot_name)
+        return (
+            await self.session.scalars(
+                query.order_by(S.slot_name, S.version_number.desc().nulls_last(), S.server_uploaded_at, S.id)
+            )
+        ).all()
+
+    async def usage(self, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime) -> Usage:
+        """What the user holds in the product (retained versions, conflict candidates, unexpired
+        reservations) and each slot's head version, in one query."""
+        held = _held(now)
+        rows = await self.session.execute(
+            select(
+                S.slot_name,
+                func.coalesce(func.sum(S.file_size_bytes).filter(held), 0),
+                func.count().filter(held),
+                func.max(S.version_number).filter(S.status == COMMITTED),
+            )
+            .where(S.user_id == user_id, S.product_id == product_id)
+            .group_by(S.slot_name)
+        )
+        usage = Usage(0, set(), {})
+        for name, total, count, head in rows:
+            usage.used_bytes += int(total)
+            if count:
+                usage.slot_names.add(name)
+            if head is not None:
+                usage.head_versions[name] = head
+        return usage
+
+    async def slot_in_use(
+        self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str, now: datetime
+    ) -> bool:
+        found = await self.session.scalar(
+            select(S.id).where(*_slot(user_id, product_id, slot_name), _held(now)).limit(1)
+        )
+        return found is not None
+
+    def add(self, row: SaveGameRow) -> None:
+        self.session.add(row)
+
+    async def forget(self, row: SaveGameRow, *, delete_after: datetime) -> None:
+        """Deletes the row and queues its object for deletion, in this transaction."""
+        await self.queue_deletion(row.s3_object_key, delete_after=max(delete_after, row.reserved_until))
+        await self.session.delete(row)
+
+    async def queue_deletion(self, key: str, *, delete_after: datetime) -> None:
+        stmt = insert(ObjectDeletion).values(s3_object_key=key, delete_after=delete_after)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[ObjectDeletion.s3_object_key],
+                set_={"delete_after": func.greatest(ObjectDeletion.delete_after, stmt.excluded.delete_after)},
+            )
+        )
+
+    async def prune(
+        self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str, *, below: int, now: datetime
+    ) -> int:
+        """Deletes the slot's committed versions numbered below `below` and queues their objects."""
+        pruned = (
+            await self.session.execute(
+                delete(S)
+                .where(
+                    *_slot(user_id, product_id, slot_name), S.status == COMMITTED, S.version_number < below
+                )
+                .returning(S.s3_object_key, S.reserved_until)
+            )
+        ).all()
+        for key, reserved_until in pruned:
+            await self.queue_deletion(key, delete_after=max(now, reserved_until))
+        return len(pruned)
+
+    async def expired_reservations(self, now: datetime, limit: int) -> Sequence[SaveGameRow]:
+        """Pending rows past their reservation, locked; rows another transaction holds are skipped."""
+        return (
+            await self.session.scalars(
+                select(S)
+                .where(S.status == PENDING, S.reserved_until <= now)
+                .order_by(S.reserved_until)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+
+    async def due_deletions(self, now: datetime, limit: int) -> Sequence[ObjectDeletion]:
+        return (
+            await self.session.scalars(
+                select(ObjectDeletion)
+                .where(ObjectDeletion.delete_after <= now)
+                .order_by(ObjectDeletion.delete_after)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+
+    async def drop_deletions(self, keys: Sequence[str]) -> None:
+        await self.session.execute(delete(ObjectDeletion).where(ObjectDeletion.s3_object_key.in_(keys)))
+
+
+def _slot(user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str):
+    return S.user_id == user_id, S.product_id == product_id, S.slot_name == slot_name
+
+
+def _held(now: datetime):
+    return or_(
+        S.status.in_([s for s in HELD if s != PENDING]), (S.status == PENDING) & (S.reserved_until > now)
+    )
