@@ -30,6 +30,11 @@ Published content (publish throughput, update bytes, manifests, update checks):
 scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
 Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 5;
 BENCH_SAVES_SMALL_N, 30).
+
+The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
+BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
+comma-separated mix (default: everything). Their knobs: BENCH_DB_DURATION (5), BENCH_DB_WARMUP (1),
+BENCH_DB_ROUNDS (3), BENCH_DB_CLIENTS (8), BENCH_DB_ECHO_PORT (50073).
 """
 
 from __future__ import annotations
@@ -49,7 +54,15 @@ from pathlib import Path
 
 import grpc
 
-from scripts.bench import cloud_saves, download_content, download_progress, fixtures, loadgen, pgstats
+from scripts.bench import (
+    cloud_saves,
+    db_cases,
+    download_content,
+    download_progress,
+    fixtures,
+    loadgen,
+    pgstats,
+)
 from scripts.bench.procs import (
     ROOT,
     CpuMeter,
@@ -114,11 +127,14 @@ class Bench:
         self.token = ""
         self.choice: fixtures.RpcChoice | None = None
         self.redis_pid = _stack_pid("redis")
+        self.selection = db_cases.selection(os.environ.get("BENCH_CASES", ""))
 
     # ------------------------------------------------------------------ processes
-    def start_service(self, index: int, *, workers: bool) -> str:
+    def start_service(
+        self, index: int, *, workers: bool, name: str = "", module: str = "server", args: tuple[str, ...] = ()
+    ) -> str:
         port, metrics = self.cfg.grpc_ports[index], self.cfg.metrics_ports[index]
-        name = f"server-{index + 1}" + ("" if workers else "-noworkers")
+        name = name or f"server-{index + 1}" + ("" if workers else "-noworkers")
         env = {
             "GRPC_HOST": "127.0.0.1",
             "GRPC_PORT": str(port),
@@ -127,11 +143,11 @@ class Bench:
             "WORKERS_ENABLED": "1" if workers else "0",
             "SHUTDOWN_GRACE_SECONDS": "2",
         }
-        self.procs.start(name, [sys.executable, "-m", "server"], env)
+        self.procs.start(name, [sys.executable, "-m", module, *args], env)
         target = f"127.0.0.1:{port}"
         self.procs.wait_ready(name, lambda: fixtures.wait_serving(target))
         log(
-            f"{name}: python -m server on {target} (metrics :{metrics}, LOG_LEVEL={self.cfg.log_level}, "
+            f"{name}: python -m {module} on {target} (metrics :{metrics}, LOG_LEVEL={self.cfg.log_level}, "
             f"WORKERS_ENABLED={int(workers)})"
         )
         return target
@@ -306,7 +322,18 @@ class Bench:
             " the hypervisor)"
             + ("  <-- other work on this machine will skew the numbers" if busy > 0.15 else "")
         )
+        summary: dict = {}
+        if self.selection.heartbeat:
+            summary = self.heartbeat_cases(started)
+        if self.selection.db_cases:
+            summary["db_cases"] = db_cases.DbBench(self, self.selection.db_cases).run()
+        summary.setdefault("time", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        summary.setdefault("git_commit", _git_commit())
+        summary["elapsed_s"] = round(time.monotonic() - started, 1)
+        return summary
 
+    def heartbeat_cases(self, started: float) -> dict:
+        cfg = self.cfg
         # 1. service process 1 and the measured RPC
         svc1 = self.start_service(0, workers=True)
         self.choice = fixtures.choose_rpc(svc1)
