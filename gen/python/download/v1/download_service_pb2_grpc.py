@@ -140,8 +140,10 @@ class DownloadServiceServicer:
 
     def StartDownload(self, request, context):
         """Queues a download of a product version the user owns and returns the new session (QUEUED, or
-        already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
-        installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+        already DOWNLOADING when one of the user's concurrency slots is free and the user's schedule window
+        is open or start_now is set). When installed_version_id or installed_files is given,
+        total_size_bytes counts only the chunks the client does not already have. Every status change of a
+        session emits `download.session.status.changed` and a `downloadStatusChanged` notification.
         Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -205,8 +207,11 @@ class DownloadServiceServicer:
 
     def ReportDownloadProgress(self, request, context):
         """Reports the client's progress on a session; the live state is kept in Redis (no database write per
-        report) and returns the server-computed speed, ETA and percentage. Reporting COMPLETED finishes the
-        session (update history, library item installed); FAILED records error_message.
+        report) and returns the server-computed speed, ETA and percentage; a `downloadProgress` notification
+        goes out at most once a second per session. Files reported complete or failed emit
+        `download.item.status.changed` once each. Reporting COMPLETED finishes the session (update history,
+        library item installed at the version, the next queued session starts); FAILED records
+        error_message and frees the slot.
         Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION, VALIDATION_FAILED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -214,8 +219,12 @@ class DownloadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CheckUpdates(self, request, context):
-        """Checks installed products for updates: per product the latest published version and, if it differs
-        from the installed one, the bytes to download (changed chunks) and to write (changed files).
+        """Checks installed products for updates: per product the latest version of the user's branch for it
+        (download settings; default `public`) and, if it differs from the installed one, the bytes to
+        download (compressed size of the chunks the installed version lacks), the bytes to write (files that
+        change) and its release notes. Products the user does not own are answered without a latest version.
+        The first check that finds a version announces it (`download.update.available`, once per user,
+        product and version); repeating the call changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -240,18 +249,20 @@ class DownloadServiceServicer:
     def UpdateDownloadSettings(self, request, context):
         """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
         notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
-        PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
+        PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library), NOT_FOUND
+        PRODUCT_VERSION_NOT_FOUND (a chosen branch without a published version of the product).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PublishProductVersion(self, request, context):
-        """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
-        version of a product from a directory of files readable by the server. Files are split into ~1 MiB
-        chunks, every chunk and file is SHA-256 hashed, chunks are stored once in S3 under their hash (dedup
-        across versions) and the file metadata of the version is recorded. The new version becomes the
-        product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
+        """Internal (`service` role, gRPC only; the publishing CLI runs the same protocol): publishes a new
+        version of a product from a directory of files readable by the server. Files are cut with FastCDC
+        (min 256 KiB, average 1 MiB, max 4 MiB), every chunk and file is SHA-256 hashed, chunks the store
+        lacks are stored zstd-compressed in S3 under their hash (dedup across files, versions and products)
+        and verified, and the version becomes the latest of its branch. Errors: PERMISSION_DENIED,
+        VALIDATION_FAILED (e.g. unreadable or empty directory), PRODUCT_VERSION_ALREADY_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,8 +42,10 @@ class DownloadServiceStub:
     def __new__(cls, channel: _aio.Channel) -> DownloadServiceAsyncStub: ...
     StartDownload: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.StartDownloadRequest, _download_service_pb2.StartDownloadResponse]
     """Queues a download of a product version the user owns and returns the new session (QUEUED, or
-    already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
-    installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+    already DOWNLOADING when one of the user's concurrency slots is free and the user's schedule window
+    is open or start_now is set). When installed_version_id or installed_files is given,
+    total_size_bytes counts only the chunks the client does not already have. Every status change of a
+    session emits `download.session.status.changed` and a `downloadStatusChanged` notification.
     Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
     """
     ListDownloads: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.ListDownloadsRequest, _download_service_pb2.ListDownloadsResponse]
@@ -73,13 +75,20 @@ class DownloadServiceStub:
     """
     ReportDownloadProgress: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.ReportDownloadProgressRequest, _download_service_pb2.ReportDownloadProgressResponse]
     """Reports the client's progress on a session; the live state is kept in Redis (no database write per
-    report) and returns the server-computed speed, ETA and percentage. Reporting COMPLETED finishes the
-    session (update history, library item installed); FAILED records error_message.
+    report) and returns the server-computed speed, ETA and percentage; a `downloadProgress` notification
+    goes out at most once a second per session. Files reported complete or failed emit
+    `download.item.status.changed` once each. Reporting COMPLETED finishes the session (update history,
+    library item installed at the version, the next queued session starts); FAILED records
+    error_message and frees the slot.
     Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION, VALIDATION_FAILED.
     """
     CheckUpdates: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.CheckUpdatesRequest, _download_service_pb2.CheckUpdatesResponse]
-    """Checks installed products for updates: per product the latest published version and, if it differs
-    from the installed one, the bytes to download (changed chunks) and to write (changed files).
+    """Checks installed products for updates: per product the latest version of the user's branch for it
+    (download settings; default `public`) and, if it differs from the installed one, the bytes to
+    download (compressed size of the chunks the installed version lacks), the bytes to write (files that
+    change) and its release notes. Products the user does not own are answered without a latest version.
+    The first check that finds a version announces it (`download.update.available`, once per user,
+    product and version); repeating the call changes nothing.
     """
     VerifyInstallation: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.VerifyInstallationRequest, _download_service_pb2.VerifyInstallationResponse]
     """Verifies an installation against a version's manifest using the client's file sizes and SHA-256
@@ -91,14 +100,16 @@ class DownloadServiceStub:
     UpdateDownloadSettings: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.UpdateDownloadSettingsRequest, _download_service_pb2.UpdateDownloadSettingsResponse]
     """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
     notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
-    PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
+    PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library), NOT_FOUND
+    PRODUCT_VERSION_NOT_FOUND (a chosen branch without a published version of the product).
     """
     PublishProductVersion: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.PublishProductVersionRequest, _download_service_pb2.PublishProductVersionResponse]
-    """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
-    version of a product from a directory of files readable by the server. Files are split into ~1 MiB
-    chunks, every chunk and file is SHA-256 hashed, chunks are stored once in S3 under their hash (dedup
-    across versions) and the file metadata of the version is recorded. The new version becomes the
-    product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
+    """Internal (`service` role, gRPC only; the publishing CLI runs the same protocol): publishes a new
+    version of a product from a directory of files readable by the server. Files are cut with FastCDC
+    (min 256 KiB, average 1 MiB, max 4 MiB), every chunk and file is SHA-256 hashed, chunks the store
+    lacks are stored zstd-compressed in S3 under their hash (dedup across files, versions and products)
+    and verified, and the version becomes the latest of its branch. Errors: PERMISSION_DENIED,
+    VALIDATION_FAILED (e.g. unreadable or empty directory), PRODUCT_VERSION_ALREADY_EXISTS.
     """
     BeginVersionUpload: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.BeginVersionUploadRequest, _download_service_pb2.BeginVersionUploadResponse]
     """Internal (`service` role, gRPC only): step 1 of the build pipeline's upload protocol. Declares a
@@ -135,8 +146,10 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartDownload: _aio.UnaryUnaryMultiCallable[_download_service_pb2.StartDownloadRequest, _download_service_pb2.StartDownloadResponse]  # type: ignore[assignment]
     """Queues a download of a product version the user owns and returns the new session (QUEUED, or
-    already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
-    installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+    already DOWNLOADING when one of the user's concurrency slots is free and the user's schedule window
+    is open or start_now is set). When installed_version_id or installed_files is given,
+    total_size_bytes counts only the chunks the client does not already have. Every status change of a
+    session emits `download.session.status.changed` and a `downloadStatusChanged` notification.
     Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
     """
     ListDownloads: _aio.UnaryUnaryMultiCallable[_download_service_pb2.ListDownloadsRequest, _download_service_pb2.ListDownloadsResponse]  # type: ignore[assignment]
@@ -166,13 +179,20 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     """
     ReportDownloadProgress: _aio.UnaryUnaryMultiCallable[_download_service_pb2.ReportDownloadProgressRequest, _download_service_pb2.ReportDownloadProgressResponse]  # type: ignore[assignment]
     """Reports the client's progress on a session; the live state is kept in Redis (no database write per
-    report) and returns the server-computed speed, ETA and percentage. Reporting COMPLETED finishes the
-    session (update history, library item installed); FAILED records error_message.
+    report) and returns the server-computed speed, ETA and percentage; a `downloadProgress` notification
+    goes out at most once a second per session. Files reported complete or failed emit
+    `download.item.status.changed` once each. Reporting COMPLETED finishes the session (update history,
+    library item installed at the version, the next queued session starts); FAILED records
+    error_message and frees the slot.
     Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION, VALIDATION_FAILED.
     """
     CheckUpdates: _aio.UnaryUnaryMultiCallable[_download_service_pb2.CheckUpdatesRequest, _download_service_pb2.CheckUpdatesResponse]  # type: ignore[assignment]
-    """Checks installed products for updates: per product the latest published version and, if it differs
-    from the installed one, the bytes to download (changed chunks) and to write (changed files).
+    """Checks installed products for updates: per product the latest version of the user's branch for it
+    (download settings; default `public`) and, if it differs from the installed one, the bytes to
+    download (compressed size of the chunks the installed version lacks), the bytes to write (files that
+    change) and its release notes. Products the user does not own are answered without a latest version.
+    The first check that finds a version announces it (`download.update.available`, once per user,
+    product and version); repeating the call changes nothing.
     """
     VerifyInstallation: _aio.UnaryUnaryMultiCallable[_download_service_pb2.VerifyInstallationRequest, _download_service_pb2.VerifyInstallationResponse]  # type: ignore[assignment]
     """Verifies an installation against a version's manifest using the client's file sizes and SHA-256
@@ -184,14 +204,16 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     UpdateDownloadSettings: _aio.UnaryUnaryMultiCallable[_download_service_pb2.UpdateDownloadSettingsRequest, _download_service_pb2.UpdateDownloadSettingsResponse]  # type: ignore[assignment]
     """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
     notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
-    PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
+    PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library), NOT_FOUND
+    PRODUCT_VERSION_NOT_FOUND (a chosen branch without a published version of the product).
     """
     PublishProductVersion: _aio.UnaryUnaryMultiCallable[_download_service_pb2.PublishProductVersionRequest, _download_service_pb2.PublishProductVersionResponse]  # type: ignore[assignment]
-    """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
-    version of a product from a directory of files readable by the server. Files are split into ~1 MiB
-    chunks, every chunk and file is SHA-256 hashed, chunks are stored once in S3 under their hash (dedup
-    across versions) and the file metadata of the version is recorded. The new version becomes the
-    product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
+    """Internal (`service` role, gRPC only; the publishing CLI runs the same protocol): publishes a new
+    version of a product from a directory of files readable by the server. Files are cut with FastCDC
+    (min 256 KiB, average 1 MiB, max 4 MiB), every chunk and file is SHA-256 hashed, chunks the store
+    lacks are stored zstd-compressed in S3 under their hash (dedup across files, versions and products)
+    and verified, and the version becomes the latest of its branch. Errors: PERMISSION_DENIED,
+    VALIDATION_FAILED (e.g. unreadable or empty directory), PRODUCT_VERSION_ALREADY_EXISTS.
     """
     BeginVersionUpload: _aio.UnaryUnaryMultiCallable[_download_service_pb2.BeginVersionUploadRequest, _download_service_pb2.BeginVersionUploadResponse]  # type: ignore[assignment]
     """Internal (`service` role, gRPC only): step 1 of the build pipeline's upload protocol. Declares a
@@ -231,8 +253,10 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.StartDownloadResponse, _abc.Awaitable[_download_service_pb2.StartDownloadResponse]]:
         """Queues a download of a product version the user owns and returns the new session (QUEUED, or
-        already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
-        installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+        already DOWNLOADING when one of the user's concurrency slots is free and the user's schedule window
+        is open or start_now is set). When installed_version_id or installed_files is given,
+        total_size_bytes counts only the chunks the client does not already have. Every status change of a
+        session emits `download.session.status.changed` and a `downloadStatusChanged` notification.
         Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
         """
 
@@ -310,8 +334,11 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.ReportDownloadProgressResponse, _abc.Awaitable[_download_service_pb2.ReportDownloadProgressResponse]]:
         """Reports the client's progress on a session; the live state is kept in Redis (no database write per
-        report) and returns the server-computed speed, ETA and percentage. Reporting COMPLETED finishes the
-        session (update history, library item installed); FAILED records error_message.
+        report) and returns the server-computed speed, ETA and percentage; a `downloadProgress` notification
+        goes out at most once a second per session. Files reported complete or failed emit
+        `download.item.status.changed` once each. Reporting COMPLETED finishes the session (update history,
+        library item installed at the version, the next queued session starts); FAILED records
+        error_message and frees the slot.
         Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION, VALIDATION_FAILED.
         """
 
@@ -321,8 +348,12 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _download_service_pb2.CheckUpdatesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.CheckUpdatesResponse, _abc.Awaitable[_download_service_pb2.CheckUpdatesResponse]]:
-        """Checks installed products for updates: per product the latest published version and, if it differs
-        from the installed one, the bytes to download (changed chunks) and to write (changed files).
+        """Checks installed products for updates: per product the latest version of the user's branch for it
+        (download settings; default `public`) and, if it differs from the installed one, the bytes to
+        download (compressed size of the chunks the installed version lacks), the bytes to write (files that
+        change) and its release notes. Products the user does not own are answered without a latest version.
+        The first check that finds a version announces it (`download.update.available`, once per user,
+        product and version); repeating the call changes nothing.
         """
 
     @_abc_1.abstractmethod
@@ -352,7 +383,8 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_download_service_pb2.UpdateDownloadSettingsResponse, _abc.Awaitable[_download_service_pb2.UpdateDownloadSettingsResponse]]:
         """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
         notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
-        PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
+        PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library), NOT_FOUND
+        PRODUCT_VERSION_NOT_FOUND (a chosen branch without a published version of the product).
         """
 
     @_abc_1.abstractmethod
@@ -361,11 +393,12 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _download_service_pb2.PublishProductVersionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.PublishProductVersionResponse, _abc.Awaitable[_download_service_pb2.PublishProductVersionResponse]]:
-        """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
-        version of a product from a directory of files readable by the server. Files are split into ~1 MiB
-        chunks, every chunk and file is SHA-256 hashed, chunks are stored once in S3 under their hash (dedup
-        across versions) and the file metadata of the version is recorded. The new version becomes the
-        product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
+        """Internal (`service` role, gRPC only; the publishing CLI runs the same protocol): publishes a new
+        version of a product from a directory of files readable by the server. Files are cut with FastCDC
+        (min 256 KiB, average 1 MiB, max 4 MiB), every chunk and file is SHA-256 hashed, chunks the store
+        lacks are stored zstd-compressed in S3 under their hash (dedup across files, versions and products)
+        and verified, and the version becomes the latest of its branch. Errors: PERMISSION_DENIED,
+        VALIDATION_FAILED (e.g. unreadable or empty directory), PRODUCT_VERSION_ALREADY_EXISTS.
         """
 
     @_abc_1.abstractmethod
