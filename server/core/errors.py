@@ -15,15 +15,20 @@ import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "library.platform"
 
 
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
+    """One field problem. `field` is the field's path in proto names (`items[2].product_id`); `rule` the
+    id of the rule it breaks (a protovalidate rule id such as `string.uuid` for the contract's rules),
+    sent as the BadRequest violation's `reason`."""
+
     field: str
     description: str
+    rule: str = ""
 
 
 class DomainError(Exception):
@@ -49,20 +54,32 @@ class DomainError(Exception):
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=self.details())
 
 
+# At most this many field violations travel with an error: the status rides in a trailer, which clients
+# cap (16 KiB by default), and a request with hundreds of bad entries must still get a readable answer.
+MAX_REPORTED_VIOLATIONS = 20
+
+
 class InvalidArgument(DomainError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "VALIDATION_FAILED"
 
     def __init__(self, violations: list[FieldViolation], message: str | None = None):
         self.violations = violations
-        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        reported = violations[:MAX_REPORTED_VIOLATIONS]
+        summary = "; ".join(f"{v.field}: {v.description}" for v in reported)
+        if len(violations) > len(reported):
+            summary += f"; and {len(violations) - len(reported)} more"
         super().__init__(message or f"invalid request: {summary}")
 
     def details(self) -> list[any_pb2.Any]:
+        if not self.violations:
+            return super().details()
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in self.violations
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description, reason=v.rule
+                )
+                for v in self.violations[:MAX_REPORTED_VIOLATIONS]
             ]
         )
         packed = any_pb2.Any()
@@ -154,5 +171,11 @@ def dependency_unavailable(error: BaseException) -> Unavailable | None:
 
 
 def internal_status() -> status_pb2.Status:
-    """What a client sees for anything unexpected: no trace, SQL or repr."""
-    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+    """What a client sees for anything unexpected: no trace, SQL or repr; like every error, one ErrorInfo."""
+    return DomainError("internal error").to_status()
+
+
+def malformed_request() -> InvalidArgument:
+    """A request whose bytes are not a message of its type (corrupt wire format, invalid UTF-8): said
+    without the parser's text."""
+    return InvalidArgument([], "the request is not a valid message of its type")
