@@ -41,6 +41,7 @@ from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
+from server.core.rate_limit import RateLimiter, parse_limits
 from server.core.redis import create_redis
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
@@ -62,6 +63,7 @@ class Application:
     relay: OutboxRelay
     deps: Deps
     verifier: TokenVerifier
+    limiter: RateLimiter
     server: grpc.aio.Server | None = None
     service_names: list[str] = field(default_factory=list)
     _tasks: list[asyncio.Task] = field(default_factory=list)
@@ -80,7 +82,8 @@ class Application:
         )
         store = ObjectStore(settings)  # opened in start(): one long-lived client per process
         deps = Deps(settings, UnitOfWorkFactory(sessions, settings.event_source, relay.wake), redis, store)
-        return cls(settings, engine, redis, relay, deps, TokenVerifier.from_settings(settings))
+        limiter = RateLimiter(redis, parse_limits(settings.rate_limits), deps.clock)
+        return cls(settings, engine, redis, relay, deps, TokenVerifier.from_settings(settings), limiter)
 
     def _register_services(self, methods: MethodTable) -> None:
         """Every v1 service. A capability not built yet keeps its generated base servicer, whose methods
@@ -123,7 +126,7 @@ class Application:
                 DownloadServiceServicer(self.deps),
             ),
         ]
-        pipeline = CallPipeline(self.verifier)
+        pipeline = CallPipeline(self.verifier, self.limiter)
         for pb2_module, name, add, servicer in registrations:
             service = pb2_module.DESCRIPTOR.services_by_name[name]
             add(pipeline.wrap_servicer(servicer, service), methods)
@@ -178,5 +181,6 @@ class Application:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.deps.store.close()
+        self.limiter.close()
         await self.redis.aclose()
         await self.engine.dispose()

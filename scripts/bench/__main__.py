@@ -121,6 +121,9 @@ class Bench:
             "LOG_LEVEL": self.cfg.log_level,
             "WORKERS_ENABLED": "1" if workers else "0",
             "SHUTDOWN_GRACE_SECONDS": "2",
+            # h2load repeats one session's heartbeat: a burst this large keeps the per-session limit
+            # evaluated on every call (its cost is measured) but never reached.
+            "PLAYTIME_HEARTBEAT_BURST": "1000000000",
         }
         self.procs.start(name, [sys.executable, "-m", "server"], env)
         target = f"127.0.0.1:{port}"

@@ -26,13 +26,17 @@ from server.core.errors import (
     dependency_unavailable,
     internal_status,
 )
+from server.core.rate_limit import RateLimiter
 
 log = logging.getLogger("access")
 _INTERNAL = rpc_status.to_status(internal_status())  # the same generic answer for anything unexpected
 
 
 async def abort_with(ctx: grpc.aio.ServicerContext, error: DomainError) -> None:
-    await ctx.abort_with_status(rpc_status.to_status(error.to_status()))
+    status = rpc_status.to_status(error.to_status())
+    if error.trailing_metadata:
+        status = status._replace(trailing_metadata=(*status.trailing_metadata, *error.trailing_metadata))
+    await ctx.abort_with_status(status)
 
 
 def _read_metadata(metadata) -> tuple[str, str]:
@@ -47,8 +51,9 @@ def _read_metadata(metadata) -> tuple[str, str]:
 
 
 class CallPipeline:
-    def __init__(self, verifier: auth.TokenVerifier):
+    def __init__(self, verifier: auth.TokenVerifier, limiter: RateLimiter | None = None):
         self._verifier = verifier
+        self._limiter = limiter
 
     def wrap_servicer(self, servicer: object, service: ServiceDescriptor) -> object:
         """An object with the servicer's RPC methods, each wrapped; pass it to add_*Servicer_to_server."""
@@ -59,6 +64,8 @@ class CallPipeline:
         return wrapped
 
     def wrap(self, method: str, behavior):
+        if self._limiter is not None:
+            behavior = self._limiter.guard(method, behavior)  # unchanged unless `method` has a limit
         latency = metrics.RPC_LATENCY.labels(method)
         handled: dict[grpc.StatusCode, Any] = {}  # the counter's child per status code, looked up once
         verifier = self._verifier

@@ -57,6 +57,16 @@ class Settings:
     log_level: str = "INFO"
     workers_enabled: bool = True
     playtime_heartbeat_interval_seconds: int = 60
+    # Heartbeats of one session: at most RATE per interval sustained, in bursts of BURST (0 = no limit).
+    playtime_heartbeat_rate_per_interval: int = 2
+    playtime_heartbeat_burst: int = 3
+    # Per-user limits of other RPCs, "Service/Method=count/seconds" (server/core/rate_limit.py).
+    rate_limits: str = (
+        "AchievementService/UpdateAchievementProgress=60/60,"
+        "PlaytimeTrackerService/RecordOfflineSessions=10/60,"
+        "CloudSaveService/RequestSaveGameUploadURL=30/60,"
+        "DownloadService/ReportDownloadProgress=120/60"
+    )
     playtime_checkpoint_seconds: float = 300.0
     playtime_reaper_seconds: float = 15.0
     # Cloud saves (SPEC §6): quota per user per product, the largest file, slots per product, committed
