@@ -26,7 +26,7 @@ LIBRARY_TYPES = frozenset(
         "gameSettingsUpdated",
     }
 )
-DOWNLOAD_TYPES = frozenset({"downloadProgress", "downloadStatusChanged"})
+DOWNLOAD_TYPES = frozenset({"downloadProgress", "downloadStatusChanged", "downloadSettingsUpdated"})
 
 # Path (without query string) → the channel it serves; the alias comes from the seed (§3.3).
 ROUTES: dict[str, str] = {

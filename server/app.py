@@ -45,7 +45,9 @@ from server.core.rate_limit import RateLimiter, parse_limits
 from server.core.redis import create_redis
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
+from server.downloads.consumers import download_consumers
 from server.downloads.servicer import DownloadServiceServicer
+from server.downloads.sessions import DownloadSessions, run_promoter
 from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
 from server.library.servicer import LibraryServiceServicer
@@ -135,9 +137,15 @@ class Application:
     def _workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """Background workers of this process: the outbox relay, consumers, reapers."""
         sweeper = SessionSweeper(self.deps)
+        downloads = DownloadSessions(self.deps)
         return [
             ("outbox-relay", self.relay.run()),
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
+            *((consumer.name, consumer.run()) for consumer in download_consumers(self.deps, downloads)),
+            (
+                "download-queue-promoter",
+                run_promoter(downloads, self.settings.download_queue_promote_seconds),
+            ),
             ("playtime-reaper", sweeper.run_reaper()),
             ("playtime-checkpointer", sweeper.run_checkpointer()),
         ]

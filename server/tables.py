@@ -4,7 +4,7 @@ from server.achievements import tables as achievement_tables
 from server.core import replay as replay_tables
 from server.core.db import Base
 from server.core.events import tables as event_tables
-from server.downloads import content_tables
+from server.downloads import content_tables, session_tables, settings_tables
 from server.game_settings import tables as game_settings_tables
 from server.library import tables as library_tables
 from server.playtime import tables as playtime_tables
@@ -18,4 +18,6 @@ __all__ = [
     "library_tables",
     "playtime_tables",
     "replay_tables",
+    "session_tables",
+    "settings_tables",
 ]

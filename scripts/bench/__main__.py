@@ -25,6 +25,7 @@ seconds (2), BENCH_ROUNDS (5), BENCH_WRITES_N (20000), BENCH_IDLE_SECONDS (5), B
 BENCH_RPC (heartbeat | fallback), BENCH_ECHO_PORT (50070), BENCH_GRPC_PORTS (50071,50072),
 BENCH_METRICS_PORTS (9481,9482), BENCH_ENVOY_PORT (8090), BENCH_ENVOY_ADMIN_PORT (9910),
 BENCH_ENVOY_ACCESS_LOG (0), BENCH_OUT (bench-results). A port that is taken is replaced by a free one.
+Download progress reports vs the heartbeat: scripts/bench/download_progress.py (BENCH_PROGRESS_ROUNDS, 3).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import grpc
 
-from scripts.bench import fixtures, loadgen, pgstats
+from scripts.bench import download_progress, fixtures, loadgen, pgstats
 from scripts.bench.procs import (
     ROOT,
     CpuMeter,
@@ -363,6 +364,7 @@ class Bench:
         pg = self.pg_writes()
 
         summary = self.summarize(pg, time.monotonic() - started)
+        summary["download_progress"] = download_progress.run(self)  # scripts/bench/download_progress.py
         return summary
 
     def pg_writes(self) -> dict:

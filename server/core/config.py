@@ -85,6 +85,8 @@ class Settings:
     # chunk GETs in manifests (cached in Redis for that long, so repeated pages don't re-sign).
     download_upload_url_expiry_seconds: int = 900
     download_chunk_url_expiry_seconds: int = 900
+    # Re-run the queues of users with waiting downloads this often (a schedule window opened, a limit rose).
+    download_queue_promote_seconds: float = 30.0
     # WebSocket notification relay (gateway/, SPEC §8)
     ws_host: str = "127.0.0.1"
     ws_port: int = 8765

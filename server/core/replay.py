@@ -12,7 +12,7 @@ import dataclasses
 import json
 import types
 import uuid
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from sqlalchemy import DateTime, String, Text, func, select, update
@@ -83,7 +83,7 @@ def to_json(value: Any) -> dict[str, Any]:
 
 
 def _scalar(value: Any) -> str:
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | time):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -107,6 +107,8 @@ def _decode(hint: Any, value: Any) -> Any:
         return uuid.UUID(value)
     if hint is datetime:
         return datetime.fromisoformat(value)
+    if hint is time:
+        return time.fromisoformat(value)
     if dataclasses.is_dataclass(hint):
         return from_json(hint, value)
     return value

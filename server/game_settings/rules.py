@@ -1,4 +1,4 @@
-"""Pure rules of game settings: RFC 7386 merge patch, the size limit, what JSONB can store, etags."""
+"""Pure rules of game settings: RFC 7386 merge patch, the size limit, what JSONB can store."""
 
 from __future__ import annotations
 
@@ -81,9 +81,3 @@ def storable(value: Any, path: str) -> tuple[Any, list[FieldViolation]]:
     if isinstance(value, str) and "\x00" in value:
         return None, [FieldViolation(path, "strings must not contain the NUL character")]
     return value, []
-
-
-def etag_of(version: int) -> str:
-    """The etag of a document version (version 0: the never-written document). Clients compare it as an
-    opaque string."""
-    return f"v{version}"

@@ -10,19 +10,17 @@ from typing import Any
 
 from server.core import replay
 from server.core.deps import Deps
-from server.core.errors import Aborted, InvalidArgument
+from server.core.errors import InvalidArgument
 from server.core.events.cloudevents import rfc3339
 from server.core.replay import request_key
+from server.core.versioned import etag_of
 from server.game_settings import repository
-from server.game_settings.rules import Document, etag_of, merge_patch, size_violation
+from server.game_settings.rules import Document, merge_patch, size_violation
 from server.game_settings.tables import UserGameSetting
 from server.library.entitlements import require_owned
 
 GAME_SETTINGS_UPDATED_NOTIFICATION = "gameSettingsUpdated"
 PAYLOAD_FIELD = "settings_payload"
-# Unconditional writes retry their compare-and-swap when a concurrent write won; this many rounds of
-# losing in a row means the document is being hammered, and the caller should retry later.
-MAX_SWAP_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,36 +81,24 @@ async def update_settings(
         if (first := await replay.claim(uow, key, GameSettingsDocument)) is not None:
             return first
         await require_owned(session, user_id, product_id)
-        for _ in range(MAX_SWAP_ATTEMPTS):
-            current = await repository.find(session, user_id, product_id)
-            version = current.version if current is not None else 0
-            if write.etag and write.etag != etag_of(version):
-                raise _etag_mismatch(version)
+        now = deps.clock()
+
+        def build(current: UserGameSetting | None) -> dict[str, Any]:
             base = current.settings_payload if current is not None else {}
             document = merge_patch(base, write.payload) if write.merge else write.payload
             if (problem := size_violation(document, PAYLOAD_FIELD)) is not None:
                 raise InvalidArgument([problem])
-            now = deps.clock()
-            swapped = await repository.swap(
-                session,
-                user_id,
-                product_id,
-                expected_version=version,
-                payload=document,
-                device_id=write.device_id,
-                now=now,
-            )
-            if swapped:
-                break
-            # Lost the race: the next round reads the winner's version (with an etag: ETAG_MISMATCH).
-        else:
-            raise Aborted(
-                "the settings kept changing concurrently; retry", metadata={"productId": str(product_id)}
-            )
+            return {
+                "settings_payload": document,
+                "updated_by_device_id": write.device_id,
+                "last_synced_at": now,
+            }
+
+        version, values = await repository.write(session, user_id, product_id, etag=write.etag, build=build)
         result = GameSettingsDocument(
             product_id=product_id,
-            etag=etag_of(version + 1),
-            settings_payload=document,
+            etag=etag_of(version),
+            settings_payload=values["settings_payload"],
             last_synced_at=now,
             updated_by_device_id=write.device_id,
         )
@@ -129,10 +115,3 @@ async def update_settings(
         await replay.remember(uow, key, result)
         await uow.commit()
     return result
-
-
-def _etag_mismatch(version: int) -> Aborted:
-    return Aborted(
-        "the settings changed since the etag was read; get them again and retry",
-        metadata={"currentEtag": etag_of(version)},
-    )

@@ -261,6 +261,22 @@ async def revoke_item(
     return revoked is not None
 
 
+async def mark_installed(
+    session: AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID, version_id: uuid.UUID
+) -> bool:
+    marked = await session.scalar(
+        update(LibraryItem)
+        .where(
+            LibraryItem.user_id == user_id,
+            LibraryItem.product_id == product_id,
+            LibraryItem.revoked_at.is_(None),
+        )
+        .values(installation_status="installed", installed_version_id=version_id)
+        .returning(LibraryItem.id)
+    )
+    return marked is not None
+
+
 async def claim_order(session: AsyncSession, order_id: str, user_id: uuid.UUID) -> bool:
     """Records the order as applied; False when it already was (a concurrent duplicate waits, then False)."""
     claimed = await session.scalar(

@@ -15,6 +15,7 @@ from server.core.events.cloudevents import rfc3339
 PRODUCT_TYPES = ("game", "dlc", "software", "soundtrack")
 
 ITEM_ADDED = "com.platform.library.item.added.v1"
+ITEM_REVOKED = "com.platform.library.item.revoked.v1"
 WISHLIST_ITEM_ADDED = "com.platform.library.wishlist.item.added.v1"
 WISHLIST_ITEM_REMOVED = "com.platform.library.wishlist.item.removed.v1"
 
@@ -81,6 +82,18 @@ def item_added_payload(
         "userId": str(user_id),
         "productId": str(product_id),
         "acquisitionType": acquisition_type,
+        "timestamp": rfc3339(when),
+    }
+
+
+def item_revoked_payload(
+    user_id: uuid.UUID, product_id: uuid.UUID, reason: str, when: datetime
+) -> dict[str, Any]:
+    """`com.platform.library.item.revoked.v1` data (shaped like item.added; seed 000 names no payload)."""
+    return {
+        "userId": str(user_id),
+        "productId": str(product_id),
+        "reason": reason,
         "timestamp": rfc3339(when),
     }
 

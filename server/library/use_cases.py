@@ -244,9 +244,14 @@ async def revoke_entitlement(
     async with deps.uow() as uow:
         if (first := await replay.claim(uow, key, RevokeResult)) is not None:
             return first
+        now = deps.clock()
         revoked = await repository.revoke_item(
-            uow.session, user_id, product_id, reason=reason, order_id=order_id, when=deps.clock()
+            uow.session, user_id, product_id, reason=reason, order_id=order_id, when=now
         )
+        if revoked:
+            uow.add_event(
+                rules.ITEM_REVOKED, user_id, rules.item_revoked_payload(user_id, product_id, reason, now)
+            )
         result = RevokeResult(revoked)
         await replay.remember(uow, key, result)
         await uow.commit()
@@ -257,6 +262,14 @@ async def check_entitlement(deps: Deps, user_id: uuid.UUID, product_id: uuid.UUI
     async with deps.uow() as uow:
         owned = await repository.owned_items(uow.session, user_id, [product_id])
     return owned.get(product_id)
+
+
+async def mark_installed_in(
+    uow: UnitOfWork, user_id: uuid.UUID, product_id: uuid.UUID, version_id: uuid.UUID
+) -> bool:
+    """Download completion (inside the downloads' unit of work): the user's item is installed, at this
+    version. False when the user has no active item for the product (nothing to mark)."""
+    return await repository.mark_installed(uow.session, user_id, product_id, version_id)
 
 
 async def upsert_products_in(uow: UnitOfWork, rows: Sequence[dict]) -> UpsertResult:

@@ -15,12 +15,15 @@ from sqlalchemy import func, select, update
 
 from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
+from server.core.db import create_engine, create_sessionmaker
 from server.core.events.cloudevents import (
     CATALOG_EVENTS_TOPIC,
     LIBRARY_EVENTS_TOPIC,
     PAYMENT_EVENTS_TOPIC,
     make_cloud_event,
 )
+from server.core.uow import UnitOfWorkFactory
+from server.library import use_cases
 from server.library.entitlements import owned_item
 from server.library.tables import Category, LibraryItem, Product, WishlistItem
 from tests.support.auth import service_metadata, user_metadata
@@ -32,6 +35,7 @@ from tests.support.waiting import wait_until
 Item = pb.LibraryItem
 SortBy = pb.ListLibraryItemsRequest.SortBy
 ITEM_ADDED = "com.platform.library.item.added.v1"
+ITEM_REVOKED = "com.platform.library.item.revoked.v1"
 WISHLIST_ADDED = "com.platform.library.wishlist.item.added.v1"
 WISHLIST_REMOVED = "com.platform.library.wishlist.item.removed.v1"
 
@@ -481,6 +485,52 @@ async def test_revoked_entitlement_leaves_the_library_and_fails_ownership_checks
     assert (
         check.owned and check.acquisition_type == Item.PURCHASE and check.library_item.id == str(revoked.id)
     )
+
+
+async def test_a_revocation_emits_item_revoked_once(stub, settings):
+    user, game = uuid.uuid4(), uuid.uuid4()
+    await grant_entitlements(stub, user, game)
+    revoke = pb.RevokeEntitlementRequest(
+        user_id=str(user), product_id=str(game), reason=pb.RevokeEntitlementRequest.REFUND
+    )
+    for _ in range(2):  # the second revokes nothing and emits nothing
+        await stub.RevokeEntitlement(revoke, metadata=service_metadata())
+    await grant_entitlements(stub, user, game)  # sentinel: its item.added follows any second item.revoked
+    async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
+        added = await reader.wait_for(about(user, ITEM_ADDED), count=2)
+        revoked = reader.matching(about(user, ITEM_REVOKED))
+    assert len(added) == 2 and len(revoked) == 1
+    assert_cloud_event(revoked[0])
+    assert revoked[0]["data"] == {
+        "userId": str(user),
+        "productId": str(game),
+        "reason": "refund",
+        "timestamp": revoked[0]["data"]["timestamp"],
+    }
+
+
+async def test_mark_installed_sets_the_active_items_version_only(stub, sessions, settings):
+    user, game, revoked_game = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await grant_entitlements(stub, user, game, revoked_game)
+    await stub.RevokeEntitlement(
+        pb.RevokeEntitlementRequest(
+            user_id=str(user), product_id=str(revoked_game), reason=pb.RevokeEntitlementRequest.REFUND
+        ),
+        metadata=service_metadata(),
+    )
+    version = uuid.uuid4()
+    engine = create_engine(settings.database_url, pool_size=1)
+    uow_factory = UnitOfWorkFactory(create_sessionmaker(engine), "/test", lambda: None)
+    try:
+        async with uow_factory() as uow:
+            assert await use_cases.mark_installed_in(uow, user, game, version)
+            assert not await use_cases.mark_installed_in(uow, user, revoked_game, version)
+            assert not await use_cases.mark_installed_in(uow, uuid.uuid4(), game, version)
+            await uow.commit()
+    finally:
+        await engine.dispose()
+    [item] = await list_all(stub, user)
+    assert item.installation_status == Item.INSTALLED and item.installed_version_id == str(version)
 
 
 async def test_user_b_cannot_read_or_change_user_a_data(stub, sessions):

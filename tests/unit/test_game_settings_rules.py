@@ -1,5 +1,5 @@
 """Pure game settings rules: RFC 7386 merge patch (its appendix A examples), the 64 KiB limit, what JSONB
-can store, etags."""
+can store."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from server.core.errors import FieldViolation
 from server.game_settings.rules import (
     MAX_DOCUMENT_BYTES,
     document_size,
-    etag_of,
     merge_patch,
     size_violation,
     storable,
@@ -105,8 +104,3 @@ def test_storable_names_every_value_jsonb_cannot_hold():
         FieldViolation("settings_payload.text", "strings must not contain the NUL character"),
         FieldViolation("settings_payload", "keys must not contain the NUL character"),
     ]
-
-
-def test_etags_differ_per_version_and_the_unwritten_document_has_one():
-    assert etag_of(0)
-    assert len({etag_of(v) for v in range(5)}) == 5

@@ -27,7 +27,11 @@ def test_each_channel_carries_only_its_server_types():
         "wishlistGameOnSale",
         "gameSettingsUpdated",
     }
-    assert protocol.CHANNEL_TYPES["download"] == {"downloadProgress", "downloadStatusChanged"}
+    assert protocol.CHANNEL_TYPES["download"] == {
+        "downloadProgress",
+        "downloadStatusChanged",
+        "downloadSettingsUpdated",
+    }
 
 
 @pytest.mark.parametrize(

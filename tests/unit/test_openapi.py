@@ -147,7 +147,7 @@ def test_path_parameters_are_required_and_bodies_carry_only_what_the_http_rule_m
     assert settings["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/download.v1.DownloadSettings"
     }
-    assert [p["name"] for p in settings["parameters"]] == ["updateMask"]
+    assert [p["name"] for p in settings["parameters"]] == ["updateMask", "deviceId", "requestId"]
 
     get_settings = op(doc, "GET", f"{DL}/settings")
     assert get_settings["responses"]["200"]["content"]["application/json"]["schema"] == {

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 LIBRARY_EVENTS_TOPIC = "com.platform.library.events.v1"
+DOWNLOAD_EVENTS_TOPIC = "com.platform.download.events.v1"
 PAYMENT_EVENTS_TOPIC = "com.platform.payment.events.v1"
 CATALOG_EVENTS_TOPIC = "com.platform.catalog.events.v1"
 

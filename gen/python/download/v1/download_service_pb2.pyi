@@ -86,6 +86,8 @@ class DownloadSession(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    START_NOW_FIELD_NUMBER: _builtins.int
     download_id: _builtins.str
     """Session id (UUID)."""
     product_id: _builtins.str
@@ -114,6 +116,14 @@ class DownloadSession(_message.Message):
     """Estimated seconds until completion; unset when unknown (no speed yet, or not DOWNLOADING)."""
     error_message: _builtins.str
     """Why the session FAILED; empty otherwise."""
+    branch: _builtins.str
+    """Branch the target version was chosen from (the user's branch for the product, or the branch of the
+    explicitly requested version), e.g. `public` or `beta`.
+    """
+    start_now: _builtins.bool
+    """True when the session was started with start_now: it may run outside the user's download schedule
+    window.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the session was created."""
@@ -146,10 +156,12 @@ class DownloadSession(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
+        branch: _builtins.str = ...,
+        start_now: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "completed_at", b"completed_at", "created_at", b"created_at", "eta_seconds", b"eta_seconds", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "completed_at", b"completed_at", "created_at", b"created_at", "device_id", b"device_id", "download_id", b"download_id", "downloaded_bytes", b"downloaded_bytes", "error_message", b"error_message", "eta_seconds", b"eta_seconds", "installation_path", b"installation_path", "installed_version_id", b"installed_version_id", "priority", b"priority", "product_id", b"product_id", "progress_percentage", b"progress_percentage", "speed_bytes_per_second", b"speed_bytes_per_second", "status", b"status", "total_size_bytes", b"total_size_bytes", "updated_at", b"updated_at", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds", "branch", b"branch", "completed_at", b"completed_at", "created_at", b"created_at", "device_id", b"device_id", "download_id", b"download_id", "downloaded_bytes", b"downloaded_bytes", "error_message", b"error_message", "eta_seconds", b"eta_seconds", "installation_path", b"installation_path", "installed_version_id", b"installed_version_id", "priority", b"priority", "product_id", b"product_id", "progress_percentage", b"progress_percentage", "speed_bytes_per_second", b"speed_bytes_per_second", "start_now", b"start_now", "status", b"status", "total_size_bytes", b"total_size_bytes", "updated_at", b"updated_at", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__eta_seconds: _TypeAlias = _typing.Literal["eta_seconds"]  # noqa: Y015
     _WhichOneofArgType__eta_seconds: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds"]  # noqa: Y015
@@ -399,6 +411,8 @@ class DownloadSettings(_message.Message):
     BANDWIDTH_LIMIT_KBPS_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    PRODUCT_BRANCHES_FIELD_NUMBER: _builtins.int
     max_concurrent_downloads: _builtins.int
     """How many sessions may be DOWNLOADING at once, 1–10 (default 3). Optional on update; always set in
     responses.
@@ -409,11 +423,27 @@ class DownloadSettings(_message.Message):
     """
     etag: _builtins.str
     """Version of the document. Responses always set it; on update, if set, it must equal the stored etag
-    (otherwise ABORTED ETAG_MISMATCH).
+    (otherwise ABORTED ETAG_MISMATCH). The defaults (never updated) have etag `v0`.
     """
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the settings were last updated; unset while they are the defaults."""
+
+    @_builtins.property
+    def schedule(self) -> Global___DownloadSchedule:
+        """Daily window in which queued downloads start (outside it they wait, unless started with "now");
+        unset = any time (default). On update without an update_mask a schedule given replaces the stored
+        one; to remove it name `schedule` in update_mask and leave it unset.
+        """
+
+    @_builtins.property
+    def product_branches(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProductBranch]:
+        """Branch the user follows per product (products not listed follow `public`). On update without an
+        update_mask the entries given are merged in (an entry with branch `public` removes the product's
+        choice); with `product_branches` in update_mask the list replaces the stored one. Choosing a branch
+        other than `public` needs the product in the library (PRODUCT_ACCESS_DENIED). At most 1000 entries,
+        one per product.
+        """
 
     def __init__(
         self,
@@ -422,10 +452,12 @@ class DownloadSettings(_message.Message):
         bandwidth_limit_kbps: _builtins.int | None = ...,
         etag: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        schedule: Global___DownloadSchedule | None = ...,
+        product_branches: _abc.Iterable[Global___ProductBranch] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_bandwidth_limit_kbps", b"_bandwidth_limit_kbps", "_max_concurrent_downloads", b"_max_concurrent_downloads", "bandwidth_limit_kbps", b"bandwidth_limit_kbps", "max_concurrent_downloads", b"max_concurrent_downloads", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_bandwidth_limit_kbps", b"_bandwidth_limit_kbps", "_max_concurrent_downloads", b"_max_concurrent_downloads", "bandwidth_limit_kbps", b"bandwidth_limit_kbps", "max_concurrent_downloads", b"max_concurrent_downloads", "schedule", b"schedule", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bandwidth_limit_kbps", b"_bandwidth_limit_kbps", "_max_concurrent_downloads", b"_max_concurrent_downloads", "bandwidth_limit_kbps", b"bandwidth_limit_kbps", "etag", b"etag", "max_concurrent_downloads", b"max_concurrent_downloads", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bandwidth_limit_kbps", b"_bandwidth_limit_kbps", "_max_concurrent_downloads", b"_max_concurrent_downloads", "bandwidth_limit_kbps", b"bandwidth_limit_kbps", "etag", b"etag", "max_concurrent_downloads", b"max_concurrent_downloads", "product_branches", b"product_branches", "schedule", b"schedule", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__bandwidth_limit_kbps: _TypeAlias = _typing.Literal["bandwidth_limit_kbps"]  # noqa: Y015
     _WhichOneofArgType__bandwidth_limit_kbps: _TypeAlias = _typing.Literal["_bandwidth_limit_kbps", b"_bandwidth_limit_kbps"]  # noqa: Y015
@@ -437,6 +469,64 @@ class DownloadSettings(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent_downloads) -> _WhichOneofReturnType__max_concurrent_downloads | None: ...
 
 Global___DownloadSettings: _TypeAlias = DownloadSettings  # noqa: Y015
+
+@_typing.final
+class DownloadSchedule(_message.Message):
+    """A daily window of local wall-clock time in the user's time zone. An end before the start spans
+    midnight (`22:00`–`06:00`); the end is exclusive.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    start_time: _builtins.str
+    """Start of the window, `HH:MM` (24 h)."""
+    end_time: _builtins.str
+    """End of the window, `HH:MM` (24 h), not equal to the start."""
+    time_zone: _builtins.str
+    """IANA time zone name of the user, e.g. `Europe/Berlin` or `UTC`."""
+    def __init__(
+        self,
+        *,
+        start_time: _builtins.str = ...,
+        end_time: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadSchedule: _TypeAlias = DownloadSchedule  # noqa: Y015
+
+@_typing.final
+class ProductBranch(_message.Message):
+    """The branch a user follows for one product."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    BRANCH_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    """Product id (UUID)."""
+    branch: _builtins.str
+    """Branch name: 1-64 of [a-z0-9._-], starting with a letter or digit (`public`, `beta`)."""
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        branch: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch", b"branch", "product_id", b"product_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProductBranch: _TypeAlias = ProductBranch  # noqa: Y015
 
 @_typing.final
 class StartDownloadRequest(_message.Message):
@@ -452,12 +542,17 @@ class StartDownloadRequest(_message.Message):
     INSTALLED_FILES_FIELD_NUMBER: _builtins.int
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    START_NOW_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """Product to download (UUID); the user must own it."""
     version_id: _builtins.str
-    """Version to download (UUID); empty = the product's latest published version."""
+    """Version to download (UUID); empty = the latest version of the user's branch for the product (a
+    download setting, `public` by default). An older version than the installed one is a rollback.
+    """
     installation_path: _builtins.str
-    """Where the client installs the product on its device (stored and echoed, not interpreted)."""
+    """Where the client installs the product on its device (stored and echoed, not interpreted; 1–1024
+    characters).
+    """
     priority: _builtins.int
     """Queue priority, 0–100 (default 0); higher starts first."""
     installed_version_id: _builtins.str
@@ -468,10 +563,16 @@ class StartDownloadRequest(_message.Message):
     """Device the download runs on (client-chosen id, at most 128 characters)."""
     request_id: _builtins.str
     """Idempotency key (UUID): a replay with the same request_id returns the first response unchanged."""
+    start_now: _builtins.bool
+    """Start now: the session may become DOWNLOADING outside the user's download schedule window (without
+    it, a session started outside the window stays QUEUED until the window opens). Concurrency limits
+    still apply.
+    """
     @_builtins.property
     def installed_files(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstalledFile]:
         """Files currently on disk at installation_path, for clients that do not know the installed version:
-        a file whose path and SHA-256 match a file of the target version is not downloaded again.
+        a file whose path and SHA-256 match a file of the target version is not downloaded again (at most
+        100000 files).
         """
 
     def __init__(
@@ -485,10 +586,11 @@ class StartDownloadRequest(_message.Message):
         installed_files: _abc.Iterable[Global___InstalledFile] | None = ...,
         device_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        start_now: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "installation_path", b"installation_path", "installed_files", b"installed_files", "installed_version_id", b"installed_version_id", "priority", b"priority", "product_id", b"product_id", "request_id", b"request_id", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "installation_path", b"installation_path", "installed_files", b"installed_files", "installed_version_id", b"installed_version_id", "priority", b"priority", "product_id", b"product_id", "request_id", b"request_id", "start_now", b"start_now", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -921,6 +1023,7 @@ class ReportDownloadProgressRequest(_message.Message):
     COMPLETED_CHUNK_HASHES_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
     download_id: _builtins.str
     """Session id (UUID)."""
     downloaded_bytes: _builtins.int
@@ -935,7 +1038,15 @@ class ReportDownloadProgressRequest(_message.Message):
     """Why the download failed, when status is FAILED (at most 1024 characters)."""
     @_builtins.property
     def completed_chunk_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Hashes of chunks completed (downloaded and hash-checked) since the previous report."""
+        """Hashes of chunks completed (downloaded and hash-checked) since the previous report (at most 10000,
+        lowercase hex SHA-256).
+        """
+
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___DownloadFileReport]:
+        """Files that finished (written and verified) or failed since the previous report; each emits a
+        `download.item.status.changed` event once (at most 1000 per report, paths of the target version).
+        """
 
     def __init__(
         self,
@@ -945,14 +1056,68 @@ class ReportDownloadProgressRequest(_message.Message):
         completed_chunk_hashes: _abc.Iterable[_builtins.str] | None = ...,
         status: Global___DownloadSession.DownloadStatus.ValueType = ...,
         error_message: _builtins.str = ...,
+        files: _abc.Iterable[Global___DownloadFileReport] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_chunk_hashes", b"completed_chunk_hashes", "download_id", b"download_id", "downloaded_bytes", b"downloaded_bytes", "error_message", b"error_message", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_chunk_hashes", b"completed_chunk_hashes", "download_id", b"download_id", "downloaded_bytes", b"downloaded_bytes", "error_message", b"error_message", "files", b"files", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportDownloadProgressRequest: _TypeAlias = ReportDownloadProgressRequest  # noqa: Y015
+
+@_typing.final
+class DownloadFileReport(_message.Message):
+    """The outcome of one file of a download, as the client reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _FileStatus:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _FileStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[DownloadFileReport._FileStatus.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        FILE_STATUS_UNSPECIFIED: DownloadFileReport._FileStatus.ValueType  # 0
+        """Unset; INVALID_ARGUMENT."""
+        COMPLETED: DownloadFileReport._FileStatus.ValueType  # 1
+        """The file is written and its SHA-256 matches the manifest."""
+        FAILED: DownloadFileReport._FileStatus.ValueType  # 2
+        """The client gave up on the file (see error_message)."""
+
+    class FileStatus(_FileStatus, metaclass=_FileStatusEnumTypeWrapper):
+        """What happened to the file."""
+
+    FILE_STATUS_UNSPECIFIED: DownloadFileReport.FileStatus.ValueType  # 0
+    """Unset; INVALID_ARGUMENT."""
+    COMPLETED: DownloadFileReport.FileStatus.ValueType  # 1
+    """The file is written and its SHA-256 matches the manifest."""
+    FAILED: DownloadFileReport.FileStatus.ValueType  # 2
+    """The client gave up on the file (see error_message)."""
+
+    PATH_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Path of the file in the target version, relative, with `/` separators (1–4096 characters)."""
+    status: Global___DownloadFileReport.FileStatus.ValueType
+    """COMPLETED or FAILED."""
+    error_message: _builtins.str
+    """Why the file failed, when status is FAILED (at most 1024 characters)."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        status: Global___DownloadFileReport.FileStatus.ValueType = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_message", b"error_message", "path", b"path", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadFileReport: _TypeAlias = DownloadFileReport  # noqa: Y015
 
 @_typing.final
 class ReportDownloadProgressResponse(_message.Message):
@@ -1408,23 +1573,33 @@ Global___GetDownloadSettingsResponse: _TypeAlias = GetDownloadSettingsResponse  
 @_typing.final
 class UpdateDownloadSettingsRequest(_message.Message):
     """Request of UpdateDownloadSettings. REST: the body is `settings`, e.g.
-    `{"maxConcurrentDownloads": 3, "bandwidthLimitKbps": 5000, "etag": "…"}`.
+    `{"maxConcurrentDownloads": 3, "bandwidthLimitKbps": 5000, "etag": "…"}`; the other fields are query
+    parameters (`?updateMask=schedule&deviceId=pc-1`).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SETTINGS_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """Client-chosen id of the device making the change (at most 128 characters, no control characters);
+    the `downloadSettingsUpdated` notification carries it so that device can ignore its own change.
+    """
+    request_id: _builtins.str
+    """Optional UUID for safe retries: a replay returns the first response and changes nothing."""
     @_builtins.property
     def settings(self) -> Global___DownloadSettings:
         """New values; only the fields named in update_mask (or, without a mask, the fields that are set)
-        change.
+        change. A request that changes nothing is INVALID_ARGUMENT.
         """
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields of settings to update (`max_concurrent_downloads`, `bandwidth_limit_kbps`); empty = every
-        field set in settings. Unknown paths are INVALID_ARGUMENT.
+        """Fields of settings to update (`max_concurrent_downloads`, `bandwidth_limit_kbps`, `schedule`,
+        `product_branches`); empty = every field set in settings. A named field left unset returns to its
+        default. Unknown paths are INVALID_ARGUMENT.
         """
 
     def __init__(
@@ -1432,10 +1607,12 @@ class UpdateDownloadSettingsRequest(_message.Message):
         *,
         settings: Global___DownloadSettings | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        device_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "request_id", b"request_id", "settings", b"settings", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

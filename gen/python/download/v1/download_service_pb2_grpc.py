@@ -238,8 +238,9 @@ class DownloadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateDownloadSettings(self, request, context):
-        """Updates the user's download settings (synced to all of the user's devices). Errors: VALIDATION_FAILED,
-        ETAG_MISMATCH (stale etag).
+        """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
+        notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
+        PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

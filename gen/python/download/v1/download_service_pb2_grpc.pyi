@@ -89,8 +89,9 @@ class DownloadServiceStub:
     GetDownloadSettings: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.GetDownloadSettingsRequest, _download_service_pb2.GetDownloadSettingsResponse]
     """Returns the user's download settings (defaults until first updated)."""
     UpdateDownloadSettings: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.UpdateDownloadSettingsRequest, _download_service_pb2.UpdateDownloadSettingsResponse]
-    """Updates the user's download settings (synced to all of the user's devices). Errors: VALIDATION_FAILED,
-    ETAG_MISMATCH (stale etag).
+    """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
+    notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
+    PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
     """
     PublishProductVersion: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.PublishProductVersionRequest, _download_service_pb2.PublishProductVersionResponse]
     """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
@@ -181,8 +182,9 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     GetDownloadSettings: _aio.UnaryUnaryMultiCallable[_download_service_pb2.GetDownloadSettingsRequest, _download_service_pb2.GetDownloadSettingsResponse]  # type: ignore[assignment]
     """Returns the user's download settings (defaults until first updated)."""
     UpdateDownloadSettings: _aio.UnaryUnaryMultiCallable[_download_service_pb2.UpdateDownloadSettingsRequest, _download_service_pb2.UpdateDownloadSettingsResponse]  # type: ignore[assignment]
-    """Updates the user's download settings (synced to all of the user's devices). Errors: VALIDATION_FAILED,
-    ETAG_MISMATCH (stale etag).
+    """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
+    notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
+    PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
     """
     PublishProductVersion: _aio.UnaryUnaryMultiCallable[_download_service_pb2.PublishProductVersionRequest, _download_service_pb2.PublishProductVersionResponse]  # type: ignore[assignment]
     """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
@@ -348,8 +350,9 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _download_service_pb2.UpdateDownloadSettingsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.UpdateDownloadSettingsResponse, _abc.Awaitable[_download_service_pb2.UpdateDownloadSettingsResponse]]:
-        """Updates the user's download settings (synced to all of the user's devices). Errors: VALIDATION_FAILED,
-        ETAG_MISMATCH (stale etag).
+        """Updates the user's download settings; the user's devices get a `downloadSettingsUpdated`
+        notification with the new settings. Errors: VALIDATION_FAILED, ETAG_MISMATCH (stale etag),
+        PRODUCT_ACCESS_DENIED (a branch chosen for a product not in the library).
         """
 
     @_abc_1.abstractmethod

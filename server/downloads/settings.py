@@ -1,0 +1,141 @@
+"""Download settings use cases: read the user's settings (also for the queue and the catalog, inside their
+unit of work), and update them with an etag, telling the user's devices."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.core import replay
+from server.core.deps import Deps
+from server.core.errors import ProductAccessDenied
+from server.core.events.cloudevents import rfc3339
+from server.core.replay import request_key
+from server.core.uow import UnitOfWork
+from server.core.versioned import etag_of
+from server.downloads import settings_repository as repository
+from server.downloads.settings_rules import (
+    DEFAULT_BRANCH,
+    DownloadSettings,
+    ScheduleWindow,
+    SettingsChange,
+    apply_change,
+    branch_for,
+    in_schedule_window,
+)
+from server.downloads.settings_tables import DownloadSettingsRow
+from server.library.entitlements import owned_product_ids
+
+__all__ = [
+    "DownloadSettings",
+    "branch_for",
+    "get_download_settings",
+    "in_schedule_window",
+    "update_download_settings",
+]
+
+DOWNLOAD_SETTINGS_UPDATED_NOTIFICATION = "downloadSettingsUpdated"
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsUpdate:
+    change: SettingsChange
+    etag: str = ""
+    device_id: str = ""
+
+
+def _settings(row: DownloadSettingsRow | None) -> DownloadSettings:
+    if row is None:
+        return DownloadSettings()
+    schedule = None
+    if row.schedule_start is not None and row.schedule_end is not None and row.schedule_time_zone:
+        schedule = ScheduleWindow(row.schedule_start, row.schedule_end, row.schedule_time_zone)
+    return DownloadSettings(
+        max_concurrent_downloads=row.max_concurrent_downloads,
+        bandwidth_kbps=row.bandwidth_limit_kbps,
+        schedule=schedule,
+        branches=dict(row.product_branches),
+        etag=etag_of(row.version),
+        updated_at=row.updated_at,
+    )
+
+
+def _columns(settings: DownloadSettings, device_id: str, now: datetime) -> dict[str, Any]:
+    window = settings.schedule
+    return {
+        "max_concurrent_downloads": settings.max_concurrent_downloads,
+        "bandwidth_limit_kbps": settings.bandwidth_kbps,
+        "schedule_start": window.start if window else None,
+        "schedule_end": window.end if window else None,
+        "schedule_time_zone": window.time_zone if window else None,
+        "product_branches": dict(settings.branches),
+        "updated_by_device_id": device_id,
+        "updated_at": now,
+    }
+
+
+async def get_download_settings(
+    uow_or_session: UnitOfWork | AsyncSession, user_id: uuid.UUID
+) -> DownloadSettings:
+    """The user's settings (the defaults, etag `v0`, when never changed), read in the caller's transaction."""
+    session = uow_or_session.session if isinstance(uow_or_session, UnitOfWork) else uow_or_session
+    return _settings(await repository.find(session, user_id))
+
+
+async def read_download_settings(deps: Deps, user_id: uuid.UUID) -> DownloadSettings:
+    async with deps.uow() as uow:
+        return await get_download_settings(uow, user_id)
+
+
+async def update_download_settings(
+    deps: Deps, user_id: uuid.UUID, update: SettingsUpdate, request_id: uuid.UUID | None
+) -> DownloadSettings:
+    """Applies the change (ABORTED ETAG_MISMATCH when `update.etag` is given and stale) and sends
+    `downloadSettingsUpdated` with the new settings to the user's devices, so running downloads pick up a
+    new bandwidth or concurrency limit. Choosing a non-default branch needs the product in the library."""
+    key = request_key(user_id, "UpdateDownloadSettings", request_id)
+    async with deps.uow() as uow:
+        if (first := await replay.claim(uow, key, DownloadSettings)) is not None:
+            return first
+        chosen = [uuid.UUID(p) for p, branch in update.change.branches.items() if branch != DEFAULT_BRANCH]
+        if chosen:
+            owned = await owned_product_ids(uow.session, user_id, chosen)
+            if missing := [p for p in chosen if p not in owned]:
+                raise ProductAccessDenied(str(missing[0]))
+        now = deps.clock()
+        await repository.write(
+            uow.session,
+            user_id,
+            etag=update.etag,
+            build=lambda row: _columns(apply_change(_settings(row), update.change), update.device_id, now),
+        )
+        result = await get_download_settings(uow, user_id)
+        uow.notify(user_id, DOWNLOAD_SETTINGS_UPDATED_NOTIFICATION, _notification(result, update.device_id))
+        await replay.remember(uow, key, result)
+        await uow.commit()
+    return result
+
+
+def _notification(settings: DownloadSettings, device_id: str) -> dict[str, Any]:
+    window = settings.schedule
+    return {
+        "etag": settings.etag,
+        "deviceId": device_id,
+        "maxConcurrentDownloads": settings.max_concurrent_downloads,
+        "bandwidthLimitKbps": settings.bandwidth_kbps,
+        "schedule": (
+            {
+                "startTime": window.start.strftime("%H:%M"),
+                "endTime": window.end.strftime("%H:%M"),
+                "timeZone": window.time_zone,
+            }
+            if window
+            else None
+        ),
+        "productBranches": dict(settings.branches),
+        "updatedAt": rfc3339(settings.updated_at) if settings.updated_at else None,
+    }

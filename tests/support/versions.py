@@ -1,0 +1,104 @@
+"""Published versions for the download-session tests: rows inserted directly, as a committed publication
+leaves them (the publishing protocol itself, with S3 and the verifier, is tested by the content tests).
+
+A version is given as {path: [chunk content, ...]}; chunk ids are the SHA-256 of the content and the
+"compressed" size is half the size (what a plan counts is the compressed size of the chunks a client
+lacks)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.downloads.content_tables import (
+    STATE_COMMITTED,
+    FileChunk,
+    ProductVersion,
+    VersionChunk,
+    VersionFile,
+)
+
+
+def compressed_size(content: bytes) -> int:
+    return max(1, len(content) // 2)
+
+
+@dataclass(frozen=True)
+class Published:
+    version_id: uuid.UUID
+    download_bytes: int  # compressed size of its distinct chunks
+    file_ids: dict[str, uuid.UUID]
+    sizes: dict[str, int]
+
+
+async def publish(
+    sessions: async_sessionmaker[AsyncSession],
+    product_id: uuid.UUID,
+    files: dict[str, list[bytes]],
+    *,
+    name: str | None = None,
+    branch: str = "public",
+    published_at: datetime | None = None,
+) -> Published:
+    version_id = uuid.uuid4()
+    distinct: dict[str, bytes] = {}
+    file_ids, sizes = {}, {}
+    async with sessions() as session, session.begin():
+        session.add(
+            ProductVersion(
+                version_id=version_id,
+                product_id=product_id,
+                version_name=name or f"v-{version_id.hex[:8]}",
+                branch=branch,
+                release_notes="",
+                state=STATE_COMMITTED,
+                total_size_bytes=sum(len(c) for chunks in files.values() for c in chunks),
+                file_count=len(files),
+                chunk_count=sum(len(chunks) for chunks in files.values()),
+                published_at=published_at or datetime.now(UTC),
+            )
+        )
+        await session.flush()
+        for path, chunks in files.items():
+            content = b"".join(chunks)
+            file_id = uuid.uuid4()
+            file_ids[path], sizes[path] = file_id, len(content)
+            session.add(
+                VersionFile(
+                    file_id=file_id,
+                    version_id=version_id,
+                    path=path,
+                    size_bytes=len(content),
+                    sha256=hashlib.sha256(content).hexdigest(),
+                )
+            )
+            await session.flush()
+            offset = 0
+            for position, chunk in enumerate(chunks):
+                chunk_id = hashlib.sha256(chunk).hexdigest()
+                distinct[chunk_id] = chunk
+                session.add(
+                    FileChunk(
+                        file_id=file_id,
+                        position=position,
+                        chunk_id=chunk_id,
+                        offset=offset,
+                        size_bytes=len(chunk),
+                    )
+                )
+                offset += len(chunk)
+        session.add_all(
+            VersionChunk(
+                version_id=version_id,
+                chunk_id=chunk_id,
+                size_bytes=len(chunk),
+                compressed_size_bytes=compressed_size(chunk),
+                compressed_sha256=hashlib.sha256(b"z" + chunk).hexdigest(),
+            )
+            for chunk_id, chunk in distinct.items()
+        )
+    return Published(version_id, sum(compressed_size(c) for c in distinct.values()), file_ids, sizes)
