@@ -32,6 +32,7 @@ from library.v1 import (
     playtime_service_pb2_grpc,
 )
 from server.achievements.servicer import AchievementServiceServicer
+from server.core import tracing
 from server.core.auth import TokenVerifier
 from server.core.call_pipeline import CallPipeline
 from server.core.config import Settings
@@ -72,6 +73,7 @@ class Application:
 
     @classmethod
     def build(cls, settings: Settings) -> Application:
+        tracing.configure(settings)
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         sessions = create_sessionmaker(engine)
         redis = create_redis(settings.redis_url, max_connections=settings.redis_pool_size)
@@ -190,5 +192,6 @@ class Application:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.deps.store.close()
         self.limiter.close()
+        tracing.shutdown()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -17,8 +17,9 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_status import rpc_status
+from opentelemetry.trace import SpanKind
 
-from server.core import auth, context, metrics
+from server.core import auth, context, metrics, tracing
 from server.core.errors import (
     DomainError,
     Unauthenticated,
@@ -39,15 +40,17 @@ async def abort_with(ctx: grpc.aio.ServicerContext, error: DomainError) -> None:
     await ctx.abort_with_status(status)
 
 
-def _read_metadata(metadata) -> tuple[str, str]:
-    """(authorization, x-request-id) in one pass over the call's metadata."""
-    authorization = request_id = ""
+def _read_metadata(metadata) -> tuple[str, str, str]:
+    """(authorization, x-request-id, traceparent) in one pass over the call's metadata."""
+    authorization = request_id = traceparent = ""
     for key, value in metadata or ():
         if key == "authorization":
             authorization = value
         elif key == "x-request-id":
             request_id = value
-    return authorization, request_id
+        elif key == "traceparent":
+            traceparent = value
+    return authorization, request_id, traceparent
 
 
 class CallPipeline:
@@ -73,8 +76,9 @@ class CallPipeline:
 
         async def call(request, ctx: grpc.aio.ServicerContext):
             started = time.perf_counter()
-            authorization, request_id = _read_metadata(ctx.invocation_metadata())
+            authorization, request_id, traceparent = _read_metadata(ctx.invocation_metadata())
             rid_token = context.request_id.set(request_id)
+            span, span_token = tracing.start_span(method, traceparent, SpanKind.SERVER)
             principal = None
             principal_token = None
             code = grpc.StatusCode.OK
@@ -127,6 +131,7 @@ class CallPipeline:
                     )
                 if principal_token is not None:
                     auth.reset_current_principal(principal_token)
+                tracing.end_span(span, span_token, code)
                 context.request_id.reset(rid_token)
 
         return call

@@ -51,6 +51,11 @@ class Settings:
     # Shortest time between two JWKS URL fetches caused by tokens naming an unknown kid.
     jwt_jwks_refetch_seconds: float = 30.0
     event_source: str = "/library-service"
+    # OpenTelemetry (server/core/tracing.py): ratio of new traces sampled (a caller's decision is followed),
+    # OTLP/gRPC collector (export off when empty), service name on the spans.
+    otel_traces_sampler_arg: float = 0.1
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = "library-service"
     outbox_poll_seconds: float = 0.5
     notification_stream_maxlen: int = 1000
     shutdown_grace_seconds: float = 10.0

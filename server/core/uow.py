@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.core import context
+from server.core import context, tracing
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC, make_cloud_event
 from server.core.events.tables import CHANNEL_KAFKA, CHANNEL_NOTIFICATION, OutboxMessage
 
@@ -64,6 +64,7 @@ class UnitOfWork:
             data=data,
             correlation_id=context.current_request_id(),
             event_id=event_id,
+            traceparent=tracing.current_traceparent(),
         )
         self._messages.append(
             OutboxMessage(id=event_id, channel=CHANNEL_KAFKA, topic=topic, key=str(user_id), payload=event)
