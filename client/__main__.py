@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # The command groups, in the order `--help` lists them.
-GROUPS: tuple[str, ...] = ("settings",)
+GROUPS: tuple[str, ...] = ("saves", "settings", "publish")
 
 
 def build_parser() -> argparse.ArgumentParser:

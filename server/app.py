@@ -32,6 +32,8 @@ from library.v1 import (
     playtime_service_pb2_grpc,
 )
 from server.achievements.servicer import AchievementServiceServicer
+from server.cloud_saves.servicer import CloudSaveServiceServicer
+from server.cloud_saves.sweeper import SaveSweeper
 from server.core import tracing
 from server.core.auth import TokenVerifier
 from server.core.call_pipeline import CallPipeline
@@ -115,7 +117,7 @@ class Application:
                 cloud_save_service_pb2,
                 "CloudSaveService",
                 cloud_save_service_pb2_grpc.add_CloudSaveServiceServicer_to_server,
-                cloud_save_service_pb2_grpc.CloudSaveServiceServicer(),
+                CloudSaveServiceServicer(self.deps),
             ),
             (
                 game_settings_service_pb2,
@@ -150,6 +152,7 @@ class Application:
             ),
             ("playtime-reaper", sweeper.run_reaper()),
             ("playtime-checkpointer", sweeper.run_checkpointer()),
+            ("cloud-save-sweeper", SaveSweeper(self.deps).run()),
         ]
 
     async def start(self) -> None:

@@ -38,8 +38,9 @@ class PublishReport:
     uploaded_chunks: int  # new to the store, sent by this run
     deduplicated_chunks: int  # already in the store (this or earlier runs, other versions or products)
     uploaded_bytes: int  # compressed bytes sent
-    prepare_seconds: float
-    upload_seconds: float
+    prepare_seconds: float  # local chunking, hashing and compression
+    upload_seconds: float  # the PUTs of the missing chunks
+    commit_seconds: float  # the server's verification of the new chunks and the commit
 
     @property
     def prepare_throughput(self) -> float:
@@ -148,7 +149,9 @@ async def publish(
     if on_missing is not None:
         sizes = {c.chunk_id: c.compressed_size for f in build.files for c in f.chunks}
         on_missing(len(begun.missing_chunks), sum(sizes[t.chunk_id] for t in begun.missing_chunks))
+    uploading = time.perf_counter()
     sent = await upload_missing(build, list(begun.missing_chunks), on_uploaded=on_uploaded)
+    uploaded = time.perf_counter()
     committed = await conn.call(
         stub.CommitVersionUpload, pb.CommitVersionUploadRequest(version_id=begun.version_id), timeout=600.0
     )
@@ -161,5 +164,6 @@ async def publish(
         deduplicated_chunks=begun.distinct_chunk_count - len(begun.missing_chunks),
         uploaded_bytes=sent,
         prepare_seconds=prepared - started,
-        upload_seconds=time.perf_counter() - prepared,
+        upload_seconds=uploaded - uploading,
+        commit_seconds=time.perf_counter() - uploaded,
     )

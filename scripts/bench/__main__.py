@@ -26,6 +26,8 @@ BENCH_RPC (heartbeat | fallback), BENCH_ECHO_PORT (50070), BENCH_GRPC_PORTS (500
 BENCH_METRICS_PORTS (9481,9482), BENCH_ENVOY_PORT (8090), BENCH_ENVOY_ADMIN_PORT (9910),
 BENCH_ENVOY_ACCESS_LOG (0), BENCH_OUT (bench-results). A port that is taken is replaced by a free one.
 Download progress reports vs the heartbeat: scripts/bench/download_progress.py (BENCH_PROGRESS_ROUNDS, 3).
+Published content (publish throughput, update bytes, manifests, update checks):
+scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from pathlib import Path
 
 import grpc
 
-from scripts.bench import download_progress, fixtures, loadgen, pgstats
+from scripts.bench import download_content, download_progress, fixtures, loadgen, pgstats
 from scripts.bench.procs import (
     ROOT,
     CpuMeter,
@@ -365,6 +367,7 @@ class Bench:
 
         summary = self.summarize(pg, time.monotonic() - started)
         summary["download_progress"] = download_progress.run(self)  # scripts/bench/download_progress.py
+        summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
         return summary
 
     def pg_writes(self) -> dict:

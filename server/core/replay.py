@@ -73,6 +73,15 @@ async def claim(uow: UnitOfWork, key: RequestKey | None, result_type: type[T]) -
     return from_json(result_type, stored)
 
 
+async def peek(uow: UnitOfWork, key: RequestKey | None, result_type: type[T]) -> T | None:
+    """The first response of a request id that completed, without claiming it: for use cases that run
+    several transactions and claim in the last one."""
+    if key is None:
+        return None
+    stored = await uow.session.scalar(select(RequestReplay.response).where(*key._where()))
+    return None if stored is None else from_json(result_type, stored)
+
+
 async def remember(uow: UnitOfWork, key: RequestKey | None, result: Any) -> None:
     if key is not None:
         await uow.session.execute(update(RequestReplay).where(*key._where()).values(response=to_json(result)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -46,9 +47,16 @@ def chunk_id(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def compress(data: bytes | memoryview, level: int = ZSTD_LEVEL) -> bytes:
-    """zstd frame with the content size recorded, so the verifier can refuse an oversized frame early."""
-    return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data)
+_local = threading.local()
+
+
+def compress(data: bytes | memoryview) -> bytes:
+    """zstd frame (level ZSTD_LEVEL) with the content size recorded, so the verifier can refuse an
+    oversized frame early. One compressor per thread: its context is reused, not rebuilt per chunk."""
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
+    return compressor.compress(data)
 
 
 class ChunkContentError(ValueError):

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import and_, delete, exists, false, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -377,3 +377,88 @@ def had_chunks_of_files(product_id: uuid.UUID, hashes: list[str], sizes: list[in
         "WHERE hv.product_id = :had_product AND hv.state = 'committed'",
         {"had_product": product_id, "had_hashes": hashes, "had_sizes": sizes},
     )
+
+
+# -- manifests and repairs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    file_id: uuid.UUID
+    path: str
+    size_bytes: int
+    sha256: str
+    installed: bool = False  # the installed version has this content at this path
+    chunk_count: int = 0
+
+
+async def version_files(
+    session: AsyncSession,
+    version_id: uuid.UUID,
+    *,
+    after_path: str | None = None,
+    limit: int | None = None,
+    installed_version_id: uuid.UUID | None = None,
+) -> list[FileRow]:
+    """The version's files ordered by path (a page of them after `after_path`, if given)."""
+    same = VersionFile.__table__.alias("same")
+    have = (
+        exists().where(
+            same.c.version_id == installed_version_id,
+            same.c.path == VersionFile.path,
+            same.c.sha256 == VersionFile.sha256,
+        )
+        if installed_version_id is not None
+        else false()
+    )
+    chunk_count = select(func.count()).where(FileChunk.file_id == VersionFile.file_id).scalar_subquery()
+    query = select(
+        VersionFile.file_id, VersionFile.path, VersionFile.size_bytes, VersionFile.sha256, have, chunk_count
+    ).where(VersionFile.version_id == version_id)
+    if after_path is not None:
+        query = query.where(VersionFile.path > after_path)
+    query = query.order_by(VersionFile.path)
+    if limit is not None:
+        query = query.limit(limit)
+    return [FileRow(*row) for row in await session.execute(query)]
+
+
+async def file_chunks(
+    session: AsyncSession,
+    version_id: uuid.UUID,
+    file_ids: Sequence[uuid.UUID],
+    *,
+    installed_version_id: uuid.UUID | None = None,
+) -> dict[uuid.UUID, list[tuple[ChunkRow, bool]]]:
+    """Each file's chunks in offset order with the object serving them, and whether the installed version
+    already holds that chunk."""
+    if not file_ids:
+        return {}
+    held = VersionChunk.__table__.alias("held")
+    have = (
+        exists().where(held.c.version_id == installed_version_id, held.c.chunk_id == FileChunk.chunk_id)
+        if installed_version_id is not None
+        else false()
+    )
+    rows = await session.execute(
+        select(
+            FileChunk.file_id,
+            FileChunk.position,
+            FileChunk.chunk_id,
+            FileChunk.offset,
+            FileChunk.size_bytes,
+            VersionChunk.compressed_size_bytes,
+            VersionChunk.compressed_sha256,
+            have,
+        )
+        .join(
+            VersionChunk,
+            and_(VersionChunk.version_id == version_id, VersionChunk.chunk_id == FileChunk.chunk_id),
+        )
+        .where(FileChunk.file_id.in_(list(file_ids)))
+        .order_by(FileChunk.file_id, FileChunk.position)
+    )
+    chunks: dict[uuid.UUID, list[tuple[ChunkRow, bool]]] = {file_id: [] for file_id in file_ids}
+    for row in rows:
+        chunks[row[0]].append((ChunkRow(*row[:7]), bool(row[7])))
+    return chunks

@@ -15,11 +15,13 @@ from server.core.deps import Deps
 from server.core.protoconv import timestamp
 from server.core.replay import request_key
 from server.core.validation import Validator
-from server.downloads import publishing, versions
+from server.downloads import catalog, manifests, publishing, updates, verification, versions
 from server.downloads.catalog import DEFAULT_BRANCH, VersionSummary
 from server.downloads.chunking import ChunkRef, FileEntry
+from server.downloads.links import ChunkLink
 
 VERSION_NAME_MAX_LEN = 64
+MAX_PRODUCTS_PER_CHECK = 200
 RELEASE_NOTES_MAX_LEN = 16384
 SOURCE_PATH_MAX_LEN = 4096
 BRANCH = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -76,6 +78,92 @@ def _draft_fields(v: Validator, request) -> tuple:
     notes = v.text("release_notes", request.release_notes, max_len=RELEASE_NOTES_MAX_LEN)
     branch = _branch(v, "branch", request.branch)
     return product_id, name, branch, notes
+
+
+_PROBLEMS = {
+    verification.MISSING: pb.DamagedFile.MISSING,
+    verification.SIZE_MISMATCH: pb.DamagedFile.SIZE_MISMATCH,
+    verification.HASH_MISMATCH: pb.DamagedFile.HASH_MISMATCH,
+}
+_VERIFICATION_STATUSES = {
+    verification.COMPLETED_OK: pb.VerificationResult.COMPLETED_OK,
+    verification.COMPLETED_ERRORS: pb.VerificationResult.COMPLETED_ERRORS,
+}
+
+
+def _update_pb(update: updates.ProductUpdate) -> pb.ProductUpdate:
+    latest = update.latest
+    return pb.ProductUpdate(
+        product_id=str(update.product_id),
+        installed_version_id=str(update.installed_version_id),
+        latest_version_id=str(latest.version_id) if latest else "",
+        latest_version_name=latest.version_name if latest else "",
+        update_available=update.update_available,
+        bytes_to_download=update.bytes_to_download,
+        bytes_to_write=update.bytes_to_write,
+        latest_published_at=timestamp(latest.published_at) if latest else None,
+        release_notes=latest.release_notes if latest else "",
+        branch=update.branch,
+    )
+
+
+def _repair_chunk_pb(chunk: verification.RepairChunk, link: ChunkLink) -> pb.FileChunk:
+    return pb.FileChunk(
+        chunk_hash=chunk.chunk_id,
+        offset=chunk.offset,
+        size_bytes=chunk.size_bytes,
+        url=link.url,
+        url_expires_at=timestamp(link.expires_at),
+        download_required=True,
+        compressed_size_bytes=chunk.compressed_size_bytes,
+    )
+
+
+def _verification_pb(view: verification.VerificationView) -> pb.VerificationResult:
+    result = view.verification
+    return pb.VerificationResult(
+        verification_id=str(result.verification_id),
+        product_id=str(result.product_id),
+        version_id=str(result.version_id),
+        status=_VERIFICATION_STATUSES[result.status],
+        checked_files_count=result.checked_files_count,
+        corrupted_files_count=result.corrupted_files_count,
+        missing_files_count=result.missing_files_count,
+        damaged_files=[
+            pb.DamagedFile(
+                path=d.path,
+                problem=_PROBLEMS[d.problem],
+                expected_size_bytes=d.expected_size_bytes,
+                expected_sha256=d.expected_sha256,
+                chunks=[_repair_chunk_pb(c, view.links[(c.chunk_id, c.compressed_sha256)]) for c in d.chunks],
+            )
+            for d in result.damaged_files
+        ],
+        repair_size_bytes=result.repair_size_bytes,
+        started_at=timestamp(result.started_at),
+        completed_at=timestamp(result.completed_at),
+    )
+
+
+def _manifest_file_pb(file: manifests.ManifestFile) -> pb.ManifestFile:
+    return pb.ManifestFile(
+        path=file.path,
+        size_bytes=file.size_bytes,
+        sha256=file.sha256,
+        write_required=file.write_required,
+        chunks=[
+            pb.FileChunk(
+                chunk_hash=c.chunk_id,
+                offset=c.offset,
+                size_bytes=c.size_bytes,
+                url=c.url,
+                url_expires_at=timestamp(c.url_expires_at),
+                download_required=c.download_required,
+                compressed_size_bytes=c.compressed_size_bytes,
+            )
+            for c in file.chunks
+        ],
+    )
 
 
 class ContentServicer:
@@ -143,6 +231,55 @@ class ContentServicer:
                 )
                 for item in page.versions
             ],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
+
+    async def CheckUpdates(self, request: pb.CheckUpdatesRequest, context):
+        user_id = current_user_id()
+        v = Validator()
+        items = list(request.installed_products)
+        if not 1 <= len(items) <= MAX_PRODUCTS_PER_CHECK:
+            v.fail("installed_products", f"must have 1-{MAX_PRODUCTS_PER_CHECK} entries")
+        installed, seen = [], set()
+        for i, item in enumerate(items[:MAX_PRODUCTS_PER_CHECK]):
+            product_id = v.uuid(f"installed_products[{i}].product_id", item.product_id)
+            version_id = v.uuid(f"installed_products[{i}].installed_version_id", item.installed_version_id)
+            if product_id in seen:
+                v.fail(f"installed_products[{i}].product_id", "is a duplicate")
+            seen.add(product_id)
+            installed.append((product_id, version_id))
+        v.check()
+        found = await updates.check_updates(self._deps, user_id, installed)
+        return pb.CheckUpdatesResponse(updates=[_update_pb(u) for u in found])
+
+    async def VerifyInstallation(self, request: pb.VerifyInstallationRequest, context):
+        user_id = current_user_id()
+        v = Validator()
+        product_id = v.uuid("product_id", request.product_id)
+        version_id = v.uuid("version_id", request.version_id)
+        files = catalog.installed_files(v, request.files, "files")
+        request_id = v.request_id(request.request_id)
+        v.check()
+        view = await verification.verify_installation(
+            self._deps, user_id, product_id, version_id, files, request_id
+        )
+        return pb.VerifyInstallationResponse(verification=_verification_pb(view))
+
+    async def GetDownloadManifest(self, request: pb.GetDownloadManifestRequest, context):
+        user_id = current_user_id()
+        v = Validator()
+        download_id = v.uuid("download_id", request.download_id)
+        page_size = v.page_size(request.page_size)
+        v.check()
+        page = await manifests.manifest_page(
+            self._deps, user_id, download_id, page_size=page_size, page_token=request.page_token
+        )
+        return pb.GetDownloadManifestResponse(
+            download_id=str(page.download_id),
+            product_id=str(page.product_id),
+            version_id=str(page.version_id),
+            files=[_manifest_file_pb(f) for f in page.files],
             next_page_token=page.next_page_token,
             total_size=page.total_size,
         )

@@ -126,7 +126,9 @@ def files_key(user_id: uuid.UUID, download_id: uuid.UUID) -> str:
 
 
 class LiveProgress:
-    def __init__(self, redis: Redis, *, stream_maxlen: int, notify_interval_ms: int = 1000):
+    def __init__(
+        self, redis: Redis, *, stream_maxlen: int, notify_interval_ms: int = rules.PROGRESS_NOTIFY_INTERVAL_MS
+    ):
         self._redis = redis
         self._stream_maxlen = stream_maxlen
         self._notify_interval_ms = notify_interval_ms

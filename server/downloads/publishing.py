@@ -10,6 +10,7 @@ the version become `committed` and so the latest of its branch. Both are idempot
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -197,10 +198,13 @@ async def publish_directory(
     except (builds.BuildError, OSError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise InvalidArgument([FieldViolation("source_path", f"cannot be published: {reason}")]) from exc
-    begun = await begin_upload(deps, VersionDraft(**{**draft.__dict__, "files": build.files}))
-    for target in begun.missing:
-        blob, compressed_sha256 = build.compressed(target.chunk_id)
-        await deps.store.put(
-            object_key(target.chunk_id, compressed_sha256), blob, sha256_hex=compressed_sha256
-        )
+    begun = await begin_upload(deps, dataclasses.replace(draft, files=build.files))
+    gate = asyncio.Semaphore(verifier.VERIFY_CONCURRENCY)
+
+    async def store(chunk: str) -> None:
+        async with gate:
+            blob, blob_sha256 = await asyncio.to_thread(build.compressed, chunk)
+            await deps.store.put(object_key(chunk, blob_sha256), blob, sha256_hex=blob_sha256)
+
+    await asyncio.gather(*(store(target.chunk_id) for target in begun.missing))
     return await commit_upload(deps, begun.version_id, replay_key=replay_key)

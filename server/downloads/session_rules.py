@@ -158,7 +158,12 @@ def eta_seconds(downloaded: int, total: int, speed: float) -> int | None:
     return math.ceil(max(0, total - downloaded) / speed)
 
 
-def notify_due(last_notified_ms: int | None, now_ms: int, interval_ms: int = 1000) -> bool:
+PROGRESS_NOTIFY_INTERVAL_MS = 1000
+
+
+def notify_due(
+    last_notified_ms: int | None, now_ms: int, interval_ms: int = PROGRESS_NOTIFY_INTERVAL_MS
+) -> bool:
     """downloadProgress goes out at most once per `interval_ms` per session."""
     return last_notified_ms is None or now_ms - last_notified_ms >= interval_ms
 

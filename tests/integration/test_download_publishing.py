@@ -23,9 +23,11 @@ from tests.support.grpc_errors import failure
 from tests.support.ownership import grant
 from tests.support.publishing import publish_files, write_tree
 
+RUN = uuid.uuid4().hex  # content differs per run: the chunk store keeps what earlier runs stored
+
 
 def seeded(seed: int, size: int) -> bytes:
-    return random.Random(seed).randbytes(size)
+    return random.Random(f"{RUN}-{seed}").randbytes(size)
 
 
 @pytest.fixture
@@ -38,13 +40,13 @@ async def test_a_published_version_is_the_latest_of_its_branch_and_dedups_repeat
 ):
     product = uuid.uuid4()
     shared = seeded(1, 3 * 1024 * 1024)
-    files = {"bin/game.bin": shared, "bin/copy.bin": shared, "readme.txt": b"hello", "empty.dat": b""}
+    files = {"bin/game.bin": shared, "bin/copy.bin": shared, "readme.txt": RUN.encode(), "empty.dat": b""}
     report = await publish_files(grpc_target, product, "1.0.0", files, tmp_path / "v1", release_notes="first")
 
     assert report.version.version_name == "1.0.0"
     assert report.version.branch == "public"
     assert report.version.file_count == 4
-    assert report.version.total_size_bytes == 2 * len(shared) + 5
+    assert report.version.total_size_bytes == 2 * len(shared) + len(RUN)
     # The duplicate file adds chunk occurrences but no distinct chunks.
     assert report.version.chunk_count == 2 * (report.distinct_chunks - 1) + 1
     assert report.uploaded_chunks == report.distinct_chunks == report.version.new_chunk_count
@@ -229,3 +231,35 @@ async def test_owners_list_versions_newest_first_and_others_see_nothing(
         )
     )
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PRODUCT_ACCESS_DENIED")
+
+
+async def test_publish_product_version_publishes_a_directory_on_the_servers_host(downloads, tmp_path):
+    product = uuid.uuid4()
+    source = write_tree(tmp_path / "build", {"bin/a.bin": seeded(6, 1_500_000), "b.txt": b"b"})
+    request = pb.PublishProductVersionRequest(
+        product_id=str(product),
+        version_name="9.0",
+        source_path=str(source),
+        branch="beta",
+        release_notes="from the server",
+        request_id=str(uuid.uuid4()),
+    )
+    first = await downloads.PublishProductVersion(request, metadata=service_metadata())
+    assert (first.version.version_name, first.version.branch, first.version.file_count) == ("9.0", "beta", 2)
+    assert first.version.new_chunk_count >= 2 and first.version.release_notes == "from the server"
+    replayed = await downloads.PublishProductVersion(request, metadata=service_metadata())
+    assert replayed.version == first.version
+    request.request_id = str(uuid.uuid4())
+    code, reason, _ = await failure(downloads.PublishProductVersion(request, metadata=service_metadata()))
+    assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "PRODUCT_VERSION_ALREADY_EXISTS")
+
+
+@pytest.mark.parametrize("source", ["relative/dir", "/nonexistent/build", ""])
+async def test_publish_product_version_refuses_a_source_it_cannot_publish(downloads, source):
+    request = pb.PublishProductVersionRequest(
+        product_id=str(uuid.uuid4()), version_name="1", source_path=source
+    )
+    code, reason, fields = await failure(
+        downloads.PublishProductVersion(request, metadata=service_metadata())
+    )
+    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", ["source_path"])

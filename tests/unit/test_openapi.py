@@ -40,6 +40,10 @@ ROUTES = {
         "POST",
         f"{LIB}/savegames/{{product_id}}/slots/{{slot_name}}/resolve",
     ): "CloudSaveService_ResolveSaveGameConflict",
+    (
+        "POST",
+        f"{LIB}/savegames/{{product_id}}/slots/{{slot_name}}/restore",
+    ): "CloudSaveService_RestoreSaveGameVersion",
     ("GET", f"{LIB}/game-settings/{{product_id}}"): "GameSettingsSyncService_GetGameSettings",
     ("PUT", f"{LIB}/game-settings/{{product_id}}"): "GameSettingsSyncService_UpdateGameSettings",
     ("POST", f"{DL}/downloads"): "DownloadService_StartDownload",

@@ -303,12 +303,14 @@ class RequestSaveGameUploadURLRequest(_message.Message):
     slot_name: _builtins.str
     """Slot name (path parameter): 1–64 characters of `[A-Za-z0-9 _.-]` (URL-encoded in REST)."""
     file_size_bytes: _builtins.int
-    """Exact file size in bytes: 1 to the maximum file size (default 100 MiB)."""
+    """Exact file size in bytes: 1 to the maximum file size (default 100 MiB; the server may be configured
+    lower, never higher).
+    """
     file_hash_sha256: _builtins.str
     """SHA-256 of the file as 64 hex characters (any case; stored lowercase)."""
     base_version: _builtins.int
     """The slot version the client last synced (downloaded or uploaded); 0 = the client knows no version
-    (new slot).
+    (new slot). Above the slot's head: INVALID_ARGUMENT.
     """
     device_id: _builtins.str
     """Stable, client-chosen id of the uploading device (1–128 characters)."""
@@ -322,7 +324,7 @@ class RequestSaveGameUploadURLRequest(_message.Message):
     """Conflict policy applied at confirmation."""
     request_id: _builtins.str
     """Optional UUID for safe retries: a replay returns the same reservation (`savegame_id`; the URL is
-    presigned again if the first one has expired) and reserves nothing more.
+    presigned again while the reservation is pending) and reserves nothing more.
     """
     @_builtins.property
     def client_modified_at(self) -> _timestamp_pb2.Timestamp:
@@ -666,3 +668,75 @@ class ResolveSaveGameConflictResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveSaveGameConflictResponse: _TypeAlias = ResolveSaveGameConflictResponse  # noqa: Y015
+
+@_typing.final
+class RestoreSaveGameVersionRequest(_message.Message):
+    """Request of RestoreSaveGameVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    SLOT_NAME_FIELD_NUMBER: _builtins.int
+    VERSION_NUMBER_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    """Product id (UUID) (path parameter)."""
+    slot_name: _builtins.str
+    """Slot name (path parameter)."""
+    version_number: _builtins.int
+    """The retained version to bring back (`SaveSlot.versions[].version_number`)."""
+    device_id: _builtins.str
+    """The restoring device (1–128 characters); the new version and its notification name it."""
+    etag: _builtins.str
+    """The slot's etag from ListSaveGames; if given and stale, ABORTED ETAG_MISMATCH."""
+    request_id: _builtins.str
+    """Optional UUID for safe retries: a replay returns the first response and changes nothing."""
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        slot_name: _builtins.str = ...,
+        version_number: _builtins.int = ...,
+        device_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "etag", b"etag", "product_id", b"product_id", "request_id", b"request_id", "slot_name", b"slot_name", "version_number", b"version_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreSaveGameVersionRequest: _TypeAlias = RestoreSaveGameVersionRequest  # noqa: Y015
+
+@_typing.final
+class RestoreSaveGameVersionResponse(_message.Message):
+    """Response of RestoreSaveGameVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def slot(self) -> Global___SaveSlot:
+        """The slot after the restore; its head is the restored copy."""
+
+    @_builtins.property
+    def head(self) -> Global___SaveGame:
+        """The new head: a copy of the restored version with the next version number."""
+
+    def __init__(
+        self,
+        *,
+        slot: Global___SaveSlot | None = ...,
+        head: Global___SaveGame | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head", "slot", b"slot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head", b"head", "slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreSaveGameVersionResponse: _TypeAlias = RestoreSaveGameVersionResponse  # noqa: Y015

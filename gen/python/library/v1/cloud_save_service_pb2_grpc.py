@@ -37,6 +37,9 @@ class CloudSaveServiceStub:
 
     Slot names are 1–64 characters of `[A-Za-z0-9 _.-]`. Every RPC acts on the JWT subject; another
     user's save games are reported as not found.
+
+    Quota per user per product (default 1 GiB, at most 100 slots) counts every retained version, every
+    conflict candidate and every unexpired reservation; concurrent requests never exceed it.
     """
 
     def __init__(self, channel):
@@ -70,6 +73,11 @@ class CloudSaveServiceStub:
                 request_serializer=library_dot_v1_dot_cloud__save__service__pb2.ResolveSaveGameConflictRequest.SerializeToString,
                 response_deserializer=library_dot_v1_dot_cloud__save__service__pb2.ResolveSaveGameConflictResponse.FromString,
                 _registered_method=True)
+        self.RestoreSaveGameVersion = channel.unary_unary(
+                '/library.v1.CloudSaveService/RestoreSaveGameVersion',
+                request_serializer=library_dot_v1_dot_cloud__save__service__pb2.RestoreSaveGameVersionRequest.SerializeToString,
+                response_deserializer=library_dot_v1_dot_cloud__save__service__pb2.RestoreSaveGameVersionResponse.FromString,
+                _registered_method=True)
 
 
 class CloudSaveServiceServicer:
@@ -84,6 +92,9 @@ class CloudSaveServiceServicer:
 
     Slot names are 1–64 characters of `[A-Za-z0-9 _.-]`. Every RPC acts on the JWT subject; another
     user's save games are reported as not found.
+
+    Quota per user per product (default 1 GiB, at most 100 slots) counts every retained version, every
+    conflict candidate and every unexpired reservation; concurrent requests never exceed it.
     """
 
     def ListSaveGames(self, request, context):
@@ -164,6 +175,20 @@ class CloudSaveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestoreSaveGameVersion(self, request, context):
+        """Makes a retained version of a slot its new head: the version's bytes are committed again as version
+        head + 1 (the current head stays a retained version, so a restore is itself undoable). Counts
+        against the quota like an upload; emits `com.platform.library.savegame.uploaded.v1` and a
+        `cloudSaveSynced` notification naming `device_id`.
+
+        Errors: NOT_FOUND SAVEGAME_SLOT_NOT_FOUND (no such slot) or SAVEGAME_NOT_FOUND (no such retained
+        version); ABORTED ETAG_MISMATCH (`etag` given and stale); RESOURCE_EXHAUSTED
+        MAX_SAVEGAME_QUOTA_EXCEEDED; UNAVAILABLE (object store unreachable; nothing is committed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CloudSaveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -192,6 +217,11 @@ def add_CloudSaveServiceServicer_to_server(servicer, server):
                     request_deserializer=library_dot_v1_dot_cloud__save__service__pb2.ResolveSaveGameConflictRequest.FromString,
                     response_serializer=library_dot_v1_dot_cloud__save__service__pb2.ResolveSaveGameConflictResponse.SerializeToString,
             ),
+            'RestoreSaveGameVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreSaveGameVersion,
+                    request_deserializer=library_dot_v1_dot_cloud__save__service__pb2.RestoreSaveGameVersionRequest.FromString,
+                    response_serializer=library_dot_v1_dot_cloud__save__service__pb2.RestoreSaveGameVersionResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'library.v1.CloudSaveService', rpc_method_handlers)
@@ -212,6 +242,9 @@ class CloudSaveService:
 
     Slot names are 1–64 characters of `[A-Za-z0-9 _.-]`. Every RPC acts on the JWT subject; another
     user's save games are reported as not found.
+
+    Quota per user per product (default 1 GiB, at most 100 slots) counts every retained version, every
+    conflict candidate and every unexpired reservation; concurrent requests never exceed it.
     """
 
     @staticmethod
@@ -339,6 +372,33 @@ class CloudSaveService:
             '/library.v1.CloudSaveService/ResolveSaveGameConflict',
             library_dot_v1_dot_cloud__save__service__pb2.ResolveSaveGameConflictRequest.SerializeToString,
             library_dot_v1_dot_cloud__save__service__pb2.ResolveSaveGameConflictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreSaveGameVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/library.v1.CloudSaveService/RestoreSaveGameVersion',
+            library_dot_v1_dot_cloud__save__service__pb2.RestoreSaveGameVersionRequest.SerializeToString,
+            library_dot_v1_dot_cloud__save__service__pb2.RestoreSaveGameVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,9 @@ class CloudSaveServiceStub:
 
     Slot names are 1–64 characters of `[A-Za-z0-9 _.-]`. Every RPC acts on the JWT subject; another
     user's save games are reported as not found.
+
+    Quota per user per product (default 1 GiB, at most 100 slots) counts every retained version, every
+    conflict candidate and every unexpired reservation; concurrent requests never exceed it.
     """
 
     @_typing.overload
@@ -102,6 +105,16 @@ class CloudSaveServiceStub:
     (`etag` given and stale); ALREADY_EXISTS SAVEGAME_SLOT_ALREADY_EXISTS (KEEP_BOTH into an existing
     slot); INVALID_ARGUMENT VALIDATION_FAILED (missing resolution, bad or missing `new_slot_name`).
     """
+    RestoreSaveGameVersion: _grpc.UnaryUnaryMultiCallable[_cloud_save_service_pb2.RestoreSaveGameVersionRequest, _cloud_save_service_pb2.RestoreSaveGameVersionResponse]
+    """Makes a retained version of a slot its new head: the version's bytes are committed again as version
+    head + 1 (the current head stays a retained version, so a restore is itself undoable). Counts
+    against the quota like an upload; emits `com.platform.library.savegame.uploaded.v1` and a
+    `cloudSaveSynced` notification naming `device_id`.
+
+    Errors: NOT_FOUND SAVEGAME_SLOT_NOT_FOUND (no such slot) or SAVEGAME_NOT_FOUND (no such retained
+    version); ABORTED ETAG_MISMATCH (`etag` given and stale); RESOURCE_EXHAUSTED
+    MAX_SAVEGAME_QUOTA_EXCEEDED; UNAVAILABLE (object store unreachable; nothing is committed).
+    """
 
 @_typing.type_check_only
 class CloudSaveServiceAsyncStub(CloudSaveServiceStub):
@@ -116,6 +129,9 @@ class CloudSaveServiceAsyncStub(CloudSaveServiceStub):
 
     Slot names are 1–64 characters of `[A-Za-z0-9 _.-]`. Every RPC acts on the JWT subject; another
     user's save games are reported as not found.
+
+    Quota per user per product (default 1 GiB, at most 100 slots) counts every retained version, every
+    conflict candidate and every unexpired reservation; concurrent requests never exceed it.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -177,6 +193,16 @@ class CloudSaveServiceAsyncStub(CloudSaveServiceStub):
     (`etag` given and stale); ALREADY_EXISTS SAVEGAME_SLOT_ALREADY_EXISTS (KEEP_BOTH into an existing
     slot); INVALID_ARGUMENT VALIDATION_FAILED (missing resolution, bad or missing `new_slot_name`).
     """
+    RestoreSaveGameVersion: _aio.UnaryUnaryMultiCallable[_cloud_save_service_pb2.RestoreSaveGameVersionRequest, _cloud_save_service_pb2.RestoreSaveGameVersionResponse]  # type: ignore[assignment]
+    """Makes a retained version of a slot its new head: the version's bytes are committed again as version
+    head + 1 (the current head stays a retained version, so a restore is itself undoable). Counts
+    against the quota like an upload; emits `com.platform.library.savegame.uploaded.v1` and a
+    `cloudSaveSynced` notification naming `device_id`.
+
+    Errors: NOT_FOUND SAVEGAME_SLOT_NOT_FOUND (no such slot) or SAVEGAME_NOT_FOUND (no such retained
+    version); ABORTED ETAG_MISMATCH (`etag` given and stale); RESOURCE_EXHAUSTED
+    MAX_SAVEGAME_QUOTA_EXCEEDED; UNAVAILABLE (object store unreachable; nothing is committed).
+    """
 
 class CloudSaveServiceServicer(metaclass=_abc_1.ABCMeta):
     """CloudSaveService stores the caller's save games in S3 through presigned URLs: named slots per product,
@@ -190,6 +216,9 @@ class CloudSaveServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Slot names are 1–64 characters of `[A-Za-z0-9 _.-]`. Every RPC acts on the JWT subject; another
     user's save games are reported as not found.
+
+    Quota per user per product (default 1 GiB, at most 100 slots) counts every retained version, every
+    conflict candidate and every unexpired reservation; concurrent requests never exceed it.
     """
 
     @_abc_1.abstractmethod
@@ -278,6 +307,22 @@ class CloudSaveServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: NOT_FOUND SAVEGAME_NOT_FOUND (no such conflict candidate in this slot); ABORTED ETAG_MISMATCH
         (`etag` given and stale); ALREADY_EXISTS SAVEGAME_SLOT_ALREADY_EXISTS (KEEP_BOTH into an existing
         slot); INVALID_ARGUMENT VALIDATION_FAILED (missing resolution, bad or missing `new_slot_name`).
+        """
+
+    @_abc_1.abstractmethod
+    def RestoreSaveGameVersion(
+        self,
+        request: _cloud_save_service_pb2.RestoreSaveGameVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cloud_save_service_pb2.RestoreSaveGameVersionResponse, _abc.Awaitable[_cloud_save_service_pb2.RestoreSaveGameVersionResponse]]:
+        """Makes a retained version of a slot its new head: the version's bytes are committed again as version
+        head + 1 (the current head stays a retained version, so a restore is itself undoable). Counts
+        against the quota like an upload; emits `com.platform.library.savegame.uploaded.v1` and a
+        `cloudSaveSynced` notification naming `device_id`.
+
+        Errors: NOT_FOUND SAVEGAME_SLOT_NOT_FOUND (no such slot) or SAVEGAME_NOT_FOUND (no such retained
+        version); ABORTED ETAG_MISMATCH (`etag` given and stale); RESOURCE_EXHAUSTED
+        MAX_SAVEGAME_QUOTA_EXCEEDED; UNAVAILABLE (object store unreachable; nothing is committed).
         """
 
 def add_CloudSaveServiceServicer_to_server(servicer: CloudSaveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,338 @@
+"""Bench cases: published content (SPEC §10), each a ratio against a baseline measured in the same run.
+
+publish      chunk + hash + compress (server/downloads/builds.py, one worker thread: per core) vs
+             hashlib.sha256 + zstd at the same level over the same bytes in 1 MiB blocks, CPU seconds;
+             goal >= 0.8. The build is half text-like (compressible) and half random (like packed
+             assets), BENCH_PUBLISH_MIB MiB (128). The wall throughput on every core is printed too.
+update       bytes to fetch after 3 edits (insert 3 KiB, delete 2 KiB, change 4 KiB) in a 64 MiB file
+             with the store's FastCDC chunks vs fixed 1 MiB chunks; goal: CDC <= (edits + 1) x 2 MiB.
+manifest     a synthesised 10 GiB / 10,000-chunk version (100 files x 100 chunks of 1 MiB; rows only,
+updates      no bytes) and a second version differing in 10 chunks: every page of GetDownloadManifest
+             of a download of the new version over the old one (links cached: the steady state; the
+             first, signing pass is printed apart), and CheckUpdates from the old version, over gRPC
+             against one service process; each vs a bare psycopg read of the same rows; goal <= 3x.
+             BENCH_CONTENT_ROUNDS rounds (5), medians.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import psycopg
+import zstandard
+
+from download.v1 import download_service_pb2 as pb
+from download.v1 import download_service_pb2_grpc
+from library.v1 import library_service_pb2, library_service_pb2_grpc
+from scripts.bench import fixtures
+from server.downloads.builds import scan
+from server.downloads.chunking import ZSTD_LEVEL, cut
+
+GOAL_PUBLISH = 0.8
+GOAL_VS_SQL = 3.0
+MiB = 1024 * 1024
+CONTENT_PRODUCT = uuid.uuid5(uuid.NAMESPACE_URL, "https://library.platform/bench/content-product")
+FILES, CHUNKS_PER_FILE, CHANGED = 100, 100, 10
+_ACTIVE = [pb.DownloadSession.QUEUED, pb.DownloadSession.DOWNLOADING, pb.DownloadSession.PAUSED]
+
+
+def _text_like(rng: random.Random, size: int) -> bytes:
+    words = [rng.randbytes(rng.randint(2, 6)).hex().encode() for _ in range(4000)]
+    out = bytearray()
+    while len(out) < size:
+        out += b" ".join(rng.choices(words, k=4096)) + b"\n"
+    return bytes(out[:size])
+
+
+def publish_case(work: Path) -> dict:
+    size = int(os.environ.get("BENCH_PUBLISH_MIB", "128")) * MiB
+    rng = random.Random(5)
+    data = {"assets.pak": rng.randbytes(size // 2), "scripts.txt": _text_like(rng, size // 2)}
+    with tempfile.TemporaryDirectory(dir=work) as root:
+        for name, content in data.items():
+            Path(root, name).write_bytes(content)
+        scan(root, workers=1)  # warm the page cache and the code
+        cpu = time.process_time()
+        scan(root, workers=1)
+        ours = time.process_time() - cpu
+        wall = time.perf_counter()
+        scan(root)
+        wall = time.perf_counter() - wall
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    cpu = time.process_time()
+    for content in data.values():
+        view = memoryview(content)
+        for at in range(0, len(view), MiB):
+            block = view[at : at + MiB]
+            hashlib.sha256(block).digest()
+            compressor.compress(block)
+    baseline = time.process_time() - cpu
+    # What the contract adds to that: the whole-file SHA-256 and the SHA-256 of each compressed object
+    # (the presigned PUT is bound to it), still in one plain loop.
+    cpu = time.process_time()
+    for content in data.values():
+        hashlib.sha256(content).digest()
+        view = memoryview(content)
+        for at in range(0, len(view), MiB):
+            block = view[at : at + MiB]
+            hashlib.sha256(block).digest()
+            hashlib.sha256(compressor.compress(block)).digest()
+    contract = time.process_time() - cpu
+    ratio = baseline / ours
+    return {
+        "bytes": size,
+        "ours_mib_per_cpu_s": size / MiB / ours,
+        "baseline_mib_per_cpu_s": size / MiB / baseline,
+        "all_cores_mib_per_s": size / MiB / wall,
+        "ratio": ratio,
+        "ratio_vs_contract_loop": contract / ours,
+        "goal": {"goal": f"publish per core / sha256+zstd >= {GOAL_PUBLISH}", "value": ratio}
+        | {"status": "PASS" if ratio >= GOAL_PUBLISH else "MISS"},
+    }
+
+
+def _edit(data: bytes) -> bytes:
+    rng = random.Random(8)
+    edited = data[: 10 * MiB] + rng.randbytes(3072) + data[10 * MiB : 30 * MiB] + data[30 * MiB + 2048 :]
+    return edited[: 50 * MiB] + rng.randbytes(4096) + edited[50 * MiB + 4096 :]
+
+
+def update_case() -> dict:
+    data = random.Random(6).randbytes(64 * MiB)
+    edited, edits = _edit(data), 3
+
+    def new_bytes(pieces_before, pieces_after) -> int:
+        known = {hashlib.sha256(p).digest() for p in pieces_before}
+        return sum(len(p) for p in pieces_after if hashlib.sha256(p).digest() not in known)
+
+    cdc = new_bytes([p for _, p in cut(data)], [p for _, p in cut(edited)])
+    fixed = new_bytes(
+        [data[i : i + MiB] for i in range(0, len(data), MiB)],
+        [edited[i : i + MiB] for i in range(0, len(edited), MiB)],
+    )
+    limit = (edits + 1) * 2 * MiB
+    return {
+        "cdc_bytes": cdc,
+        "fixed_1mib_bytes": fixed,
+        "limit_bytes": limit,
+        "goal": {"goal": f"update bytes (CDC) <= (edits + 1) x 2 MiB = {limit}", "value": cdc}
+        | {"status": "PASS" if cdc <= limit else "MISS"},
+    }
+
+
+# -- manifest and update checks over synthesised rows ----------------------------------------------------
+
+
+def _synthesise(url: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """Two committed versions of the content product (rows only); reused by later runs."""
+    with psycopg.connect(url, autocommit=False) as conn:
+        found = conn.execute(
+            "SELECT version_name, version_id FROM download_product_versions WHERE product_id = %s",
+            (CONTENT_PRODUCT,),
+        ).fetchall()
+        if len(found) == 2:
+            ids = dict(found)
+            return ids["bench-a"], ids["bench-b"]
+        rng = random.Random(9)
+        base = [[rng.randbytes(32).hex() for _ in range(CHUNKS_PER_FILE)] for _ in range(FILES)]
+        changed = [row[:] for row in base]
+        for n in range(CHANGED):
+            changed[n * 7 % FILES][n % CHUNKS_PER_FILE] = rng.randbytes(32).hex()
+        ids = []
+        for name, files, hour in (("bench-a", base, 1), ("bench-b", changed, 2)):
+            version = uuid.uuid4()
+            conn.execute(
+                "INSERT INTO download_product_versions (version_id, product_id, version_name, branch, "
+                "release_notes, state, total_size_bytes, file_count, chunk_count, published_at) VALUES "
+                "(%s, %s, %s, 'public', 'bench', 'committed', %s, %s, %s, "
+                "'2026-01-01T00:00:00Z'::timestamptz + %s * interval '1 hour')",
+                (
+                    version,
+                    CONTENT_PRODUCT,
+                    name,
+                    FILES * CHUNKS_PER_FILE * MiB,
+                    FILES,
+                    FILES * CHUNKS_PER_FILE,
+                    hour,
+                ),
+            )
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO download_version_chunks VALUES (%s, %s, %s, %s, %s)",
+                    [(version, c, MiB, MiB // 2, c) for row in files for c in row],
+                )
+                for index, row in enumerate(files):
+                    file_id = uuid.uuid4()
+                    cur.execute(
+                        "INSERT INTO download_version_files VALUES (%s, %s, %s, %s, %s)",
+                        (file_id, version, f"data/file-{index:03d}.pak", CHUNKS_PER_FILE * MiB, row[0]),
+                    )
+                    cur.executemany(
+                        "INSERT INTO download_file_chunks VALUES (%s, %s, %s, %s, %s)",
+                        [(file_id, p, c, p * MiB, MiB) for p, c in enumerate(row)],
+                    )
+            ids.append(version)
+        conn.commit()
+        return ids[0], ids[1]
+
+
+_BARE_MANIFEST = (
+    'SELECT f.file_id, f.path, f.size_bytes, f.sha256, fc.position, fc.chunk_id, fc."offset", '
+    "fc.size_bytes, vc.compressed_size_bytes, vc.compressed_sha256, "
+    "EXISTS (SELECT 1 FROM download_version_chunks h "
+    "WHERE h.version_id = %(old)s AND h.chunk_id = fc.chunk_id) "
+    "FROM download_version_files f JOIN download_file_chunks fc ON fc.file_id = f.file_id "
+    "JOIN download_version_chunks vc ON vc.version_id = f.version_id AND vc.chunk_id = fc.chunk_id "
+    "WHERE f.version_id = %(new)s ORDER BY f.path, fc.position"
+)
+_BARE_UPDATE = (
+    "SELECT chunk_id, compressed_size_bytes FROM download_version_chunks "
+    "WHERE version_id IN (%(old)s, %(new)s)"
+)
+_BARE_UPDATE_FILES = (
+    "SELECT path, sha256, size_bytes FROM download_version_files WHERE version_id IN (%(old)s, %(new)s)"
+)
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _manifest_pass(stub, download_id: str, md) -> int:
+    token, chunks = "", 0
+    while True:
+        page = stub.GetDownloadManifest(
+            pb.GetDownloadManifestRequest(download_id=download_id, page_size=200, page_token=token),
+            metadata=md,
+            timeout=120,
+        )
+        chunks += sum(len(f.chunks) for f in page.files)
+        token = page.next_page_token
+        if not token:
+            return chunks
+
+
+def _grant_content_product(stub, notes: list[str]) -> None:
+    request = library_service_pb2.GrantEntitlementsRequest(
+        user_id=str(fixtures.BENCH_USER),
+        items=[
+            library_service_pb2.EntitlementGrant(
+                product_id=str(CONTENT_PRODUCT), acquisition_type=library_service_pb2.LibraryItem.PURCHASE
+            )
+        ],
+    )
+    try:
+        stub.GrantEntitlements(request, metadata=(("authorization", f"Bearer {fixtures.service_token()}"),))
+    except grpc.RpcError as exc:
+        notes.append(f"grant of the content product: {exc.code().name}")
+
+
+def rows_case(bench, rounds: int) -> dict:
+    cfg = bench.cfg
+    url = fixtures.libpq_url(cfg.database_url)
+    old, new = _synthesise(url)
+    notes: list[str] = []
+    svc = bench.start_service(0, workers=False)
+    md = (("authorization", f"Bearer {fixtures.user_token()}"),)
+    with grpc.insecure_channel(svc, options=[("grpc.max_receive_message_length", 64 * MiB)]) as channel:
+        _grant_content_product(library_service_pb2_grpc.LibraryServiceStub(channel), notes)
+        stub = download_service_pb2_grpc.DownloadServiceStub(channel)
+        active = stub.ListDownloads(pb.ListDownloadsRequest(status=_ACTIVE, page_size=200), metadata=md)
+        for download in active.downloads:
+            stub.CancelDownload(pb.CancelDownloadRequest(download_id=download.download_id), metadata=md)
+        started = stub.StartDownload(
+            pb.StartDownloadRequest(
+                product_id=str(CONTENT_PRODUCT),
+                version_id=str(new),
+                installed_version_id=str(old),
+                installation_path="/bench/content",
+                start_now=True,
+            ),
+            metadata=md,
+        ).download
+        check = pb.CheckUpdatesRequest(
+            installed_products=[
+                pb.InstalledProduct(product_id=str(CONTENT_PRODUCT), installed_version_id=str(old))
+            ]
+        )
+        first_pass = _timed(lambda: _manifest_pass(stub, started.download_id, md))
+        chunks = _manifest_pass(stub, started.download_id, md)
+        reply = stub.CheckUpdates(check, metadata=md)
+        with psycopg.connect(url) as conn:
+            params = {"old": old, "new": new}
+            times = {"manifest": [], "manifest_sql": [], "updates": [], "updates_sql": []}
+            for _ in range(rounds):
+                times["manifest"].append(_timed(lambda: _manifest_pass(stub, started.download_id, md)))
+                times["manifest_sql"].append(_timed(lambda: conn.execute(_BARE_MANIFEST, params).fetchall()))
+                times["updates"].append(_timed(lambda: stub.CheckUpdates(check, metadata=md)))
+                times["updates_sql"].append(
+                    _timed(
+                        lambda: (
+                            conn.execute(_BARE_UPDATE, params).fetchall(),
+                            conn.execute(_BARE_UPDATE_FILES, params).fetchall(),
+                        )
+                    )
+                )
+    bench.procs.stop("server-1-noworkers")
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    manifest_ratio = medians["manifest"] / medians["manifest_sql"]
+    updates_ratio = medians["updates"] / medians["updates_sql"]
+    return {
+        "chunks": chunks,
+        "first_pass_seconds": first_pass,
+        "median_seconds": medians,
+        "update_bytes_to_download": reply.updates[0].bytes_to_download,
+        "notes": notes,
+        "goals": [
+            {"goal": f"manifest pages (10,000 chunks) / bare SQL <= {GOAL_VS_SQL}", "value": manifest_ratio}
+            | {"status": "PASS" if manifest_ratio <= GOAL_VS_SQL else "MISS"},
+            {"goal": f"CheckUpdates (10,000 chunks) / bare SQL <= {GOAL_VS_SQL}", "value": updates_ratio}
+            | {"status": "PASS" if updates_ratio <= GOAL_VS_SQL else "MISS"},
+        ],
+    }
+
+
+def run(bench) -> dict:
+    """Runs the cases; prints their lines; returns the results for latest.json."""
+    rounds = int(os.environ.get("BENCH_CONTENT_ROUNDS", "5"))
+    print(
+        "bench: published content: publish throughput, update bytes, manifest and update checks", flush=True
+    )
+    publish = publish_case(bench.work)
+    update = update_case()
+    rows = rows_case(bench, rounds)
+    goals = [publish["goal"], update["goal"], *rows["goals"]]
+    print()
+    print("Published content")
+    print(
+        f"  publish (1 core)  {publish['ours_mib_per_cpu_s']:.0f} MiB/cpu-s vs sha256+zstd "
+        f"{publish['baseline_mib_per_cpu_s']:.0f} MiB/cpu-s; "
+        f"all cores {publish['all_cores_mib_per_s']:.0f} MiB/s; vs the same loop plus the file and "
+        f"compressed-object hashes the contract needs: {publish['ratio_vs_contract_loop']:.2f}"
+    )
+    print(
+        f"  update bytes      CDC {update['cdc_bytes'] / MiB:.2f} MiB vs fixed 1 MiB chunks "
+        f"{update['fixed_1mib_bytes'] / MiB:.2f} MiB (3 edits in 64 MiB)"
+    )
+    m = rows["median_seconds"]
+    print(
+        f"  manifest          {rows['chunks']} chunks: {m['manifest'] * 1000:.0f} ms (links cached; first "
+        f"pass {rows['first_pass_seconds'] * 1000:.0f} ms) vs SQL {m['manifest_sql'] * 1000:.0f} ms"
+    )
+    print(f"  CheckUpdates      {m['updates'] * 1000:.1f} ms vs SQL {m['updates_sql'] * 1000:.1f} ms")
+    for g in goals:
+        value = g["value"]
+        shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+        print(f"  {g['status']:<4}  {g['goal']:<62} {shown}")
+    print()
+    return {"publish": publish, "update": update, "rows": rows, "goals": goals}
