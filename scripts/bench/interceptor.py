@@ -122,13 +122,18 @@ def run(bench) -> dict:
     body = bench.work / "interceptor.bin"
     body.write_bytes(loadgen.grpc_frame(choice.message))
     for name, (grpc_port, _) in ports.items():
-        code, details = fixtures.raw_call(f"127.0.0.1:{grpc_port}", choice.method, choice.message, bench.token)
+        target = f"127.0.0.1:{grpc_port}"
+        code, details = fixtures.raw_call(target, choice.method, choice.message, bench.token)
         if code != choice.expected_code:
             raise RuntimeError(f"pipeline-{name} answered {code.name}: {details}")
 
     def load(name: str) -> loadgen.LoadResult:
         grpc_port, metrics_port = ports[name]
-        headers = {"content-type": "application/grpc", "te": "trailers", "authorization": f"Bearer {bench.token}"}
+        headers = {
+            "content-type": "application/grpc",
+            "te": "trailers",
+            "authorization": f"Bearer {bench.token}",
+        }
         before = fixtures.handled_codes(metrics_port, choice.method)
         meter = bench.meter([f"pipeline-{name}"])
         result = loadgen.h2load(
@@ -174,15 +179,13 @@ def run(bench) -> dict:
     us = {name: statistics.median(server_us(r) for r in rs) for name, rs in runs.items()}
     failures = sum(r.failures + (r.bad_grpc_status or 0) for rs in runs.values() for r in rs)
     print()
-    print(f"Call pipeline: grpc.aio interceptor vs registration-time wrapper ({choice.method}, {rounds} rounds)")
+    print(f"Call pipeline: grpc.aio interceptor vs wrapper ({choice.method}, {rounds} rounds)")
     for name, rs in runs.items():
-        print(
-            f"  {name:<12} best {max(r.rps for r in rs):>7.0f} req/s, median server CPU {us[name]:.0f} us/call"
-        )
-    print(
-        "  rounds (wrapper / interceptor req/s): "
-        + "; ".join(f"{w.rps:.0f} / {i.rps:.0f}" for w, i in zip(runs["wrapper"], runs["interceptor"], strict=True))
-    )
+        best = max(r.rps for r in rs)
+        print(f"  {name:<12} best {best:>7.0f} req/s, median server CPU {us[name]:.0f} us/call")
+    paired = zip(runs["wrapper"], runs["interceptor"], strict=True)
+    shown = "; ".join(f"{w.rps:.0f} / {i.rps:.0f}" for w, i in paired)
+    print(f"  rounds (wrapper / interceptor req/s): {shown}")
     if ratio is not None:
         print(f"  ratio interceptor / wrapper: {ratio:.2f} (req/s, median of rounds)")
     if cpu_ratio is not None:
