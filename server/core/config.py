@@ -69,7 +69,7 @@ class Settings:
     rate_limits: str = (
         "AchievementService/UpdateAchievementProgress=60/60,"
         "PlaytimeTrackerService/RecordOfflineSessions=10/60,"
-        "CloudSaveService/RequestSaveGameUploadURL=30/60,"
+        "CloudSaveService/RequestSaveGameUploadURL=60/60,"
         "DownloadService/ReportDownloadProgress=120/60"
     )
     playtime_checkpoint_seconds: float = 300.0
