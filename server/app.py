@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import start_http_server
+from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,7 +39,7 @@ from server.core import tracing
 from server.core.auth import TokenVerifier
 from server.core.call_pipeline import CallPipeline
 from server.core.config import Settings
-from server.core.db import create_engine, create_sessionmaker
+from server.core.db import create_engine, create_pool, create_sessionmaker
 from server.core.deps import Deps
 from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 class Application:
     settings: Settings
     engine: AsyncEngine
+    pool: AsyncConnectionPool
     redis: Redis
     relay: OutboxRelay
     deps: Deps
@@ -86,10 +88,13 @@ class Application:
             poll_seconds=settings.outbox_poll_seconds,
             stream_maxlen=settings.notification_stream_maxlen,
         )
+        pool = create_pool(settings.database_url, size=settings.db_pool_size)
+        uow = UnitOfWorkFactory(sessions, settings.event_source, relay.wake, pool)
         store = ObjectStore(settings)  # opened in start(): one long-lived client per process
-        deps = Deps(settings, UnitOfWorkFactory(sessions, settings.event_source, relay.wake), redis, store)
+        deps = Deps(settings, uow, redis, store)
         limiter = RateLimiter(redis, parse_limits(settings.rate_limits), deps.clock)
-        return cls(settings, engine, redis, relay, deps, TokenVerifier.from_settings(settings), limiter)
+        verifier = TokenVerifier.from_settings(settings)
+        return cls(settings, engine, pool, redis, relay, deps, verifier, limiter)
 
     def _register_services(self, methods: MethodTable) -> None:
         """Every v1 service. A capability not built yet keeps its generated base servicer, whose methods
@@ -173,6 +178,7 @@ class Application:
         )
         server.add_generic_rpc_handlers((methods,))
         server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        await self.pool.open()
         monitor = HealthMonitor(health_servicer, self.service_names, self.engine, self.redis)
         await monitor.check_once()
         await server.start()
@@ -197,4 +203,5 @@ class Application:
         self.limiter.close()
         tracing.shutdown()
         await self.redis.aclose()
+        await self.pool.close()
         await self.engine.dispose()

@@ -13,6 +13,7 @@ from library.v1 import achievement_service_pb2_grpc, game_settings_service_pb2_g
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.redis import create_redis
+from tests.support.gateway import gateway_on_ws_port  # noqa: F401 (a fixture for every test module)
 from tests.support.ownership import grant
 from tests.support.processes import python_server, wait_serving
 

@@ -1,9 +1,14 @@
-"""`python -m client settings get|set|patch PRODUCT ...`: the caller's per-game settings document.
+"""`python -m client settings get|set|patch PRODUCT ...`: your per-game settings; `settings downloads`: your
+download settings.
 
     settings get PRODUCT
     settings set PRODUCT --file settings.json        (or --value '{"sound": 0.7}', or --file - for stdin)
     settings patch PRODUCT graphics.quality=ultra graphics.vsync=null sound=0.7
     settings patch PRODUCT --value '{"graphics": {"vsync": null}}' --etag v3
+
+    settings downloads                                 (show them)
+    settings downloads --max-concurrent 2 --bandwidth 20000 --schedule 01:00-07:00 --time-zone Europe/Berlin
+    settings downloads --no-schedule --branch PRODUCT=beta --branch OTHER=public
 
 A patch is an RFC 7386 merge patch: nested objects merge, `null` deletes a key. `--etag` makes the write
 conditional (it fails with ETAG_MISMATCH if the settings changed since that etag was read).
@@ -13,11 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from client.cli.common import command, connect, error, print_json
+from client.sdk.download_settings import (
+    DownloadSettings,
+    DownloadSettingsChange,
+    DownloadSettingsClient,
+    Schedule,
+)
 from client.sdk.settings import GameSettings, SettingsClient
 
 
@@ -50,6 +62,25 @@ def register(groups: argparse._SubParsersAction) -> None:
     )
     _document_source(patch)
     patch.set_defaults(handler=command(_set), merge=True)
+
+    downloads = commands.add_parser("downloads", help="show or change your download settings")
+    downloads.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    downloads.add_argument("--max-concurrent", type=int, metavar="N", help="downloads at once, 1-10")
+    downloads.add_argument("--bandwidth", type=int, metavar="KBPS", help="limit in kbit/s, 0 = unlimited")
+    window = downloads.add_mutually_exclusive_group()
+    window.add_argument("--schedule", metavar="HH:MM-HH:MM", help="daily window for queued downloads")
+    window.add_argument("--no-schedule", action="store_true", help="download at any time")
+    downloads.add_argument("--time-zone", help="IANA zone of --schedule (default: this machine's, else UTC)")
+    downloads.add_argument(
+        "--branch",
+        action="append",
+        default=[],
+        metavar="PRODUCT=BRANCH",
+        help="branch to follow (repeatable)",
+    )
+    downloads.add_argument("--etag", default="", help="change only if the settings still have this etag")
+    downloads.add_argument("--device", help="this device's id in the notification (default: host name)")
+    downloads.set_defaults(handler=command(_downloads))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -150,4 +181,77 @@ async def _set(args: argparse.Namespace) -> int:
         write = client.patch if args.merge else client.replace
         settings = await write(args.product, document, etag=args.etag)
     _show(settings, args.json)
+    return 0
+
+
+def local_time_zone() -> str:
+    """This machine's IANA zone name (from TZ or /etc/localtime), else UTC."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            name = str(Path("/etc/localtime").resolve()).partition("zoneinfo/")[2]
+        except OSError:
+            name = ""
+    return name or "UTC"
+
+
+def download_change(args: argparse.Namespace) -> DownloadSettingsChange:
+    schedule = None
+    if args.schedule:
+        start, sep, end = args.schedule.partition("-")
+        if not sep:
+            raise UsageError(f"--schedule '{args.schedule}' is not HH:MM-HH:MM (e.g. 01:00-07:00)")
+        schedule = Schedule(start.strip(), end.strip(), args.time_zone or local_time_zone())
+    branches = {}
+    for pair in args.branch:
+        product, sep, branch = pair.partition("=")
+        if not sep or not product or not branch:
+            raise UsageError(f"--branch '{pair}' is not PRODUCT=BRANCH (e.g. {pair or 'PRODUCT'}=beta)")
+        branches[product] = branch
+    return DownloadSettingsChange(
+        max_concurrent_downloads=args.max_concurrent,
+        bandwidth_limit_kbps=args.bandwidth,
+        schedule=schedule,
+        clear_schedule=args.no_schedule,
+        branches=branches,
+    )
+
+
+def _show_downloads(settings: DownloadSettings, as_json: bool) -> None:
+    window = settings.schedule
+    if as_json:
+        print_json(
+            {
+                "maxConcurrentDownloads": settings.max_concurrent_downloads,
+                "bandwidthLimitKbps": settings.bandwidth_limit_kbps,
+                "schedule": {"startTime": window.start, "endTime": window.end, "timeZone": window.time_zone}
+                if window
+                else None,
+                "productBranches": settings.branches,
+                "etag": settings.etag,
+                "updatedAt": settings.updated_at.isoformat() if settings.updated_at else None,
+            }
+        )
+        return
+    limit = f"{settings.bandwidth_limit_kbps} kbit/s" if settings.bandwidth_limit_kbps else "unlimited"
+    print(f"downloads at once   {settings.max_concurrent_downloads}")
+    print(f"bandwidth           {limit}")
+    print(
+        f"schedule            {f'{window.start}-{window.end} ({window.time_zone})' if window else 'any time'}"
+    )
+    for product, branch in sorted(settings.branches.items()):
+        print(f"branch              {product} → {branch}")
+    print(f"etag                {settings.etag}")
+
+
+async def _downloads(args: argparse.Namespace) -> int:
+    try:
+        change = download_change(args)
+    except UsageError as exc:
+        return error(str(exc))
+    unchanged = change == DownloadSettingsChange()
+    async with connect(args) as connection:
+        client = DownloadSettingsClient(connection, device_id=args.device)
+        settings = await (client.get() if unchanged else client.update(change, etag=args.etag))
+    _show_downloads(settings, args.json)
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +52,12 @@ def resolve_token(token: str | None = None, token_file: str | None = None) -> st
         return Path(path).read_text().strip()
     except OSError as exc:
         raise ConfigError(f"cannot read the token file {path}: {exc.strerror}") from None
+
+
+def default_device_id() -> str:
+    """This device's id in what it writes (other devices ignore their own changes by it):
+    `LIBRARY_DEVICE_ID`, else the host name."""
+    return os.environ.get("LIBRARY_DEVICE_ID") or socket.gethostname()
 
 
 def new_request_id() -> str:

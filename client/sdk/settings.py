@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from client.sdk.connection import Connection, new_request_id
+from client.sdk.connection import Connection, default_device_id, new_request_id
 from library.v1 import game_settings_service_pb2 as pb
 from library.v1 import game_settings_service_pb2_grpc
-
-
-def default_device_id() -> str:
-    """This device's id in notifications: `LIBRARY_DEVICE_ID`, else the host name."""
-    return os.environ.get("LIBRARY_DEVICE_ID") or socket.gethostname()
 
 
 @dataclass(frozen=True)

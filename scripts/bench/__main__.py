@@ -30,6 +30,13 @@ The call pipeline as a grpc.aio interceptor vs the registration-time wrapper: sc
 (BENCH_INTERCEPTOR_ROUNDS, 3).
 Published content (publish throughput, update bytes, manifests, update checks):
 scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
+Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 5;
+BENCH_SAVES_SMALL_N, 30).
+
+The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
+BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
+comma-separated mix (default: everything). Their knobs: BENCH_DB_DURATION (5), BENCH_DB_WARMUP (1),
+BENCH_DB_ROUNDS (3), BENCH_DB_CLIENTS (8), BENCH_DB_ECHO_PORT (50073).
 """
 
 from __future__ import annotations
@@ -49,7 +56,16 @@ from pathlib import Path
 
 import grpc
 
-from scripts.bench import download_content, download_progress, fixtures, interceptor, loadgen, pgstats
+from scripts.bench import (
+    cloud_saves,
+    db_cases,
+    download_content,
+    download_progress,
+    fixtures,
+    interceptor,
+    loadgen,
+    pgstats,
+)
 from scripts.bench.procs import (
     ROOT,
     CpuMeter,
@@ -116,6 +132,7 @@ class Bench:
         self.token = ""
         self.choice: fixtures.RpcChoice | None = None
         self.redis_pid = _stack_pid("redis")
+        self.selection = db_cases.selection(os.environ.get("BENCH_CASES", ""))
 
     # ------------------------------------------------------------------ processes
     def service_env(self) -> dict[str, str]:
@@ -131,20 +148,22 @@ class Bench:
             "RATE_LIMITS": unreachable,
         }
 
-    def start_service(self, index: int, *, workers: bool) -> str:
+    def start_service(
+        self, index: int, *, workers: bool, name: str = "", module: str = "server", args: tuple[str, ...] = ()
+    ) -> str:
         port, metrics = self.cfg.grpc_ports[index], self.cfg.metrics_ports[index]
-        name = f"server-{index + 1}" + ("" if workers else "-noworkers")
+        name = name or f"server-{index + 1}" + ("" if workers else "-noworkers")
         env = {
             **self.service_env(),
             "GRPC_PORT": str(port),
             "METRICS_PORT": str(metrics),
             "WORKERS_ENABLED": "1" if workers else "0",
         }
-        self.procs.start(name, [sys.executable, "-m", "server"], env)
+        self.procs.start(name, [sys.executable, "-m", module, *args], env)
         target = f"127.0.0.1:{port}"
         self.procs.wait_ready(name, lambda: fixtures.wait_serving(target))
         log(
-            f"{name}: python -m server on {target} (metrics :{metrics}, LOG_LEVEL={self.cfg.log_level}, "
+            f"{name}: python -m {module} on {target} (metrics :{metrics}, LOG_LEVEL={self.cfg.log_level}, "
             f"WORKERS_ENABLED={int(workers)})"
         )
         return target
@@ -319,7 +338,18 @@ class Bench:
             " the hypervisor)"
             + ("  <-- other work on this machine will skew the numbers" if busy > 0.15 else "")
         )
+        summary: dict = {}
+        if self.selection.heartbeat:
+            summary = self.heartbeat_cases(started)
+        if self.selection.db_cases:
+            summary["db_cases"] = db_cases.DbBench(self, self.selection.db_cases).run()
+        summary.setdefault("time", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        summary.setdefault("git_commit", _git_commit())
+        summary["elapsed_s"] = round(time.monotonic() - started, 1)
+        return summary
 
+    def heartbeat_cases(self, started: float) -> dict:
+        cfg = self.cfg
         # 1. service process 1 and the measured RPC
         svc1 = self.start_service(0, workers=True)
         self.choice = fixtures.choose_rpc(svc1)
@@ -381,6 +411,7 @@ class Bench:
         summary["download_progress"] = download_progress.run(self)  # scripts/bench/download_progress.py
         summary["interceptor"] = interceptor.run(self)  # scripts/bench/interceptor.py
         summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
+        summary["cloud_saves"] = cloud_saves.run(self)  # scripts/bench/cloud_saves.py
         return summary
 
     def pg_writes(self) -> dict:

@@ -58,7 +58,7 @@ class LoadError(RuntimeError):
     pass
 
 
-def _percentile(sorted_values: list[int], pct: float) -> float:
+def percentile(sorted_values: list[int], pct: float) -> float:
     if not sorted_values:
         return float("nan")
     # nearest rank
@@ -92,8 +92,23 @@ def _run(cmd: list[str], timeout: float, meter=None, main_after: float = 0.0) ->
     return out, err
 
 
+def read_h2load_log(log_file: Path) -> tuple[list[int], dict[str, int]]:
+    """(latencies in microseconds, sorted; count per HTTP status) from h2load's per-request log."""
+    latencies: list[int] = []
+    statuses: dict[str, int] = {}
+    with open(log_file, encoding="ascii", errors="replace") as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) < 3:
+                continue
+            statuses[parts[1]] = statuses.get(parts[1], 0) + 1
+            latencies.append(int(parts[2]))
+    latencies.sort()
+    return latencies, statuses
+
+
 def h2load(
-    url: str,
+    url: str | list[str],
     body_file: Path,
     headers: dict[str, str],
     *,
@@ -106,7 +121,8 @@ def h2load(
     target: str = "",
     meter=None,
 ) -> LoadResult:
-    """Runs h2load (one thread) against a gRPC method; p50/p99 come from its per-request log."""
+    """Runs h2load (one thread) against a gRPC method (or several, which each client calls in turn);
+    p50/p99 come from its per-request log."""
     cmd = ["h2load", "-t1", f"-c{clients}", f"-m{streams}", "-d", str(body_file), f"--log-file={log_file}"]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
@@ -118,11 +134,11 @@ def h2load(
         if warmup:
             cmd += [f"--warm-up-time={warmup:g}"]
         timeout = (duration or 0) + (warmup or 0) + 60
-    cmd.append(url)
+    cmd += [url] if isinstance(url, str) else url  # several: each client sends them in turn
     log_file.unlink(missing_ok=True)  # h2load appends to an existing log
     out, _ = _run(cmd, timeout, meter, main_after=warmup if requests is None and warmup else 0.0)
 
-    result = LoadResult(tool="h2load", target=target or url, command=_shown(cmd))
+    result = LoadResult(tool="h2load", target=target or str(url), command=_shown(cmd))
     m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
     if not m:
         raise LoadError(f"unexpected h2load output:\n{out[-1500:]}")
@@ -137,16 +153,7 @@ def h2load(
     total, _started, done, _ok, failed, errored, timed_out = (int(g) for g in m2.groups())
     result.errors = failed + errored + timed_out + (total - done)
 
-    latencies: list[int] = []
-    statuses: dict[str, int] = {}
-    with open(log_file, encoding="ascii", errors="replace") as f:
-        for line in f:
-            parts = line.split("\t")
-            if len(parts) < 3:
-                continue
-            statuses[parts[1]] = statuses.get(parts[1], 0) + 1
-            latencies.append(int(parts[2]))
-    latencies.sort()
+    latencies, statuses = read_h2load_log(log_file)
     result.requests = len(latencies)
     result.statuses = statuses
     result.bad_status = sum(n for code, n in statuses.items() if code != "200")
@@ -158,8 +165,8 @@ def h2load(
         result.seconds = seconds
         result.rps = result.requests / seconds if seconds else 0.0
     if latencies:
-        result.p50_ms = _percentile(latencies, 50) / 1000
-        result.p99_ms = _percentile(latencies, 99) / 1000
+        result.p50_ms = percentile(latencies, 50) / 1000
+        result.p99_ms = percentile(latencies, 99) / 1000
         result.mean_ms = sum(latencies) / len(latencies) / 1000
     return result
 

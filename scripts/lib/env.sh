@@ -47,8 +47,8 @@ export ENVOY_MAX_REQUEST_BYTES="${ENVOY_MAX_REQUEST_BYTES:-1048576}"
 # --- local stack internals (scripts/stack-up.sh) ---
 # How long stack-up.sh (and run.sh / test.sh) waits for a component to answer, in seconds.
 export STACK_TIMEOUT="${STACK_TIMEOUT:-60}"
-# PostgreSQL connection limit (each server process holds up to 2 × DB_POOL_SIZE); applied when stack-up
-# starts the cluster.
+# PostgreSQL connection limit (each server process holds up to 4 × DB_POOL_SIZE: the engine pool and the
+# read pool, each with as many overflow); applied when stack-up starts the cluster.
 export PG_MAX_CONNECTIONS="${PG_MAX_CONNECTIONS:-300}"
 # SeaweedFS `weed mini` runs master, volume server, filer, S3 gateway and an admin server (+ maintenance
 # worker) in one process; every port it opens is pinned here so nothing lands on its 8333/8888/9333/23646

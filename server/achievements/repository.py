@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, case, func, select, tuple_, update
+from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.achievements.rules import Definition, Progress, ProgressChange
-from server.achievements.tables import AchievementDefinition, UserAchievement
-from server.library.tables import LibraryItem
+from server.achievements.tables import AchievementDefinition
+from server.core.db import Db
 
 D = AchievementDefinition
-UA = UserAchievement
-
-
-def _definition(row: AchievementDefinition) -> Definition:
-    return Definition(
-        product_id=str(row.product_id),
-        api_name=row.api_name,
-        display_name=row.display_name,
-        description=row.description,
-        hidden=row.hidden,
-        max_progress=row.max_progress,
-        icon_url=row.icon_url,
-        icon_locked_url=row.icon_locked_url,
-        display_order=row.display_order,
-    )
 
 
 async def upsert_definitions(
@@ -68,8 +55,24 @@ async def upsert_definitions(
     return len((await session.scalars(stmt.returning(D.api_name))).all())
 
 
+_RECORD_PROGRESS = (
+    "INSERT INTO user_achievements AS ua "
+    "(user_id, product_id, achievement_api_name, progress, is_unlocked, unlocked_at, updated_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (user_id, product_id, achievement_api_name) DO UPDATE SET "
+    "progress = greatest(ua.progress, excluded.progress), is_unlocked = excluded.is_unlocked, "
+    "unlocked_at = excluded.unlocked_at, updated_at = excluded.updated_at "
+    "WHERE ua.is_unlocked IS false AND (excluded.is_unlocked OR excluded.progress > ua.progress) "
+    "RETURNING ua.is_unlocked"
+)
+_COUNT_UNLOCK = (
+    "UPDATE achievement_definitions SET unlocked_count = unlocked_count + 1 "
+    "WHERE product_id = %s AND api_name = %s"
+)
+
+
 async def record_progress(
-    session: AsyncSession,
+    db: Db,
     user_id: uuid.UUID,
     product_id: uuid.UUID,
     api_name: str,
@@ -83,35 +86,12 @@ async def record_progress(
     one of them sees the row still locked and returns it unlocked. GREATEST keeps progress monotonic even
     when the snapshot the change was computed from is stale.
     """
-    stmt = insert(UA).values(
-        user_id=user_id,
-        product_id=product_id,
-        achievement_api_name=api_name,
-        progress=change.progress,
-        is_unlocked=change.unlocks,
-        unlocked_at=now if change.unlocks else None,
-        updated_at=now,
+    unlocked_at = now if change.unlocks else None
+    unlocked = await db.value(
+        _RECORD_PROGRESS, (user_id, product_id, api_name, change.progress, change.unlocks, unlocked_at, now)
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[UA.user_id, UA.product_id, UA.achievement_api_name],
-        set_={
-            "progress": func.greatest(UA.progress, stmt.excluded.progress),
-            "is_unlocked": stmt.excluded.is_unlocked,
-            "unlocked_at": stmt.excluded.unlocked_at,
-            "updated_at": stmt.excluded.updated_at,
-        },
-        where=and_(
-            UA.is_unlocked.is_(False),
-            stmt.excluded.is_unlocked | (stmt.excluded.progress > UA.progress),
-        ),
-    ).returning(UA.is_unlocked)
-    unlocked = await session.scalar(stmt)
     if unlocked:
-        await session.execute(
-            update(D)
-            .where(D.product_id == product_id, D.api_name == api_name)
-            .values(unlocked_count=D.unlocked_count + 1)
-        )
+        await db.execute(_COUNT_UNLOCK, (product_id, api_name))
     return bool(unlocked)
 
 
@@ -123,54 +103,88 @@ class StatusRow:
     position: int
 
 
-async def count_definitions(session: AsyncSession, product_ids: list[uuid.UUID]) -> int:
-    return await session.scalar(select(func.count()).select_from(D).where(D.product_id.in_(product_ids)))
+# position: where the definition's product is in the requested list (0-based), the first sort key
+_STATUS_COLUMNS = (
+    "d.product_id, d.api_name, d.display_name, d.description, d.hidden, d.max_progress, d.icon_url, "
+    "d.icon_locked_url, d.display_order, d.unlocked_count, ua.progress, ua.is_unlocked, ua.unlocked_at, "
+    "array_position(%s::uuid[], d.product_id) - 1 AS position"
+)
+_STATUS_SOURCE = (
+    "achievement_definitions d LEFT JOIN user_achievements ua ON ua.user_id = %s "
+    "AND ua.product_id = d.product_id AND ua.achievement_api_name = d.api_name "
+    "WHERE d.product_id = ANY(%s)"
+)
+_STATUS_ORDER = "ORDER BY position, d.display_order, d.api_name"
 
 
-async def status_rows(
-    session: AsyncSession,
+def _status_row(row: Sequence[Any]) -> StatusRow:
+    progress, unlocked, unlocked_at = row[10], row[11], row[12]
+    return StatusRow(
+        definition=Definition(
+            product_id=str(row[0]),
+            api_name=row[1],
+            display_name=row[2],
+            description=row[3],
+            hidden=row[4],
+            max_progress=row[5],
+            icon_url=row[6],
+            icon_locked_url=row[7],
+            display_order=row[8],
+        ),
+        progress=(
+            Progress(progress=progress, is_unlocked=unlocked, unlocked_at=unlocked_at)
+            if progress is not None
+            else Progress()
+        ),
+        unlocked_count=row[9],
+        position=row[13],
+    )
+
+
+async def status_page(
+    db: Db,
     user_id: uuid.UUID,
     product_ids: list[uuid.UUID],
     *,
-    after: tuple[int, int, str] | None = None,
-    limit: int | None = None,
-    api_name: str | None = None,
-) -> list[StatusRow]:
-    """Definitions of the products with the user's progress, ordered by product (in the given order),
-    display_order, api_name; keyset-paginated after (position, display_order, api_name)."""
-    position = case({pid: i for i, pid in enumerate(product_ids)}, value=D.product_id)
-    stmt = (
-        select(D, UA.progress, UA.is_unlocked, UA.unlocked_at, position.label("position"))
-        .outerjoin(
-            UA,
-            and_(UA.user_id == user_id, UA.product_id == D.product_id, UA.achievement_api_name == D.api_name),
+    after: tuple[int, int, str] | None,
+    limit: int,
+) -> tuple[list[StatusRow], int]:
+    """Up to `limit` definitions of the products with the user's progress, ordered by product (in the given
+    order), display_order, api_name, after (position, display_order, api_name); and how many definitions
+    the products have (counted with the first page, by a statement of its own for the others)."""
+    params: tuple[Any, ...] = (product_ids, user_id, product_ids)
+    if after is None:
+        rows = await db.all(
+            f"SELECT {_STATUS_COLUMNS}, count(*) OVER () FROM {_STATUS_SOURCE} {_STATUS_ORDER} LIMIT %s",
+            (*params, limit),
         )
-        .where(D.product_id.in_(product_ids))
-        .order_by(position, D.display_order, D.api_name)
+        return [_status_row(row) for row in rows], rows[0][-1] if rows else 0
+    total = await db.value(
+        "SELECT count(*) FROM achievement_definitions WHERE product_id = ANY(%s)", (product_ids,)
     )
-    if api_name is not None:
-        stmt = stmt.where(D.api_name == api_name)
-    if after is not None:
-        stmt = stmt.where(tuple_(position, D.display_order, D.api_name) > tuple_(*after))
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    rows = (await session.execute(stmt)).all()
-    return [
-        StatusRow(
-            definition=_definition(d),
-            progress=Progress(progress=p, is_unlocked=u, unlocked_at=at) if p is not None else Progress(),
-            unlocked_count=d.unlocked_count,
-            position=pos,
-        )
-        for d, p, u, at, pos in rows
-    ]
+    rows = await db.all(
+        f"SELECT {_STATUS_COLUMNS} FROM {_STATUS_SOURCE} "
+        f"AND (array_position(%s::uuid[], d.product_id) - 1, d.display_order, d.api_name) > (%s, %s, %s) "
+        f"{_STATUS_ORDER} LIMIT %s",
+        (*params, product_ids, *after, limit),
+    )
+    return [_status_row(row) for row in rows], total
 
 
-async def owner_counts(session: AsyncSession, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+async def status_row(db: Db, user_id: uuid.UUID, product_id: uuid.UUID, api_name: str) -> StatusRow | None:
+    """One definition of the product with the user's progress; None when the product has no such one."""
+    row = await db.one(
+        f"SELECT {_STATUS_COLUMNS} FROM {_STATUS_SOURCE} AND d.api_name = %s",
+        ([product_id], user_id, [product_id], api_name),
+    )
+    return None if row is None else _status_row(row)
+
+
+async def owner_counts(db: Db, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     """How many users own each product now (products nobody owns are absent)."""
-    rows = await session.execute(
-        select(LibraryItem.product_id, func.count())
-        .where(LibraryItem.product_id.in_(product_ids), LibraryItem.revoked_at.is_(None))
-        .group_by(LibraryItem.product_id)
+    rows = await db.all(
+        "SELECT product_id, count(*) FROM library_items WHERE product_id = ANY(%s) AND revoked_at IS NULL "
+        "GROUP BY product_id",
+        (product_ids,),
     )
-    return {product_id: count for product_id, count in rows}
+    return dict(rows)

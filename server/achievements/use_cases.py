@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from server.achievements import repository
 from server.achievements.rules import Definition, Progress, Status, merge_progress, status_of, unlock_rate
 from server.core import replay
+from server.core.db import Db
 from server.core.deps import Deps
 from server.core.errors import NotFound
 from server.core.events.cloudevents import rfc3339
@@ -67,26 +66,24 @@ async def update_progress(
     """
     key = request_key(user_id, "UpdateAchievementProgress", request_id)
     async with deps.uow() as uow:
-        session = uow.session
+        db = uow.db
         if (first := await replay.claim(uow, key, ProgressResult)) is not None:
             return first
-        await require_owned(session, user_id, product_id)
-        rows = await repository.status_rows(session, user_id, [product_id], api_name=api_name)
-        if not rows:
+        await require_owned(db, user_id, product_id)
+        row = await repository.status_row(db, user_id, product_id, api_name)
+        if row is None:
             raise NotFound("no such achievement for the product", reason="ACHIEVEMENT_NOT_FOUND")
-        [row] = rows
         change = merge_progress(row.progress, reported, row.definition.max_progress)
         newly_unlocked = False
         if change.changed:
             now = deps.clock()
-            newly_unlocked = await repository.record_progress(
-                session, user_id, product_id, api_name, change, now
-            )
+            newly_unlocked = await repository.record_progress(db, user_id, product_id, api_name, change, now)
             if newly_unlocked:
                 _announce_unlock(uow, user_id, row.definition, now)
             # Re-read: the stored state (and the unlock counter) is whatever the conditional upsert left.
-            rows = await repository.status_rows(session, user_id, [product_id], api_name=api_name)
-        [status] = await _merge(deps, session, user_id, [product_id], rows, owned={product_id})
+            row = await repository.status_row(db, user_id, product_id, api_name)
+            assert row is not None  # definitions are never deleted
+        [status] = await _merge(deps, db, user_id, [product_id], [row], owned={product_id})
         result = ProgressResult(status=status, newly_unlocked=newly_unlocked)
         await replay.remember(uow, key, result)
         await uow.commit()
@@ -122,12 +119,10 @@ async def list_statuses(
 ) -> StatusPage:
     fingerprint = query_fingerprint("achievement-statuses", [str(p) for p in product_ids])
     after = _cursor(decode_page_token(page_token, fingerprint))
-    async with deps.uow() as uow:
-        session = uow.session
-        total = await repository.count_definitions(session, product_ids)
-        rows = await repository.status_rows(session, user_id, product_ids, after=after, limit=page_size + 1)
+    async with deps.uow.read() as db:
+        rows, total = await repository.status_page(db, user_id, product_ids, after=after, limit=page_size + 1)
         page = rows[:page_size]
-        statuses = await _merge(deps, session, user_id, product_ids, page)
+        statuses = await _merge(deps, db, user_id, product_ids, page)
     next_token = ""
     if len(rows) > page_size:
         last = page[-1]
@@ -148,7 +143,7 @@ def _cursor(cursor: list[Any] | None) -> tuple[int, int, str] | None:
 
 async def _merge(
     deps: Deps,
-    session: AsyncSession,
+    db: Db,
     user_id: uuid.UUID,
     product_ids: list[uuid.UUID],
     rows: list[repository.StatusRow],
@@ -159,8 +154,8 @@ async def _merge(
     shows as zero (the contract lists unowned products with zero progress). `owned`: the products the
     caller is already known to own, instead of looking them up."""
     if owned is None:
-        owned = await owned_product_ids(session, user_id, product_ids)
-    owners = await _owner_counts(deps, session, product_ids)
+        owned = await owned_product_ids(db, user_id, product_ids)
+    owners = await _owner_counts(deps, db, product_ids)
     statuses = []
     for row in rows:
         product_id = uuid.UUID(row.definition.product_id)
@@ -170,9 +165,7 @@ async def _merge(
     return statuses
 
 
-async def _owner_counts(
-    deps: Deps, session: AsyncSession, product_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, int]:
+async def _owner_counts(deps: Deps, db: Db, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Owners per product, cached in Redis for OWNER_COUNT_TTL_SECONDS: counting a popular game's owners
     on every progress report would scan its library items, and the contract lets the rate lag a little."""
     keys = [f"achievements:owners:{product_id}" for product_id in product_ids]
@@ -180,7 +173,7 @@ async def _owner_counts(
     counts = {p: int(c) for p, c in zip(product_ids, cached, strict=True) if c is not None}
     missing = [p for p in product_ids if p not in counts]
     if missing:
-        fresh = await repository.owner_counts(session, missing)
+        fresh = await repository.owner_counts(db, missing)
         async with deps.redis.pipeline(transaction=False) as pipe:
             for product_id in missing:
                 counts[product_id] = fresh.get(product_id, 0)

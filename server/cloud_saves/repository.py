@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, or_, select
@@ -15,6 +16,13 @@ from server.cloud_saves.rules import COMMITTED, CONFLICT, HELD, PENDING
 from server.cloud_saves.tables import ObjectDeletion, SaveGameOwner, SaveGameRow
 
 S = SaveGameRow
+
+
+@dataclass
+class Usage:
+    used_bytes: int
+    slot_names: set[str]  # slots holding anything (a reserved new slot counts)
+    head_versions: dict[str, int]  # slot → its head's version number
 
 
 class SaveRepository:
@@ -36,8 +44,8 @@ class SaveRepository:
     ) -> SaveGameRow | None:
         """The caller's save game; another user's is None, exactly like an absent one."""
         query = select(S).where(S.id == savegame_id, S.user_id == user_id)
-        if lock:
-            query = query.with_for_update()
+        if lock:  # and refreshed: the session may hold an older read of the row
+            query = query.with_for_update().execution_options(populate_existing=True)
         return await self.session.scalar(query)
 
     async def head(self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str) -> SaveGameRow | None:
@@ -74,15 +82,28 @@ class SaveRepository:
             )
         ).all()
 
-    async def usage(self, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime) -> tuple[int, set[str]]:
-        """(bytes held, slot names held): retained versions, conflict candidates, unexpired reservations."""
+    async def usage(self, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime) -> Usage:
+        """What the user holds in the product (retained versions, conflict candidates, unexpired
+        reservations) and each slot's head version, in one query."""
+        held = _held(now)
         rows = await self.session.execute(
-            select(S.slot_name, func.sum(S.file_size_bytes))
-            .where(S.user_id == user_id, S.product_id == product_id, _held(now))
+            select(
+                S.slot_name,
+                func.coalesce(func.sum(S.file_size_bytes).filter(held), 0),
+                func.count().filter(held),
+                func.max(S.version_number).filter(S.status == COMMITTED),
+            )
+            .where(S.user_id == user_id, S.product_id == product_id)
             .group_by(S.slot_name)
         )
-        by_slot = {name: int(total) for name, total in rows}
-        return sum(by_slot.values()), set(by_slot)
+        usage = Usage(0, set(), {})
+        for name, total, count, head in rows:
+            usage.used_bytes += int(total)
+            if count:
+                usage.slot_names.add(name)
+            if head is not None:
+                usage.head_versions[name] = head
+        return usage
 
     async def slot_in_use(
         self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str, now: datetime
@@ -109,14 +130,22 @@ class SaveRepository:
             )
         )
 
-    async def committed_versions(
-        self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str
-    ) -> Sequence[SaveGameRow]:
-        return (
-            await self.session.scalars(
-                select(S).where(*_slot(user_id, product_id, slot_name), S.status == COMMITTED)
+    async def prune(
+        self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str, *, below: int, now: datetime
+    ) -> int:
+        """Deletes the slot's committed versions numbered below `below` and queues their objects."""
+        pruned = (
+            await self.session.execute(
+                delete(S)
+                .where(
+                    *_slot(user_id, product_id, slot_name), S.status == COMMITTED, S.version_number < below
+                )
+                .returning(S.s3_object_key, S.reserved_until)
             )
         ).all()
+        for key, reserved_until in pruned:
+            await self.queue_deletion(key, delete_after=max(now, reserved_until))
+        return len(pruned)
 
     async def expired_reservations(self, now: datetime, limit: int) -> Sequence[SaveGameRow]:
         """Pending rows past their reservation, locked; rows another transaction holds are skipped."""

@@ -112,10 +112,11 @@ def quota_problem(
     return None
 
 
-def beyond_retention(version_numbers: Iterable[int], keep: int) -> list[int]:
-    """The committed versions to prune: all but the newest `keep` (the head is always kept)."""
-    newest_first = sorted(version_numbers, reverse=True)
-    return newest_first[max(keep, 1) :]
+def oldest_retained(head_version: int, keep: int) -> int:
+    """The oldest version number a slot keeps once `head_version` is committed: the newest `keep` (at
+    least the head). A slot's committed versions are always a contiguous range ending at the head (each
+    commit is head + 1, pruning removes from the old end), so everything below this number goes."""
+    return max(1, head_version - max(keep, 1) + 1)
 
 
 def etag(*parts: object) -> str:

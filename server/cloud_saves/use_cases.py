@@ -194,8 +194,10 @@ class CloudSaves:
         async with self._deps.uow() as uow:
             repo = SaveRepository(uow.session)
             rows = await repo.shown(user_id, product_id)
-            used, _ = await repo.usage(user_id, product_id, self._deps.clock())
-        return Listing(slots_of(product_id, rows), self.limits.quota_bytes, used, self.limits.max_file_bytes)
+            usage = await repo.usage(user_id, product_id, self._deps.clock())
+        return Listing(
+            slots_of(product_id, rows), self.limits.quota_bytes, usage.used_bytes, self.limits.max_file_bytes
+        )
 
     async def download(self, user_id: uuid.UUID, savegame_id: uuid.UUID) -> Download:
         async with self._deps.uow() as uow:
@@ -231,8 +233,8 @@ class CloudSaves:
             await require_owned(uow.session, user_id, request.product_id)
             await repo.lock_owner(user_id, request.product_id)
             now = self._deps.clock()
-            head = await repo.head(user_id, request.product_id, request.slot_name)
-            head_version = head.version_number if head else 0
+            usage = await repo.usage(user_id, request.product_id, now)
+            head_version = usage.head_versions.get(request.slot_name, 0)
             if request.base_version > head_version:
                 raise InvalidArgument(
                     [
@@ -241,11 +243,10 @@ class CloudSaves:
                         )
                     ]
                 )
-            used, slot_names = await repo.usage(user_id, request.product_id, now)
             problem = rules.quota_problem(
                 self.limits,
-                used_bytes=used,
-                slot_names=slot_names,
+                used_bytes=usage.used_bytes,
+                slot_names=usage.slot_names,
                 slot_name=request.slot_name,
                 size=request.file_size_bytes,
             )
@@ -254,7 +255,7 @@ class CloudSaves:
                     problem,
                     metadata={
                         "quotaBytes": str(self.limits.quota_bytes),
-                        "usedBytes": str(used),
+                        "usedBytes": str(usage.used_bytes),
                         "maxSlots": str(self.limits.max_slots),
                     },
                 )
@@ -313,23 +314,24 @@ class CloudSaves:
 
     async def confirm(self, user_id: uuid.UUID, savegame_id: uuid.UUID) -> Confirmation:
         """Verifies the stored object, then commits it, lets a policy decide a conflict, or keeps it as a
-        conflict candidate (then raises ConflictResolutionRequired after the commit)."""
+        conflict candidate (then raises ConflictResolutionRequired after the commit).
+
+        One transaction: the row is read, the store asked (holding no lock yet), then the owner and row
+        locks are taken and the row re-read before anything is decided."""
+        conflict: tuple[SaveGame, SaveGame] | None = None
         async with self._deps.uow() as uow:
             repo = SaveRepository(uow.session)
             row = await repo.get(user_id, savegame_id)
             if row is not None and row.status != PENDING:
                 return await self._settled(repo, row)
-        if row is None or row.reserved_until <= self._deps.clock():
-            raise savegame_not_found("no such upload, or its reservation expired")
-        stored = await self._store.head(row.s3_object_key)
-        intact = (
-            stored is not None
-            and stored.size == row.file_size_bytes
-            and stored.sha256_hex == row.file_hash_sha256
-        )
-        conflict: tuple[SaveGame, SaveGame] | None = None
-        async with self._deps.uow() as uow:
-            repo = SaveRepository(uow.session)
+            if row is None or row.reserved_until <= self._deps.clock():
+                raise savegame_not_found("no such upload, or its reservation expired")
+            stored = await self._store.head(row.s3_object_key)
+            intact = (
+                stored is not None
+                and stored.size == row.file_size_bytes
+                and stored.sha256_hex == row.file_hash_sha256
+            )
             await repo.lock_owner(user_id, row.product_id)
             row = await repo.get(user_id, savegame_id, lock=True)
             now = self._deps.clock()
@@ -406,14 +408,9 @@ class CloudSaves:
         row.version_number = (head.version_number if head else 0) + 1
         row.server_uploaded_at = now
         row.updated_at = now
-        await uow.session.flush()
-        versions = await repo.committed_versions(row.user_id, row.product_id, row.slot_name)
-        prune = set(
-            rules.beyond_retention([v.version_number for v in versions], self.limits.retained_versions)
-        )
-        for old in versions:
-            if old.version_number in prune:
-                await repo.forget(old, delete_after=now)
+        oldest = rules.oldest_retained(row.version_number, self.limits.retained_versions)
+        if oldest > 1:
+            await repo.prune(row.user_id, row.product_id, row.slot_name, below=oldest, now=now)
         timestamp = rfc3339(now)
         uow.add_event(
             SAVEGAME_UPLOADED,
@@ -486,8 +483,7 @@ class CloudSaves:
                     raise AlreadyExists(
                         f"slot {new_slot_name!r} already exists", reason="SAVEGAME_SLOT_ALREADY_EXISTS"
                     )
-                _, slot_names = await repo.usage(user_id, product_id, now)
-                if len(slot_names) >= self.limits.max_slots:
+                if len((await repo.usage(user_id, product_id, now)).slot_names) >= self.limits.max_slots:
                     raise QuotaExceeded(f"at most {self.limits.max_slots} save slots per game")
                 row.slot_name = new_slot_name
                 await self._make_head(uow, repo, row, None, now)
@@ -521,11 +517,11 @@ class CloudSaves:
             now = self._deps.clock()
             source = await self._retained(repo, user_id, product_id, slot_name, version_number)
             await self._check_etag(repo, user_id, product_id, slot_name, etag)
-            used, slot_names = await repo.usage(user_id, product_id, now)
+            usage = await repo.usage(user_id, product_id, now)
             problem = rules.quota_problem(
                 self.limits,
-                used_bytes=used,
-                slot_names=slot_names,
+                used_bytes=usage.used_bytes,
+                slot_names=usage.slot_names,
                 slot_name=slot_name,
                 size=source.file_size_bytes,
             )

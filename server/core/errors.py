@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 from google.protobuf import any_pb2, duration_pb2
@@ -145,9 +146,12 @@ class Unimplemented(DomainError):
     reason = "NOT_IMPLEMENTED"
 
 
-# What a dependency raises when it is down or too slow rather than when a request is wrong. SQLAlchemy's
-# OperationalError also covers serialization failures and lock or statement timeouts: retryable as well.
+# What a dependency raises when it is down or too slow rather than when a request is wrong. OperationalError
+# (SQLAlchemy's and psycopg's) also covers serialization failures and lock or statement timeouts: retryable
+# as well. psycopg_pool's PoolTimeout (no pooled connection in time) is a psycopg OperationalError.
 _DEPENDENCY_FAILURES = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,  # no pooled connection within the pool timeout

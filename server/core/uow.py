@@ -9,6 +9,14 @@ woken so delivery is prompt.
         uow.add_event("com.platform.library.item.added.v1", user_id, {...})
         uow.notify(user_id, "achievementUnlocked", {...})
         await uow.commit()
+
+`uow.db` (server.core.db.Db) and `uow.session` (the ORM) are one connection and one transaction: a
+repository function takes whichever it needs (docs/ARCHITECTURE.md, "Database access"). A read-only use
+case runs in `uow_factory.read()` instead: one autocommit connection, no BEGIN/COMMIT, no ORM. Each of its
+statements sees the data committed when it starts, as each statement in a READ COMMITTED transaction does.
+
+    async with uow_factory.read() as db:
+        items = await repository.list_items(db, ...)
 """
 
 from __future__ import annotations
@@ -17,9 +25,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core import context, tracing
+from server.core.db import Db
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC, make_cloud_event
 from server.core.events.tables import CHANNEL_KAFKA, CHANNEL_NOTIFICATION, OutboxMessage
 
@@ -38,10 +49,12 @@ class UnitOfWork:
         self._on_commit = on_commit
         self._messages: list[OutboxMessage] = []
         self.session: AsyncSession
+        self.db: Db
 
     async def __aenter__(self) -> UnitOfWork:
         self.session = self._sessions()
-        await self.session.begin()
+        connection = await self.session.connection()  # begins the session's transaction
+        self.db = Db((await connection.get_raw_connection()).driver_connection)
         self._messages = []
         return self
 
@@ -85,22 +98,63 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         if self._messages:
-            self.session.add_all(self._messages)
+            await self.db.execute_many(
+                _INSERT_OUTBOX, [(m.id, m.channel, m.topic, m.key, Jsonb(m.payload)) for m in self._messages]
+            )
         await self.session.commit()
         if self._messages:
             self._messages = []
             self._on_commit()
 
 
+_INSERT_OUTBOX = "INSERT INTO outbox (id, channel, topic, key, payload) VALUES (%s, %s, %s, %s, %s)"
+
+
+class ReadUnit:
+    """A read-only unit of work (see the module docstring): `async with` gives its `Db`."""
+
+    __slots__ = ("_conn", "_pool", "_session", "_sessions")
+
+    def __init__(self, pool: AsyncConnectionPool | None, sessions: async_sessionmaker[AsyncSession]):
+        self._pool = pool
+        self._sessions = sessions
+        self._conn = None
+        self._session: AsyncSession | None = None
+
+    async def __aenter__(self) -> Db:
+        if self._pool is not None:
+            self._conn = await self._pool.getconn()
+            return Db(self._conn)
+        # no pool of its own (a factory built without one): a connection of the engine's pool
+        self._session = self._sessions()
+        connection = await self._session.connection()
+        return Db((await connection.get_raw_connection()).driver_connection)
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        if self._session is not None:
+            await self._session.close()
+        elif self._pool is not None and self._conn is not None:
+            await self._pool.putconn(self._conn)
+
+
 class UnitOfWorkFactory:
-    """Makes a fresh UnitOfWork per use case; the composition root builds one and hands it to use cases."""
+    """Makes a fresh UnitOfWork per use case (`read()`: a ReadUnit); the composition root builds one and
+    hands it to use cases. `pool`: the autocommit connections of read units (server.core.db.create_pool)."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], source: str, on_commit: Callable[[], None]
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        source: str,
+        on_commit: Callable[[], None],
+        pool: AsyncConnectionPool | None = None,
     ):
         self.sessions = sessions
+        self.pool = pool
         self._source = source
         self._on_commit = on_commit
 
     def __call__(self) -> UnitOfWork:
         return UnitOfWork(self.sessions, self._source, self._on_commit)
+
+    def read(self) -> ReadUnit:
+        return ReadUnit(self.pool, self.sessions)

@@ -385,16 +385,20 @@ class DownloadSessions:
             async with self._uow() as uow:
                 users = await SessionRepository(uow.session).users_waiting(after, batch)
             for user_id in users:
-                async with self._uow() as uow:
-                    repo = SessionRepository(uow.session)
-                    await repo.lock_user_queue(user_id)
-                    changes = _Changes()
-                    await self._settle(uow, repo, user_id, changes, self._clock())
-                    started += len(changes.rows)
-                    await self._commit(uow, changes)
+                started += await self.promote_user(user_id)
             if len(users) < batch:
                 return started
             after = users[-1]
+
+    async def promote_user(self, user_id: uuid.UUID) -> int:
+        """Re-runs one user's queue now (their download settings changed); how many sessions started."""
+        async with self._uow() as uow:
+            repo = SessionRepository(uow.session)
+            await repo.lock_user_queue(user_id)
+            changes = _Changes()
+            await self._settle(uow, repo, user_id, changes, self._clock())
+            await self._commit(uow, changes)
+        return len(changes.rows)
 
     # ------------------------------------------------------------------ the queue
     async def _move(

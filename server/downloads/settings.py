@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core import replay
 from server.core.deps import Deps
-from server.core.errors import ProductAccessDenied
+from server.core.errors import NotFound, ProductAccessDenied
 from server.core.events.cloudevents import rfc3339
 from server.core.replay import request_key
 from server.core.uow import UnitOfWork
 from server.core.versioned import etag_of
+from server.downloads import catalog
 from server.downloads import settings_repository as repository
 from server.downloads.settings_rules import (
     DEFAULT_BRANCH,
@@ -96,16 +97,13 @@ async def update_download_settings(
 ) -> DownloadSettings:
     """Applies the change (ABORTED ETAG_MISMATCH when `update.etag` is given and stale) and sends
     `downloadSettingsUpdated` with the new settings to the user's devices, so running downloads pick up a
-    new bandwidth or concurrency limit. Choosing a non-default branch needs the product in the library."""
+    new bandwidth or concurrency limit. Choosing a non-default branch needs the product in the library
+    and a published version on that branch."""
     key = request_key(user_id, "UpdateDownloadSettings", request_id)
     async with deps.uow() as uow:
         if (first := await replay.claim(uow, key, DownloadSettings)) is not None:
             return first
-        chosen = [uuid.UUID(p) for p, branch in update.change.branches.items() if branch != DEFAULT_BRANCH]
-        if chosen:
-            owned = await owned_product_ids(uow.session, user_id, chosen)
-            if missing := [p for p in chosen if p not in owned]:
-                raise ProductAccessDenied(str(missing[0]))
+        await _check_branches(uow.session, user_id, update.change)
         now = deps.clock()
         await repository.write(
             uow.session,
@@ -118,6 +116,26 @@ async def update_download_settings(
         await replay.remember(uow, key, result)
         await uow.commit()
     return result
+
+
+async def _check_branches(session: AsyncSession, user_id: uuid.UUID, change: SettingsChange) -> None:
+    """A branch other than `public` may be chosen only for a product in the library that has a published
+    version on it (PRODUCT_ACCESS_DENIED / NOT_FOUND PRODUCT_VERSION_NOT_FOUND otherwise)."""
+    chosen = {uuid.UUID(p): branch for p, branch in change.branches.items() if branch != DEFAULT_BRANCH}
+    if not chosen:
+        return
+    owned = await owned_product_ids(session, user_id, chosen)
+    if missing := [p for p in chosen if p not in owned]:
+        raise ProductAccessDenied(str(missing[0]))
+    for product_id, branch in chosen.items():
+        try:
+            await catalog.resolve_version(session, product_id, branch=branch, version_id=None)
+        except NotFound:
+            raise NotFound(
+                "the product has no published version on that branch",
+                reason="PRODUCT_VERSION_NOT_FOUND",
+                metadata={"productId": str(product_id), "branch": branch},
+            ) from None
 
 
 def _notification(settings: DownloadSettings, device_id: str) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from server.core.deps import Deps
 from server.core.protoconv import timestamp
 from server.core.validation import Validator
 from server.downloads import settings as use_cases
+from server.downloads.sessions import DownloadSessions
 from server.downloads.settings_rules import (
     BANDWIDTH,
+    BRANCHES,
     DEFAULT_MAX_CONCURRENT_DOWNLOADS,
     FIELDS,
     MAX_CONCURRENT,
@@ -33,6 +35,8 @@ MAX_PRODUCT_BRANCHES = 1000
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _BRANCH = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The settings the download queue depends on.
+QUEUE_FIELDS = frozenset({MAX_CONCURRENT, SCHEDULE})
 
 
 def settings_pb(settings: DownloadSettings) -> pb.DownloadSettings:
@@ -119,7 +123,8 @@ def _change(v: Validator, request: pb.UpdateDownloadSettingsRequest) -> Settings
         max_concurrent_downloads=max_concurrent,
         bandwidth_kbps=settings.bandwidth_limit_kbps,
         schedule=schedule,
-        branches=_branches(v, settings.product_branches),
+        # With a mask, a field it does not name is ignored (AIP-134), branch entries included.
+        branches=_branches(v, settings.product_branches) if not masked or BRANCHES in masked else {},
     )
     if change.is_empty and not v.violations:
         v.fail("settings", "names nothing to change")
@@ -127,7 +132,11 @@ def _change(v: Validator, request: pb.UpdateDownloadSettingsRequest) -> Settings
 
 
 class DownloadSettingsServicer:
+    """The settings RPCs of DownloadService (a mixin of servicer.DownloadServiceServicer, which provides
+    `_deps` and the queue, `_sessions`)."""
+
     _deps: Deps
+    _sessions: DownloadSessions
 
     async def GetDownloadSettings(self, request: pb.GetDownloadSettingsRequest, context):
         settings = await use_cases.read_download_settings(self._deps, current_user_id())
@@ -149,4 +158,8 @@ class DownloadSettingsServicer:
             change=change, etag=request.settings.etag, device_id=request.device_id
         )
         settings = await use_cases.update_download_settings(self._deps, user_id, update, request_id)
+        if change.fields & QUEUE_FIELDS:
+            # A raised limit or a new window may start waiting downloads now rather than at the promoter's
+            # next round (which still catches up should this fail).
+            await self._sessions.promote_user(user_id)
         return pb.UpdateDownloadSettingsResponse(settings=settings_pb(settings))

@@ -1,44 +1,40 @@
-"""Ownership checks other capabilities use (playtime, achievements)."""
+"""Ownership checks other capabilities use (playtime, achievements, game settings, downloads, ...).
+
+Each takes a `Db` (`uow.db`, a read unit's) or, for callers written before `Db`, the unit's session."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.db import Db, db_of
 from server.core.errors import ProductAccessDenied
-from server.library.tables import LibraryItem
+
+_OWNED = "SELECT product_id FROM library_items WHERE user_id = %s AND revoked_at IS NULL"
 
 
-async def owned_item(session: AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> LibraryItem | None:
-    """The caller's active library item for the product, or None when not owned (or revoked)."""
-    return await session.scalar(
-        select(LibraryItem).where(
-            LibraryItem.user_id == user_id,
-            LibraryItem.product_id == product_id,
-            LibraryItem.revoked_at.is_(None),
-        )
-    )
+async def owns(db: Db | AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
+    """Whether the user owns the product now (an active, not revoked, library item)."""
+    db = await db_of(db)
+    return await db.one(f"{_OWNED} AND product_id = %s", (user_id, product_id)) is not None
 
 
-async def require_owned(session: AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> LibraryItem:
+async def require_owned(db: Db | AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> None:
     """Raises PERMISSION_DENIED PRODUCT_ACCESS_DENIED unless the user owns the product."""
-    item = await owned_item(session, user_id, product_id)
-    if item is None:
+    if not await owns(db, user_id, product_id):
         raise ProductAccessDenied(str(product_id))
-    return item
 
 
 async def owned_product_ids(
-    session: AsyncSession, user_id: uuid.UUID, product_ids: Iterable[uuid.UUID] | None = None
+    db: Db | AsyncSession, user_id: uuid.UUID, product_ids: Iterable[uuid.UUID] | None = None
 ) -> set[uuid.UUID]:
     """Which of the products the user owns now (not revoked); every owned product when `product_ids` is
     None."""
-    query = select(LibraryItem.product_id).where(
-        LibraryItem.user_id == user_id, LibraryItem.revoked_at.is_(None)
-    )
-    if product_ids is not None:
-        query = query.where(LibraryItem.product_id.in_(list(product_ids)))
-    return set(await session.scalars(query))
+    db = await db_of(db)
+    if product_ids is None:
+        rows = await db.all(_OWNED, (user_id,))
+    else:
+        rows = await db.all(f"{_OWNED} AND product_id = ANY(%s)", (user_id, list(product_ids)))
+    return {row[0] for row in rows}

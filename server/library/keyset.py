@@ -1,8 +1,11 @@
 """Keyset pagination for the library's listings: stable pages ordered by several keys, ties broken by id.
 
-A listing names its sort keys (the last one unique, e.g. the row id); a page ends with the key values of its
-last row, and the next page starts strictly after them. Unlike OFFSET, rows inserted or removed meanwhile
-never shift a page boundary, so no row is skipped or repeated.
+A listing names its sort keys (SQL expressions, the last one unique, e.g. the row id); a page ends with the
+key values of its last row, and the next page starts strictly after them. Unlike OFFSET, rows inserted or
+removed meanwhile never shift a page boundary, so no row is skipped or repeated.
+
+The first page counts the matching rows in the same statement (a window count, evaluated before LIMIT);
+a later page's WHERE holds the cursor, so it counts them in a statement of its own.
 """
 
 from __future__ import annotations
@@ -13,9 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, false, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from server.core.db import Db
 from server.core.pagination import invalid_page_token
 
 
@@ -29,68 +30,98 @@ def _encode(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class SortKey:
-    """One ORDER BY term. Nullable keys sort their NULLs last in either direction."""
+    """One ORDER BY term (an SQL expression). Nullable keys sort their NULLs last in either direction."""
 
-    expr: ColumnElement[Any]
+    expr: str
     descending: bool = False
     nullable: bool = False
     decode: Callable[[Any], Any] = str
 
-    def order_by(self) -> ColumnElement[Any]:
-        term = self.expr.desc() if self.descending else self.expr.asc()
-        return term.nulls_last() if self.nullable else term
+    def order_by(self) -> str:
+        term = f"{self.expr} {'DESC' if self.descending else 'ASC'}"
+        return f"{term} NULLS LAST" if self.nullable else term
 
-    def equals(self, value: Any) -> ColumnElement[bool]:
-        return self.expr.is_(None) if value is None else self.expr == value
+    def equals(self, value: Any, params: list[Any]) -> str:
+        if value is None:
+            return f"{self.expr} IS NULL"
+        params.append(value)
+        return f"{self.expr} = %s"
 
-    def beyond(self, value: Any) -> ColumnElement[bool]:
+    def beyond(self, value: Any, params: list[Any]) -> str:
         """Rows strictly after `value` in this key's order."""
         if value is None:
-            return false()  # NULLs come last: nothing is beyond them on this key
-        strictly = self.expr < value if self.descending else self.expr > value
-        return or_(strictly, self.expr.is_(None)) if self.nullable else strictly
+            return "false"  # NULLs come last: nothing is beyond them on this key
+        params.append(value)
+        strictly = f"{self.expr} {'<' if self.descending else '>'} %s"
+        return f"({strictly} OR {self.expr} IS NULL)" if self.nullable else strictly
 
 
-def time_key(expr: ColumnElement[Any], *, descending: bool = False, nullable: bool = False) -> SortKey:
+def time_key(expr: str, *, descending: bool = False, nullable: bool = False) -> SortKey:
     return SortKey(expr, descending, nullable, datetime.fromisoformat)
 
 
-def id_key(expr: ColumnElement[Any], *, descending: bool = False) -> SortKey:
+def id_key(expr: str, *, descending: bool = False) -> SortKey:
     return SortKey(expr, descending, decode=uuid.UUID)
 
 
-def after(keys: Sequence[SortKey], cursor: Sequence[Any]) -> ColumnElement[bool]:
-    """Rows that come after the row whose key values are `cursor` (lexicographic over `keys`).
+def after(keys: Sequence[SortKey], cursor: Sequence[Any], params: list[Any]) -> str:
+    """The condition for rows after the row whose key values are `cursor` (lexicographic over `keys`);
+    its parameters are appended to `params`.
 
     A cursor that doesn't fit the keys (a hand-made token) is INVALID_ARGUMENT."""
     try:
         values = [None if raw is None else key.decode(raw) for key, raw in zip(keys, cursor, strict=True)]
     except (ValueError, TypeError, AttributeError) as exc:
         raise invalid_page_token() from exc
-    return or_(
-        *(
-            and_(*(keys[j].equals(values[j]) for j in range(i)), keys[i].beyond(values[i]))
-            for i in range(len(keys))
-        )
-    )
+    terms = []
+    for i in range(len(keys)):
+        parts = [keys[j].equals(values[j], params) for j in range(i)]
+        parts.append(keys[i].beyond(values[i], params))
+        terms.append("(" + " AND ".join(parts) + ")")
+    return "(" + " OR ".join(terms) + ")"
 
 
-async def fetch_page(
-    session: AsyncSession,
-    stmt: Select[Any],
-    keys: Sequence[SortKey],
-    cursor: Sequence[Any] | None,
-    page_size: int,
-) -> tuple[list[Row[Any]], list[Any] | None, int]:
-    """One page of `stmt` (rows with the key values appended), the next cursor (None on the last page) and
-    the number of rows `stmt` matches over all pages."""
-    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
-    if cursor is not None:
-        stmt = stmt.where(after(keys, cursor))
-    paged = stmt.add_columns(*(key.expr for key in keys)).order_by(*(k.order_by() for k in keys))
-    rows = list((await session.execute(paged.limit(page_size + 1))).all())
-    next_cursor = None
-    if len(rows) > page_size:
-        rows = rows[:page_size]
-        next_cursor = [_encode(value) for value in rows[-1][-len(keys) :]]
-    return rows, next_cursor, int(total or 0)
+@dataclass(frozen=True)
+class Listing:
+    """A paginated query: `SELECT {columns} FROM {source} WHERE {conditions}` with its sort keys."""
+
+    columns: str
+    source: str
+    keys: Sequence[SortKey]
+
+    async def page(
+        self,
+        db: Db,
+        conditions: Sequence[str],
+        params: Sequence[Any],
+        cursor: Sequence[Any] | None,
+        page_size: int,
+    ) -> tuple[list[tuple[Any, ...]], list[Any] | None, int]:
+        """One page of rows (the selected columns only), the next cursor (None on the last page) and the
+        number of rows the conditions match over all pages."""
+        keys = self.keys
+        where = " AND ".join(conditions)
+        key_columns = ", ".join(k.expr for k in keys)
+        order = ", ".join(k.order_by() for k in keys)
+        bound = list(params)
+        if cursor is None:
+            sql = (
+                f"SELECT {self.columns}, {key_columns}, count(*) OVER () FROM {self.source} WHERE {where} "
+                f"ORDER BY {order} LIMIT %s"
+            )
+            rows = await db.all(sql, [*bound, page_size + 1])
+            total = rows[0][-1] if rows else 0
+            rows = [row[:-1] for row in rows]
+        else:
+            total = await db.value(f"SELECT count(*) FROM {self.source} WHERE {where}", bound)
+            condition = after(keys, cursor, bound)
+            sql = (
+                f"SELECT {self.columns}, {key_columns} FROM {self.source} WHERE {where} AND {condition} "
+                f"ORDER BY {order} LIMIT %s"
+            )
+            rows = await db.all(sql, [*bound, page_size + 1])
+        next_cursor = None
+        if len(rows) > page_size:
+            rows = rows[:page_size]
+            next_cursor = [_encode(value) for value in rows[-1][-len(keys) :]]
+        return [row[: -len(keys)] for row in rows], next_cursor, int(total or 0)

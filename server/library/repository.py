@@ -11,117 +11,117 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.db import Db
 from server.library import keyset
-from server.library.tables import (
-    AppliedOrder,
-    Category,
-    LibraryItem,
-    LibraryItemCategory,
-    Product,
-    WishlistItem,
-)
+from server.library.tables import AppliedOrder, LibraryItem, Product
 from server.library.views import CategoryView, LibraryItemView, ProductInfo, WishlistItemView
 
 NAME_ASC, LAST_PLAYED_DESC, ADDED_AT_DESC = "name_asc", "last_played_desc", "added_at_desc"
 
-_product_name = func.lower(func.coalesce(Product.name, ""))
-_ITEM_SORTS: dict[str, list[keyset.SortKey]] = {
-    NAME_ASC: [keyset.SortKey(_product_name), keyset.id_key(LibraryItem.id)],
-    LAST_PLAYED_DESC: [
-        keyset.time_key(LibraryItem.last_played_timestamp, descending=True, nullable=True),
-        keyset.SortKey(_product_name),
-        keyset.id_key(LibraryItem.id),
-    ],
-    ADDED_AT_DESC: [
-        keyset.time_key(LibraryItem.added_to_library_at, descending=True),
-        keyset.id_key(LibraryItem.id),
-    ],
+# A product's columns as `product_info` reads them (p: products, left-joined: all NULL when not cached).
+_PRODUCT = (
+    "p.product_id, p.name, p.product_type, p.cover_image_url, p.icon_url, p.developer, p.publisher, "
+    "p.release_date, p.genres, p.updated_at"
+)
+# An item's columns as `_item_view` reads them, then its product's, then its category ids (by name).
+_ITEM = (
+    "li.id, li.product_id, li.acquisition_type, li.acquisition_timestamp, li.added_to_library_at, "
+    "li.last_played_timestamp, li.total_playtime_seconds, li.installation_status, li.installed_version_id, "
+    f"li.is_hidden, {_PRODUCT}, "
+    "ARRAY(SELECT lic.category_id FROM library_item_categories lic "
+    "JOIN library_categories c ON c.id = lic.category_id WHERE lic.library_item_id = li.id "
+    "ORDER BY lower(c.name), c.id)"
+)
+_ACTIVE_ITEMS = "library_items li LEFT JOIN products p ON p.product_id = li.product_id"
+_ACTIVE = "li.user_id = %s AND li.revoked_at IS NULL"
+
+_product_name = "lower(coalesce(p.name, ''))"
+_ITEM_LISTINGS: dict[str, keyset.Listing] = {
+    NAME_ASC: keyset.Listing(_ITEM, _ACTIVE_ITEMS, [keyset.SortKey(_product_name), keyset.id_key("li.id")]),
+    LAST_PLAYED_DESC: keyset.Listing(
+        _ITEM,
+        _ACTIVE_ITEMS,
+        [
+            keyset.time_key("li.last_played_timestamp", descending=True, nullable=True),
+            keyset.SortKey(_product_name),
+            keyset.id_key("li.id"),
+        ],
+    ),
+    ADDED_AT_DESC: keyset.Listing(
+        _ITEM,
+        _ACTIVE_ITEMS,
+        [keyset.time_key("li.added_to_library_at", descending=True), keyset.id_key("li.id")],
+    ),
 }
-_CATEGORY_SORT = [keyset.SortKey(func.lower(Category.name)), keyset.id_key(Category.id)]
-_WISHLIST_SORT = [
-    keyset.time_key(WishlistItem.added_timestamp, descending=True),
-    keyset.id_key(WishlistItem.id),
-]
+_CATEGORIES = keyset.Listing(
+    "c.id, c.name, c.created_at",
+    "library_categories c",
+    [keyset.SortKey("lower(c.name)"), keyset.id_key("c.id")],
+)
+_WISH = f"w.id, w.product_id, w.added_timestamp, w.priority, w.notes, {_PRODUCT}"
+_WISHLIST = keyset.Listing(
+    _WISH,
+    "wishlist_items w LEFT JOIN products p ON p.product_id = w.product_id",
+    [keyset.time_key("w.added_timestamp", descending=True), keyset.id_key("w.id")],
+)
 
 
-def product_info(product: Product | None) -> ProductInfo | None:
-    if product is None:
+def product_info(row: Sequence[Any]) -> ProductInfo | None:
+    """The product of `row` (its _PRODUCT columns); None when the product is not cached."""
+    if row[0] is None:
         return None
     return ProductInfo(
-        product_id=product.product_id,
-        name=product.name,
-        product_type=product.product_type,
-        cover_image_url=product.cover_image_url,
-        icon_url=product.icon_url,
-        developer=product.developer,
-        publisher=product.publisher,
-        release_date=product.release_date,
-        genres=list(product.genres),
-        updated_at=product.updated_at,
+        product_id=row[0],
+        name=row[1],
+        product_type=row[2],
+        cover_image_url=row[3],
+        icon_url=row[4],
+        developer=row[5],
+        publisher=row[6],
+        release_date=row[7],
+        genres=row[8],
+        updated_at=row[9],
     )
 
 
-def _item_view(item: LibraryItem, product: Product | None, category_ids: list[uuid.UUID]) -> LibraryItemView:
+def _item_view(row: Sequence[Any]) -> LibraryItemView:
     return LibraryItemView(
-        id=item.id,
-        product_id=item.product_id,
-        product=product_info(product),
-        acquisition_type=item.acquisition_type,
-        acquisition_timestamp=item.acquisition_timestamp,
-        added_to_library_at=item.added_to_library_at,
-        last_played_timestamp=item.last_played_timestamp,
-        total_playtime_seconds=item.total_playtime_seconds,
-        installation_status=item.installation_status,
-        installed_version_id=item.installed_version_id,
-        is_hidden=item.is_hidden,
-        category_ids=category_ids,
+        id=row[0],
+        product_id=row[1],
+        product=product_info(row[10:20]),
+        acquisition_type=row[2],
+        acquisition_timestamp=row[3],
+        added_to_library_at=row[4],
+        last_played_timestamp=row[5],
+        total_playtime_seconds=row[6],
+        installation_status=row[7],
+        installed_version_id=row[8],
+        is_hidden=row[9],
+        category_ids=row[20],
     )
 
 
-def _category_view(category: Category) -> CategoryView:
-    return CategoryView(id=category.id, name=category.name, created_at=category.created_at)
+def _category_view(row: Sequence[Any]) -> CategoryView:
+    return CategoryView(id=row[0], name=row[1], created_at=row[2])
 
 
-def _wishlist_view(item: WishlistItem, product: Product | None) -> WishlistItemView:
+def _wishlist_view(row: Sequence[Any]) -> WishlistItemView:
     return WishlistItemView(
-        id=item.id,
-        product_id=item.product_id,
-        product=product_info(product),
-        added_timestamp=item.added_timestamp,
-        priority=item.priority,
-        notes=item.notes,
+        id=row[0],
+        product_id=row[1],
+        product=product_info(row[5:]),
+        added_timestamp=row[2],
+        priority=row[3],
+        notes=row[4],
     )
-
-
-def _active_items(user_id: uuid.UUID) -> Select[Any]:
-    return (
-        select(LibraryItem, Product)
-        .outerjoin(Product, Product.product_id == LibraryItem.product_id)
-        .where(LibraryItem.user_id == user_id, LibraryItem.revoked_at.is_(None))
-    )
-
-
-async def _with_categories(session: AsyncSession, rows: Sequence[Any]) -> list[LibraryItemView]:
-    item_ids = [row[0].id for row in rows]
-    memberships: dict[uuid.UUID, list[uuid.UUID]] = {item_id: [] for item_id in item_ids}
-    if item_ids:
-        links = await session.execute(
-            select(LibraryItemCategory.library_item_id, LibraryItemCategory.category_id)
-            .join(Category, Category.id == LibraryItemCategory.category_id)
-            .where(LibraryItemCategory.library_item_id.in_(item_ids))
-            .order_by(func.lower(Category.name), Category.id)
-        )
-        for item_id, category_id in links:
-            memberships[item_id].append(category_id)
-    return [_item_view(row[0], row[1], memberships[row[0].id]) for row in rows]
 
 
 async def list_items(
-    session: AsyncSession,
+    db: Db,
     user_id: uuid.UUID,
     *,
     installation_status: str | None,
@@ -132,72 +132,87 @@ async def list_items(
     cursor: list[Any] | None,
     page_size: int,
 ) -> tuple[list[LibraryItemView], list[Any] | None, int]:
-    stmt = _active_items(user_id)
+    conditions, params = [_ACTIVE], [user_id]
     if installation_status is not None:
-        stmt = stmt.where(LibraryItem.installation_status == installation_status)
+        conditions.append("li.installation_status = %s")
+        params.append(installation_status)
     if category_id is not None:
-        stmt = stmt.where(
-            LibraryItem.id.in_(
-                select(LibraryItemCategory.library_item_id).where(
-                    LibraryItemCategory.category_id == category_id
-                )
-            )
+        conditions.append(
+            "li.id IN (SELECT library_item_id FROM library_item_categories WHERE category_id = %s)"
         )
+        params.append(category_id)
     if name_pattern is not None:
-        stmt = stmt.where(Product.name.ilike(name_pattern, escape="\\"))
+        conditions.append("p.name ILIKE %s ESCAPE '\\'")
+        params.append(name_pattern)
     if not include_hidden:
-        stmt = stmt.where(LibraryItem.is_hidden.is_(False))
-    rows, next_cursor, total = await keyset.fetch_page(session, stmt, _ITEM_SORTS[sort], cursor, page_size)
-    return await _with_categories(session, rows), next_cursor, total
+        conditions.append("li.is_hidden IS false")
+    rows, next_cursor, total = await _ITEM_LISTINGS[sort].page(db, conditions, params, cursor, page_size)
+    return [_item_view(row) for row in rows], next_cursor, total
 
 
-async def item_for_update(
-    session: AsyncSession, user_id: uuid.UUID, item_id: uuid.UUID
-) -> tuple[LibraryItem, Product | None] | None:
-    """The user's active item (locked for the update) with its product; None if not theirs or revoked."""
-    row = (
-        await session.execute(
-            _active_items(user_id).where(LibraryItem.id == item_id).with_for_update(of=LibraryItem)
+async def lock_item(db: Db, user_id: uuid.UUID, item_id: uuid.UUID) -> bool:
+    """Locks the user's active item for an update; False if it is not theirs or revoked."""
+    row = await db.one(
+        f"SELECT li.id FROM library_items li WHERE {_ACTIVE} AND li.id = %s FOR UPDATE", (user_id, item_id)
+    )
+    return row is not None
+
+
+async def update_item(
+    db: Db, item_id: uuid.UUID, *, is_hidden: bool | None, installation_status: str | None
+) -> None:
+    """Sets the given fields (None: unchanged); an item no longer installed has no installed version."""
+    assignments, params = [], []
+    if is_hidden is not None:
+        assignments.append("is_hidden = %s")
+        params.append(is_hidden)
+    if installation_status is not None:
+        assignments.append("installation_status = %s")
+        params.append(installation_status)
+        if installation_status == "not_installed":
+            assignments.append("installed_version_id = NULL")
+    if assignments:
+        await db.execute(
+            f"UPDATE library_items SET {', '.join(assignments)} WHERE id = %s", (*params, item_id)
         )
-    ).first()
-    return None if row is None else (row[0], row[1])
 
 
-async def item_view(session: AsyncSession, item: LibraryItem, product: Product | None) -> LibraryItemView:
-    return (await _with_categories(session, [(item, product)]))[0]
+async def item_view(db: Db, user_id: uuid.UUID, item_id: uuid.UUID) -> LibraryItemView:
+    """The user's active item as it is now in this transaction."""
+    [row] = await db.all(
+        f"SELECT {_ITEM} FROM {_ACTIVE_ITEMS} WHERE {_ACTIVE} AND li.id = %s", (user_id, item_id)
+    )
+    return _item_view(row)
 
 
 async def owned_items(
-    session: AsyncSession, user_id: uuid.UUID, product_ids: Sequence[uuid.UUID]
+    db: Db, user_id: uuid.UUID, product_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, LibraryItemView]:
     """The user's active items for these products, by product id."""
-    rows = (
-        await session.execute(_active_items(user_id).where(LibraryItem.product_id.in_(product_ids)))
-    ).all()
-    return {view.product_id: view for view in await _with_categories(session, rows)}
+    rows = await db.all(
+        f"SELECT {_ITEM} FROM {_ACTIVE_ITEMS} WHERE {_ACTIVE} AND li.product_id = ANY(%s)",
+        (user_id, list(product_ids)),
+    )
+    return {row[1]: _item_view(row) for row in rows}
 
 
-async def own_category_ids(
-    session: AsyncSession, user_id: uuid.UUID, category_ids: Sequence[uuid.UUID]
-) -> set[uuid.UUID]:
+async def own_category_ids(db: Db, user_id: uuid.UUID, category_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
     """Which of these ids are the user's categories."""
     if not category_ids:
         return set()
-    found = await session.scalars(
-        select(Category.id).where(Category.user_id == user_id, Category.id.in_(category_ids))
+    rows = await db.all(
+        "SELECT id FROM library_categories WHERE user_id = %s AND id = ANY(%s)", (user_id, list(category_ids))
     )
-    return set(found)
+    return {row[0] for row in rows}
 
 
-async def replace_item_categories(
-    session: AsyncSession, item_id: uuid.UUID, category_ids: Sequence[uuid.UUID]
-) -> None:
-    await session.execute(delete(LibraryItemCategory).where(LibraryItemCategory.library_item_id == item_id))
+async def replace_item_categories(db: Db, item_id: uuid.UUID, category_ids: Sequence[uuid.UUID]) -> None:
+    await db.execute("DELETE FROM library_item_categories WHERE library_item_id = %s", (item_id,))
     if category_ids:
-        await session.execute(
-            pg_insert(LibraryItemCategory).values(
-                [{"library_item_id": item_id, "category_id": c} for c in category_ids]
-            )
+        await db.execute(
+            "INSERT INTO library_item_categories (library_item_id, category_id) "
+            "SELECT %s, unnest(%s::uuid[])",
+            (item_id, list(category_ids)),
         )
 
 
@@ -289,38 +304,40 @@ async def claim_order(session: AsyncSession, order_id: str, user_id: uuid.UUID) 
 
 
 async def list_categories(
-    session: AsyncSession, user_id: uuid.UUID, cursor: list[Any] | None, page_size: int
+    db: Db, user_id: uuid.UUID, cursor: list[Any] | None, page_size: int
 ) -> tuple[list[CategoryView], list[Any] | None, int]:
-    stmt = select(Category).where(Category.user_id == user_id)
-    rows, next_cursor, total = await keyset.fetch_page(session, stmt, _CATEGORY_SORT, cursor, page_size)
-    return [_category_view(row[0]) for row in rows], next_cursor, total
+    rows, next_cursor, total = await _CATEGORIES.page(db, ["c.user_id = %s"], [user_id], cursor, page_size)
+    return [_category_view(row) for row in rows], next_cursor, total
 
 
-async def add_category(session: AsyncSession, user_id: uuid.UUID, name: str) -> CategoryView | None:
+async def add_category(db: Db, user_id: uuid.UUID, name: str) -> CategoryView | None:
     """The new category, or None when the user has one with that name (case-insensitively)."""
-    category = await session.scalar(
-        pg_insert(Category)
-        .values(id=uuid.uuid4(), user_id=user_id, name=name)
-        .on_conflict_do_nothing()
-        .returning(Category)
+    row = await db.one(
+        "INSERT INTO library_categories (id, user_id, name) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING "
+        "RETURNING id, name, created_at",
+        (uuid.uuid4(), user_id, name),
     )
-    return None if category is None else _category_view(category)
+    return None if row is None else _category_view(row)
 
 
 async def list_wishlist(
-    session: AsyncSession, user_id: uuid.UUID, cursor: list[Any] | None, page_size: int
+    db: Db, user_id: uuid.UUID, cursor: list[Any] | None, page_size: int
 ) -> tuple[list[WishlistItemView], list[Any] | None, int]:
-    stmt = (
-        select(WishlistItem, Product)
-        .outerjoin(Product, Product.product_id == WishlistItem.product_id)
-        .where(WishlistItem.user_id == user_id)
-    )
-    rows, next_cursor, total = await keyset.fetch_page(session, stmt, _WISHLIST_SORT, cursor, page_size)
-    return [_wishlist_view(row[0], row[1]) for row in rows], next_cursor, total
+    rows, next_cursor, total = await _WISHLIST.page(db, ["w.user_id = %s"], [user_id], cursor, page_size)
+    return [_wishlist_view(row) for row in rows], next_cursor, total
+
+
+_ADD_WISH = (
+    "WITH added AS (INSERT INTO wishlist_items (id, user_id, product_id, priority, notes, added_timestamp) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING "
+    "RETURNING id, product_id, added_timestamp, priority, notes) "
+    f"SELECT w.id, w.product_id, w.added_timestamp, w.priority, w.notes, {_PRODUCT} "
+    "FROM added w LEFT JOIN products p ON p.product_id = w.product_id"
+)
 
 
 async def add_wishlist_item(
-    session: AsyncSession,
+    db: Db,
     user_id: uuid.UUID,
     product_id: uuid.UUID,
     *,
@@ -328,33 +345,17 @@ async def add_wishlist_item(
     notes: str,
     added_at: datetime,
 ) -> WishlistItemView | None:
-    """The new wishlist item, or None when the product is on the wishlist already."""
-    item = await session.scalar(
-        pg_insert(WishlistItem)
-        .values(
-            id=uuid.uuid4(),
-            user_id=user_id,
-            product_id=product_id,
-            priority=priority,
-            notes=notes,
-            added_timestamp=added_at,
-        )
-        .on_conflict_do_nothing()
-        .returning(WishlistItem)
-    )
-    if item is None:
-        return None
-    product = await session.get(Product, product_id)
-    return _wishlist_view(item, product)
+    """The new wishlist item (with its cached product), or None when the product is on the wishlist
+    already."""
+    row = await db.one(_ADD_WISH, (uuid.uuid4(), user_id, product_id, priority, notes, added_at))
+    return None if row is None else _wishlist_view(row)
 
 
-async def remove_wishlist_item(session: AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
-    removed = await session.scalar(
-        delete(WishlistItem)
-        .where(WishlistItem.user_id == user_id, WishlistItem.product_id == product_id)
-        .returning(WishlistItem.id)
+async def remove_wishlist_item(db: Db, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
+    removed = await db.execute(
+        "DELETE FROM wishlist_items WHERE user_id = %s AND product_id = %s", (user_id, product_id)
     )
-    return removed is not None
+    return removed > 0
 
 
 async def upsert_products(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 
@@ -50,10 +51,12 @@ def _domain(enum, value: int) -> str:
 
 def _wire(enum, value: str) -> int:
     """Stored value → proto enum number; unknown values map to UNSPECIFIED."""
-    try:
-        return enum.Value(value.upper())
-    except ValueError:
-        return 0
+    return _numbers(enum).get(value.upper(), 0)
+
+
+@functools.cache
+def _numbers(enum) -> dict[str, int]:
+    return dict(enum.items())
 
 
 def _product(info: ProductInfo | None, product_id: uuid.UUID) -> pb.Product:

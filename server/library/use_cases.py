@@ -46,9 +46,9 @@ async def list_library_items(deps: Deps, user_id: uuid.UUID, query: LibraryQuery
         query.include_hidden,
     )  # fmt: skip
     cursor = decode_page_token(query.page_token, fingerprint)
-    async with deps.uow() as uow:
+    async with deps.uow.read() as db:
         items, next_cursor, total = await repository.list_items(
-            uow.session,
+            db,
             user_id,
             installation_status=query.installation_status,
             category_id=query.category_id,
@@ -75,27 +75,26 @@ async def update_library_item(
     deps: Deps, user_id: uuid.UUID, item_id: uuid.UUID, changes: ItemChanges
 ) -> LibraryItemView:
     async with deps.uow() as uow:
-        found = await repository.item_for_update(uow.session, user_id, item_id)
-        if found is None:
+        if not await repository.lock_item(uow.db, user_id, item_id):
             raise NotFound("library item not found", reason="LIBRARY_ITEM_NOT_FOUND")
-        item, product = found
         if rules.CATEGORY_IDS in changes.fields:
             category_ids = list(dict.fromkeys(changes.category_ids))
-            own = await repository.own_category_ids(uow.session, user_id, category_ids)
+            own = await repository.own_category_ids(uow.db, user_id, category_ids)
             unknown = [i for i, c in enumerate(changes.category_ids) if c not in own]
             if unknown:
                 raise InvalidArgument(
                     [FieldViolation(f"category_ids[{i}]", "unknown category") for i in unknown]
                 )
-            await repository.replace_item_categories(uow.session, item.id, category_ids)
-        if rules.IS_HIDDEN in changes.fields:
-            item.is_hidden = changes.is_hidden
-        if rules.INSTALLATION_STATUS in changes.fields and changes.installation_status is not None:
-            item.installation_status = changes.installation_status
-            if changes.installation_status == "not_installed":
-                item.installed_version_id = None
-        await uow.session.flush()
-        view = await repository.item_view(uow.session, item, product)
+            await repository.replace_item_categories(uow.db, item_id, category_ids)
+        await repository.update_item(
+            uow.db,
+            item_id,
+            is_hidden=changes.is_hidden if rules.IS_HIDDEN in changes.fields else None,
+            installation_status=(
+                changes.installation_status if rules.INSTALLATION_STATUS in changes.fields else None
+            ),
+        )
+        view = await repository.item_view(uow.db, user_id, item_id)
         await uow.commit()
     return view
 
@@ -105,8 +104,8 @@ async def list_categories(
 ) -> Page[CategoryView]:
     fingerprint = query_fingerprint("categories", user_id)
     cursor = decode_page_token(page_token, fingerprint)
-    async with deps.uow() as uow:
-        items, next_cursor, total = await repository.list_categories(uow.session, user_id, cursor, page_size)
+    async with deps.uow.read() as db:
+        items, next_cursor, total = await repository.list_categories(db, user_id, cursor, page_size)
     return Page(items, encode_page_token(next_cursor, fingerprint) if next_cursor else "", total)
 
 
@@ -117,7 +116,7 @@ async def create_category(
     async with deps.uow() as uow:
         if (first := await replay.claim(uow, key, CategoryView)) is not None:
             return first
-        category = await repository.add_category(uow.session, user_id, name)
+        category = await repository.add_category(uow.db, user_id, name)
         if category is None:
             raise AlreadyExists("a category with this name exists", reason="CATEGORY_ALREADY_EXISTS")
         await replay.remember(uow, key, category)
@@ -130,8 +129,8 @@ async def list_wishlist(
 ) -> Page[WishlistItemView]:
     fingerprint = query_fingerprint("wishlist", user_id)
     cursor = decode_page_token(page_token, fingerprint)
-    async with deps.uow() as uow:
-        items, next_cursor, total = await repository.list_wishlist(uow.session, user_id, cursor, page_size)
+    async with deps.uow.read() as db:
+        items, next_cursor, total = await repository.list_wishlist(db, user_id, cursor, page_size)
     return Page(items, encode_page_token(next_cursor, fingerprint) if next_cursor else "", total)
 
 
@@ -150,7 +149,7 @@ async def add_wishlist_item(
             return first
         now = deps.clock()
         item = await repository.add_wishlist_item(
-            uow.session, user_id, product_id, priority=priority, notes=notes, added_at=now
+            uow.db, user_id, product_id, priority=priority, notes=notes, added_at=now
         )
         if item is None:
             raise AlreadyExists(
@@ -164,7 +163,7 @@ async def add_wishlist_item(
 
 async def remove_wishlist_item(deps: Deps, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
     async with deps.uow() as uow:
-        removed = await repository.remove_wishlist_item(uow.session, user_id, product_id)
+        removed = await repository.remove_wishlist_item(uow.db, user_id, product_id)
         if removed:
             payload = rules.wishlist_payload(user_id, product_id, deps.clock())
             uow.add_event(rules.WISHLIST_ITEM_REMOVED, user_id, payload)
@@ -206,7 +205,7 @@ async def grant_in(
                 newly.append(grant.product_id)
                 payload = rules.item_added_payload(user_id, grant.product_id, grant.acquisition_type, now)
                 uow.add_event(rules.ITEM_ADDED, user_id, payload)
-    owned = await repository.owned_items(uow.session, user_id, [g.product_id for g in grants])
+    owned = await repository.owned_items(uow.db, user_id, [g.product_id for g in grants])
     return GrantResult([owned[g.product_id] for g in grants if g.product_id in owned], newly)
 
 
@@ -259,8 +258,8 @@ async def revoke_entitlement(
 
 
 async def check_entitlement(deps: Deps, user_id: uuid.UUID, product_id: uuid.UUID) -> LibraryItemView | None:
-    async with deps.uow() as uow:
-        owned = await repository.owned_items(uow.session, user_id, [product_id])
+    async with deps.uow.read() as db:
+        owned = await repository.owned_items(db, user_id, [product_id])
     return owned.get(product_id)
 
 

@@ -9,8 +9,9 @@ from datetime import datetime
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.db import Db
+from server.core.uow import UnitOfWork
 from server.library.tables import LibraryItem
 from server.playtime.rules import DeviceInterval, Interval
 from server.playtime.tables import SOURCE_OFFLINE, PlaytimeInterval, PlaytimeSession
@@ -23,9 +24,50 @@ class PlayedInterval:
     played: DeviceInterval
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveSession:
+    id: uuid.UUID
+    product_id: uuid.UUID
+    device_id: str
+
+
+_PLAYED = (
+    "SELECT session_id, product_id, device_id, started_at, ended_at FROM playtime_intervals "
+    "WHERE user_id = %s"
+)
+
+
+async def played(
+    db: Db, user_id: uuid.UUID, product_ids: list[uuid.UUID] | None = None
+) -> list[PlayedInterval]:
+    """The user's credited intervals (of these products)."""
+    if product_ids is None:
+        rows = await db.all(_PLAYED, (user_id,))
+    else:
+        rows = await db.all(f"{_PLAYED} AND product_id = ANY(%s)", (user_id, product_ids))
+    return [PlayedInterval(s, p, DeviceInterval(d, Interval(start, end))) for s, p, d, start, end in rows]
+
+
+_ACTIVE = "SELECT id, product_id, device_id FROM playtime_sessions WHERE ended_at IS NULL AND user_id = %s"
+
+
+async def active_sessions_of(
+    db: Db, user_id: uuid.UUID, product_ids: list[uuid.UUID] | None = None
+) -> list[ActiveSession]:
+    """The user's active sessions (of these products)."""
+    if product_ids:
+        rows = await db.all(f"{_ACTIVE} AND product_id = ANY(%s)", (user_id, product_ids))
+    else:
+        rows = await db.all(_ACTIVE, (user_id,))
+    return [ActiveSession(*row) for row in rows]
+
+
 class PlaytimeRepository:
-    def __init__(self, session: AsyncSession):
-        self._session = session
+    """The ORM side of playtime: sessions are loaded, changed and flushed by the use cases and workers."""
+
+    def __init__(self, uow: UnitOfWork):
+        self._session = uow.session
+        self._db = uow.db
 
     def add(self, row: PlaytimeSession) -> None:
         self._session.add(row)
@@ -117,15 +159,7 @@ class PlaytimeRepository:
     async def played(
         self, user_id: uuid.UUID, product_ids: list[uuid.UUID] | None = None
     ) -> list[PlayedInterval]:
-        query = select(PlaytimeInterval).where(PlaytimeInterval.user_id == user_id)
-        if product_ids is not None:
-            query = query.where(PlaytimeInterval.product_id.in_(product_ids))
-        return [
-            PlayedInterval(
-                r.session_id, r.product_id, DeviceInterval(r.device_id, Interval(r.started_at, r.ended_at))
-            )
-            for r in await self._session.scalars(query)
-        ]
+        return await played(self._db, user_id, product_ids)
 
     async def update_library_item(
         self, user_id: uuid.UUID, product_id: uuid.UUID, total_seconds: int, last_played_at: datetime | None

@@ -134,6 +134,8 @@ class ProductStats:
 def product_stats(played: Iterable[DeviceInterval], now: datetime, *, last_two_weeks: bool) -> ProductStats:
     """Totals of one product; per-device totals cover the requested period, largest first."""
     played = list(played)
+    if not played:  # most products of a library (a statistics call covers them all)
+        return ProductStats(total_seconds=0, last_two_weeks_seconds=0, last_played_at=None, device_seconds=[])
     window_start = now - TWO_WEEKS
     all_intervals = [p.interval for p in played]
     by_device: dict[str, list[Interval]] = {}

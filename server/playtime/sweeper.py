@@ -52,7 +52,7 @@ class SessionSweeper:
 
     async def _reap(self, session_id: uuid.UUID) -> None:
         async with self._uow() as uow:
-            repo = PlaytimeRepository(uow.session)
+            repo = PlaytimeRepository(uow)
             row = await repo.lock_active(session_id)
             if row is None:
                 return
@@ -75,13 +75,11 @@ class SessionSweeper:
     async def _active(self) -> dict[uuid.UUID, datetime]:
         """Every active session and the last heartbeat the database knows of."""
         async with self._uow() as uow:
-            return {
-                s.id: s.last_heartbeat_at for s in await PlaytimeRepository(uow.session).active_sessions()
-            }
+            return {s.id: s.last_heartbeat_at for s in await PlaytimeRepository(uow).active_sessions()}
 
     async def _checkpoint(self, session_id: uuid.UUID) -> None:
         async with self._uow() as uow:
-            repo = PlaytimeRepository(uow.session)
+            repo = PlaytimeRepository(uow)
             row = await repo.lock_active(session_id)
             live = await self._live.get(session_id) if row is not None else None
             if row is None or live is None:

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.core.db import Db
 from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.validation import CLOCK_SKEW
 from server.library.entitlements import owned_product_ids, require_owned
-from server.playtime import crediting, rules
+from server.playtime import crediting, repository, rules
 from server.playtime.live import HeartbeatOutcome, LiveRecord, accrual_policy, live_sessions, server_now
 from server.playtime.repository import PlaytimeRepository
 from server.playtime.tables import (
@@ -117,8 +117,8 @@ class Playtime:
         now = server_now(self._clock)
         replaced: uuid.UUID | None = None
         async with self._uow() as uow:
-            repo = PlaytimeRepository(uow.session)
-            await require_owned(uow.session, user_id, product_id)
+            repo = PlaytimeRepository(uow)
+            await require_owned(uow.db, user_id, product_id)
             current = await repo.active_on_device(user_id, product_id, device_id)
             if current is not None:
                 live = await self.live.get(current.id)
@@ -164,7 +164,7 @@ class Playtime:
         """Idempotent: an ended or reaped session returns the result it ended with."""
         now = server_now(self._clock)
         async with self._uow() as uow:
-            repo = PlaytimeRepository(uow.session)
+            repo = PlaytimeRepository(uow)
             row = await repo.get(session_id, for_update=True)
             if row is None or row.user_id != user_id or row.source != SOURCE_ONLINE:
                 raise session_not_found()
@@ -184,8 +184,8 @@ class Playtime:
         now = server_now(self._clock)
         product_ids = list(dict.fromkeys(s.product_id for s in sessions))
         async with self._uow() as uow:
-            repo = PlaytimeRepository(uow.session)
-            owned = await owned_product_ids(uow.session, user_id, product_ids)
+            repo = PlaytimeRepository(uow)
+            owned = await owned_product_ids(uow.db, user_id, product_ids)
             recorded = await repo.offline_client_sessions(user_id, {s.client_session_id for s in sessions})
             results: list[OfflineResult] = []
             updated: dict[uuid.UUID, rules.ProductStats] = {}
@@ -194,7 +194,8 @@ class Playtime:
                 results.append(result)
             for product_id, stats in updated.items():
                 crediting.playtime_updated(uow, user_id, product_id, stats)
-            totals = await self._product_stats(uow.session, user_id, product_ids, now, last_two_weeks=False)
+            await uow.session.flush()  # the statistics below read through uow.db, which does not autoflush
+            totals = await self._product_stats(uow.db, user_id, product_ids, now, last_two_weeks=False)
             await uow.commit()
         return results, totals
 
@@ -249,15 +250,13 @@ class Playtime:
         self, user_id: uuid.UUID, product_ids: list[uuid.UUID], *, last_two_weeks: bool
     ) -> tuple[list[ProductPlaytime], datetime]:
         now = server_now(self._clock)
-        async with self._uow() as uow:
-            stats = await self._product_stats(
-                uow.session, user_id, product_ids, now, last_two_weeks=last_two_weeks
-            )
+        async with self._uow.read() as db:
+            stats = await self._product_stats(db, user_id, product_ids, now, last_two_weeks=last_two_weeks)
         return stats, now
 
     async def _product_stats(
         self,
-        session: AsyncSession,
+        db: Db,
         user_id: uuid.UUID,
         product_ids: list[uuid.UUID],
         now: datetime,
@@ -266,19 +265,18 @@ class Playtime:
     ) -> list[ProductPlaytime]:
         """Credited intervals plus the live segments of active sessions (up to their last heartbeat).
         With `product_ids`: those, in order; else every owned or played product, most recent first."""
-        repo = PlaytimeRepository(session)
         requested = list(dict.fromkeys(product_ids))
         played: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
-        for p in await repo.played(user_id, requested or None):
+        for p in await repository.played(db, user_id, requested or None):
             played[p.product_id].append(p.played)
-        active = await repo.active_sessions(user_id, requested or None)
+        active = await repository.active_sessions_of(db, user_id, requested or None)
         live = await self.live.get_many(s.id for s in active)
         for s in active:
             if s.id in live:
                 played[s.product_id].extend(
                     rules.DeviceInterval(s.device_id, i) for i in live[s.id].state.segments()
                 )
-        products = requested or list(set(played) | await owned_product_ids(session, user_id))
+        products = requested or list(set(played) | await owned_product_ids(db, user_id))
         stats = [
             ProductPlaytime(p, rules.product_stats(played.get(p, []), now, last_two_weeks=last_two_weeks))
             for p in products

@@ -7,14 +7,18 @@ import uuid
 
 from tests.support.achievements import wait_notifications
 from tests.support.ownership import grant
+from tests.support.publishing import publish_files
 from tests.support.rest import RestClient, error_reason, violations
 
 SETTINGS = "/api/v1/download-client/settings"
 
 
-async def test_get_and_patch_over_rest_with_mask_etag_and_notification(http, sessions, redis, grpc_target):
+async def test_get_and_patch_over_rest_with_mask_etag_and_notification(
+    http, sessions, redis, grpc_target, tmp_path
+):
     user, game = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, game)
+    await publish_files(grpc_target, game, "2.0-beta", {"game.txt": game.bytes}, tmp_path, branch="beta")
     me = RestClient(http, user)
 
     status, body = await me.call("GET", SETTINGS)

@@ -94,3 +94,56 @@ async def test_failures_name_the_problem_and_exit_non_zero(owner, grpc_target):
 
     code, out, _ = await cli(user, "--json", "settings", "get", str(product))
     assert json.loads(out)["settings"] == {"a": 2}
+
+
+async def test_download_settings_show_change_and_clear_the_schedule(grpc_target):
+    user = uuid.uuid4()
+
+    code, out, _ = await cli(user, "settings", "downloads")
+    assert code == 0
+    assert "downloads at once   3" in out and "any time" in out
+
+    code, out, _ = await cli(
+        user,
+        "--json",
+        "settings",
+        "downloads",
+        "--max-concurrent",
+        "2",
+        "--bandwidth",
+        "20000",
+        "--schedule",
+        "01:00-07:00",
+        "--time-zone",
+        "Europe/Berlin",
+        "--etag",
+        "v0",
+    )
+    assert code == 0
+    changed = json.loads(out)
+    assert (changed["maxConcurrentDownloads"], changed["bandwidthLimitKbps"], changed["etag"]) == (
+        2,
+        20000,
+        "v1",
+    )
+    assert changed["schedule"] == {"startTime": "01:00", "endTime": "07:00", "timeZone": "Europe/Berlin"}
+
+    code, out, _ = await cli(user, "--json", "settings", "downloads", "--no-schedule", "--bandwidth", "0")
+    assert code == 0
+    cleared = json.loads(out)
+    assert (cleared["schedule"], cleared["bandwidthLimitKbps"], cleared["maxConcurrentDownloads"]) == (
+        None,
+        0,
+        2,
+    )
+
+    code, _, err = await cli(user, "settings", "downloads", "--max-concurrent", "11")
+    assert code == 1
+    assert err.splitlines() == [
+        "error: VALIDATION_FAILED:",
+        "  settings.max_concurrent_downloads: must be 1-10",
+    ]
+    code, _, err = await cli(user, "settings", "downloads", "--bandwidth", "1", "--etag", "v1")
+    assert (code, err.split(":")[:2]) == (1, ["error", " ETAG_MISMATCH"])
+    code, _, err = await cli(user, "settings", "downloads", "--schedule", "01:00")
+    assert (code, err.strip()) == (1, "error: --schedule '01:00' is not HH:MM-HH:MM (e.g. 01:00-07:00)")

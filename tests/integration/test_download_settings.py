@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import time
+from datetime import UTC, datetime, time, timedelta
 
 import grpc
 import pytest
@@ -23,6 +23,7 @@ from tests.support.achievements import wait_notifications
 from tests.support.auth import user_metadata
 from tests.support.grpc_errors import failure
 from tests.support.ownership import grant
+from tests.support.versions import publish
 
 UPDATED = "downloadSettingsUpdated"
 
@@ -60,6 +61,12 @@ def branches(settings: pb.DownloadSettings) -> dict[str, str]:
     return {b.product_id: b.branch for b in settings.product_branches}
 
 
+async def on_branches(sessions, product: uuid.UUID, *branches: str) -> None:
+    """A tiny committed version of the product on each branch, so that the branch can be chosen."""
+    for branch in branches:
+        await publish(sessions, product, {"game.txt": [f"{product} {branch}".encode()]}, branch=branch)
+
+
 async def row_count(sessions, user: uuid.UUID) -> int:
     async with sessions() as session:
         return 0 if await session.get(DownloadSettingsRow, user) is None else 1
@@ -83,6 +90,7 @@ async def test_a_user_who_never_changed_them_gets_the_defaults_and_nothing_is_st
 async def test_an_update_changes_what_it_sets_and_notifies_the_devices(downloads, sessions, redis):
     user, game = uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, game)
+    await on_branches(sessions, game, "beta")
 
     reply = await update(
         downloads,
@@ -126,6 +134,9 @@ async def test_an_update_changes_what_it_sets_and_notifies_the_devices(downloads
 async def test_branches_merge_public_removes_and_a_masked_list_replaces(downloads, sessions):
     user, a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await grant(sessions, user, a, b, c)
+    await on_branches(sessions, a, "beta")
+    await on_branches(sessions, b, "nightly")
+    await on_branches(sessions, c, "beta")
     await update(downloads, user, product_branches=[pb.ProductBranch(product_id=str(a), branch="beta")])
 
     merged = await update(
@@ -162,6 +173,18 @@ async def test_a_masked_field_left_unset_returns_to_its_default(downloads):
     settings = reply.settings
     assert not settings.HasField("schedule")
     assert (settings.max_concurrent_downloads, settings.bandwidth_limit_kbps) == (3, 100)
+
+    # What the mask does not name is ignored, branch entries included (so no ownership check for them).
+    ignored = await update(
+        downloads,
+        user,
+        mask=("bandwidth_limit_kbps",),
+        max_concurrent_downloads=9,
+        bandwidth_limit_kbps=7,
+        product_branches=[pb.ProductBranch(product_id=str(uuid.uuid4()), branch="beta")],
+    )
+    assert (ignored.settings.max_concurrent_downloads, ignored.settings.bandwidth_limit_kbps) == (3, 7)
+    assert list(ignored.settings.product_branches) == []
 
 
 async def test_a_stale_etag_is_aborted_and_changes_nothing(downloads, redis):
@@ -202,6 +225,8 @@ async def test_concurrent_unconditional_branch_choices_all_apply(downloads, sess
     user = uuid.uuid4()
     games = [uuid.uuid4() for _ in range(8)]
     await grant(sessions, user, *games)
+    for game in games:
+        await on_branches(sessions, game, "beta")
 
     await asyncio.gather(
         *(
@@ -253,6 +278,28 @@ async def test_a_branch_for_a_product_not_in_the_library_is_access_denied_and_wr
     await update(
         downloads, user, product_branches=[pb.ProductBranch(product_id=str(not_owned), branch="public")]
     )
+
+
+async def test_a_branch_without_a_published_version_is_not_found_and_writes_nothing(downloads, sessions):
+    user, game = uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user, game)
+    await on_branches(sessions, game, "public", "beta")
+
+    refused = await failure(
+        update(
+            downloads,
+            user,
+            bandwidth_limit_kbps=5,
+            product_branches=[pb.ProductBranch(product_id=str(game), branch="staging")],
+        )
+    )
+
+    assert refused == (grpc.StatusCode.NOT_FOUND, "PRODUCT_VERSION_NOT_FOUND", [])
+    assert await row_count(sessions, user) == 0
+    chosen = await update(
+        downloads, user, product_branches=[pb.ProductBranch(product_id=str(game), branch="beta")]
+    )
+    assert branches(chosen.settings) == {str(game): "beta"}
 
 
 async def test_user_b_sees_only_their_own_settings(downloads):
@@ -317,3 +364,48 @@ async def test_an_update_without_settings_is_a_field_violation(downloads):
         )
     )
     assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", ["settings"])
+
+
+async def _start(stub, user: uuid.UUID, product: uuid.UUID) -> pb.DownloadSession:
+    request = pb.StartDownloadRequest(product_id=str(product), installation_path="/games/x")
+    return (await stub.StartDownload(request, metadata=user_metadata(user))).download
+
+
+async def _status(stub, user: uuid.UUID, download: pb.DownloadSession) -> int:
+    request = pb.GetDownloadRequest(download_id=download.download_id)
+    return (await stub.GetDownload(request, metadata=user_metadata(user))).download.status
+
+
+async def test_raising_the_limit_or_dropping_the_schedule_starts_waiting_downloads_at_once(
+    downloads, sessions
+):
+    user, first_game, second_game = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user, first_game, second_game)
+    await on_branches(sessions, first_game, "public")
+    await on_branches(sessions, second_game, "public")
+    await update(downloads, user, max_concurrent_downloads=1)
+    running = await _start(downloads, user, first_game)
+    waiting = await _start(downloads, user, second_game)
+    assert (running.status, waiting.status) == (pb.DownloadSession.DOWNLOADING, pb.DownloadSession.QUEUED)
+
+    await update(downloads, user, max_concurrent_downloads=2)
+
+    assert await _status(downloads, user, waiting) == pb.DownloadSession.DOWNLOADING
+
+
+async def test_a_schedule_keeps_new_downloads_queued_until_it_is_removed(downloads, sessions):
+    user, game = uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user, game)
+    await on_branches(sessions, game, "public")
+    # A one-minute window twelve hours away from now, whatever the time of the run.
+    now = datetime.now(UTC)
+    start = (now + timedelta(hours=12)).strftime("%H:%M")
+    end = (now + timedelta(hours=12, minutes=1)).strftime("%H:%M")
+    await update(downloads, user, schedule=schedule(start, end, "UTC"))
+
+    queued = await _start(downloads, user, game)
+    assert queued.status == pb.DownloadSession.QUEUED
+
+    await update(downloads, user, mask=("schedule",))
+
+    assert await _status(downloads, user, queued) == pb.DownloadSession.DOWNLOADING

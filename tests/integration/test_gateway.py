@@ -21,12 +21,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from gateway.app import Gateway
 from gateway.streams import connections_key
 from scripts.devtokens import mint
-from server.core.auth import TokenVerifier
 from server.core.config import Settings
 from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
 from server.core.uow import UnitOfWorkFactory, notification_stream
-from tests.support.processes import free_port
+from tests.support.gateway import start_gateway
 
 LIBRARY = "/api/v1/ws/library"
 DOWNLOAD = "/api/v1/ws/download"
@@ -44,15 +43,9 @@ def gateway_settings(settings: Settings) -> Settings:
     )
 
 
-async def _start_gateway(settings: Settings, redis, port: int | None = None) -> Gateway:
-    gateway = Gateway(settings, TokenVerifier.from_settings(settings), redis)
-    await gateway.start(host="127.0.0.1", port=free_port() if port is None else port)
-    return gateway
-
-
 @pytest.fixture(scope="module")
 async def gateway(gateway_settings: Settings, redis):
-    gw = await _start_gateway(gateway_settings, redis)
+    gw = await start_gateway(gateway_settings, redis)
     yield gw
     await gw.stop(grace=5)
 
@@ -60,7 +53,7 @@ async def gateway(gateway_settings: Settings, redis):
 @pytest.fixture(scope="module")
 async def other_gateway(gateway_settings: Settings, redis):
     """A second instance sharing the same Redis."""
-    gw = await _start_gateway(gateway_settings, redis)
+    gw = await start_gateway(gateway_settings, redis)
     yield gw
     await gw.stop(grace=5)
 
@@ -356,7 +349,7 @@ async def test_a_client_that_never_reads_is_cut_off(gateway, redis):
 
 
 async def test_shutdown_closes_connections_with_going_away(gateway_settings, redis):
-    gw = await _start_gateway(gateway_settings, redis)
+    gw = await start_gateway(gateway_settings, redis)
     async with _open(gw, _user()) as ws:
         await gw.stop(grace=5)
         with pytest.raises(ConnectionClosed):
@@ -365,20 +358,6 @@ async def test_shutdown_closes_connections_with_going_away(gateway_settings, red
 
 
 # ---- through Envoy ----
-
-
-@pytest.fixture(scope="module")
-async def gateway_on_ws_port(settings: Settings, redis):
-    """The gateway Envoy routes to (127.0.0.1:$WS_PORT): started here unless one listens already."""
-    port = settings.ws_port
-    with socket.socket() as probe:
-        in_use = probe.connect_ex(("127.0.0.1", port)) == 0
-    if in_use:
-        yield None
-        return
-    gw = await _start_gateway(settings, redis, port=port)
-    yield gw
-    await gw.stop(grace=5)
 
 
 async def test_envoy_refuses_a_bad_token_and_relays_both_paths_with_token_or_bearer_header(

@@ -24,7 +24,6 @@ from server.core.events.cloudevents import (
 )
 from server.core.uow import UnitOfWorkFactory
 from server.library import use_cases
-from server.library.entitlements import owned_item
 from server.library.tables import Category, LibraryItem, Product, WishlistItem
 from tests.support.auth import service_metadata, user_metadata
 from tests.support.grpc_errors import failure
@@ -472,7 +471,10 @@ async def test_revoked_entitlement_leaves_the_library_and_fails_ownership_checks
     )
     assert not check.owned and not check.HasField("library_item")
     async with sessions() as session:
-        assert await owned_item(session, user, game) is None
+        active = select(LibraryItem).where(
+            LibraryItem.user_id == user, LibraryItem.product_id == game, LibraryItem.revoked_at.is_(None)
+        )
+        assert await session.scalar(active) is None
         revoked = await session.scalar(select(LibraryItem).where(LibraryItem.user_id == user))
     assert revoked.revoked_at is not None and revoked.revoke_reason == "refund"
 

@@ -13,10 +13,10 @@ from server.cloud_saves.rules import (
     Policy,
     SaveGame,
     Winner,
-    beyond_retention,
     conflict_metadata,
     decide,
     object_key,
+    oldest_retained,
     quota_problem,
     slot_etag,
 )
@@ -90,10 +90,12 @@ def test_a_new_slot_beyond_the_slot_limit_is_refused_but_existing_slots_still_ta
     assert quota_problem(LIMITS, used_bytes=0, slot_names=full, slot_name="c", size=1) is None
 
 
-def test_retention_prunes_all_but_the_newest_versions_and_never_the_head():
-    assert beyond_retention([1, 2, 3, 4, 5], 3) == [2, 1]
-    assert beyond_retention([4, 5], 3) == []
-    assert beyond_retention([7, 8, 9], 0) == [8, 7]
+def test_retention_keeps_the_newest_versions_and_always_the_head():
+    assert oldest_retained(5, 3) == 3  # keeps 3, 4, 5
+    assert oldest_retained(2, 3) == 1  # nothing to prune yet
+    assert oldest_retained(10, 10) == 1
+    assert oldest_retained(11, 10) == 2
+    assert oldest_retained(9, 0) == 9  # the head is never pruned
 
 
 def test_the_slot_etag_changes_with_the_head_and_the_conflict_candidates():

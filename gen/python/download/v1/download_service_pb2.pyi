@@ -441,8 +441,8 @@ class DownloadSettings(_message.Message):
         """Branch the user follows per product (products not listed follow `public`). On update without an
         update_mask the entries given are merged in (an entry with branch `public` removes the product's
         choice); with `product_branches` in update_mask the list replaces the stored one. Choosing a branch
-        other than `public` needs the product in the library (PRODUCT_ACCESS_DENIED). At most 1000 entries,
-        one per product.
+        other than `public` needs the product in the library (PRODUCT_ACCESS_DENIED) and a published version
+        of it on that branch (PRODUCT_VERSION_NOT_FOUND). At most 1000 entries, one per product.
         """
 
     def __init__(

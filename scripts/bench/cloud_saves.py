@@ -1,0 +1,162 @@
+"""Bench case: cloud-save sync (SPEC §10), against a baseline measured in the same run.
+
+sync 10 MiB   one save sync as the client makes it: RequestSaveGameUploadURL (gRPC) + the presigned PUT
+              of the bytes (httpx) + ConfirmSaveGameUpload (the server heads the object for its size and
+              SHA-256, then commits, with the event and notification in the outbox), vs a bare presigned
+              PUT of the same bytes with the same headers and HTTP client to the same store. Throughput
+              ratio bare / sync per round; goal: median >= 0.8. BENCH_SAVES_ROUNDS rounds (5), the two
+              measured back to back in alternating order.
+sync 100 KiB  the same for a 100 KiB file, BENCH_SAVES_SMALL_N syncs (30): the median overhead of a sync
+              over the bare PUT, in milliseconds (reported, no goal).
+
+One service process with WORKERS_ENABLED=1 (the relay publishes what the confirms emit, as in production).
+The SHA-256 is computed once up front for both sides: hashing is the client's work either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import statistics
+import time
+import uuid
+
+import grpc
+import httpx
+
+from library.v1 import cloud_save_service_pb2 as pb
+from library.v1 import cloud_save_service_pb2_grpc, library_service_pb2, library_service_pb2_grpc
+from scripts.bench import fixtures
+from server.core.config import Settings
+from server.core.s3 import ObjectStore
+
+GOAL_VS_BARE_PUT = 0.8
+MiB = 1024 * 1024
+SAVES_PRODUCT = uuid.uuid5(uuid.NAMESPACE_URL, "https://library.platform/bench/saves-product")
+
+
+class _Sync:
+    def __init__(self, target: str, store: ObjectStore, http: httpx.AsyncClient):
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = cloud_save_service_pb2_grpc.CloudSaveServiceStub(self._channel)
+        self._md = (("authorization", f"Bearer {fixtures.user_token()}"),)
+        self._store, self._http = store, http
+        self._slot = f"bench {uuid.uuid4().hex[:8]}"
+        self._head = 0
+        self.bare_keys: list[str] = []
+
+    async def grant(self) -> None:
+        stub = library_service_pb2_grpc.LibraryServiceStub(self._channel)
+        await stub.GrantEntitlements(
+            library_service_pb2.GrantEntitlementsRequest(
+                user_id=str(fixtures.BENCH_USER),
+                items=[
+                    library_service_pb2.EntitlementGrant(
+                        product_id=str(SAVES_PRODUCT),
+                        acquisition_type=library_service_pb2.LibraryItem.PURCHASE,
+                    )
+                ],
+            ),
+            metadata=(("authorization", f"Bearer {fixtures.service_token()}"),),
+        )
+
+    async def sync(self, body: bytes, sha256: str) -> float:
+        started = time.perf_counter()
+        request = pb.RequestSaveGameUploadURLRequest(
+            product_id=str(SAVES_PRODUCT),
+            slot_name=self._slot,
+            file_size_bytes=len(body),
+            file_hash_sha256=sha256,
+            base_version=self._head,
+            device_id="bench",
+        )
+        request.client_modified_at.GetCurrentTime()
+        ticket = await self._stub.RequestSaveGameUploadURL(request, metadata=self._md)
+        put = await self._http.put(ticket.upload_url, content=body, headers=dict(ticket.required_headers))
+        put.raise_for_status()
+        confirmed = await self._stub.ConfirmSaveGameUpload(
+            pb.ConfirmSaveGameUploadRequest(savegame_id=ticket.savegame_id), metadata=self._md
+        )
+        elapsed = time.perf_counter() - started
+        self._head = confirmed.save_game.version_number
+        return elapsed
+
+    async def bare_put(self, body: bytes, sha256: str) -> float:
+        key = f"bench/bare/{uuid.uuid4()}"
+        self.bare_keys.append(key)
+        upload = await self._store.presign_put(key, size=len(body), sha256_hex=sha256, expires_in=300)
+        started = time.perf_counter()
+        put = await self._http.put(upload.url, content=body, headers=upload.headers)
+        elapsed = time.perf_counter() - started
+        put.raise_for_status()
+        return elapsed
+
+    async def close(self) -> None:
+        for key in self.bare_keys:
+            await self._store.delete(key)
+        await self._channel.close()
+
+
+async def _measure(target: str, rounds: int, small_n: int) -> dict:
+    big, small = os.urandom(10 * MiB), os.urandom(100 * 1024)
+    big_sha, small_sha = hashlib.sha256(big).hexdigest(), hashlib.sha256(small).hexdigest()
+    async with ObjectStore(Settings.from_env()) as store, httpx.AsyncClient(timeout=60) as http:
+        bench = _Sync(target, store, http)
+        try:
+            await bench.grant()
+            await bench.sync(small, small_sha)  # warm-up: connections, caches
+            await bench.bare_put(small, small_sha)
+            ratios, syncs, bares = [], [], []
+            for i in range(rounds):
+                if i % 2:
+                    bare = await bench.bare_put(big, big_sha)
+                    sync = await bench.sync(big, big_sha)
+                else:
+                    sync = await bench.sync(big, big_sha)
+                    bare = await bench.bare_put(big, big_sha)
+                ratios.append(bare / sync)
+                syncs.append(sync)
+                bares.append(bare)
+            overheads = []
+            for _ in range(small_n):
+                sync = await bench.sync(small, small_sha)
+                overheads.append(sync - await bench.bare_put(small, small_sha))
+        finally:
+            await bench.close()
+    return {
+        "big_sync_seconds": statistics.median(syncs),
+        "big_bare_put_seconds": statistics.median(bares),
+        "big_ratios": ratios,
+        "ratio": statistics.median(ratios),
+        "small_overhead_ms": statistics.median(overheads) * 1000,
+        "small_overheads_ms": [o * 1000 for o in overheads],
+    }
+
+
+def run(bench) -> dict:
+    """Runs the cases against one service process; prints their lines; returns the results."""
+    rounds = int(os.environ.get("BENCH_SAVES_ROUNDS", "5"))
+    small_n = int(os.environ.get("BENCH_SAVES_SMALL_N", "30"))
+    print("bench: cloud-save sync (upload URL + PUT + confirm) vs a bare presigned PUT", flush=True)
+    target = bench.start_service(0, workers=True)
+    try:
+        result = asyncio.run(_measure(target, rounds, small_n))
+    finally:
+        bench.procs.stop("server-1")
+    ratio = result["ratio"]
+    goal = {
+        "goal": f"save sync 10 MiB / bare S3 PUT (throughput) >= {GOAL_VS_BARE_PUT}",
+        "value": ratio,
+        "status": "PASS" if ratio >= GOAL_VS_BARE_PUT else "MISS",
+    }
+    print()
+    print("Cloud saves")
+    print(
+        f"  sync 10 MiB       {result['big_sync_seconds'] * 1000:.0f} ms vs bare PUT "
+        f"{result['big_bare_put_seconds'] * 1000:.0f} ms (medians of {rounds} rounds)"
+    )
+    print(f"  sync 100 KiB      overhead over a bare PUT: {result['small_overhead_ms']:.1f} ms per sync")
+    print(f"  {goal['status']:<4}  {goal['goal']:<62} {ratio:.2f}")
+    print()
+    return {**result, "goals": [goal]}
