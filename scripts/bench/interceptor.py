@@ -22,6 +22,7 @@ import sys
 import types
 
 import grpc
+from google.protobuf import descriptor_pool
 
 from scripts.bench import fixtures, loadgen
 from scripts.bench.procs import pick_port
@@ -44,8 +45,9 @@ class PipelineInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or not method.startswith(_PIPELINED):
             return handler  # health, reflection (streaming), unknown methods: as registered
+        descriptor = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
         wrapped = grpc.unary_unary_rpc_method_handler(
-            self._pipeline.wrap(method, handler.unary_unary),
+            self._pipeline.wrap(method, handler.unary_unary, descriptor.input_type),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
