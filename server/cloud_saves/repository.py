@@ -44,8 +44,8 @@ class SaveRepository:
     ) -> SaveGameRow | None:
         """The caller's save game; another user's is None, exactly like an absent one."""
         query = select(S).where(S.id == savegame_id, S.user_id == user_id)
-        if lock:
-            query = query.with_for_update()
+        if lock:  # and refreshed: the session may hold an older read of the row
+            query = query.with_for_update().execution_options(populate_existing=True)
         return await self.session.scalar(query)
 
     async def head(self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str) -> SaveGameRow | None:

@@ -314,23 +314,24 @@ class CloudSaves:
 
     async def confirm(self, user_id: uuid.UUID, savegame_id: uuid.UUID) -> Confirmation:
         """Verifies the stored object, then commits it, lets a policy decide a conflict, or keeps it as a
-        conflict candidate (then raises ConflictResolutionRequired after the commit)."""
+        conflict candidate (then raises ConflictResolutionRequired after the commit).
+
+        One transaction: the row is read, the store asked (holding no lock yet), then the owner and row
+        locks are taken and the row re-read before anything is decided."""
+        conflict: tuple[SaveGame, SaveGame] | None = None
         async with self._deps.uow() as uow:
             repo = SaveRepository(uow.session)
             row = await repo.get(user_id, savegame_id)
             if row is not None and row.status != PENDING:
                 return await self._settled(repo, row)
-        if row is None or row.reserved_until <= self._deps.clock():
-            raise savegame_not_found("no such upload, or its reservation expired")
-        stored = await self._store.head(row.s3_object_key)
-        intact = (
-            stored is not None
-            and stored.size == row.file_size_bytes
-            and stored.sha256_hex == row.file_hash_sha256
-        )
-        conflict: tuple[SaveGame, SaveGame] | None = None
-        async with self._deps.uow() as uow:
-            repo = SaveRepository(uow.session)
+            if row is None or row.reserved_until <= self._deps.clock():
+                raise savegame_not_found("no such upload, or its reservation expired")
+            stored = await self._store.head(row.s3_object_key)
+            intact = (
+                stored is not None
+                and stored.size == row.file_size_bytes
+                and stored.sha256_hex == row.file_hash_sha256
+            )
             await repo.lock_owner(user_id, row.product_id)
             row = await repo.get(user_id, savegame_id, lock=True)
             now = self._deps.clock()

@@ -690,3 +690,35 @@ async def test_the_store_down_is_unavailable_and_nothing_is_half_committed(stub,
     assert statuses == [("committed", 1), ("pending", 0)]
     [slot] = (await listing(stub, user, product)).slots
     assert [v.savegame_id for v in slot.versions] == [committed.save_game.savegame_id]
+
+
+async def test_retried_writes_with_a_request_id_change_nothing_more(stub, owner, sessions):
+    user, product = owner
+    metadata = user_metadata(user)
+    save = SaveFile.random()
+    request = upload_request(product, "s", save, request_id=str(uuid.uuid4()))
+    first = await stub.RequestSaveGameUploadURL(request, metadata=metadata)
+    again = await stub.RequestSaveGameUploadURL(request, metadata=metadata)
+    assert again.savegame_id == first.savegame_id
+    assert (await listing(stub, user, product)).used_bytes == len(save.body)  # reserved once
+    assert (await put(again, save.body)).status_code == 200  # the re-presigned URL works too
+    await stub.ConfirmSaveGameUpload(
+        pb.ConfirmSaveGameUploadRequest(savegame_id=first.savegame_id), metadata=metadata
+    )
+    code, _, _ = await failure(stub.RequestSaveGameUploadURL(request, metadata=metadata))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION  # confirmed: no new URL for a committed object
+
+    restore = pb.RestoreSaveGameVersionRequest(
+        product_id=str(product), slot_name="s", version_number=1, device_id="pc", request_id=str(uuid.uuid4())
+    )
+    restored = await stub.RestoreSaveGameVersion(restore, metadata=metadata)
+    replayed = await stub.RestoreSaveGameVersion(restore, metadata=metadata)
+    assert replayed == restored
+    [slot] = (await listing(stub, user, product)).slots
+    assert [v.version_number for v in slot.versions] == [2, 1]
+
+    slot, _ = await _conflicted(stub, user, product, slot="t")
+    resolve = resolve_request(product, slot, Resolution.KEEP_LOCAL, request_id=str(uuid.uuid4()))
+    resolved = await stub.ResolveSaveGameConflict(resolve, metadata=metadata)
+    assert await stub.ResolveSaveGameConflict(resolve, metadata=metadata) == resolved
+    assert len(await rows(sessions, user, product)) == 2 + 3  # slot s: 2 versions; slot t: 3, nothing else

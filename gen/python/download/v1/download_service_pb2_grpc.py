@@ -140,8 +140,10 @@ class DownloadServiceServicer:
 
     def StartDownload(self, request, context):
         """Queues a download of a product version the user owns and returns the new session (QUEUED, or
-        already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
-        installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+        already DOWNLOADING when one of the user's concurrency slots is free and the user's schedule window
+        is open or start_now is set). When installed_version_id or installed_files is given,
+        total_size_bytes counts only the chunks the client does not already have. Every status change of a
+        session emits `download.session.status.changed` and a `downloadStatusChanged` notification.
         Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -205,8 +207,11 @@ class DownloadServiceServicer:
 
     def ReportDownloadProgress(self, request, context):
         """Reports the client's progress on a session; the live state is kept in Redis (no database write per
-        report) and returns the server-computed speed, ETA and percentage. Reporting COMPLETED finishes the
-        session (update history, library item installed); FAILED records error_message.
+        report) and returns the server-computed speed, ETA and percentage; a `downloadProgress` notification
+        goes out at most once a second per session. Files reported complete or failed emit
+        `download.item.status.changed` once each. Reporting COMPLETED finishes the session (update history,
+        library item installed at the version, the next queued session starts); FAILED records
+        error_message and frees the slot.
         Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION, VALIDATION_FAILED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -42,8 +42,10 @@ class DownloadServiceStub:
     def __new__(cls, channel: _aio.Channel) -> DownloadServiceAsyncStub: ...
     StartDownload: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.StartDownloadRequest, _download_service_pb2.StartDownloadResponse]
     """Queues a download of a product version the user owns and returns the new session (QUEUED, or
-    already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
-    installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+    already DOWNLOADING when one of the user's concurrency slots is free and the user's schedule window
+    is open or start_now is set). When installed_version_id or installed_files is given,
+    total_size_bytes counts only the chunks the client does not already have. Every status change of a
+    session emits `download.session.status.changed` and a `downloadStatusChanged` notification.
     Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
     """
     ListDownloads: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.ListDownloadsRequest, _download_service_pb2.ListDownloadsResponse]
@@ -73,8 +75,11 @@ class DownloadServiceStub:
     """
     ReportDownloadProgress: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.ReportDownloadProgressRequest, _download_service_pb2.ReportDownloadProgressResponse]
     """Reports the client's progress on a session; the live state is kept in Redis (no database write per
-    report) and returns the server-computed speed, ETA and percentage. Reporting COMPLETED finishes the
-    session (update history, library item installed); FAILED records error_message.
+    report) and returns the server-computed speed, ETA and percentage; a `downloadProgress` notification
+    goes out at most once a second per session. Files reported complete or failed emit
+    `download.item.status.changed` once each. Reporting COMPLETED finishes the session (update history,
+    library item installed at the version, the next queued session starts); FAILED records
+    error_message and frees the slot.
     Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION, VALIDATION_FAILED.
     """
     CheckUpdates: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.CheckUpdatesRequest, _download_service_pb2.CheckUpdatesResponse]
@@ -136,8 +141,10 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartDownload: _aio.UnaryUnaryMultiCallable[_download_service_pb2.StartDownloadRequest, _download_service_pb2.StartDownloadResponse]  # type: ignore[assignment]
     """Queues a download of a product version the user owns and returns the new session (QUEUED, or
-    already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
-    installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+    already DOWNLOADING when one of the user's concurrency slots is free and the user's schedule window
+    is open or start_now is set). When installed_version_id or installed_files is given,
+    total_size_bytes counts only the chunks the client does not already have. Every status change of a
+    session emits `download.session.status.changed` and a `downloadStatusChanged` notification.
     Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
     """
     ListDownloads: _aio.UnaryUnaryMultiCallable[_download_service_pb2.ListDownloadsRequest, _download_service_pb2.ListDownloadsResponse]  # type: ignore[assignment]
@@ -167,8 +174,11 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     """
     ReportDownloadProgress: _aio.UnaryUnaryMultiCallable[_download_service_pb2.ReportDownloadProgressRequest, _download_service_pb2.ReportDownloadProgressResponse]  # type: ignore[assignment]
     """Reports the client's progress on a session; the live state is kept in Redis (no database write per
-    report) and returns the server-computed speed, ETA and percentage. Reporting COMPLETED finishes the
-    session (update history, library item installed); FAILED records error_message.
+    report) and returns the server-computed speed, ETA and percentage; a `downloadProgress` notification
+    goes out at most once a second per session. Files reported complete or failed emit
+    `download.item.status.changed` once each. Reporting COMPLETED finishes the session (update history,
+    library item installed at the version, the next queued session starts); FAILED records
+    error_message and frees the slot.
     Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION, VALIDATION_FAILED.
     """
     CheckUpdates: _aio.UnaryUnaryMultiCallable[_download_service_pb2.CheckUpdatesRequest, _download_service_pb2.CheckUpdatesResponse]  # type: ignore[assignment]
@@ -233,8 +243,10 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.StartDownloadResponse, _abc.Awaitable[_download_service_pb2.StartDownloadResponse]]:
         """Queues a download of a product version the user owns and returns the new session (QUEUED, or
-        already DOWNLOADING when one of the user's concurrency slots is free). When installed_version_id or
-        installed_files is given, total_size_bytes counts only the chunks the client does not already have.
+        already DOWNLOADING when one of the user's concurrency slots is free and the user's schedule window
+        is open or start_now is set). When installed_version_id or installed_files is given,
+        total_size_bytes counts only the chunks the client does not already have. Every status change of a
+        session emits `download.session.status.changed` and a `downloadStatusChanged` notification.
         Errors: PRODUCT_ACCESS_DENIED (not owned), PRODUCT_VERSION_NOT_FOUND, VALIDATION_FAILED.
         """
 
@@ -312,8 +324,11 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.ReportDownloadProgressResponse, _abc.Awaitable[_download_service_pb2.ReportDownloadProgressResponse]]:
         """Reports the client's progress on a session; the live state is kept in Redis (no database write per
-        report) and returns the server-computed speed, ETA and percentage. Reporting COMPLETED finishes the
-        session (update history, library item installed); FAILED records error_message.
+        report) and returns the server-computed speed, ETA and percentage; a `downloadProgress` notification
+        goes out at most once a second per session. Files reported complete or failed emit
+        `download.item.status.changed` once each. Reporting COMPLETED finishes the session (update history,
+        library item installed at the version, the next queued session starts); FAILED records
+        error_message and frees the slot.
         Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION, VALIDATION_FAILED.
         """
 
