@@ -6,16 +6,8 @@ upsert then makes the write race-safe (see repository.record_progress).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime
-
-API_NAME_MAX_LEN = 128
-API_NAME_PATTERN = re.compile(rf"[A-Za-z0-9_.\-]{{1,{API_NAME_MAX_LEN}}}")
-
-
-def is_valid_api_name(value: str) -> bool:
-    return API_NAME_PATTERN.fullmatch(value) is not None
 
 
 def normalised_max_progress(value: int) -> int:

@@ -22,8 +22,13 @@ ERROR_DOMAIN = "library.platform"
 
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
+    """One field problem. `field` is the field's path in proto names (`items[2].product_id`); `rule` the
+    id of the rule it breaks (a protovalidate rule id such as `string.uuid` for the contract's rules),
+    sent as the BadRequest violation's `reason`."""
+
     field: str
     description: str
+    rule: str = ""
 
 
 class DomainError(Exception):
@@ -49,20 +54,30 @@ class DomainError(Exception):
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=self.details())
 
 
+# At most this many field violations travel with an error: the status rides in a trailer, which clients
+# cap (16 KiB by default), and a request with hundreds of bad entries must still get a readable answer.
+MAX_REPORTED_VIOLATIONS = 20
+
+
 class InvalidArgument(DomainError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "VALIDATION_FAILED"
 
     def __init__(self, violations: list[FieldViolation], message: str | None = None):
         self.violations = violations
-        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        reported = violations[:MAX_REPORTED_VIOLATIONS]
+        summary = "; ".join(f"{v.field}: {v.description}" for v in reported)
+        if len(violations) > len(reported):
+            summary += f"; and {len(violations) - len(reported)} more"
         super().__init__(message or f"invalid request: {summary}")
 
     def details(self) -> list[any_pb2.Any]:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in self.violations
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description, reason=v.rule
+                )
+                for v in self.violations[:MAX_REPORTED_VIOLATIONS]
             ]
         )
         packed = any_pb2.Any()

@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from server.core.clock import utc_now
 from server.core.config import Settings
 from server.core.errors import Unavailable
+from server.core.s3_presign import GetPresigner
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -113,6 +114,13 @@ class ObjectStore:
         }
         self._exit = contextlib.AsyncExitStack()
         self._client = None
+        self._get_presigner = GetPresigner(
+            settings.s3_endpoint_url,
+            settings.s3_bucket,
+            settings.s3_region,
+            settings.s3_access_key_id,
+            settings.s3_secret_access_key,
+        )
 
     async def open(self) -> ObjectStore:
         if self._client is None:
@@ -155,6 +163,14 @@ class ObjectStore:
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
         )
         return PresignedDownload(url=url, expires_at=expires_at)
+
+    def presign_gets(self, keys: list[str], *, expires_in: int) -> list[PresignedDownload]:
+        """Presigned GETs of many objects at once, all valid `expires_in` seconds from now: the same URLs
+        presign_get makes, about 15x cheaper each (server/core/s3_presign.py)."""
+        now = utc_now().replace(microsecond=0)
+        expires_at = now + timedelta(seconds=expires_in)
+        sign = self._get_presigner.url
+        return [PresignedDownload(sign(key, expires_in=expires_in, now=now), expires_at) for key in keys]
 
     async def head(self, key: str) -> StoredObject | None:
         """Size and stored SHA-256 of `key`; None when there is no such object."""

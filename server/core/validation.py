@@ -1,5 +1,9 @@
 """Request validation helpers for servicers: collect every field problem, then raise once.
 
+The contract's field rules (buf.validate annotations: UUIDs, lengths, ranges, enums, sizes) are enforced
+by the call pipeline before a servicer runs (server/core/contract_rules.py); a servicer uses the
+Validator only for what the contract cannot state: rules that span fields or entries, or need the clock.
+
 v = Validator()
 product_id = v.uuid("product_id", request.product_id)
 notes = v.text("notes", request.notes, max_len=2000)
@@ -19,6 +23,17 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 # How far ahead of the server's clock a client timestamp may be before it counts as "in the future".
 CLOCK_SKEW = timedelta(minutes=5)
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    """A UUID field the contract already checked (`string.uuid`); None when it is empty (optional)."""
+    return uuid.UUID(value) if value else None
+
+
+def page_size(value: int) -> int:
+    """The page size to use for a request's `page_size` (the contract refuses negative ones): 0 means the
+    default, larger than the maximum is capped."""
+    return min(value, MAX_PAGE_SIZE) if value else DEFAULT_PAGE_SIZE
 
 
 class Validator:

@@ -8,6 +8,9 @@ and the rules that span fields (a file's chunk list covering it) live in chunkin
 from __future__ import annotations
 
 import re
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
 
 from download.v1 import download_service_pb2 as pb
 from server.core.auth import current_user_id, require_service
@@ -145,25 +148,31 @@ def _verification_pb(view: verification.VerificationView) -> pb.VerificationResu
     )
 
 
-def _manifest_file_pb(file: manifests.ManifestFile) -> pb.ManifestFile:
-    return pb.ManifestFile(
-        path=file.path,
-        size_bytes=file.size_bytes,
-        sha256=file.sha256,
-        write_required=file.write_required,
-        chunks=[
-            pb.FileChunk(
+def _manifest_files_pb(files: list[manifests.ManifestFile]) -> list[pb.ManifestFile]:
+    """Chunks are appended in place and share one Timestamp per expiry (a page holds thousands of them:
+    this is the servicer's hot loop)."""
+    stamps: dict[datetime, timestamp_pb2.Timestamp | None] = {}
+    out = []
+    for file in files:
+        message = pb.ManifestFile(
+            path=file.path, size_bytes=file.size_bytes, sha256=file.sha256, write_required=file.write_required
+        )
+        add = message.chunks.add
+        for c in file.chunks:
+            stamp = stamps.get(c.url_expires_at)
+            if stamp is None:
+                stamp = stamps[c.url_expires_at] = timestamp(c.url_expires_at)
+            add(
                 chunk_hash=c.chunk_id,
                 offset=c.offset,
                 size_bytes=c.size_bytes,
                 url=c.url,
-                url_expires_at=timestamp(c.url_expires_at),
+                url_expires_at=stamp,
                 download_required=c.download_required,
                 compressed_size_bytes=c.compressed_size_bytes,
             )
-            for c in file.chunks
-        ],
-    )
+        out.append(message)
+    return out
 
 
 class ContentServicer:
@@ -279,7 +288,7 @@ class ContentServicer:
             download_id=str(page.download_id),
             product_id=str(page.product_id),
             version_id=str(page.version_id),
-            files=[_manifest_file_pb(f) for f in page.files],
+            files=_manifest_files_pb(page.files),
             next_page_token=page.next_page_token,
             total_size=page.total_size,
         )

@@ -1,14 +1,16 @@
-"""Signed, expiring chunk links (presigned S3 GETs), cached in Redis so repeated manifest pages, repairs
-and other users of the same chunk don't sign again (seed 001 §4.2.2 `cdn_link:*`).
+"""Signed, expiring chunk links (presigned S3 GETs), cached in Redis so repeated manifest pages and
+repairs don't sign again (seed 001 §4.2.2 `cdn_link:*`).
 
-A link is signed for `download_chunk_url_expiry_seconds` and served from the cache for the first two
-thirds of that, so a client always gets at least a third of the lifetime to use it. Links are bearer
-credentials: they are never logged.
+The cache holds one entry per file of a version (its chunk list never changes once committed): a page of
+a manifest reads a few keys, not one per chunk. A link is signed for `download_chunk_url_expiry_seconds`
+and served from the cache for the first two thirds of that, so a client always gets at least a third of
+the lifetime to use it. Links are bearer credentials: they are never logged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,6 +18,7 @@ from redis.asyncio import Redis
 
 from server.core.s3 import ObjectStore
 from server.downloads.chunking import object_key
+from server.downloads.content_repository import ChunkRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,33 +27,46 @@ class ChunkLink:
     expires_at: datetime
 
 
-def _cache_key(chunk_id: str, compressed_sha256: str) -> str:
-    return f"dl:chunk-link:{chunk_id}:{compressed_sha256}"
+def _cache_key(file_id: uuid.UUID) -> str:
+    return f"dl:chunk-links:{file_id}"
 
 
-async def chunk_links(
-    redis: Redis, store: ObjectStore, objects: Iterable[tuple[str, str]], *, lifetime_seconds: int
-) -> dict[tuple[str, str], ChunkLink]:
-    """A link per (chunk id, compressed sha256) object, from the cache where it holds one."""
-    wanted = list(dict.fromkeys(objects))
-    if not wanted:
-        return {}
-    cached = await redis.mget([_cache_key(*o) for o in wanted])
-    links: dict[tuple[str, str], ChunkLink] = {}
-    fresh: list[tuple[tuple[str, str], ChunkLink]] = []
-    for obj, hit in zip(wanted, cached, strict=True):
-        if hit is not None:
-            url, _, expires = hit.decode().rpartition(" ")
-            links[obj] = ChunkLink(url, datetime.fromtimestamp(int(expires), UTC))
-            continue
-        signed = await store.presign_get(object_key(*obj), expires_in=lifetime_seconds)
-        link = ChunkLink(signed.url, signed.expires_at.replace(microsecond=0))
-        links[obj] = link
-        fresh.append((obj, link))
-    if fresh:
+def _decode(value: bytes, count: int) -> list[ChunkLink] | None:
+    expires, *urls = value.decode().split("\n")
+    if len(urls) != count:
+        return None
+    when = datetime.fromtimestamp(int(expires), UTC)
+    return [ChunkLink(url, when) for url in urls]
+
+
+async def file_links(
+    redis: Redis,
+    store: ObjectStore,
+    files: Mapping[uuid.UUID, Sequence[ChunkRow]],
+    *,
+    lifetime_seconds: int,
+) -> dict[uuid.UUID, list[ChunkLink]]:
+    """For each file, a link per chunk (in the order given, which must be the file's chunk order)."""
+    ids = [file_id for file_id, chunks in files.items() if chunks]
+    links: dict[uuid.UUID, list[ChunkLink]] = {file_id: [] for file_id in files}
+    if not ids:
+        return links
+    cached = await redis.mget([_cache_key(file_id) for file_id in ids])
+    unsigned = []
+    for file_id, hit in zip(ids, cached, strict=True):
+        found = _decode(hit, len(files[file_id])) if hit is not None else None
+        if found is None:
+            unsigned.append(file_id)
+        else:
+            links[file_id] = found
+    if unsigned:
         reuse = max(1, lifetime_seconds * 2 // 3)
         async with redis.pipeline(transaction=False) as pipe:
-            for obj, link in fresh:
-                pipe.set(_cache_key(*obj), f"{link.url} {int(link.expires_at.timestamp())}", ex=reuse)
+            for file_id in unsigned:
+                keys = [object_key(c.chunk_id, c.compressed_sha256) for c in files[file_id]]
+                signed = store.presign_gets(keys, expires_in=lifetime_seconds)
+                links[file_id] = [ChunkLink(s.url, s.expires_at) for s in signed]
+                expires = int(signed[0].expires_at.timestamp())
+                pipe.set(_cache_key(file_id), "\n".join([str(expires), *(s.url for s in signed)]), ex=reuse)
             await pipe.execute()
     return links

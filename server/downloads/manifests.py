@@ -17,12 +17,12 @@ from server.core.errors import FailedPrecondition
 from server.core.pagination import decode_page_token, encode_page_token, invalid_page_token, query_fingerprint
 from server.downloads import content_repository as repo
 from server.downloads.catalog import version_not_found
-from server.downloads.links import chunk_links
+from server.downloads.links import file_links
 from server.downloads.session_repository import SessionRepository
 from server.downloads.session_rules import CANCELLED
 from server.downloads.sessions import download_not_found
 
-MAX_CHUNKS_PER_PAGE = 2000
+MAX_CHUNKS_PER_PAGE = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +95,19 @@ async def manifest_page(
         chunks = await repo.file_chunks(
             uow.session, version_id, [r.file_id for r in page], installed_version_id=installed_version_id
         )
-    links = await chunk_links(
+    links = await file_links(
         deps.redis,
         deps.store,
-        ((c.chunk_id, c.compressed_sha256) for file_chunks in chunks.values() for c, _ in file_chunks),
+        {file_id: [chunk for chunk, _ in listed] for file_id, listed in chunks.items()},
         lifetime_seconds=deps.settings.download_chunk_url_expiry_seconds,
     )
-    files = []
-    for row in page:
-        listed = []
-        for chunk, held in chunks[row.file_id]:
-            link = links[(chunk.chunk_id, chunk.compressed_sha256)]
-            listed.append(
+    files = [
+        ManifestFile(
+            row.path,
+            row.size_bytes,
+            row.sha256,
+            not row.installed,
+            [
                 ManifestChunk(
                     chunk.chunk_id,
                     chunk.offset,
@@ -116,8 +117,11 @@ async def manifest_page(
                     link.expires_at,
                     download_required=not held,
                 )
-            )
-        files.append(ManifestFile(row.path, row.size_bytes, row.sha256, not row.installed, listed))
+                for (chunk, held), link in zip(chunks[row.file_id], links[row.file_id], strict=True)
+            ],
+        )
+        for row in page
+    ]
     more = len(page) < len(rows)
     token = encode_page_token([page[-1].path], fingerprint) if more and page else ""
     return ManifestPage(download_id, version.product_id, version_id, files, token, version.file_count)

@@ -20,8 +20,9 @@ from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC, rfc3339
 from server.core.replay import request_key
 from server.downloads import catalog
 from server.downloads import content_repository as repo
+from server.downloads.chunking import object_key
 from server.downloads.content_tables import VerificationResult
-from server.downloads.links import ChunkLink, chunk_links
+from server.downloads.links import ChunkLink
 from server.library.entitlements import require_owned
 
 VERIFICATION_COMPLETED = "com.platform.download.file.verification.completed.v1"
@@ -102,12 +103,14 @@ async def verify_installation(
             first = await _verify(uow, deps.clock(), user_id, product_id, version_id, files)
             await replay.remember(uow, key, first)
             await uow.commit()
-    links = await chunk_links(
-        deps.redis,
-        deps.store,
-        ((c.chunk_id, c.compressed_sha256) for f in first.damaged_files for c in f.chunks),
-        lifetime_seconds=deps.settings.download_chunk_url_expiry_seconds,
+    # Repairs are rare and small: their links are signed afresh (manifests cache theirs, links.py).
+    objects = list(
+        dict.fromkeys((c.chunk_id, c.compressed_sha256) for f in first.damaged_files for c in f.chunks)
     )
+    signed = deps.store.presign_gets(
+        [object_key(*obj) for obj in objects], expires_in=deps.settings.download_chunk_url_expiry_seconds
+    )
+    links = {obj: ChunkLink(s.url, s.expires_at) for obj, s in zip(objects, signed, strict=True)}
     return VerificationView(first, links)
 
 

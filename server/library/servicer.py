@@ -1,4 +1,7 @@
-"""LibraryService transport: validate the request, map proto ⇄ domain, call a use case. Nothing else."""
+"""LibraryService transport: map proto ⇄ domain, call a use case. Nothing else.
+
+The contract's field rules (buf.validate annotations) are enforced by the call pipeline before a method
+runs; what is checked here spans fields or entries (update masks, duplicate ids, timestamps)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from library.v1 import library_service_pb2_grpc
 from server.core.auth import current_user_id, require_service
 from server.core.deps import Deps
 from server.core.protoconv import timestamp
-from server.core.validation import Validator
+from server.core.validation import Validator, page_size, parse_uuid
 from server.library import rules, use_cases
 from server.library.views import CategoryView, LibraryItemView, ProductInfo, WishlistItemView
 
@@ -20,28 +23,6 @@ _Installation = pb.LibraryItem.InstallationStatus
 _ProductType = pb.Product.ProductType
 _SortBy = pb.ListLibraryItemsRequest.SortBy
 _Reason = pb.RevokeEntitlementRequest.Reason
-
-MAX_SEARCH = 200
-MAX_NOTES = 1000
-MAX_CATEGORIES_PER_ITEM = 100
-MAX_GRANTS = 100
-MAX_PRODUCTS = 500
-MAX_NAME = 500
-MAX_URL = 2048
-MAX_COMPANY = 300
-MAX_GENRES = 50
-MAX_GENRE = 100
-
-
-def _defined(enum) -> frozenset[int]:
-    return frozenset(v for v in enum.values() if v != 0)
-
-
-_ACQUISITIONS = _defined(_Acquisition)
-_INSTALLATIONS = _defined(_Installation)
-_PRODUCT_TYPES = _defined(_ProductType)
-_SORTS = _defined(_SortBy)
-_REASONS = _defined(_Reason)
 
 
 def _domain(enum, value: int) -> str:
@@ -108,32 +89,25 @@ def _wish(view: WishlistItemView) -> pb.WishlistItem:
     )
 
 
-def _distinct(v: Validator, field: str, ids: list[uuid.UUID | None]) -> None:
+def _distinct(v: Validator, field: str, ids: list[uuid.UUID]) -> None:
     seen: set[uuid.UUID] = set()
     for i, value in enumerate(ids):
-        if value is not None and value in seen:
+        if value in seen:
             v.fail(f"{field}[{i}].product_id", "duplicate product id")
         seen.add(value)
 
 
+def _order_id(value: str) -> str | None:
+    """The canonical form of an optional order id (the contract checked it is a UUID)."""
+    return str(parse_uuid(value)) if value else None
+
+
 def _product_row(v: Validator, field: str, product: pb.Product, now: datetime) -> dict:
     """A product cache row from an UpsertProducts entry (every column: the entry replaces the cache)."""
-    v.text(f"{field}.name", product.name, max_len=MAX_NAME, required=True)
-    v.enum(f"{field}.product_type", product.product_type, _PRODUCT_TYPES)
-    for name in ("cover_image_url", "icon_url"):
-        v.text(f"{field}.{name}", getattr(product, name), max_len=MAX_URL)
-    for name in ("developer", "publisher"):
-        v.text(f"{field}.{name}", getattr(product, name), max_len=MAX_COMPANY)
-    if len(product.genres) > MAX_GENRES:
-        v.fail(f"{field}.genres", f"at most {MAX_GENRES} genres")
-    for i, genre in enumerate(product.genres):
-        v.text(f"{field}.genres[{i}]", genre, max_len=MAX_GENRE, required=True)
     return {
-        "product_id": v.uuid(f"{field}.product_id", product.product_id),
+        "product_id": parse_uuid(product.product_id),
         "name": product.name,
-        "product_type": (
-            _domain(_ProductType, product.product_type) if product.product_type in _PRODUCT_TYPES else ""
-        ),
+        "product_type": _domain(_ProductType, product.product_type) if product.product_type else "",
         "cover_image_url": product.cover_image_url,
         "icon_url": product.icon_url,
         "developer": product.developer,
@@ -154,20 +128,13 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
         self, request: pb.ListLibraryItemsRequest, context
     ) -> pb.ListLibraryItemsResponse:
         user_id = current_user_id()
-        v = Validator()
-        v.enum("status", request.status, _INSTALLATIONS)
-        category_id = v.uuid("category_id", request.category_id, required=False)
-        v.text("search", request.search, max_len=MAX_SEARCH)
-        v.enum("sort_by", request.sort_by, _SORTS)
-        page_size = v.page_size(request.page_size)
-        v.check()
         query = use_cases.LibraryQuery(
             installation_status=_domain(_Installation, request.status) if request.status else None,
-            category_id=category_id,
+            category_id=parse_uuid(request.category_id),
             search=request.search,
             sort=_domain(_SortBy, request.sort_by or _SortBy.Value("NAME_ASC")),
             include_hidden=request.include_hidden,
-            page_size=page_size,
+            page_size=page_size(request.page_size),
             page_token=request.page_token,
         )
         page = await use_cases.list_library_items(self._deps, user_id, query)
@@ -182,11 +149,6 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
     ) -> pb.UpdateLibraryItemResponse:
         user_id = current_user_id()
         v = Validator()
-        item_id = v.uuid("library_item_id", request.library_item_id)
-        if len(request.category_ids) > MAX_CATEGORIES_PER_ITEM:
-            v.fail("category_ids", f"at most {MAX_CATEGORIES_PER_ITEM} categories")
-        category_ids = [v.uuid(f"category_ids[{i}]", c) for i, c in enumerate(request.category_ids)]
-        v.enum("installation_status", request.installation_status, _INSTALLATIONS)
         fields, unknown = rules.fields_to_update(
             request.update_mask.paths,
             has_is_hidden=request.HasField("is_hidden"),
@@ -201,20 +163,20 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
         changes = use_cases.ItemChanges(
             fields=fields,
             is_hidden=request.is_hidden,
-            category_ids=[c for c in category_ids if c is not None],
+            category_ids=[parse_uuid(c) for c in request.category_ids],
             installation_status=(
                 _domain(_Installation, request.installation_status) if request.installation_status else None
             ),
         )
+        item_id = parse_uuid(request.library_item_id)
         view = await use_cases.update_library_item(self._deps, user_id, item_id, changes)
         return pb.UpdateLibraryItemResponse(library_item=_item(view))
 
     async def ListCategories(self, request: pb.ListCategoriesRequest, context) -> pb.ListCategoriesResponse:
         user_id = current_user_id()
-        v = Validator()
-        page_size = v.page_size(request.page_size)
-        v.check()
-        page = await use_cases.list_categories(self._deps, user_id, page_size, request.page_token)
+        page = await use_cases.list_categories(
+            self._deps, user_id, page_size(request.page_size), request.page_token
+        )
         return pb.ListCategoriesResponse(
             categories=[_category(c) for c in page.items],
             next_page_token=page.next_page_token,
@@ -227,17 +189,14 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
         name = rules.clean_category_name(request.name)
         if (problem := rules.category_name_problem(name)) is not None:
             v.fail("name", problem)
-        request_id = v.request_id(request.request_id)
         v.check()
-        category = await use_cases.create_category(self._deps, user_id, name, request_id)
+        category = await use_cases.create_category(self._deps, user_id, name, parse_uuid(request.request_id))
         return pb.CreateCategoryResponse(category=_category(category))
 
     async def ListWishlist(self, request: pb.ListWishlistRequest, context) -> pb.ListWishlistResponse:
         user_id = current_user_id()
-        v = Validator()
-        page_size = v.page_size(request.page_size)
-        v.check()
-        page = await use_cases.list_wishlist(self._deps, user_id, page_size, request.page_token)
+        size = page_size(request.page_size)
+        page = await use_cases.list_wishlist(self._deps, user_id, size, request.page_token)
         return pb.ListWishlistResponse(
             items=[_wish(i) for i in page.items],
             next_page_token=page.next_page_token,
@@ -248,19 +207,13 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
         self, request: pb.AddWishlistItemRequest, context
     ) -> pb.AddWishlistItemResponse:
         user_id = current_user_id()
-        v = Validator()
-        product_id = v.uuid("product_id", request.product_id)
-        v.non_negative("priority", request.priority)
-        v.text("notes", request.notes, max_len=MAX_NOTES)
-        request_id = v.request_id(request.request_id)
-        v.check()
         item = await use_cases.add_wishlist_item(
             self._deps,
             user_id,
-            product_id,
+            parse_uuid(request.product_id),
             priority=request.priority,
             notes=request.notes,
-            request_id=request_id,
+            request_id=parse_uuid(request.request_id),
         )
         return pb.AddWishlistItemResponse(wishlist_item=_wish(item))
 
@@ -268,10 +221,7 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
         self, request: pb.RemoveWishlistItemRequest, context
     ) -> pb.RemoveWishlistItemResponse:
         user_id = current_user_id()
-        v = Validator()
-        product_id = v.uuid("product_id", request.product_id)
-        v.check()
-        removed = await use_cases.remove_wishlist_item(self._deps, user_id, product_id)
+        removed = await use_cases.remove_wishlist_item(self._deps, user_id, parse_uuid(request.product_id))
         return pb.RemoveWishlistItemResponse(removed=removed)
 
     async def GrantEntitlements(
@@ -279,28 +229,20 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
     ) -> pb.GrantEntitlementsResponse:
         caller = require_service().subject
         v = Validator()
-        user_id = v.uuid("user_id", request.user_id)
-        if not 1 <= len(request.items) <= MAX_GRANTS:
-            v.fail("items", f"must have 1 to {MAX_GRANTS} entries")
-        product_ids = [v.uuid(f"items[{i}].product_id", g.product_id) for i, g in enumerate(request.items)]
-        for i, grant in enumerate(request.items):
-            v.enum(f"items[{i}].acquisition_type", grant.acquisition_type, _ACQUISITIONS, required=True)
+        product_ids = [parse_uuid(g.product_id) for g in request.items]
         _distinct(v, "items", product_ids)
-        order_id = v.uuid("order_id", request.order_id, required=False)
-        request_id = v.request_id(request.request_id)
         v.check()
         grants = [
             use_cases.Grant(product_id, _domain(_Acquisition, g.acquisition_type))
             for product_id, g in zip(product_ids, request.items, strict=True)
-            if product_id is not None
         ]
         result = await use_cases.grant_entitlements(
             self._deps,
             caller,
-            user_id,
+            parse_uuid(request.user_id),
             grants,
-            order_id=str(order_id) if order_id else None,
-            request_id=request_id,
+            order_id=_order_id(request.order_id),
+            request_id=parse_uuid(request.request_id),
         )
         return pb.GrantEntitlementsResponse(
             library_items=[_item(i) for i in result.library_items],
@@ -311,21 +253,14 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
         self, request: pb.RevokeEntitlementRequest, context
     ) -> pb.RevokeEntitlementResponse:
         caller = require_service().subject
-        v = Validator()
-        user_id = v.uuid("user_id", request.user_id)
-        product_id = v.uuid("product_id", request.product_id)
-        v.enum("reason", request.reason, _REASONS, required=True)
-        order_id = v.uuid("order_id", request.order_id, required=False)
-        request_id = v.request_id(request.request_id)
-        v.check()
         result = await use_cases.revoke_entitlement(
             self._deps,
             caller,
-            user_id,
-            product_id,
+            parse_uuid(request.user_id),
+            parse_uuid(request.product_id),
             reason=_domain(_Reason, request.reason),
-            order_id=str(order_id) if order_id else None,
-            request_id=request_id,
+            order_id=_order_id(request.order_id),
+            request_id=parse_uuid(request.request_id),
         )
         return pb.RevokeEntitlementResponse(revoked=result.revoked)
 
@@ -333,11 +268,9 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
         self, request: pb.CheckEntitlementRequest, context
     ) -> pb.CheckEntitlementResponse:
         require_service()
-        v = Validator()
-        user_id = v.uuid("user_id", request.user_id)
-        product_id = v.uuid("product_id", request.product_id)
-        v.check()
-        item = await use_cases.check_entitlement(self._deps, user_id, product_id)
+        item = await use_cases.check_entitlement(
+            self._deps, parse_uuid(request.user_id), parse_uuid(request.product_id)
+        )
         if item is None:
             return pb.CheckEntitlementResponse(owned=False)
         return pb.CheckEntitlementResponse(
@@ -347,8 +280,6 @@ class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
     async def UpsertProducts(self, request: pb.UpsertProductsRequest, context) -> pb.UpsertProductsResponse:
         require_service()
         v = Validator()
-        if not 1 <= len(request.products) <= MAX_PRODUCTS:
-            v.fail("products", f"must have 1 to {MAX_PRODUCTS} entries")
         now = self._deps.clock()
         rows = [_product_row(v, f"products[{i}]", p, now) for i, p in enumerate(request.products)]
         _distinct(v, "products", [row["product_id"] for row in rows])

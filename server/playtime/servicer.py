@@ -1,4 +1,7 @@
-"""PlaytimeTrackerService transport: validate, map proto ⇄ domain, call a use case. Nothing else."""
+"""PlaytimeTrackerService transport: map proto ⇄ domain, call a use case. Nothing else.
+
+The contract's field rules are enforced by the call pipeline; what is checked here needs the clock
+(timestamps) or spans entries (comma-separated product ids)."""
 
 from __future__ import annotations
 
@@ -9,13 +12,11 @@ from library.v1 import playtime_service_pb2_grpc
 from server.core.auth import current_user_id
 from server.core.deps import Deps
 from server.core.protoconv import timestamp
-from server.core.validation import Validator
+from server.core.validation import Validator, parse_uuid
 from server.playtime import rules
 from server.playtime.live import server_now
 from server.playtime.use_cases import OfflineSession, Playtime, ProductPlaytime
 
-DEVICE_ID_MAX_LEN = 128
-MAX_OFFLINE_SESSIONS = 100
 MAX_STATS_PRODUCTS = 200
 _EMPTY = empty_pb2.Empty()
 _Result = pb.OfflineSessionResult
@@ -40,12 +41,9 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
 
     async def StartPlaytimeSession(self, request: pb.StartPlaytimeSessionRequest, context):
         user_id = current_user_id()
-        v = Validator()
-        product_id = v.uuid("product_id", request.product_id)
-        device_id = v.text("device_id", request.device_id, max_len=DEVICE_ID_MAX_LEN, required=True)
-        client_session_id = v.uuid("client_session_id", request.client_session_id, required=False)
-        v.check()
-        started = await self._playtime.start(user_id, product_id, device_id, client_session_id)
+        started = await self._playtime.start(
+            user_id, parse_uuid(request.product_id), request.device_id, parse_uuid(request.client_session_id)
+        )
         return pb.StartPlaytimeSessionResponse(
             session_id=str(started.session_id),
             heartbeat_interval_seconds=self._deps.settings.playtime_heartbeat_interval_seconds,
@@ -56,21 +54,17 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
 
     async def RecordPlaytimeHeartbeat(self, request: pb.RecordPlaytimeHeartbeatRequest, context):
         user_id = current_user_id()
-        v = Validator()
-        product_id = v.uuid("product_id", request.product_id)
-        session_id = v.uuid("session_id", request.session_id)
         if request.HasField("current_timestamp"):
+            v = Validator()
             v.timestamp("current_timestamp", request.current_timestamp, now=server_now(self._deps.clock))
-        v.check()
+            v.check()
+        session_id, product_id = parse_uuid(request.session_id), parse_uuid(request.product_id)
         await self._playtime.heartbeat(user_id, session_id, product_id)
         return _EMPTY
 
     async def EndPlaytimeSession(self, request: pb.EndPlaytimeSessionRequest, context):
         user_id = current_user_id()
-        v = Validator()
-        product_id = v.uuid("product_id", request.product_id)
-        session_id = v.uuid("session_id", request.session_id)
-        v.check()
+        session_id, product_id = parse_uuid(request.session_id), parse_uuid(request.product_id)
         ended = await self._playtime.end(user_id, session_id, product_id)
         return pb.EndPlaytimeSessionResponse(
             session_id=str(ended.session_id),
@@ -85,23 +79,15 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
     async def RecordOfflineSessions(self, request: pb.RecordOfflineSessionsRequest, context):
         user_id = current_user_id()
         v = Validator()
-        if not request.sessions:
-            v.fail("sessions", "is required")
-        elif len(request.sessions) > MAX_OFFLINE_SESSIONS:
-            v.fail("sessions", f"at most {MAX_OFFLINE_SESSIONS} sessions")
         sessions: list[OfflineSession] = []
-        for i, s in enumerate(request.sessions if len(request.sessions) <= MAX_OFFLINE_SESSIONS else ()):
-            field = f"sessions[{i}]"
-            client_session_id = v.uuid(f"{field}.client_session_id", s.client_session_id)
-            product_id = v.uuid(f"{field}.product_id", s.product_id)
-            device_id = v.text(f"{field}.device_id", s.device_id, max_len=DEVICE_ID_MAX_LEN, required=True)
+        for i, s in enumerate(request.sessions):
             # A future time rejects that session alone (IN_FUTURE), not the whole call.
-            start = v.timestamp(f"{field}.start_time", s.start_time, allow_future=True)
-            end = v.timestamp(f"{field}.end_time", s.end_time, allow_future=True)
-            if client_session_id and product_id and start and end:
-                sessions.append(
-                    OfflineSession(client_session_id, product_id, device_id, rules.Interval(start, end))
-                )
+            start = v.timestamp(f"sessions[{i}].start_time", s.start_time, allow_future=True)
+            end = v.timestamp(f"sessions[{i}].end_time", s.end_time, allow_future=True)
+            if start and end:
+                interval = rules.Interval(start, end)
+                client_session_id, product_id = parse_uuid(s.client_session_id), parse_uuid(s.product_id)
+                sessions.append(OfflineSession(client_session_id, product_id, s.device_id, interval))
         v.check()
         results, stats = await self._playtime.record_offline(user_id, sessions)
         return pb.RecordOfflineSessionsResponse(
@@ -122,9 +108,8 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
         user_id = current_user_id()
         v = Validator()
         product_ids = v.uuids("product_ids", request.product_ids, max_items=MAX_STATS_PRODUCTS)
-        period = v.enum("period", request.period, set(pb.GetPlaytimeStatsRequest.Period.values()))
         v.check()
-        last_two_weeks = period == pb.GetPlaytimeStatsRequest.LAST_2_WEEKS
+        last_two_weeks = request.period == pb.GetPlaytimeStatsRequest.LAST_2_WEEKS
         stats, computed_at = await self._playtime.stats(user_id, product_ids, last_two_weeks=last_two_weeks)
         return pb.GetPlaytimeStatsResponse(
             stats=[_stats_pb(s, last_two_weeks=last_two_weeks) for s in stats],

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -24,8 +25,9 @@ from client.sdk.publishing import begin_request, upload_missing
 from download.v1 import download_service_pb2_grpc
 from scripts.devtokens import mint
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC
+from server.core.s3_presign import GetPresigner
 from server.downloads.builds import scan
-from server.downloads.chunking import cut, decompress_chunk
+from server.downloads.chunking import cut, decompress_chunk, object_key
 from tests.support.kafka import TopicReader, about, assert_cloud_event
 from tests.support.ownership import grant
 from tests.support.processes import ROOT
@@ -74,6 +76,7 @@ class Published:
     v1: dict
     v2: dict
     edits: int
+    v1_directory: Path
 
 
 V1_NOTES = "First release."
@@ -109,7 +112,12 @@ def published(tmp_path_factory, grpc_target) -> Published:
     edited, edits = _edited(big)
     v2_files = {**v1_files, "bin/big.dat": edited}
     v2 = run_publish(product, "1.1.0", write_tree(root / "v2", v2_files), "--notes", str(notes / "v2.txt"))
-    return Published(product, v1_files, v2_files, v1, v2, edits)
+    return Published(product, v1_files, v2_files, v1, v2, edits, root / "v1")
+
+
+def v1_build(published: Published):
+    """The v1 build as the publisher prepared it (its chunk ids and compressed objects)."""
+    return scan(published.v1_directory)
 
 
 async def _start(me: RestClient, product: uuid.UUID, **extra) -> str:
@@ -342,6 +350,27 @@ async def test_a_tampered_chunk_link_is_refused_by_the_store(http, sessions, pub
         assert (await client.get(url)).status_code == 200
         assert (await client.get(forged_signature)).status_code == 403
         assert (await client.get(longer)).status_code == 403
+
+
+async def test_an_expired_chunk_link_is_refused_by_the_store(settings, published):
+    """The same object signed the way manifests sign it, once now and once as if 20 minutes ago (its
+    15 minutes are over): the store serves the first and refuses the second."""
+    build = v1_build(published)
+    chunk = build.files[0].chunks[0]
+    presigner = GetPresigner(
+        settings.s3_endpoint_url,
+        settings.s3_bucket,
+        settings.s3_region,
+        settings.s3_access_key_id,
+        settings.s3_secret_access_key,
+    )
+    key = object_key(chunk.chunk_id, chunk.compressed_sha256)
+    now = datetime.now(UTC)
+    fresh = presigner.url(key, expires_in=900, now=now)
+    expired = presigner.url(key, expires_in=900, now=now - timedelta(minutes=20))
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(fresh)).status_code == 200
+        assert (await client.get(expired)).status_code == 403
 
 
 async def test_another_user_sees_nothing_of_the_owners_content(http, sessions, published):

@@ -89,7 +89,7 @@ async def test_failures_name_the_problem_and_exit_non_zero(owner, grpc_target):
 
     code, _, err = await cli(user, "settings", "get", "not-a-uuid")
     assert code == 1
-    assert err.splitlines() == ["error: VALIDATION_FAILED:", "  product_id: must be a UUID"]
+    assert err.splitlines() == ["error: VALIDATION_FAILED:", "  product_id: must be a valid UUID"]
     assert "Traceback" not in err
 
     code, out, _ = await cli(user, "--json", "settings", "get", str(product))

@@ -235,7 +235,9 @@ async def test_owners_list_versions_newest_first_and_others_see_nothing(
 
 async def test_publish_product_version_publishes_a_directory_on_the_servers_host(downloads, tmp_path):
     product = uuid.uuid4()
-    source = write_tree(tmp_path / "build", {"bin/a.bin": seeded(6, 1_500_000), "b.txt": b"b"})
+    source = write_tree(
+        tmp_path / "build", {"bin/a.bin": seeded(6, 1_500_000), "b.txt": f"notes {RUN}".encode()}
+    )
     request = pb.PublishProductVersionRequest(
         product_id=str(product),
         version_name="9.0",
@@ -246,7 +248,8 @@ async def test_publish_product_version_publishes_a_directory_on_the_servers_host
     )
     first = await downloads.PublishProductVersion(request, metadata=service_metadata())
     assert (first.version.version_name, first.version.branch, first.version.file_count) == ("9.0", "beta", 2)
-    assert first.version.new_chunk_count >= 2 and first.version.release_notes == "from the server"
+    assert first.version.new_chunk_count == first.version.chunk_count >= 2  # all new, no repeats
+    assert first.version.release_notes == "from the server"
     replayed = await downloads.PublishProductVersion(request, metadata=service_metadata())
     assert replayed.version == first.version
     request.request_id = str(uuid.uuid4())

@@ -654,8 +654,12 @@ async def test_invalid_input_is_refused_with_field_violations_and_writes_nothing
             pb.EntitlementGrant(product_id=str(uuid.UUID(int=1)), acquisition_type=Item.PURCHASE),
             pb.EntitlementGrant(product_id=str(uuid.UUID(int=1))),
             pb.EntitlementGrant(product_id="zz", acquisition_type=99)], order_id="o-1"), metadata=svc),
-         ["items[2].product_id", "items[1].acquisition_type", "items[2].acquisition_type",
-          "items[1].product_id", "order_id"]),
+         ["items[1].acquisition_type", "items[2].product_id", "items[2].acquisition_type", "order_id"]),
+        (stub.GrantEntitlements(pb.GrantEntitlementsRequest(user_id=str(user), items=[
+            pb.EntitlementGrant(product_id=str(uuid.UUID(int=1)), acquisition_type=Item.PURCHASE),
+            pb.EntitlementGrant(product_id=str(uuid.UUID(int=1)), acquisition_type=Item.GIFT)]),
+            metadata=svc),
+         ["items[1].product_id"]),
         (stub.GrantEntitlements(pb.GrantEntitlementsRequest(user_id="u"), metadata=svc),
          ["user_id", "items"]),
         (stub.RevokeEntitlement(pb.RevokeEntitlementRequest(user_id=str(user), product_id="x"), metadata=svc),
@@ -663,10 +667,11 @@ async def test_invalid_input_is_refused_with_field_violations_and_writes_nothing
         (stub.CheckEntitlement(pb.CheckEntitlementRequest(user_id="", product_id="x"), metadata=svc),
          ["user_id", "product_id"]),
         (stub.UpsertProducts(pb.UpsertProductsRequest(products=[pb.Product(
-            product_id="nope", name="", product_type=12, genres=["g" * 101], updated_at=future)]),
-            metadata=svc),
-         ["products[0].name", "products[0].product_type", "products[0].genres[0]", "products[0].product_id",
-          "products[0].updated_at"]),
+            product_id="nope", name="", product_type=12, genres=["g" * 101])]), metadata=svc),
+         ["products[0].product_id", "products[0].name", "products[0].product_type", "products[0].genres[0]"]),
+        (stub.UpsertProducts(pb.UpsertProductsRequest(products=[pb.Product(
+            product_id=str(uuid.uuid4()), name="Later", updated_at=future)]), metadata=svc),
+         ["products[0].updated_at"]),
         (stub.UpsertProducts(pb.UpsertProductsRequest(), metadata=svc), ["products"]),
     ]  # fmt: skip
     for call, expected in cases:

@@ -471,6 +471,12 @@ def _future() -> timestamp_pb2.Timestamp:
     return ts(datetime.now(UTC) + timedelta(days=1))
 
 
+_OFFLINE_SESSION_FIELDS_OF_FIRST_FOUR = [
+    f"sessions[{i}].{name}"
+    for i in range(4)
+    for name in ("client_session_id", "product_id", "device_id", "start_time", "end_time")
+]
+
 # (rpc, request for product id p, the fields reported, in the order the servicer checks them)
 INVALID_REQUESTS = {
     "start_bad_ids": (
@@ -519,13 +525,29 @@ INVALID_REQUESTS = {
     ),
     "offline_too_many": (
         "RecordOfflineSessions",
-        lambda p: pb.RecordOfflineSessionsRequest(sessions=[pb.OfflineSession()] * 101),
+        lambda p: pb.RecordOfflineSessionsRequest(
+            sessions=[
+                pb.OfflineSession(
+                    client_session_id=str(uuid.uuid4()),
+                    product_id=p,
+                    device_id="d",
+                    start_time=ts(datetime.now(UTC) - timedelta(hours=2)),
+                    end_time=ts(datetime.now(UTC) - timedelta(hours=1)),
+                )
+                for _ in range(101)
+            ]
+        ),
         ["sessions"],
+    ),
+    "offline_too_many_and_all_malformed": (  # 506 violations: the error reports the first 20
+        "RecordOfflineSessions",
+        lambda p: pb.RecordOfflineSessionsRequest(sessions=[pb.OfflineSession()] * 101),
+        ["sessions", *_OFFLINE_SESSION_FIELDS_OF_FIRST_FOUR[:19]],
     ),
     "stats_bad_product_and_period": (
         "GetPlaytimeStats",
         lambda p: pb.GetPlaytimeStatsRequest(product_ids=[f"{p},zzz"], period=7),
-        ["product_ids[1]", "period"],
+        ["product_ids[0]", "period"],
     ),
 }
 

@@ -16,15 +16,25 @@ def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     return status_pb2.Status.FromString(raw)
 
 
-def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
-    """(field, description) of every BadRequest violation of a failed call, in order (none: `[]`)."""
+def _bad_request_violations(error: grpc.aio.AioRpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
     violations = []
     for detail in rich_status(error).details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
-            violations.extend((v.field, v.description) for v in bad.field_violations)
+            violations.extend(bad.field_violations)
     return violations
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    """(field, description) of every BadRequest violation of a failed call, in order (none: `[]`)."""
+    return [(v.field, v.description) for v in _bad_request_violations(error)]
+
+
+def violated_rules(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    """(field, rule id) of every BadRequest violation of a failed call, in order; the rule id travels as
+    the violation's `reason` (e.g. `string.uuid`)."""
+    return [(v.field, v.reason) for v in _bad_request_violations(error)]
 
 
 def error_details(error: grpc.aio.AioRpcError) -> tuple[str, list[str]]:

@@ -219,8 +219,12 @@ class DownloadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CheckUpdates(self, request, context):
-        """Checks installed products for updates: per product the latest published version and, if it differs
-        from the installed one, the bytes to download (changed chunks) and to write (changed files).
+        """Checks installed products for updates: per product the latest version of the user's branch for it
+        (download settings; default `public`) and, if it differs from the installed one, the bytes to
+        download (compressed size of the chunks the installed version lacks), the bytes to write (files that
+        change) and its release notes. Products the user does not own are answered without a latest version.
+        The first check that finds a version announces it (`download.update.available`, once per user,
+        product and version); repeating the call changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -253,11 +257,12 @@ class DownloadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PublishProductVersion(self, request, context):
-        """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
-        version of a product from a directory of files readable by the server. Files are split into ~1 MiB
-        chunks, every chunk and file is SHA-256 hashed, chunks are stored once in S3 under their hash (dedup
-        across versions) and the file metadata of the version is recorded. The new version becomes the
-        product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
+        """Internal (`service` role, gRPC only; the publishing CLI runs the same protocol): publishes a new
+        version of a product from a directory of files readable by the server. Files are cut with FastCDC
+        (min 256 KiB, average 1 MiB, max 4 MiB), every chunk and file is SHA-256 hashed, chunks the store
+        lacks are stored zstd-compressed in S3 under their hash (dedup across files, versions and products)
+        and verified, and the version becomes the latest of its branch. Errors: PERMISSION_DENIED,
+        VALIDATION_FAILED (e.g. unreadable or empty directory), PRODUCT_VERSION_ALREADY_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -83,8 +83,12 @@ class DownloadServiceStub:
     Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION, VALIDATION_FAILED.
     """
     CheckUpdates: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.CheckUpdatesRequest, _download_service_pb2.CheckUpdatesResponse]
-    """Checks installed products for updates: per product the latest published version and, if it differs
-    from the installed one, the bytes to download (changed chunks) and to write (changed files).
+    """Checks installed products for updates: per product the latest version of the user's branch for it
+    (download settings; default `public`) and, if it differs from the installed one, the bytes to
+    download (compressed size of the chunks the installed version lacks), the bytes to write (files that
+    change) and its release notes. Products the user does not own are answered without a latest version.
+    The first check that finds a version announces it (`download.update.available`, once per user,
+    product and version); repeating the call changes nothing.
     """
     VerifyInstallation: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.VerifyInstallationRequest, _download_service_pb2.VerifyInstallationResponse]
     """Verifies an installation against a version's manifest using the client's file sizes and SHA-256
@@ -100,11 +104,12 @@ class DownloadServiceStub:
     PRODUCT_VERSION_NOT_FOUND (a chosen branch without a published version of the product).
     """
     PublishProductVersion: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.PublishProductVersionRequest, _download_service_pb2.PublishProductVersionResponse]
-    """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
-    version of a product from a directory of files readable by the server. Files are split into ~1 MiB
-    chunks, every chunk and file is SHA-256 hashed, chunks are stored once in S3 under their hash (dedup
-    across versions) and the file metadata of the version is recorded. The new version becomes the
-    product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
+    """Internal (`service` role, gRPC only; the publishing CLI runs the same protocol): publishes a new
+    version of a product from a directory of files readable by the server. Files are cut with FastCDC
+    (min 256 KiB, average 1 MiB, max 4 MiB), every chunk and file is SHA-256 hashed, chunks the store
+    lacks are stored zstd-compressed in S3 under their hash (dedup across files, versions and products)
+    and verified, and the version becomes the latest of its branch. Errors: PERMISSION_DENIED,
+    VALIDATION_FAILED (e.g. unreadable or empty directory), PRODUCT_VERSION_ALREADY_EXISTS.
     """
     BeginVersionUpload: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.BeginVersionUploadRequest, _download_service_pb2.BeginVersionUploadResponse]
     """Internal (`service` role, gRPC only): step 1 of the build pipeline's upload protocol. Declares a
@@ -182,8 +187,12 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     Errors: DOWNLOAD_NOT_FOUND, INVALID_STATE_TRANSITION, VALIDATION_FAILED.
     """
     CheckUpdates: _aio.UnaryUnaryMultiCallable[_download_service_pb2.CheckUpdatesRequest, _download_service_pb2.CheckUpdatesResponse]  # type: ignore[assignment]
-    """Checks installed products for updates: per product the latest published version and, if it differs
-    from the installed one, the bytes to download (changed chunks) and to write (changed files).
+    """Checks installed products for updates: per product the latest version of the user's branch for it
+    (download settings; default `public`) and, if it differs from the installed one, the bytes to
+    download (compressed size of the chunks the installed version lacks), the bytes to write (files that
+    change) and its release notes. Products the user does not own are answered without a latest version.
+    The first check that finds a version announces it (`download.update.available`, once per user,
+    product and version); repeating the call changes nothing.
     """
     VerifyInstallation: _aio.UnaryUnaryMultiCallable[_download_service_pb2.VerifyInstallationRequest, _download_service_pb2.VerifyInstallationResponse]  # type: ignore[assignment]
     """Verifies an installation against a version's manifest using the client's file sizes and SHA-256
@@ -199,11 +208,12 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     PRODUCT_VERSION_NOT_FOUND (a chosen branch without a published version of the product).
     """
     PublishProductVersion: _aio.UnaryUnaryMultiCallable[_download_service_pb2.PublishProductVersionRequest, _download_service_pb2.PublishProductVersionResponse]  # type: ignore[assignment]
-    """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
-    version of a product from a directory of files readable by the server. Files are split into ~1 MiB
-    chunks, every chunk and file is SHA-256 hashed, chunks are stored once in S3 under their hash (dedup
-    across versions) and the file metadata of the version is recorded. The new version becomes the
-    product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
+    """Internal (`service` role, gRPC only; the publishing CLI runs the same protocol): publishes a new
+    version of a product from a directory of files readable by the server. Files are cut with FastCDC
+    (min 256 KiB, average 1 MiB, max 4 MiB), every chunk and file is SHA-256 hashed, chunks the store
+    lacks are stored zstd-compressed in S3 under their hash (dedup across files, versions and products)
+    and verified, and the version becomes the latest of its branch. Errors: PERMISSION_DENIED,
+    VALIDATION_FAILED (e.g. unreadable or empty directory), PRODUCT_VERSION_ALREADY_EXISTS.
     """
     BeginVersionUpload: _aio.UnaryUnaryMultiCallable[_download_service_pb2.BeginVersionUploadRequest, _download_service_pb2.BeginVersionUploadResponse]  # type: ignore[assignment]
     """Internal (`service` role, gRPC only): step 1 of the build pipeline's upload protocol. Declares a
@@ -338,8 +348,12 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _download_service_pb2.CheckUpdatesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.CheckUpdatesResponse, _abc.Awaitable[_download_service_pb2.CheckUpdatesResponse]]:
-        """Checks installed products for updates: per product the latest published version and, if it differs
-        from the installed one, the bytes to download (changed chunks) and to write (changed files).
+        """Checks installed products for updates: per product the latest version of the user's branch for it
+        (download settings; default `public`) and, if it differs from the installed one, the bytes to
+        download (compressed size of the chunks the installed version lacks), the bytes to write (files that
+        change) and its release notes. Products the user does not own are answered without a latest version.
+        The first check that finds a version announces it (`download.update.available`, once per user,
+        product and version); repeating the call changes nothing.
         """
 
     @_abc_1.abstractmethod
@@ -379,11 +393,12 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _download_service_pb2.PublishProductVersionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.PublishProductVersionResponse, _abc.Awaitable[_download_service_pb2.PublishProductVersionResponse]]:
-        """Internal (`service` role, gRPC only; the publishing CLI runs the same use case): publishes a new
-        version of a product from a directory of files readable by the server. Files are split into ~1 MiB
-        chunks, every chunk and file is SHA-256 hashed, chunks are stored once in S3 under their hash (dedup
-        across versions) and the file metadata of the version is recorded. The new version becomes the
-        product's latest. Errors: PERMISSION_DENIED, VALIDATION_FAILED (e.g. unreadable or empty directory).
+        """Internal (`service` role, gRPC only; the publishing CLI runs the same protocol): publishes a new
+        version of a product from a directory of files readable by the server. Files are cut with FastCDC
+        (min 256 KiB, average 1 MiB, max 4 MiB), every chunk and file is SHA-256 hashed, chunks the store
+        lacks are stored zstd-compressed in S3 under their hash (dedup across files, versions and products)
+        and verified, and the version becomes the latest of its branch. Errors: PERMISSION_DENIED,
+        VALIDATION_FAILED (e.g. unreadable or empty directory), PRODUCT_VERSION_ALREADY_EXISTS.
         """
 
     @_abc_1.abstractmethod

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$library/v1/achievement_service.proto\x12\nlibrary.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x03\n\x11\x41\x63hievementStatus\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\"\n\x14\x61\x63hievement_api_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06hidden\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08icon_url\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0ficon_locked_url\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08progress\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0cmax_progress\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13progress_percentage\x18\n \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0bis_unlocked\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0bunlocked_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12global_unlock_rate\x18\r \x01(\x01\x42\x04\xe2\x41\x01\x03\"n\n\x1eListAchievementStatusesRequest\x12\x19\n\x0bproduct_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x9d\x01\n\x1fListAchievementStatusesResponse\x12\x41\n\x14\x61\x63hievement_statuses\x18\x01 \x03(\x0b\x32\x1d.library.v1.AchievementStatusB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ntotal_size\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\"\x92\x01\n UpdateAchievementProgressRequest\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\"\n\x14\x61\x63hievement_api_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08progress\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\x82\x01\n!UpdateAchievementProgressResponse\x12?\n\x12\x61\x63hievement_status\x18\x01 \x01(\x0b\x32\x1d.library.v1.AchievementStatusB\x04\xe2\x41\x01\x03\x12\x1c\n\x0enewly_unlocked\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03\"\xec\x01\n\x15\x41\x63hievementDefinition\x12\x16\n\x08\x61pi_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06hidden\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x1a\n\x0cmax_progress\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x16\n\x08icon_url\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0ficon_locked_url\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rdisplay_order\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x01\"}\n#UpsertAchievementDefinitionsRequest\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12<\n\x0b\x64\x65\x66initions\x18\x02 \x03(\x0b\x32!.library.v1.AchievementDefinitionB\x04\xe2\x41\x01\x02\"D\n$UpsertAchievementDefinitionsResponse\x12\x1c\n\x0eupserted_count\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\x32\xf5\x03\n\x12\x41\x63hievementService\x12\xa5\x01\n\x17ListAchievementStatuses\x12*.library.v1.ListAchievementStatusesRequest\x1a+.library.v1.ListAchievementStatusesResponse\"1\x90\x02\x01\x82\xd3\xe4\x93\x02(\x12&/api/v1/library/me/achievements/status\x12\xad\x01\n\x19UpdateAchievementProgress\x12,.library.v1.UpdateAchievementProgressRequest\x1a-.library.v1.UpdateAchievementProgressResponse\"3\x82\xd3\xe4\x93\x02-\"(/api/v1/library/me/achievements/progress:\x01*\x12\x86\x01\n\x1cUpsertAchievementDefinitions\x12/.library.v1.UpsertAchievementDefinitionsRequest\x1a\x30.library.v1.UpsertAchievementDefinitionsResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$library/v1/achievement_service.proto\x12\nlibrary.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x03\n\x11\x41\x63hievementStatus\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\"\n\x14\x61\x63hievement_api_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06hidden\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08icon_url\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0ficon_locked_url\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08progress\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0cmax_progress\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13progress_percentage\x18\n \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0bis_unlocked\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0bunlocked_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12global_unlock_rate\x18\r \x01(\x01\x42\x04\xe2\x41\x01\x03\"\xa8\x02\n\x1eListAchievementStatusesRequest\x12\xcb\x01\n\x0bproduct_ids\x18\x01 \x03(\tB\xb5\x01\xe2\x41\x01\x02\xbaH\xad\x01\x92\x01\xa9\x01\x08\x01\x10\x32\"\xa2\x01r\x9f\x01\x32\x9c\x01^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$\x12\x1e\n\tpage_size\x18\x02 \x01(\x05\x42\x0b\xe2\x41\x01\x01\xbaH\x04\x1a\x02(\x00\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x9d\x01\n\x1fListAchievementStatusesResponse\x12\x41\n\x14\x61\x63hievement_statuses\x18\x01 \x03(\x0b\x32\x1d.library.v1.AchievementStatusB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ntotal_size\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\"\xcd\x01\n UpdateAchievementProgressRequest\x12#\n\nproduct_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12@\n\x14\x61\x63hievement_api_name\x18\x02 \x01(\tB\"\xe2\x41\x01\x02\xbaH\x1br\x16\x18\x80\x01\x32\x11^[A-Za-z0-9_.-]+$\xc8\x01\x01\x12\x1d\n\x08progress\x18\x03 \x01(\x03\x42\x0b\xe2\x41\x01\x02\xbaH\x04\"\x02(\x00\x12#\n\nrequest_id\x18\x04 \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\x82\x01\n!UpdateAchievementProgressResponse\x12?\n\x12\x61\x63hievement_status\x18\x01 \x01(\x0b\x32\x1d.library.v1.AchievementStatusB\x04\xe2\x41\x01\x03\x12\x1c\n\x0enewly_unlocked\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03\"\xc4\x02\n\x15\x41\x63hievementDefinition\x12\x34\n\x08\x61pi_name\x18\x01 \x01(\tB\"\xe2\x41\x01\x02\xbaH\x1br\x16\x18\x80\x01\x32\x11^[A-Za-z0-9_.-]+$\xc8\x01\x01\x12\x35\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x1f\xe2\x41\x01\x02\xbaH\x18r\x13\x18\x80\x02\x32\x0e[^\\t\\n\\v\\f\\r ]\xc8\x01\x01\x12!\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80 \x12\x14\n\x06hidden\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12!\n\x0cmax_progress\x18\x05 \x01(\x03\x42\x0b\xe2\x41\x01\x01\xbaH\x04\"\x02(\x00\x12\x1e\n\x08icon_url\x18\x06 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x10\x12%\n\x0ficon_locked_url\x18\x07 \x01(\tB\x0c\xe2\x41\x01\x01\xbaH\x05r\x03\x18\x80\x10\x12\x1b\n\rdisplay_order\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x01\"\x93\x01\n#UpsertAchievementDefinitionsRequest\x12#\n\nproduct_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12G\n\x0b\x64\x65\x66initions\x18\x02 \x03(\x0b\x32!.library.v1.AchievementDefinitionB\x0f\xe2\x41\x01\x02\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\"D\n$UpsertAchievementDefinitionsResponse\x12\x1c\n\x0eupserted_count\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\x32\xf5\x03\n\x12\x41\x63hievementService\x12\xa5\x01\n\x17ListAchievementStatuses\x12*.library.v1.ListAchievementStatusesRequest\x1a+.library.v1.ListAchievementStatusesResponse\"1\x90\x02\x01\x82\xd3\xe4\x93\x02(\x12&/api/v1/library/me/achievements/status\x12\xad\x01\n\x19UpdateAchievementProgress\x12,.library.v1.UpdateAchievementProgressRequest\x1a-.library.v1.UpdateAchievementProgressResponse\"3\x82\xd3\xe4\x93\x02-\"(/api/v1/library/me/achievements/progress:\x01*\x12\x86\x01\n\x1cUpsertAchievementDefinitions\x12/.library.v1.UpsertAchievementDefinitionsRequest\x1a\x30.library.v1.UpsertAchievementDefinitionsResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -61,9 +62,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACHIEVEMENTSTATUS'].fields_by_name['global_unlock_rate']._loaded_options = None
   _globals['_ACHIEVEMENTSTATUS'].fields_by_name['global_unlock_rate']._serialized_options = b'\342A\001\003'
   _globals['_LISTACHIEVEMENTSTATUSESREQUEST'].fields_by_name['product_ids']._loaded_options = None
-  _globals['_LISTACHIEVEMENTSTATUSESREQUEST'].fields_by_name['product_ids']._serialized_options = b'\342A\001\002'
+  _globals['_LISTACHIEVEMENTSTATUSESREQUEST'].fields_by_name['product_ids']._serialized_options = b'\342A\001\002\272H\255\001\222\001\251\001\010\001\0202\"\242\001r\237\0012\234\001^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$'
   _globals['_LISTACHIEVEMENTSTATUSESREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTACHIEVEMENTSTATUSESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTACHIEVEMENTSTATUSESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\272H\004\032\002(\000'
   _globals['_LISTACHIEVEMENTSTATUSESREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTACHIEVEMENTSTATUSESREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
   _globals['_LISTACHIEVEMENTSTATUSESRESPONSE'].fields_by_name['achievement_statuses']._loaded_options = None
@@ -73,37 +74,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTACHIEVEMENTSTATUSESRESPONSE'].fields_by_name['total_size']._loaded_options = None
   _globals['_LISTACHIEVEMENTSTATUSESRESPONSE'].fields_by_name['total_size']._serialized_options = b'\342A\001\003'
   _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['product_id']._loaded_options = None
-  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['achievement_api_name']._loaded_options = None
-  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['achievement_api_name']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['achievement_api_name']._serialized_options = b'\342A\001\002\272H\033r\026\030\200\0012\021^[A-Za-z0-9_.-]+$\310\001\001'
   _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['progress']._loaded_options = None
-  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['progress']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['progress']._serialized_options = b'\342A\001\002\272H\004\"\002(\000'
   _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['request_id']._loaded_options = None
-  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001\272H\010r\003\260\001\001\330\001\001'
   _globals['_UPDATEACHIEVEMENTPROGRESSRESPONSE'].fields_by_name['achievement_status']._loaded_options = None
   _globals['_UPDATEACHIEVEMENTPROGRESSRESPONSE'].fields_by_name['achievement_status']._serialized_options = b'\342A\001\003'
   _globals['_UPDATEACHIEVEMENTPROGRESSRESPONSE'].fields_by_name['newly_unlocked']._loaded_options = None
   _globals['_UPDATEACHIEVEMENTPROGRESSRESPONSE'].fields_by_name['newly_unlocked']._serialized_options = b'\342A\001\003'
   _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['api_name']._loaded_options = None
-  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['api_name']._serialized_options = b'\342A\001\002'
+  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['api_name']._serialized_options = b'\342A\001\002\272H\033r\026\030\200\0012\021^[A-Za-z0-9_.-]+$\310\001\001'
   _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['display_name']._loaded_options = None
-  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['display_name']._serialized_options = b'\342A\001\002'
+  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['display_name']._serialized_options = b'\342A\001\002\272H\030r\023\030\200\0022\016[^\\t\\n\\v\\f\\r ]\310\001\001'
   _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['description']._loaded_options = None
-  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['description']._serialized_options = b'\342A\001\001'
+  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['description']._serialized_options = b'\342A\001\001\272H\005r\003\030\200 '
   _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['hidden']._loaded_options = None
   _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['hidden']._serialized_options = b'\342A\001\001'
   _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['max_progress']._loaded_options = None
-  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['max_progress']._serialized_options = b'\342A\001\001'
+  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['max_progress']._serialized_options = b'\342A\001\001\272H\004\"\002(\000'
   _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['icon_url']._loaded_options = None
-  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['icon_url']._serialized_options = b'\342A\001\001'
+  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['icon_url']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\020'
   _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['icon_locked_url']._loaded_options = None
-  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['icon_locked_url']._serialized_options = b'\342A\001\001'
+  _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['icon_locked_url']._serialized_options = b'\342A\001\001\272H\005r\003\030\200\020'
   _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['display_order']._loaded_options = None
   _globals['_ACHIEVEMENTDEFINITION'].fields_by_name['display_order']._serialized_options = b'\342A\001\001'
   _globals['_UPSERTACHIEVEMENTDEFINITIONSREQUEST'].fields_by_name['product_id']._loaded_options = None
-  _globals['_UPSERTACHIEVEMENTDEFINITIONSREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
+  _globals['_UPSERTACHIEVEMENTDEFINITIONSREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_UPSERTACHIEVEMENTDEFINITIONSREQUEST'].fields_by_name['definitions']._loaded_options = None
-  _globals['_UPSERTACHIEVEMENTDEFINITIONSREQUEST'].fields_by_name['definitions']._serialized_options = b'\342A\001\002'
+  _globals['_UPSERTACHIEVEMENTDEFINITIONSREQUEST'].fields_by_name['definitions']._serialized_options = b'\342A\001\002\272H\010\222\001\005\010\001\020\350\007'
   _globals['_UPSERTACHIEVEMENTDEFINITIONSRESPONSE'].fields_by_name['upserted_count']._loaded_options = None
   _globals['_UPSERTACHIEVEMENTDEFINITIONSRESPONSE'].fields_by_name['upserted_count']._serialized_options = b'\342A\001\003'
   _globals['_ACHIEVEMENTSERVICE'].methods_by_name['ListAchievementStatuses']._loaded_options = None
@@ -112,22 +113,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACHIEVEMENTSERVICE'].methods_by_name['UpdateAchievementProgress']._serialized_options = b'\202\323\344\223\002-\"(/api/v1/library/me/achievements/progress:\001*'
   _globals['_ACHIEVEMENTSERVICE'].methods_by_name['UpsertAchievementDefinitions']._loaded_options = None
   _globals['_ACHIEVEMENTSERVICE'].methods_by_name['UpsertAchievementDefinitions']._serialized_options = b'\220\002\002'
-  _globals['_ACHIEVEMENTSTATUS']._serialized_start=149
-  _globals['_ACHIEVEMENTSTATUS']._serialized_end=565
-  _globals['_LISTACHIEVEMENTSTATUSESREQUEST']._serialized_start=567
-  _globals['_LISTACHIEVEMENTSTATUSESREQUEST']._serialized_end=677
-  _globals['_LISTACHIEVEMENTSTATUSESRESPONSE']._serialized_start=680
-  _globals['_LISTACHIEVEMENTSTATUSESRESPONSE']._serialized_end=837
-  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST']._serialized_start=840
-  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST']._serialized_end=986
-  _globals['_UPDATEACHIEVEMENTPROGRESSRESPONSE']._serialized_start=989
-  _globals['_UPDATEACHIEVEMENTPROGRESSRESPONSE']._serialized_end=1119
-  _globals['_ACHIEVEMENTDEFINITION']._serialized_start=1122
-  _globals['_ACHIEVEMENTDEFINITION']._serialized_end=1358
-  _globals['_UPSERTACHIEVEMENTDEFINITIONSREQUEST']._serialized_start=1360
-  _globals['_UPSERTACHIEVEMENTDEFINITIONSREQUEST']._serialized_end=1485
-  _globals['_UPSERTACHIEVEMENTDEFINITIONSRESPONSE']._serialized_start=1487
-  _globals['_UPSERTACHIEVEMENTDEFINITIONSRESPONSE']._serialized_end=1555
-  _globals['_ACHIEVEMENTSERVICE']._serialized_start=1558
-  _globals['_ACHIEVEMENTSERVICE']._serialized_end=2059
+  _globals['_ACHIEVEMENTSTATUS']._serialized_start=178
+  _globals['_ACHIEVEMENTSTATUS']._serialized_end=594
+  _globals['_LISTACHIEVEMENTSTATUSESREQUEST']._serialized_start=597
+  _globals['_LISTACHIEVEMENTSTATUSESREQUEST']._serialized_end=893
+  _globals['_LISTACHIEVEMENTSTATUSESRESPONSE']._serialized_start=896
+  _globals['_LISTACHIEVEMENTSTATUSESRESPONSE']._serialized_end=1053
+  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST']._serialized_start=1056
+  _globals['_UPDATEACHIEVEMENTPROGRESSREQUEST']._serialized_end=1261
+  _globals['_UPDATEACHIEVEMENTPROGRESSRESPONSE']._serialized_start=1264
+  _globals['_UPDATEACHIEVEMENTPROGRESSRESPONSE']._serialized_end=1394
+  _globals['_ACHIEVEMENTDEFINITION']._serialized_start=1397
+  _globals['_ACHIEVEMENTDEFINITION']._serialized_end=1721
+  _globals['_UPSERTACHIEVEMENTDEFINITIONSREQUEST']._serialized_start=1724
+  _globals['_UPSERTACHIEVEMENTDEFINITIONSREQUEST']._serialized_end=1871
+  _globals['_UPSERTACHIEVEMENTDEFINITIONSRESPONSE']._serialized_start=1873
+  _globals['_UPSERTACHIEVEMENTDEFINITIONSRESPONSE']._serialized_end=1941
+  _globals['_ACHIEVEMENTSERVICE']._serialized_start=1944
+  _globals['_ACHIEVEMENTSERVICE']._serialized_end=2445
 # @@protoc_insertion_point(module_scope)

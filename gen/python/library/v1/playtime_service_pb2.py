@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!library/v1/playtime_service.proto\x12\nlibrary.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x1bStartPlaytimeSessionRequest\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tdevice_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1f\n\x11\x63lient_session_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\xd0\x01\n\x1cStartPlaytimeSessionResponse\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12(\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x34\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07resumed\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11\x63lient_session_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\"\x91\x01\n\x1eRecordPlaytimeHeartbeatRequest\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nsession_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12;\n\x11\x63urrent_timestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"O\n\x19\x45ndPlaytimeSessionRequest\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nsession_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xcf\x02\n\x1a\x45ndPlaytimeSessionResponse\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x19\x63redited_duration_seconds\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12$\n\x16total_playtime_seconds\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12$\n\x16last_two_weeks_seconds\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x34\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_played_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xce\x01\n\x0eOfflineSession\x12\x1f\n\x11\x63lient_session_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nproduct_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tdevice_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x34\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\x12\x32\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\"R\n\x1cRecordOfflineSessionsRequest\x12\x32\n\x08sessions\x18\x01 \x03(\x0b\x32\x1a.library.v1.OfflineSessionB\x04\xe2\x41\x01\x02\"\xd2\x03\n\x14OfflineSessionResult\x12\x1f\n\x11\x63lient_session_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nproduct_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12?\n\x07outcome\x18\x03 \x01(\x0e\x32(.library.v1.OfflineSessionResult.OutcomeB\x04\xe2\x41\x01\x03\x12P\n\x10rejection_reason\x18\x04 \x01(\x0e\x32\x30.library.v1.OfflineSessionResult.RejectionReasonB\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x63redited_seconds\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\"M\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"}\n\x0fRejectionReason\x12 \n\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12\r\n\tIN_FUTURE\x10\x01\x12\x0c\n\x08TOO_LONG\x10\x02\x12\x14\n\x10INVALID_INTERVAL\x10\x03\x12\x15\n\x11PRODUCT_NOT_OWNED\x10\x04\"\x8f\x01\n\x1dRecordOfflineSessionsResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32 .library.v1.OfflineSessionResultB\x04\xe2\x41\x01\x03\x12\x35\n\x05stats\x18\x02 \x03(\x0b\x32 .library.v1.ProductPlaytimeStatsB\x04\xe2\x41\x01\x03\"\xb8\x01\n\x17GetPlaytimeStatsRequest\x12\x19\n\x0bproduct_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x01\x12@\n\x06period\x18\x02 \x01(\x0e\x32*.library.v1.GetPlaytimeStatsRequest.PeriodB\x04\xe2\x41\x01\x01\"@\n\x06Period\x12\x16\n\x12PERIOD_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41LL_TIME\x10\x01\x12\x10\n\x0cLAST_2_WEEKS\x10\x02\"I\n\x0e\x44\x65vicePlaytime\x12\x17\n\tdevice_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x10playtime_seconds\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\x96\x02\n\x14ProductPlaytimeStats\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12$\n\x16total_playtime_seconds\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12$\n\x16last_two_weeks_seconds\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12%\n\x17period_playtime_seconds\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_played_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rdevice_totals\x18\x06 \x03(\x0b\x32\x1a.library.v1.DevicePlaytimeB\x04\xe2\x41\x01\x03\"\x88\x01\n\x18GetPlaytimeStatsResponse\x12\x35\n\x05stats\x18\x01 \x03(\x0b\x32 .library.v1.ProductPlaytimeStatsB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63omputed_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32\xaa\x06\n\x16PlaytimeTrackerService\x12\xa3\x01\n\x14StartPlaytimeSession\x12\'.library.v1.StartPlaytimeSessionRequest\x1a(.library.v1.StartPlaytimeSessionResponse\"8\x90\x02\x02\x82\xd3\xe4\x93\x02/\"*/api/v1/library/me/playtime/sessions/start:\x01*\x12\x98\x01\n\x17RecordPlaytimeHeartbeat\x12*.library.v1.RecordPlaytimeHeartbeatRequest\x1a\x16.google.protobuf.Empty\"9\x82\xd3\xe4\x93\x02\x33\"./api/v1/library/me/playtime/sessions/heartbeat:\x01*\x12\x9b\x01\n\x12\x45ndPlaytimeSession\x12%.library.v1.EndPlaytimeSessionRequest\x1a&.library.v1.EndPlaytimeSessionResponse\"6\x90\x02\x02\x82\xd3\xe4\x93\x02-\"(/api/v1/library/me/playtime/sessions/end:\x01*\x12\xa8\x01\n\x15RecordOfflineSessions\x12(.library.v1.RecordOfflineSessionsRequest\x1a).library.v1.RecordOfflineSessionsResponse\":\x90\x02\x02\x82\xd3\xe4\x93\x02\x31\",/api/v1/library/me/playtime/sessions/offline:\x01*\x12\x85\x01\n\x10GetPlaytimeStats\x12#.library.v1.GetPlaytimeStatsRequest\x1a$.library.v1.GetPlaytimeStatsResponse\"&\x90\x02\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/library/me/playtimeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!library/v1/playtime_service.proto\x12\nlibrary.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\x1bStartPlaytimeSessionRequest\x12#\n\nproduct_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x32\n\tdevice_id\x18\x02 \x01(\tB\x1f\xe2\x41\x01\x02\xbaH\x18r\x13\x18\x80\x01\x32\x0e[^\\t\\n\\v\\f\\r ]\xc8\x01\x01\x12*\n\x11\x63lient_session_id\x18\x03 \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"\xd0\x01\n\x1cStartPlaytimeSessionResponse\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12(\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x34\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07resumed\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11\x63lient_session_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\"\xa7\x01\n\x1eRecordPlaytimeHeartbeatRequest\x12#\n\nproduct_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12#\n\nsession_id\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12;\n\x11\x63urrent_timestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"e\n\x19\x45ndPlaytimeSessionRequest\x12#\n\nproduct_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12#\n\nsession_id\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"\xcf\x02\n\x1a\x45ndPlaytimeSessionResponse\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x19\x63redited_duration_seconds\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12$\n\x16total_playtime_seconds\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12$\n\x16last_two_weeks_seconds\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x34\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_played_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x8b\x02\n\x0eOfflineSession\x12*\n\x11\x63lient_session_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12#\n\nproduct_id\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12\x32\n\tdevice_id\x18\x03 \x01(\tB\x1f\xe2\x41\x01\x02\xbaH\x18r\x13\x18\x80\x01\x32\x0e[^\\t\\n\\v\\f\\r ]\xc8\x01\x01\x12:\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x38\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"\\\n\x1cRecordOfflineSessionsRequest\x12<\n\x08sessions\x18\x01 \x03(\x0b\x32\x1a.library.v1.OfflineSessionB\x0e\xe2\x41\x01\x02\xbaH\x07\x92\x01\x04\x08\x01\x10\x64\"\xd2\x03\n\x14OfflineSessionResult\x12\x1f\n\x11\x63lient_session_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nproduct_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12?\n\x07outcome\x18\x03 \x01(\x0e\x32(.library.v1.OfflineSessionResult.OutcomeB\x04\xe2\x41\x01\x03\x12P\n\x10rejection_reason\x18\x04 \x01(\x0e\x32\x30.library.v1.OfflineSessionResult.RejectionReasonB\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x63redited_seconds\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\"M\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"}\n\x0fRejectionReason\x12 \n\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12\r\n\tIN_FUTURE\x10\x01\x12\x0c\n\x08TOO_LONG\x10\x02\x12\x14\n\x10INVALID_INTERVAL\x10\x03\x12\x15\n\x11PRODUCT_NOT_OWNED\x10\x04\"\x8f\x01\n\x1dRecordOfflineSessionsResponse\x12\x37\n\x07results\x18\x01 \x03(\x0b\x32 .library.v1.OfflineSessionResultB\x04\xe2\x41\x01\x03\x12\x35\n\x05stats\x18\x02 \x03(\x0b\x32 .library.v1.ProductPlaytimeStatsB\x04\xe2\x41\x01\x03\"\xf2\x02\n\x17GetPlaytimeStatsRequest\x12\xca\x01\n\x0bproduct_ids\x18\x01 \x03(\tB\xb4\x01\xe2\x41\x01\x01\xbaH\xac\x01\x92\x01\xa8\x01\x10\xc8\x01\"\xa2\x01r\x9f\x01\x32\x9c\x01^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$\x12H\n\x06period\x18\x02 \x01(\x0e\x32*.library.v1.GetPlaytimeStatsRequest.PeriodB\x0c\xe2\x41\x01\x01\xbaH\x05\x82\x01\x02\x10\x01\"@\n\x06Period\x12\x16\n\x12PERIOD_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41LL_TIME\x10\x01\x12\x10\n\x0cLAST_2_WEEKS\x10\x02\"I\n\x0e\x44\x65vicePlaytime\x12\x17\n\tdevice_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x10playtime_seconds\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\x96\x02\n\x14ProductPlaytimeStats\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12$\n\x16total_playtime_seconds\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12$\n\x16last_two_weeks_seconds\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12%\n\x17period_playtime_seconds\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_played_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rdevice_totals\x18\x06 \x03(\x0b\x32\x1a.library.v1.DevicePlaytimeB\x04\xe2\x41\x01\x03\"\x88\x01\n\x18GetPlaytimeStatsResponse\x12\x35\n\x05stats\x18\x01 \x03(\x0b\x32 .library.v1.ProductPlaytimeStatsB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63omputed_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32\xaa\x06\n\x16PlaytimeTrackerService\x12\xa3\x01\n\x14StartPlaytimeSession\x12\'.library.v1.StartPlaytimeSessionRequest\x1a(.library.v1.StartPlaytimeSessionResponse\"8\x90\x02\x02\x82\xd3\xe4\x93\x02/\"*/api/v1/library/me/playtime/sessions/start:\x01*\x12\x98\x01\n\x17RecordPlaytimeHeartbeat\x12*.library.v1.RecordPlaytimeHeartbeatRequest\x1a\x16.google.protobuf.Empty\"9\x82\xd3\xe4\x93\x02\x33\"./api/v1/library/me/playtime/sessions/heartbeat:\x01*\x12\x9b\x01\n\x12\x45ndPlaytimeSession\x12%.library.v1.EndPlaytimeSessionRequest\x1a&.library.v1.EndPlaytimeSessionResponse\"6\x90\x02\x02\x82\xd3\xe4\x93\x02-\"(/api/v1/library/me/playtime/sessions/end:\x01*\x12\xa8\x01\n\x15RecordOfflineSessions\x12(.library.v1.RecordOfflineSessionsRequest\x1a).library.v1.RecordOfflineSessionsResponse\":\x90\x02\x02\x82\xd3\xe4\x93\x02\x31\",/api/v1/library/me/playtime/sessions/offline:\x01*\x12\x85\x01\n\x10GetPlaytimeStats\x12#.library.v1.GetPlaytimeStatsRequest\x1a$.library.v1.GetPlaytimeStatsResponse\"&\x90\x02\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/library/me/playtimeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +37,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'library.v1.playtime_service
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTPLAYTIMESESSIONREQUEST'].fields_by_name['product_id']._loaded_options = None
-  _globals['_STARTPLAYTIMESESSIONREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
+  _globals['_STARTPLAYTIMESESSIONREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_STARTPLAYTIMESESSIONREQUEST'].fields_by_name['device_id']._loaded_options = None
-  _globals['_STARTPLAYTIMESESSIONREQUEST'].fields_by_name['device_id']._serialized_options = b'\342A\001\002'
+  _globals['_STARTPLAYTIMESESSIONREQUEST'].fields_by_name['device_id']._serialized_options = b'\342A\001\002\272H\030r\023\030\200\0012\016[^\\t\\n\\v\\f\\r ]\310\001\001'
   _globals['_STARTPLAYTIMESESSIONREQUEST'].fields_by_name['client_session_id']._loaded_options = None
-  _globals['_STARTPLAYTIMESESSIONREQUEST'].fields_by_name['client_session_id']._serialized_options = b'\342A\001\001'
+  _globals['_STARTPLAYTIMESESSIONREQUEST'].fields_by_name['client_session_id']._serialized_options = b'\342A\001\001\272H\010r\003\260\001\001\330\001\001'
   _globals['_STARTPLAYTIMESESSIONRESPONSE'].fields_by_name['session_id']._loaded_options = None
   _globals['_STARTPLAYTIMESESSIONRESPONSE'].fields_by_name['session_id']._serialized_options = b'\342A\001\003'
   _globals['_STARTPLAYTIMESESSIONRESPONSE'].fields_by_name['heartbeat_interval_seconds']._loaded_options = None
@@ -52,15 +53,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTPLAYTIMESESSIONRESPONSE'].fields_by_name['client_session_id']._loaded_options = None
   _globals['_STARTPLAYTIMESESSIONRESPONSE'].fields_by_name['client_session_id']._serialized_options = b'\342A\001\003'
   _globals['_RECORDPLAYTIMEHEARTBEATREQUEST'].fields_by_name['product_id']._loaded_options = None
-  _globals['_RECORDPLAYTIMEHEARTBEATREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
+  _globals['_RECORDPLAYTIMEHEARTBEATREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_RECORDPLAYTIMEHEARTBEATREQUEST'].fields_by_name['session_id']._loaded_options = None
-  _globals['_RECORDPLAYTIMEHEARTBEATREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002'
+  _globals['_RECORDPLAYTIMEHEARTBEATREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_RECORDPLAYTIMEHEARTBEATREQUEST'].fields_by_name['current_timestamp']._loaded_options = None
   _globals['_RECORDPLAYTIMEHEARTBEATREQUEST'].fields_by_name['current_timestamp']._serialized_options = b'\342A\001\001'
   _globals['_ENDPLAYTIMESESSIONREQUEST'].fields_by_name['product_id']._loaded_options = None
-  _globals['_ENDPLAYTIMESESSIONREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
+  _globals['_ENDPLAYTIMESESSIONREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_ENDPLAYTIMESESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
-  _globals['_ENDPLAYTIMESESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002'
+  _globals['_ENDPLAYTIMESESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_ENDPLAYTIMESESSIONRESPONSE'].fields_by_name['session_id']._loaded_options = None
   _globals['_ENDPLAYTIMESESSIONRESPONSE'].fields_by_name['session_id']._serialized_options = b'\342A\001\003'
   _globals['_ENDPLAYTIMESESSIONRESPONSE'].fields_by_name['credited_duration_seconds']._loaded_options = None
@@ -76,17 +77,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENDPLAYTIMESESSIONRESPONSE'].fields_by_name['last_played_at']._loaded_options = None
   _globals['_ENDPLAYTIMESESSIONRESPONSE'].fields_by_name['last_played_at']._serialized_options = b'\342A\001\003'
   _globals['_OFFLINESESSION'].fields_by_name['client_session_id']._loaded_options = None
-  _globals['_OFFLINESESSION'].fields_by_name['client_session_id']._serialized_options = b'\342A\001\002'
+  _globals['_OFFLINESESSION'].fields_by_name['client_session_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_OFFLINESESSION'].fields_by_name['product_id']._loaded_options = None
-  _globals['_OFFLINESESSION'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
+  _globals['_OFFLINESESSION'].fields_by_name['product_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_OFFLINESESSION'].fields_by_name['device_id']._loaded_options = None
-  _globals['_OFFLINESESSION'].fields_by_name['device_id']._serialized_options = b'\342A\001\002'
+  _globals['_OFFLINESESSION'].fields_by_name['device_id']._serialized_options = b'\342A\001\002\272H\030r\023\030\200\0012\016[^\\t\\n\\v\\f\\r ]\310\001\001'
   _globals['_OFFLINESESSION'].fields_by_name['start_time']._loaded_options = None
-  _globals['_OFFLINESESSION'].fields_by_name['start_time']._serialized_options = b'\342A\001\002'
+  _globals['_OFFLINESESSION'].fields_by_name['start_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
   _globals['_OFFLINESESSION'].fields_by_name['end_time']._loaded_options = None
-  _globals['_OFFLINESESSION'].fields_by_name['end_time']._serialized_options = b'\342A\001\002'
+  _globals['_OFFLINESESSION'].fields_by_name['end_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
   _globals['_RECORDOFFLINESESSIONSREQUEST'].fields_by_name['sessions']._loaded_options = None
-  _globals['_RECORDOFFLINESESSIONSREQUEST'].fields_by_name['sessions']._serialized_options = b'\342A\001\002'
+  _globals['_RECORDOFFLINESESSIONSREQUEST'].fields_by_name['sessions']._serialized_options = b'\342A\001\002\272H\007\222\001\004\010\001\020d'
   _globals['_OFFLINESESSIONRESULT'].fields_by_name['client_session_id']._loaded_options = None
   _globals['_OFFLINESESSIONRESULT'].fields_by_name['client_session_id']._serialized_options = b'\342A\001\003'
   _globals['_OFFLINESESSIONRESULT'].fields_by_name['product_id']._loaded_options = None
@@ -102,9 +103,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDOFFLINESESSIONSRESPONSE'].fields_by_name['stats']._loaded_options = None
   _globals['_RECORDOFFLINESESSIONSRESPONSE'].fields_by_name['stats']._serialized_options = b'\342A\001\003'
   _globals['_GETPLAYTIMESTATSREQUEST'].fields_by_name['product_ids']._loaded_options = None
-  _globals['_GETPLAYTIMESTATSREQUEST'].fields_by_name['product_ids']._serialized_options = b'\342A\001\001'
+  _globals['_GETPLAYTIMESTATSREQUEST'].fields_by_name['product_ids']._serialized_options = b'\342A\001\001\272H\254\001\222\001\250\001\020\310\001\"\242\001r\237\0012\234\001^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*$'
   _globals['_GETPLAYTIMESTATSREQUEST'].fields_by_name['period']._loaded_options = None
-  _globals['_GETPLAYTIMESTATSREQUEST'].fields_by_name['period']._serialized_options = b'\342A\001\001'
+  _globals['_GETPLAYTIMESTATSREQUEST'].fields_by_name['period']._serialized_options = b'\342A\001\001\272H\005\202\001\002\020\001'
   _globals['_DEVICEPLAYTIME'].fields_by_name['device_id']._loaded_options = None
   _globals['_DEVICEPLAYTIME'].fields_by_name['device_id']._serialized_options = b'\342A\001\003'
   _globals['_DEVICEPLAYTIME'].fields_by_name['playtime_seconds']._loaded_options = None
@@ -135,38 +136,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLAYTIMETRACKERSERVICE'].methods_by_name['RecordOfflineSessions']._serialized_options = b'\220\002\002\202\323\344\223\0021\",/api/v1/library/me/playtime/sessions/offline:\001*'
   _globals['_PLAYTIMETRACKERSERVICE'].methods_by_name['GetPlaytimeStats']._loaded_options = None
   _globals['_PLAYTIMETRACKERSERVICE'].methods_by_name['GetPlaytimeStats']._serialized_options = b'\220\002\001\202\323\344\223\002\035\022\033/api/v1/library/me/playtime'
-  _globals['_STARTPLAYTIMESESSIONREQUEST']._serialized_start=174
-  _globals['_STARTPLAYTIMESESSIONREQUEST']._serialized_end=287
-  _globals['_STARTPLAYTIMESESSIONRESPONSE']._serialized_start=290
-  _globals['_STARTPLAYTIMESESSIONRESPONSE']._serialized_end=498
-  _globals['_RECORDPLAYTIMEHEARTBEATREQUEST']._serialized_start=501
-  _globals['_RECORDPLAYTIMEHEARTBEATREQUEST']._serialized_end=646
-  _globals['_ENDPLAYTIMESESSIONREQUEST']._serialized_start=648
-  _globals['_ENDPLAYTIMESESSIONREQUEST']._serialized_end=727
-  _globals['_ENDPLAYTIMESESSIONRESPONSE']._serialized_start=730
-  _globals['_ENDPLAYTIMESESSIONRESPONSE']._serialized_end=1065
-  _globals['_OFFLINESESSION']._serialized_start=1068
-  _globals['_OFFLINESESSION']._serialized_end=1274
-  _globals['_RECORDOFFLINESESSIONSREQUEST']._serialized_start=1276
-  _globals['_RECORDOFFLINESESSIONSREQUEST']._serialized_end=1358
-  _globals['_OFFLINESESSIONRESULT']._serialized_start=1361
-  _globals['_OFFLINESESSIONRESULT']._serialized_end=1827
-  _globals['_OFFLINESESSIONRESULT_OUTCOME']._serialized_start=1623
-  _globals['_OFFLINESESSIONRESULT_OUTCOME']._serialized_end=1700
-  _globals['_OFFLINESESSIONRESULT_REJECTIONREASON']._serialized_start=1702
-  _globals['_OFFLINESESSIONRESULT_REJECTIONREASON']._serialized_end=1827
-  _globals['_RECORDOFFLINESESSIONSRESPONSE']._serialized_start=1830
-  _globals['_RECORDOFFLINESESSIONSRESPONSE']._serialized_end=1973
-  _globals['_GETPLAYTIMESTATSREQUEST']._serialized_start=1976
-  _globals['_GETPLAYTIMESTATSREQUEST']._serialized_end=2160
-  _globals['_GETPLAYTIMESTATSREQUEST_PERIOD']._serialized_start=2096
-  _globals['_GETPLAYTIMESTATSREQUEST_PERIOD']._serialized_end=2160
-  _globals['_DEVICEPLAYTIME']._serialized_start=2162
-  _globals['_DEVICEPLAYTIME']._serialized_end=2235
-  _globals['_PRODUCTPLAYTIMESTATS']._serialized_start=2238
-  _globals['_PRODUCTPLAYTIMESTATS']._serialized_end=2516
-  _globals['_GETPLAYTIMESTATSRESPONSE']._serialized_start=2519
-  _globals['_GETPLAYTIMESTATSRESPONSE']._serialized_end=2655
-  _globals['_PLAYTIMETRACKERSERVICE']._serialized_start=2658
-  _globals['_PLAYTIMETRACKERSERVICE']._serialized_end=3468
+  _globals['_STARTPLAYTIMESESSIONREQUEST']._serialized_start=204
+  _globals['_STARTPLAYTIMESESSIONREQUEST']._serialized_end=366
+  _globals['_STARTPLAYTIMESESSIONRESPONSE']._serialized_start=369
+  _globals['_STARTPLAYTIMESESSIONRESPONSE']._serialized_end=577
+  _globals['_RECORDPLAYTIMEHEARTBEATREQUEST']._serialized_start=580
+  _globals['_RECORDPLAYTIMEHEARTBEATREQUEST']._serialized_end=747
+  _globals['_ENDPLAYTIMESESSIONREQUEST']._serialized_start=749
+  _globals['_ENDPLAYTIMESESSIONREQUEST']._serialized_end=850
+  _globals['_ENDPLAYTIMESESSIONRESPONSE']._serialized_start=853
+  _globals['_ENDPLAYTIMESESSIONRESPONSE']._serialized_end=1188
+  _globals['_OFFLINESESSION']._serialized_start=1191
+  _globals['_OFFLINESESSION']._serialized_end=1458
+  _globals['_RECORDOFFLINESESSIONSREQUEST']._serialized_start=1460
+  _globals['_RECORDOFFLINESESSIONSREQUEST']._serialized_end=1552
+  _globals['_OFFLINESESSIONRESULT']._serialized_start=1555
+  _globals['_OFFLINESESSIONRESULT']._serialized_end=2021
+  _globals['_OFFLINESESSIONRESULT_OUTCOME']._serialized_start=1817
+  _globals['_OFFLINESESSIONRESULT_OUTCOME']._serialized_end=1894
+  _globals['_OFFLINESESSIONRESULT_REJECTIONREASON']._serialized_start=1896
+  _globals['_OFFLINESESSIONRESULT_REJECTIONREASON']._serialized_end=2021
+  _globals['_RECORDOFFLINESESSIONSRESPONSE']._serialized_start=2024
+  _globals['_RECORDOFFLINESESSIONSRESPONSE']._serialized_end=2167
+  _globals['_GETPLAYTIMESTATSREQUEST']._serialized_start=2170
+  _globals['_GETPLAYTIMESTATSREQUEST']._serialized_end=2540
+  _globals['_GETPLAYTIMESTATSREQUEST_PERIOD']._serialized_start=2476
+  _globals['_GETPLAYTIMESTATSREQUEST_PERIOD']._serialized_end=2540
+  _globals['_DEVICEPLAYTIME']._serialized_start=2542
+  _globals['_DEVICEPLAYTIME']._serialized_end=2615
+  _globals['_PRODUCTPLAYTIMESTATS']._serialized_start=2618
+  _globals['_PRODUCTPLAYTIMESTATS']._serialized_end=2896
+  _globals['_GETPLAYTIMESTATSRESPONSE']._serialized_start=2899
+  _globals['_GETPLAYTIMESTATSRESPONSE']._serialized_end=3035
+  _globals['_PLAYTIMETRACKERSERVICE']._serialized_start=3038
+  _globals['_PLAYTIMETRACKERSERVICE']._serialized_end=3848
 # @@protoc_insertion_point(module_scope)
