@@ -19,6 +19,8 @@ from pathlib import Path
 from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
+from buf.validate import validate_pb2
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("library.v1", "download.v1")
 FD = descriptor_pb2.FieldDescriptorProto
@@ -108,6 +110,65 @@ def _behaviors(field: descriptor_pb2.FieldDescriptorProto) -> list[int]:
     return list(field.options.Extensions[field_behavior_pb2.field_behavior])
 
 
+def _rules(field: descriptor_pb2.FieldDescriptorProto):
+    """The field's buf.validate rules, or None."""
+    if field.options.HasExtension(validate_pb2.field):
+        return field.options.Extensions[validate_pb2.field]
+    return None
+
+
+def _is_required(field) -> bool:
+    rules = _rules(field)
+    return REQUIRED in _behaviors(field) or (rules is not None and rules.required)
+
+
+_NUMBER_KINDS = ("int32", "int64", "uint32", "uint64", "sint32", "sint64", "fixed32", "fixed64", "sfixed32")
+_NUMBER_KINDS += ("sfixed64", "float", "double")
+
+
+def _value_constraints(schema: dict, rules, required: bool) -> dict:
+    """`schema` (one value's) with the JSON Schema form of its buf.validate rules (SPEC §3)."""
+    if rules is None:
+        return schema
+    kind = rules.WhichOneof("type")
+    schema = dict(schema)
+    if kind == "string":
+        r = rules.string
+        if r.uuid:
+            schema["format"] = "uuid"
+        if r.HasField("min_len"):
+            schema["minLength"] = r.min_len
+        if r.HasField("max_len"):
+            schema["maxLength"] = r.max_len
+        if r.HasField("len"):
+            schema["minLength"] = schema["maxLength"] = r.len
+        if r.HasField("pattern"):
+            schema["pattern"] = r.pattern
+        if getattr(r, "in"):
+            schema["enum"] = list(getattr(r, "in"))
+        if r.example:
+            schema["example"] = r.example[0]
+        if required:
+            schema["minLength"] = max(schema.get("minLength", 0), 1)
+    elif kind in _NUMBER_KINDS and schema.get("type") in ("integer", "number"):
+        r = getattr(rules, kind)
+        for name, key, exclusive in (("gt", "minimum", True), ("gte", "minimum", False)):
+            if r.HasField(name):
+                schema[key] = getattr(r, name)
+                if exclusive:
+                    schema["exclusiveMinimum"] = True
+        for name, key, exclusive in (("lt", "maximum", True), ("lte", "maximum", False)):
+            if r.HasField(name):
+                schema[key] = getattr(r, name)
+                if exclusive:
+                    schema["exclusiveMaximum"] = True
+        if r.example:
+            schema["example"] = r.example[0]
+    elif kind == "enum" and "enum" in schema and required:
+        schema["enum"] = schema["enum"][1:]  # `required`: not the zero (UNSPECIFIED) value
+    return schema
+
+
 class Generator:
     def __init__(self, fds: descriptor_pb2.FileDescriptorSet) -> None:
         self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
@@ -116,6 +177,7 @@ class Generator:
         self.services: list[tuple[str, descriptor_pb2.ServiceDescriptorProto]] = []
         self.schemas: dict[str, dict] = {"Status": STATUS}
         self.pending: list[str] = []
+        self.in_responses: set[str] = set()  # messages some response carries: documented as served
         for file in fds.file:
             comments = {tuple(loc.path): _doc(loc.leading_comments) for loc in file.source_code_info.location}
             scope = f".{file.package}"
@@ -149,6 +211,39 @@ class Generator:
 
     # ------------------------------------------------------------------ schemas
 
+    def _mark_responses(self, name: str) -> None:
+        if name in self.in_responses or name not in self.messages:
+            return
+        self.in_responses.add(name)
+        for field in self.messages[name].field:
+            if field.type == FD.TYPE_MESSAGE:
+                self._mark_responses(field.type_name)
+
+    def constrained_schema(self, field) -> dict:
+        """`type_schema` plus the field's buf.validate rules: for request fields only (a message some
+        response carries is documented as the server fills it)."""
+        schema, rules = self.type_schema(field), _rules(field)
+        if rules is None:
+            return schema
+        required = rules.required
+        if field.label == FD.LABEL_REPEATED and schema.get("type") == "array":
+            items = rules.repeated.items if rules.WhichOneof("type") == "repeated" else None
+            schema = {**schema, "items": _value_constraints(schema["items"], items, False)}
+            if rules.WhichOneof("type") == "repeated":
+                r = rules.repeated
+                if r.HasField("min_items"):
+                    schema["minItems"] = r.min_items
+                if r.HasField("max_items"):
+                    schema["maxItems"] = r.max_items
+                if r.unique:
+                    schema["uniqueItems"] = True
+            if required:
+                schema["minItems"] = max(schema.get("minItems", 0), 1)
+            return schema
+        if "$ref" in schema or schema.get("type") == "object":
+            return schema
+        return _value_constraints(schema, rules, required)
+
     def type_schema(self, field) -> dict:
         """proto3 JSON schema of a field's value (repeated and map included), without its description."""
         entry = self.messages.get(field.type_name)
@@ -175,7 +270,8 @@ class Generator:
         return doc
 
     def field_schema(self, owner: str, field) -> dict:
-        schema, doc = self.type_schema(field), self.field_doc(owner, field)
+        schema = self.type_schema(field) if owner in self.in_responses else self.constrained_schema(field)
+        doc = self.field_doc(owner, field)
         extra: dict = {"description": doc} if doc else {}
         if OUTPUT_ONLY in _behaviors(field):
             extra["readOnly"] = True
@@ -188,7 +284,7 @@ class Generator:
         fields = [f for f in self.messages[name].field if f.name not in exclude]
         if fields:
             schema["properties"] = {f.json_name: self.field_schema(name, f) for f in fields}
-        required = [f.json_name for f in fields if REQUIRED in _behaviors(f)]
+        required = [f.json_name for f in fields if _is_required(f)]
         if required:
             schema["required"] = required
         if self.docs.get(name):
@@ -217,13 +313,13 @@ class Generator:
                     name = f"{prefix}{field.json_name}."
                     params += self.query_parameters(field.type_name, set(), name, (*seen, message))
                 continue
-            schema = self.type_schema(field)
+            schema = self.constrained_schema(field)
             if schema.get("type") in ("object", None) or schema.get("items", {}).get("type") == "object":
                 continue  # Struct, Value, Any, Empty: not expressible in a query string
             param = {"name": prefix + field.json_name, "in": "query", "schema": schema}
             if self.field_doc(message, field):
                 param["description"] = self.field_doc(message, field)
-            if REQUIRED in _behaviors(field):
+            if _is_required(field):
                 param["required"] = True
             params.append(param)
         return params
@@ -246,7 +342,7 @@ class Generator:
             op["summary"], op["description"] = doc.split("\n\n", 1)[0].replace("\n", " "), doc
         for name in fields:
             owner, field = self.resolve(request, name)
-            param = {"name": name, "in": "path", "required": True, "schema": self.type_schema(field)}
+            param = {"name": name, "in": "path", "required": True, "schema": self.constrained_schema(field)}
             if self.field_doc(owner, field):
                 param["description"] = self.field_doc(owner, field)
             op["parameters"].append(param)
@@ -283,6 +379,9 @@ class Generator:
 
     def document(self) -> dict:
         paths: dict[str, dict] = {}
+        for _, descriptor in self.services:
+            for method in descriptor.method:
+                self._mark_responses(method.output_type)
         for service, descriptor in self.services:
             for method in descriptor.method:
                 rule = method.options.Extensions[annotations_pb2.http]

@@ -8,6 +8,7 @@ Health and reflection are registered unwrapped: anyone may call them.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -27,7 +28,9 @@ from server.core.errors import (
     Unimplemented,
     dependency_unavailable,
     internal_status,
+    malformed_request,
 )
+from server.core.method_table import HANDLES_MALFORMED, MALFORMED
 
 log = logging.getLogger("access")
 _INTERNAL = rpc_status.to_status(internal_status())  # the same generic answer for anything unexpected
@@ -83,6 +86,8 @@ class CallPipeline:
                     raise Unauthenticated("missing bearer token")
                 principal = verifier.cached(token) or await verifier.authenticate(token)
                 principal_token = auth.set_current_principal(principal)
+                if request is MALFORMED:
+                    raise malformed_request()
                 if check is not None and (violations := check(request)):
                     raise InvalidArgument(violations)
                 if is_async:
@@ -96,6 +101,11 @@ class CallPipeline:
                 await abort_with(ctx, Unimplemented("this method is not implemented yet"))
             except grpc.aio.AbortError:
                 code = ctx.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:  # the client went away or its deadline passed
+                remaining = ctx.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
                 raise
             except Exception as error:
                 unavailable = dependency_unavailable(error)
@@ -130,4 +140,5 @@ class CallPipeline:
                     auth.reset_current_principal(principal_token)
                 context.request_id.reset(rid_token)
 
+        setattr(call, HANDLES_MALFORMED, True)
         return call

@@ -15,7 +15,7 @@ import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "library.platform"
 
@@ -72,6 +72,8 @@ class InvalidArgument(DomainError):
         super().__init__(message or f"invalid request: {summary}")
 
     def details(self) -> list[any_pb2.Any]:
+        if not self.violations:
+            return super().details()
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
@@ -169,5 +171,11 @@ def dependency_unavailable(error: BaseException) -> Unavailable | None:
 
 
 def internal_status() -> status_pb2.Status:
-    """What a client sees for anything unexpected: no trace, SQL or repr."""
-    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+    """What a client sees for anything unexpected: no trace, SQL or repr; like every error, one ErrorInfo."""
+    return DomainError("internal error").to_status()
+
+
+def malformed_request() -> InvalidArgument:
+    """A request whose bytes are not a message of its type (corrupt wire format, invalid UTF-8): said
+    without the parser's text."""
+    return InvalidArgument([], "the request is not a valid message of its type")

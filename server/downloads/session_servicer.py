@@ -1,7 +1,8 @@
 """DownloadService transport for download sessions: map proto ⇄ domain, call a use case. Nothing else.
 
-Field rules (UUIDs, ranges, lengths) are the contract's buf.validate annotations; the checks here parse
-what the use cases need and repeat the ones a use case could not do without.
+Field rules (UUIDs, ranges, lengths, enum values) are the contract's buf.validate annotations, enforced by
+the call pipeline before a method runs; what is left here is the installed-file list's cross-entry rules
+(catalog.installed_files) and mapping.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from download.v1 import download_service_pb2 as pb
 from server.core.auth import current_user_id
 from server.core.deps import Deps
 from server.core.protoconv import timestamp
-from server.core.validation import Validator
+from server.core.validation import Validator, page_size, parse_uuid
 from server.downloads import catalog
 from server.downloads import session_rules as rules
 from server.downloads.session_views import FileReport, ProgressReport, SessionView, StartRequest
@@ -49,12 +50,6 @@ def session_pb(view: SessionView) -> pb.DownloadSession:
     )
 
 
-def _priority(v: Validator, value: int) -> int:
-    if not rules.MIN_PRIORITY <= value <= rules.MAX_PRIORITY:
-        v.fail("priority", f"must be between {rules.MIN_PRIORITY} and {rules.MAX_PRIORITY}")
-    return value
-
-
 class SessionServicer:
     """The session RPCs of DownloadService (a mixin of servicer.DownloadServiceServicer)."""
 
@@ -64,50 +59,30 @@ class SessionServicer:
     async def StartDownload(self, request: pb.StartDownloadRequest, context):
         user_id = current_user_id()
         v = Validator()
-        product_id = v.uuid("product_id", request.product_id)
-        version_id = v.uuid("version_id", request.version_id, required=False)
-        installed_version_id = v.uuid("installed_version_id", request.installed_version_id, required=False)
-        installation_path = v.text(
-            "installation_path", request.installation_path, max_len=1024, required=True
-        )
-        device_id = v.text("device_id", request.device_id, max_len=128)
-        priority = _priority(v, request.priority)
-        request_id = v.request_id(request.request_id)
-        installed_files = catalog.installed_files(v, request.installed_files)
+        installed_files = catalog.installed_files(v, request.installed_files)  # paths, duplicates
         v.check()
         view = await self._sessions.start(
             user_id,
             StartRequest(
-                product_id=product_id,
-                version_id=version_id,
-                installation_path=installation_path,
-                priority=priority,
-                installed_version_id=installed_version_id,
+                product_id=parse_uuid(request.product_id),
+                version_id=parse_uuid(request.version_id),
+                installation_path=request.installation_path,
+                priority=request.priority,
+                installed_version_id=parse_uuid(request.installed_version_id),
                 installed_files=installed_files,
-                device_id=device_id,
+                device_id=request.device_id,
                 start_now=request.start_now,
-                request_id=request_id,
+                request_id=parse_uuid(request.request_id),
             ),
         )
         return pb.StartDownloadResponse(download=session_pb(view))
 
     async def ListDownloads(self, request: pb.ListDownloadsRequest, context):
-        user_id = current_user_id()
-        v = Validator()
-        statuses = []
-        for i, status in enumerate(request.status):
-            if status not in _STATUS_VALUES:
-                v.fail(f"status[{i}]", "must be a defined download status")
-            else:
-                statuses.append(_STATUS_VALUES[status])
-        product_id = v.uuid("product_id", request.product_id, required=False)
-        page_size = v.page_size(request.page_size)
-        v.check()
         page = await self._sessions.list(
-            user_id,
-            statuses=sorted(set(statuses)),
-            product_id=product_id,
-            page_size=page_size,
+            current_user_id(),
+            statuses=sorted({_STATUS_VALUES[status] for status in request.status}),
+            product_id=parse_uuid(request.product_id),
+            page_size=page_size(request.page_size),
             page_token=request.page_token,
         )
         return pb.ListDownloadsResponse(
@@ -117,11 +92,8 @@ class SessionServicer:
         )
 
     async def GetDownload(self, request: pb.GetDownloadRequest, context):
-        user_id = current_user_id()
-        v = Validator()
-        download_id = v.uuid("download_id", request.download_id)
-        v.check()
-        return pb.GetDownloadResponse(download=session_pb(await self._sessions.get(user_id, download_id)))
+        view = await self._sessions.get(current_user_id(), parse_uuid(request.download_id))
+        return pb.GetDownloadResponse(download=session_pb(view))
 
     async def PauseDownload(self, request: pb.PauseDownloadRequest, context):
         user_id, download_id, request_id = _target(request)
@@ -139,35 +111,20 @@ class SessionServicer:
         return pb.CancelDownloadResponse(download=session_pb(view))
 
     async def ReprioritizeDownload(self, request: pb.ReprioritizeDownloadRequest, context):
-        user_id = current_user_id()
-        v = Validator()
-        download_id = v.uuid("download_id", request.download_id)
-        priority = _priority(v, request.priority)
-        request_id = v.request_id(request.request_id)
-        v.check()
-        view = await self._sessions.reprioritize(user_id, download_id, priority, request_id)
+        user_id, download_id, request_id = _target(request)
+        view = await self._sessions.reprioritize(user_id, download_id, request.priority, request_id)
         return pb.ReprioritizeDownloadResponse(download=session_pb(view))
 
     async def ReportDownloadProgress(self, request: pb.ReportDownloadProgressRequest, context):
-        user_id = current_user_id()
-        v = Validator()
-        download_id = v.uuid("download_id", request.download_id)
-        downloaded = v.non_negative("downloaded_bytes", request.downloaded_bytes)
-        status = _REPORTABLE.get(request.status)
-        if status is None:
-            v.fail("status", "must be DOWNLOADING, COMPLETED or FAILED")
-        error_message = v.text("error_message", request.error_message, max_len=1024)
-        files = []
-        for i, f in enumerate(request.files):
-            path = v.text(f"files[{i}].path", f.path, max_len=4096, required=True)
-            if f.status not in (_FileStatus.COMPLETED, _FileStatus.FAILED):
-                v.fail(f"files[{i}].status", "must be COMPLETED or FAILED")
-            message = v.text(f"files[{i}].error_message", f.error_message, max_len=1024)
-            files.append(FileReport(path, f.status == _FileStatus.COMPLETED, message))
-        v.check()
-        assert download_id is not None and status is not None
+        files = [
+            FileReport(f.path, f.status == _FileStatus.COMPLETED, f.error_message) for f in request.files
+        ]
         progress = await self._sessions.report(
-            user_id, download_id, ProgressReport(downloaded, status, error_message, files)
+            current_user_id(),
+            parse_uuid(request.download_id),
+            ProgressReport(
+                request.downloaded_bytes, _REPORTABLE[request.status], request.error_message, files
+            ),
         )
         return pb.ReportDownloadProgressResponse(
             status=_Status.Value(progress.status.upper()),
@@ -177,10 +134,6 @@ class SessionServicer:
         )
 
 
-def _target(request):
-    user_id = current_user_id()
-    v = Validator()
-    download_id = v.uuid("download_id", request.download_id)
-    request_id = v.request_id(request.request_id)
-    v.check()
-    return user_id, download_id, request_id
+def _target(request) -> tuple:
+    """Who acts on which download, and the request id of a retried change."""
+    return current_user_id(), parse_uuid(request.download_id), parse_uuid(request.request_id)

@@ -4,10 +4,12 @@ leaking to the client."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from scripts.devtokens import mint
@@ -19,6 +21,7 @@ from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.redis import create_redis
 from tests.support.grpc_errors import error_details, field_violations, rich_status
 from tests.support.processes import free_port
+from tests.support.waiting import wait_until
 
 SERVICE = "test.Pipeline"
 
@@ -58,6 +61,15 @@ async def _redis_down(request: bytes, context) -> bytes:
     return b""
 
 
+STARTED = asyncio.Event()
+
+
+async def _slow(request: bytes, context) -> bytes:
+    STARTED.set()
+    await asyncio.sleep(60)
+    return b""
+
+
 async def _unbuilt(request: bytes, context) -> bytes:
     raise NotImplementedError
 
@@ -75,6 +87,7 @@ HANDLERS = {
     "DatabaseDown": _database_down,
     "RedisDown": _redis_down,
     "Unbuilt": _unbuilt,
+    "Slow": _slow,
     "ServiceOnly": _service_only,
 }
 
@@ -93,9 +106,9 @@ async def pipeline(settings):
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
 
-        async def call(method: str, token: str | None = None) -> bytes:
+        def call(method: str, token: str | None = None):
             metadata = (("authorization", f"Bearer {token}"),) if token else ()
-            return await channel.unary_unary(f"/{SERVICE}/{method}")(b"", metadata=metadata)
+            return channel.unary_unary(f"/{SERVICE}/{method}")(b"", metadata=metadata)
 
         yield call
     await server.stop(0)
@@ -139,6 +152,7 @@ async def test_unexpected_error_is_internal_and_reveals_nothing(pipeline):
         await pipeline("Crash", mint(str(uuid.uuid4())))
     assert raised.value.code() == grpc.StatusCode.INTERNAL
     assert raised.value.details() == "internal error"
+    assert error_details(raised.value) == ("INTERNAL", [])  # exactly one ErrorInfo, like every error
     assert b"secret_table" not in b"".join(
         v if isinstance(v, bytes) else v.encode() for _, v in raised.value.trailing_metadata()
     )
@@ -166,3 +180,22 @@ async def test_internal_methods_need_the_service_role(pipeline):
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_details(raised.value)[0] == "PERMISSION_DENIED"
     assert await pipeline("ServiceOnly", mint("service:payment", roles=("service",))) == b"ok"
+
+
+def _handled(method: str, code: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "grpc_server_handled_total", {"method": f"/{SERVICE}/{method}", "code": code}
+        )
+        or 0
+    )
+
+
+async def test_a_cancelled_call_is_counted_as_cancelled_not_ok(pipeline):
+    STARTED.clear()
+    before = _handled("Slow", "CANCELLED"), _handled("Slow", "OK")
+    call = pipeline("Slow", mint(str(uuid.uuid4())))
+    await STARTED.wait()  # the server is inside the method
+    call.cancel()
+    await wait_until(lambda: _handled("Slow", "CANCELLED") == before[0] + 1, what="the CANCELLED count")
+    assert _handled("Slow", "OK") == before[1]

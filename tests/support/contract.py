@@ -66,6 +66,65 @@ def request_types() -> list[Descriptor]:
     return list(seen.values())
 
 
+NUL_TEXT = "a\x00b"
+
+
+def nul_variants(base) -> Iterator[tuple[str, object]]:
+    """(field path, a copy of `base` holding "a\\x00b" at that path) for every string reachable from
+    `base`'s type: scalar and repeated strings, map keys and values, in nested messages too (3 levels)."""
+    for path, put in _nul_setters(base.DESCRIPTOR, "", 0):
+        message = type(base)()
+        message.CopyFrom(base)
+        put(message)
+        yield path, message
+
+
+def _nul_setters(descriptor: Descriptor, prefix: str, depth: int):
+    for field in descriptor.fields:
+        name, path = field.name, prefix + field.name
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if is_map:
+            key, value = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+            if key.type == FieldDescriptor.TYPE_STRING:
+                yield (
+                    f"{path}[{json.dumps(NUL_TEXT)}]",
+                    lambda m, n=name, v=value: _put_map(m, n, v, NUL_TEXT),
+                )
+            if value.type == FieldDescriptor.TYPE_STRING and key.type == FieldDescriptor.TYPE_STRING:
+                yield f'{path}["k"]', lambda m, n=name: getattr(m, n).__setitem__("k", NUL_TEXT)
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            if field.is_repeated:
+                yield f"{path}[0]", lambda m, n=name: _put_first(getattr(m, n), NUL_TEXT)
+            else:
+                yield path, lambda m, n=name: setattr(m, n, NUL_TEXT)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and depth < MAX_DEPTH:
+            if field.is_repeated:
+                for inner_path, put in _nul_setters(field.message_type, f"{path}[0].", depth + 1):
+                    yield inner_path, lambda m, n=name, put=put: put(_first(getattr(m, n)))
+            else:
+                for inner_path, put in _nul_setters(field.message_type, f"{path}.", depth + 1):
+                    yield inner_path, lambda m, n=name, put=put: put(getattr(m, n))
+
+
+def _put_map(message, name: str, value_field: FieldDescriptor, key: str) -> None:
+    entries = getattr(message, name)
+    if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+        entries[key].SetInParent()
+    else:
+        entries[key] = value_field.default_value
+
+
+def _put_first(values, text: str) -> None:
+    if values:
+        values[0] = text
+    else:
+        values.append(text)
+
+
+def _first(items):
+    return items[0] if items else items.add()
+
+
 def message_class(descriptor: Descriptor):
     return message_factory.GetMessageClass(descriptor)
 

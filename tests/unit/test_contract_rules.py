@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from buf.validate import validate_pb2
 from library.v1 import achievement_service_pb2 as achievements_pb
 from server.core.contract_rules import NO_NUL, ContractRules, UnsupportedRule
-from tests.support.contract import message_class, oracle_violations, request_types, requests
+from tests.support.contract import message_class, nul_variants, oracle_violations, request_types, requests
 
 REQUEST_TYPES = request_types()
 RULES = ContractRules()
@@ -67,28 +67,8 @@ def oracle_violations_possible(request_type) -> bool:
 
 @pytest.mark.parametrize("request_type", REQUEST_TYPES, ids=lambda d: d.full_name)
 def test_a_nul_character_in_any_string_field_is_a_violation(request_type):
-    for path, message in _with_nul_in_each_string(request_type):
+    for path, message in nul_variants(message_class(request_type)()):
         assert (path, NO_NUL) in _compiled(message), path
-
-
-def _with_nul_in_each_string(descriptor, prefix: str = "", depth: int = 0):
-    """(path, a request holding 'a\\x00b' at that path) for every string field reachable from the type."""
-    for field in descriptor.fields:
-        if field.type == field.TYPE_STRING:
-            message = message_class(descriptor)()
-            if field.is_repeated:
-                getattr(message, field.name).append("a\x00b")
-                yield f"{prefix}{field.name}[0]", message
-            else:
-                setattr(message, field.name, "a\x00b")
-                yield f"{prefix}{field.name}", message
-        elif field.message_type is not None and not field.is_repeated and depth < 2:
-            for path, inner in _with_nul_in_each_string(
-                field.message_type, f"{prefix}{field.name}.", depth + 1
-            ):
-                message = message_class(descriptor)()
-                getattr(message, field.name).CopyFrom(inner)
-                yield path, message
 
 
 @pytest.mark.parametrize("name", ["FIRST_BLOOD", "a", "ach.v2-final_1", "x" * 128])

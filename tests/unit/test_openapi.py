@@ -119,7 +119,7 @@ def test_list_library_items_filters_are_typed_and_documented_query_parameters(do
         "LAST_PLAYED_DESC",
         "ADDED_AT_DESC",
     ]
-    assert params["pageSize"]["schema"] == {"type": "integer", "format": "int32"}
+    assert params["pageSize"]["schema"] == {"type": "integer", "format": "int32", "minimum": 0}
     assert params["includeHidden"]["schema"] == {"type": "boolean"}
     assert params["pageSize"]["description"]
 
@@ -213,3 +213,28 @@ def test_every_ref_resolves(doc):
         for part in ref[2:].split("/"):
             assert part in target, ref
             target = target[part]
+
+
+def test_request_schemas_carry_the_contracts_field_rules(doc):
+    """format uuid, lengths, patterns, ranges, item counts and `required` from the buf.validate rules."""
+    body = op(doc, "POST", f"{LIB}/wishlist")["requestBody"]["content"]["application/json"]["schema"]
+    props = body["properties"]
+    assert props["productId"]["format"] == "uuid" and props["productId"]["minLength"] == 1
+    assert props["priority"]["minimum"] == 0
+    assert props["notes"]["maxLength"] == 1000
+    assert "productId" in body["required"]
+    params = {p["name"]: p for p in op(doc, "GET", f"{LIB}/playtime")["parameters"]}
+    assert params["productIds"]["schema"]["maxItems"] == 200
+    assert params["productIds"]["schema"]["items"]["pattern"].startswith("^[0-9a-fA-F]{8}-")
+
+
+def test_a_required_enum_does_not_offer_its_unspecified_value(doc):
+    resolve = op(doc, "POST", f"{LIB}/savegames/{{product_id}}/slots/{{slot_name}}/resolve")
+    schema = resolve["requestBody"]["content"]["application/json"]["schema"]
+    assert "RESOLUTION_UNSPECIFIED" not in schema["properties"]["resolution"]["enum"]
+    assert "KEEP_CLOUD" in schema["properties"]["resolution"]["enum"]
+
+
+def test_response_schemas_describe_what_the_server_fills_without_request_rules(doc):
+    item = doc["components"]["schemas"]["library.v1.LibraryItem"]
+    assert "format" not in item["properties"]["productId"]
