@@ -27,7 +27,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from server.core import context
 from server.core.db import Db
@@ -48,18 +48,30 @@ class UnitOfWork:
         self._source = source
         self._on_commit = on_commit
         self._messages: list[OutboxMessage] = []
-        self.session: AsyncSession
+        self._connection: AsyncConnection
+        self._session: AsyncSession | None = None
         self.db: Db
 
+    @property
+    def session(self) -> AsyncSession:
+        """The ORM session of this unit: on its connection, in its transaction; made when first used (most
+        units of work never need one)."""
+        if self._session is None:
+            self._session = self._sessions(bind=self._connection)
+        return self._session
+
     async def __aenter__(self) -> UnitOfWork:
-        self.session = self._sessions()
-        connection = await self.session.connection()  # begins the session's transaction
-        self.db = Db((await connection.get_raw_connection()).driver_connection)
+        self._connection = await self._sessions.kw["bind"].connect()
+        await self._connection.begin()
+        self.db = Db((await self._connection.get_raw_connection()).driver_connection)
+        self._session = None
         self._messages = []
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
-        await self.session.close()  # rolls back whatever was not committed
+        if self._session is not None:
+            await self._session.close()
+        await self._connection.close()  # rolls back whatever was not committed
 
     def add_event(
         self,
@@ -100,7 +112,9 @@ class UnitOfWork:
             await self.db.execute_many(
                 _INSERT_OUTBOX, [(m.id, m.channel, m.topic, m.key, Jsonb(m.payload)) for m in self._messages]
             )
-        await self.session.commit()
+        if self._session is not None:
+            await self._session.flush()
+        await self._connection.commit()
         if self._messages:
             self._messages = []
             self._on_commit()

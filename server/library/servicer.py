@@ -43,17 +43,39 @@ def _numbers(enum) -> dict[str, int]:
 def _product(info: ProductInfo | None, product_id: uuid.UUID) -> pb.Product:
     if info is None:
         return pb.Product(product_id=str(product_id))
+    return _product_message(
+        (
+            info.product_id,
+            info.name,
+            info.product_type,
+            info.cover_image_url,
+            info.icon_url,
+            info.developer,
+            info.publisher,
+            info.release_date,
+            tuple(info.genres),
+            info.updated_at,
+        )
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _product_message(fields: tuple) -> pb.Product:
+    """The message of a cached product, by all its fields: the same few products appear in many users'
+    libraries, and a message costs more to build than its fields cost to hash. Callers copy it (a message
+    field set from it), never change it."""
+    product_id, name, product_type, cover, icon, developer, publisher, released, genres, updated = fields
     return pb.Product(
-        product_id=str(info.product_id),
-        name=info.name,
-        product_type=_wire(_ProductType, info.product_type),
-        cover_image_url=info.cover_image_url,
-        icon_url=info.icon_url,
-        developer=info.developer,
-        publisher=info.publisher,
-        release_date=timestamp(info.release_date),
-        genres=info.genres,
-        updated_at=timestamp(info.updated_at),
+        product_id=str(product_id),
+        name=name,
+        product_type=_wire(_ProductType, product_type),
+        cover_image_url=cover,
+        icon_url=icon,
+        developer=developer,
+        publisher=publisher,
+        release_date=timestamp(released),
+        genres=genres,
+        updated_at=timestamp(updated),
     )
 
 

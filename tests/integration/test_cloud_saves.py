@@ -722,3 +722,16 @@ async def test_retried_writes_with_a_request_id_change_nothing_more(stub, owner,
     resolved = await stub.ResolveSaveGameConflict(resolve, metadata=metadata)
     assert await stub.ResolveSaveGameConflict(resolve, metadata=metadata) == resolved
     assert len(await rows(sessions, user, product)) == 2 + 3  # slot s: 2 versions; slot t: 3, nothing else
+
+
+async def test_presigned_urls_never_reach_the_log(stub, owner, server_process):
+    """The session's server logs every call (access log at INFO) to .local/test-server.log."""
+    from tests.support.processes import ROOT
+
+    assert server_process is not None, "needs the session's own server (not TEST_SERVER_RUNNING=1)"
+    user, product = owner
+    pushed = await push(stub, user, product, "s", SaveFile.random())
+    await fetch(stub, user, pushed.save_game.savegame_id)
+    log = (ROOT / ".local" / "test-server.log").read_text(errors="replace")
+    assert "RequestSaveGameUploadURL" in log  # the calls were logged...
+    assert "X-Amz-Signature" not in log and "X-Amz-Credential" not in log  # ...their URLs were not
