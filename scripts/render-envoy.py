@@ -16,6 +16,8 @@ Inputs (environment; every default comes from scripts/lib/env.sh):
   JWT_LEEWAY_SECONDS                    clock skew allowed on exp/nbf (the server's setting of that name)
   CORS_ALLOWED_ORIGINS                  comma-separated origins, or * (default: any origin, for development)
   ENVOY_MAX_REQUEST_BYTES               largest REST request body (default 1048576); larger ones get 413
+  OTEL_EXPORTER_OTLP_ENDPOINT           OTLP/gRPC collector for Envoy's spans (none: traceparent only)
+  OTEL_TRACES_SAMPLER_ARG               ratio of new traces sampled (default 0.1, as the server)
   OPENAPI_FILE                          served at /api/v1/docs when it exists (default gen/openapi.json)
   ENVOY_ACCESS_LOG                      1 (default) = JSON access log on stdout, 0 = none
   ENVOY_REST_TIMEOUT                    route timeout of REST calls (default 30s)
@@ -299,14 +301,8 @@ def cors_origins(spec: str) -> list[dict]:
     return [{"exact": origin} for origin in origins]
 
 
-def jwks_source(url: str, jwks_file: str, cache_seconds: str) -> tuple[str, dict, list[dict]]:
-    """(provider field, its value, extra clusters): remote_jwks through a cluster of its own for a URL,
-    else local_jwks from the file."""
-    if not url:
-        return "local_jwks", {"filename": jwks_file}, []
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        die(f"JWT_JWKS_URL must be an http(s) URL, got {url!r}")
+def url_cluster(name: str, parts, *, http2: bool) -> dict:
+    """A cluster of the one host of a URL (TLS for https; HTTP/2 for gRPC services)."""
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
     try:
@@ -314,25 +310,23 @@ def jwks_source(url: str, jwks_file: str, cache_seconds: str) -> tuple[str, dict
         kind = "STATIC"
     except ValueError:
         kind = "STRICT_DNS"
+    address = {"socket_address": {"address": parts.hostname, "port_value": port}}
     cluster = {
-        "name": "jwks",
+        "name": name,
         "type": kind,
         "connect_timeout": "2s",
         "load_assignment": {
-            "cluster_name": "jwks",
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {"socket_address": {"address": parts.hostname, "port_value": port}}
-                            }
-                        }
-                    ]
-                }
-            ],
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
         },
     }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
     if tls:
         cluster["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
@@ -341,6 +335,66 @@ def jwks_source(url: str, jwks_file: str, cache_seconds: str) -> tuple[str, dict
                 "sni": parts.hostname,
             },
         }
+    return cluster
+
+
+# Without a collector, Envoy's OpenTelemetry tracer (which must have an exporter) sends its spans to an
+# internal listener that drops them: the trace context is still started or continued and sent upstream.
+SPAN_SINK_CLUSTER = {
+    "name": "otel_collector",
+    "connect_timeout": "1s",
+    "load_assignment": {
+        "cluster_name": "otel_collector",
+        "endpoints": [
+            {
+                "lb_endpoints": [
+                    {
+                        "endpoint": {
+                            "address": {"envoy_internal_address": {"server_listener_name": "span_sink"}}
+                        }
+                    }
+                ]
+            }
+        ],
+    },
+}
+
+
+def tracing(endpoint: str, ratio: str) -> tuple[dict, list[dict]]:
+    """(HCM tracing, extra clusters): Envoy starts or continues the W3C trace (traceparent) of every request
+    and passes it upstream; spans go to OTEL_EXPORTER_OTLP_ENDPOINT over OTLP/gRPC, else to the span sink.
+    New traces are sampled at the server's ratio (OTEL_TRACES_SAMPLER_ARG)."""
+    try:
+        percent = min(100.0, max(0.0, float(ratio) * 100))
+    except ValueError:
+        die(f"OTEL_TRACES_SAMPLER_ARG must be a ratio between 0 and 1, got {ratio!r}")
+    config: dict = {
+        "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+        "service_name": "library-edge",
+    }
+    if endpoint:
+        parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        if not parts.hostname:
+            die(f"OTEL_EXPORTER_OTLP_ENDPOINT must be a host:port or URL, got {endpoint!r}")
+        config["grpc_service"] = {"envoy_grpc": {"cluster_name": "otel_collector"}, "timeout": "1s"}
+        cluster = url_cluster("otel_collector", parts, http2=True)
+    else:
+        uri = {"uri": "http://span-sink/v1/traces", "cluster": "otel_collector", "timeout": "1s"}
+        config["http_service"] = {"http_uri": uri}
+        cluster = SPAN_SINK_CLUSTER
+    provider = {"name": "envoy.tracers.opentelemetry", "typed_config": config}
+    return {"random_sampling": {"value": percent}, "provider": provider}, [cluster]
+
+
+def jwks_source(url: str, jwks_file: str, cache_seconds: str) -> tuple[str, dict, list[dict]]:
+    """(provider field, its value, extra clusters): remote_jwks through a cluster of its own for a URL,
+    else local_jwks from the file."""
+    if not url:
+        return "local_jwks", {"filename": jwks_file}, []
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        die(f"JWT_JWKS_URL must be an http(s) URL, got {url!r}")
+    cluster = url_cluster("jwks", parts, http2=False)
     remote = {
         "http_uri": {"uri": url, "cluster": "jwks", "timeout": "5s"},
         "cache_duration": f"{int(cache_seconds)}s",
@@ -440,6 +494,9 @@ def render(strict: bool) -> str:
     jwks_field, jwks_value, jwks_clusters = jwks_source(
         env("JWT_JWKS_URL"), jwks, env("JWT_JWKS_CACHE_SECONDS") or "300"
     )
+    trace_config, trace_clusters = tracing(
+        env("OTEL_EXPORTER_OTLP_ENDPOINT"), env("OTEL_TRACES_SAMPLER_ARG") or "0.1"
+    )
     for name in ("JWT_LEEWAY_SECONDS", "ENVOY_MAX_REQUEST_BYTES"):
         if not env(name).isdigit():
             die(f"{name} must be a whole number, got {env(name)!r}")
@@ -479,7 +536,8 @@ def render(strict: bool) -> str:
         "JWT_AUDIENCE": q(env("JWT_AUDIENCE")),
         "JWKS_FIELD": jwks_field,
         "JWKS_SOURCE": q(jwks_value),
-        "JWKS_CLUSTERS": "".join(f"\n  - {q(cluster)}" for cluster in jwks_clusters),
+        "TRACING": q(trace_config),
+        "EXTRA_CLUSTERS": "".join(f"\n  - {q(cluster)}" for cluster in jwks_clusters + trace_clusters),
         "JWT_LEEWAY_SECONDS": env("JWT_LEEWAY_SECONDS"),
         "CORS_ORIGINS": q(cors_origins(env("CORS_ALLOWED_ORIGINS"))),
         "METHOD_NOT_ALLOWED_ROUTES": "".join(

@@ -35,6 +35,7 @@ from library.v1 import (
 from server.achievements.servicer import AchievementServiceServicer
 from server.cloud_saves.servicer import CloudSaveServiceServicer
 from server.cloud_saves.sweeper import SaveSweeper
+from server.core import tracing
 from server.core.auth import TokenVerifier
 from server.core.call_pipeline import CallPipeline
 from server.core.config import Settings
@@ -44,6 +45,7 @@ from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
+from server.core.rate_limit import RateLimiter, parse_limits
 from server.core.redis import create_redis
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
@@ -68,12 +70,14 @@ class Application:
     relay: OutboxRelay
     deps: Deps
     verifier: TokenVerifier
+    limiter: RateLimiter
     server: grpc.aio.Server | None = None
     service_names: list[str] = field(default_factory=list)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings) -> Application:
+        tracing.configure(settings)
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         sessions = create_sessionmaker(engine)
         redis = create_redis(settings.redis_url, max_connections=settings.redis_pool_size)
@@ -88,7 +92,9 @@ class Application:
         uow = UnitOfWorkFactory(sessions, settings.event_source, relay.wake, pool)
         store = ObjectStore(settings)  # opened in start(): one long-lived client per process
         deps = Deps(settings, uow, redis, store)
-        return cls(settings, engine, pool, redis, relay, deps, TokenVerifier.from_settings(settings))
+        limiter = RateLimiter(redis, parse_limits(settings.rate_limits), deps.clock)
+        verifier = TokenVerifier.from_settings(settings)
+        return cls(settings, engine, pool, redis, relay, deps, verifier, limiter)
 
     def _register_services(self, methods: MethodTable) -> None:
         """Every v1 service. A capability not built yet keeps its generated base servicer, whose methods
@@ -131,7 +137,7 @@ class Application:
                 DownloadServiceServicer(self.deps),
             ),
         ]
-        pipeline = CallPipeline(self.verifier)
+        pipeline = CallPipeline(self.verifier, self.limiter)
         for pb2_module, name, add, servicer in registrations:
             service = pb2_module.DESCRIPTOR.services_by_name[name]
             add(pipeline.wrap_servicer(servicer, service), methods)
@@ -194,6 +200,8 @@ class Application:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.deps.store.close()
+        self.limiter.close()
+        tracing.shutdown()
         await self.redis.aclose()
         await self.pool.close()
         await self.engine.dispose()

@@ -26,6 +26,8 @@ BENCH_RPC (heartbeat | fallback), BENCH_ECHO_PORT (50070), BENCH_GRPC_PORTS (500
 BENCH_METRICS_PORTS (9481,9482), BENCH_ENVOY_PORT (8090), BENCH_ENVOY_ADMIN_PORT (9910),
 BENCH_ENVOY_ACCESS_LOG (0), BENCH_OUT (bench-results). A port that is taken is replaced by a free one.
 Download progress reports vs the heartbeat: scripts/bench/download_progress.py (BENCH_PROGRESS_ROUNDS, 3).
+The call pipeline as a grpc.aio interceptor vs the registration-time wrapper: scripts/bench/interceptor.py
+(BENCH_INTERCEPTOR_ROUNDS, 3).
 Published content (publish throughput, update bytes, manifests, update checks):
 scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
 Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 5;
@@ -60,6 +62,7 @@ from scripts.bench import (
     download_content,
     download_progress,
     fixtures,
+    interceptor,
     loadgen,
     pgstats,
 )
@@ -74,6 +77,8 @@ from scripts.bench.procs import (
     port_open,
     render_envoy,
 )
+from server.core.config import Settings
+from server.core.rate_limit import parse_limits
 
 GOAL_SERVICE_VS_ECHO = 0.5
 GOAL_REST_VS_GRPC = 0.85
@@ -130,18 +135,29 @@ class Bench:
         self.selection = db_cases.selection(os.environ.get("BENCH_CASES", ""))
 
     # ------------------------------------------------------------------ processes
+    def service_env(self) -> dict[str, str]:
+        """The environment every measured service process gets (ports and workers aside)."""
+        unreachable = ",".join(f"{m}=1000000000/60" for m in parse_limits(Settings().rate_limits))
+        return {
+            "GRPC_HOST": "127.0.0.1",
+            "LOG_LEVEL": self.cfg.log_level,
+            "SHUTDOWN_GRACE_SECONDS": "2",
+            # h2load repeats one session's heartbeat (one download's progress): limits this large keep
+            # them evaluated on every call (their cost is measured) but never reached.
+            "PLAYTIME_HEARTBEAT_BURST": "1000000000",
+            "RATE_LIMITS": unreachable,
+        }
+
     def start_service(
         self, index: int, *, workers: bool, name: str = "", module: str = "server", args: tuple[str, ...] = ()
     ) -> str:
         port, metrics = self.cfg.grpc_ports[index], self.cfg.metrics_ports[index]
         name = name or f"server-{index + 1}" + ("" if workers else "-noworkers")
         env = {
-            "GRPC_HOST": "127.0.0.1",
+            **self.service_env(),
             "GRPC_PORT": str(port),
             "METRICS_PORT": str(metrics),
-            "LOG_LEVEL": self.cfg.log_level,
             "WORKERS_ENABLED": "1" if workers else "0",
-            "SHUTDOWN_GRACE_SECONDS": "2",
         }
         self.procs.start(name, [sys.executable, "-m", module, *args], env)
         target = f"127.0.0.1:{port}"
@@ -393,6 +409,7 @@ class Bench:
 
         summary = self.summarize(pg, time.monotonic() - started)
         summary["download_progress"] = download_progress.run(self)  # scripts/bench/download_progress.py
+        summary["interceptor"] = interceptor.run(self)  # scripts/bench/interceptor.py
         summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
         summary["cloud_saves"] = cloud_saves.run(self)  # scripts/bench/cloud_saves.py
         return summary

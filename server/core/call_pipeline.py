@@ -18,8 +18,9 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from grpc_status import rpc_status
+from opentelemetry.trace import SpanKind
 
-from server.core import auth, context, metrics
+from server.core import auth, context, metrics, tracing
 from server.core.contract_rules import ContractRules
 from server.core.errors import (
     DomainError,
@@ -31,29 +32,36 @@ from server.core.errors import (
     malformed_request,
 )
 from server.core.method_table import HANDLES_MALFORMED, MALFORMED
+from server.core.rate_limit import RateLimiter
 
 log = logging.getLogger("access")
 _INTERNAL = rpc_status.to_status(internal_status())  # the same generic answer for anything unexpected
 
 
 async def abort_with(ctx: grpc.aio.ServicerContext, error: DomainError) -> None:
-    await ctx.abort_with_status(rpc_status.to_status(error.to_status()))
+    status = rpc_status.to_status(error.to_status())
+    if error.trailing_metadata:
+        status = status._replace(trailing_metadata=(*status.trailing_metadata, *error.trailing_metadata))
+    await ctx.abort_with_status(status)
 
 
-def _read_metadata(metadata) -> tuple[str, str]:
-    """(authorization, x-request-id) in one pass over the call's metadata."""
-    authorization = request_id = ""
+def _read_metadata(metadata) -> tuple[str, str, str]:
+    """(authorization, x-request-id, traceparent) in one pass over the call's metadata."""
+    authorization = request_id = traceparent = ""
     for key, value in metadata or ():
         if key == "authorization":
             authorization = value
         elif key == "x-request-id":
             request_id = value
-    return authorization, request_id
+        elif key == "traceparent":
+            traceparent = value
+    return authorization, request_id, traceparent
 
 
 class CallPipeline:
-    def __init__(self, verifier: auth.TokenVerifier):
+    def __init__(self, verifier: auth.TokenVerifier, limiter: RateLimiter | None = None):
         self._verifier = verifier
+        self._limiter = limiter
         self._rules = ContractRules()
 
     def wrap_servicer(self, servicer: object, service: ServiceDescriptor) -> object:
@@ -68,6 +76,8 @@ class CallPipeline:
         """`behavior` behind the pipeline. The contract's rules for `request_type` are compiled here, once
         (an annotation the compiler does not support fails the start)."""
         check = self._rules.check_for(request_type) if request_type is not None else None
+        if self._limiter is not None:
+            behavior = self._limiter.guard(method, behavior)  # unchanged unless `method` has a limit
         latency = metrics.RPC_LATENCY.labels(method)
         handled: dict[grpc.StatusCode, Any] = {}  # the counter's child per status code, looked up once
         verifier = self._verifier
@@ -75,8 +85,9 @@ class CallPipeline:
 
         async def call(request, ctx: grpc.aio.ServicerContext):
             started = time.perf_counter()
-            authorization, request_id = _read_metadata(ctx.invocation_metadata())
+            authorization, request_id, traceparent = _read_metadata(ctx.invocation_metadata())
             rid_token = context.request_id.set(request_id)
+            span, span_token = tracing.start_span(method, traceparent, SpanKind.SERVER)
             principal = None
             principal_token = None
             code = grpc.StatusCode.OK
@@ -138,6 +149,7 @@ class CallPipeline:
                     )
                 if principal_token is not None:
                     auth.reset_current_principal(principal_token)
+                tracing.end_span(span, span_token, code)
                 context.request_id.reset(rid_token)
 
         setattr(call, HANDLES_MALFORMED, True)

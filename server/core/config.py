@@ -51,12 +51,27 @@ class Settings:
     # Shortest time between two JWKS URL fetches caused by tokens naming an unknown kid.
     jwt_jwks_refetch_seconds: float = 30.0
     event_source: str = "/library-service"
+    # OpenTelemetry (server/core/tracing.py): ratio of new traces sampled (a caller's decision is followed),
+    # OTLP/gRPC collector (export off when empty), service name on the spans.
+    otel_traces_sampler_arg: float = 0.1
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = "library-service"
     outbox_poll_seconds: float = 0.5
     notification_stream_maxlen: int = 1000
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
     workers_enabled: bool = True
     playtime_heartbeat_interval_seconds: int = 60
+    # Heartbeats of one session: at most RATE per interval sustained, in bursts of BURST (0 = no limit).
+    playtime_heartbeat_rate_per_interval: int = 2
+    playtime_heartbeat_burst: int = 3
+    # Per-user limits of other RPCs, "Service/Method=count/seconds" (server/core/rate_limit.py).
+    rate_limits: str = (
+        "AchievementService/UpdateAchievementProgress=60/60,"
+        "PlaytimeTrackerService/RecordOfflineSessions=10/60,"
+        "CloudSaveService/RequestSaveGameUploadURL=60/60,"
+        "DownloadService/ReportDownloadProgress=120/60"
+    )
     playtime_checkpoint_seconds: float = 300.0
     playtime_reaper_seconds: float = 15.0
     # Cloud saves (SPEC §6): quota per user per product, the largest file, slots per product, committed

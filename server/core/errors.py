@@ -14,7 +14,7 @@ import grpc
 import psycopg
 import redis.exceptions
 import sqlalchemy.exc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "library.platform"
@@ -36,6 +36,8 @@ class DomainError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
+    # Extra trailing metadata sent with the status (e.g. retry-after, which Envoy passes to REST clients).
+    trailing_metadata: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None):
         super().__init__(message)
@@ -124,6 +126,26 @@ class Aborted(DomainError):
 class ResourceExhausted(DomainError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "RATE_LIMITED"
+
+
+class RateLimited(ResourceExhausted):
+    """Over a per-user rate limit: RetryInfo says when to retry; so does `retry-after` (seconds), which
+    a REST client receives as the Retry-After header of the 429."""
+
+    def __init__(self, retry_after_seconds: int):
+        super().__init__(
+            f"too many requests; retry in {retry_after_seconds} s",
+            metadata={"retryAfterSeconds": str(retry_after_seconds)},
+        )
+        self.retry_after_seconds = retry_after_seconds
+        self.trailing_metadata = (("retry-after", str(retry_after_seconds)),)
+
+    def details(self) -> list[any_pb2.Any]:
+        delay = duration_pb2.Duration(seconds=self.retry_after_seconds)
+        retry = error_details_pb2.RetryInfo(retry_delay=delay)
+        packed = any_pb2.Any()
+        packed.Pack(retry)
+        return [*super().details(), packed]
 
 
 class FailedPrecondition(DomainError):

@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from server.core import context
+from server.core import context, tracing
 from server.core.db import Db
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC, make_cloud_event
 from server.core.events.tables import CHANNEL_KAFKA, CHANNEL_NOTIFICATION, OutboxMessage
@@ -89,6 +89,7 @@ class UnitOfWork:
             data=data,
             correlation_id=context.current_request_id(),
             event_id=event_id,
+            traceparent=tracing.current_traceparent(),
         )
         self._messages.append(
             OutboxMessage(id=event_id, channel=CHANNEL_KAFKA, topic=topic, key=str(user_id), payload=event)

@@ -11,12 +11,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core import replay
+from server.core.db import Db, db_of
 from server.core.deps import Deps
 from server.core.errors import NotFound, ProductAccessDenied
 from server.core.events.cloudevents import rfc3339
 from server.core.replay import request_key
 from server.core.uow import UnitOfWork
-from server.core.versioned import etag_of
+from server.core.versioned import Values, etag_of
 from server.downloads import catalog
 from server.downloads import settings_repository as repository
 from server.downloads.settings_rules import (
@@ -28,7 +29,6 @@ from server.downloads.settings_rules import (
     branch_for,
     in_schedule_window,
 )
-from server.downloads.settings_tables import DownloadSettingsRow
 from server.library.entitlements import owned_product_ids
 
 __all__ = [
@@ -49,19 +49,19 @@ class SettingsUpdate:
     device_id: str = ""
 
 
-def _settings(row: DownloadSettingsRow | None) -> DownloadSettings:
+def _settings(row: Values | None, version: int) -> DownloadSettings:
     if row is None:
         return DownloadSettings()
     schedule = None
-    if row.schedule_start is not None and row.schedule_end is not None and row.schedule_time_zone:
-        schedule = ScheduleWindow(row.schedule_start, row.schedule_end, row.schedule_time_zone)
+    if row["schedule_start"] is not None and row["schedule_end"] is not None and row["schedule_time_zone"]:
+        schedule = ScheduleWindow(row["schedule_start"], row["schedule_end"], row["schedule_time_zone"])
     return DownloadSettings(
-        max_concurrent_downloads=row.max_concurrent_downloads,
-        bandwidth_kbps=row.bandwidth_limit_kbps,
+        max_concurrent_downloads=row["max_concurrent_downloads"],
+        bandwidth_kbps=row["bandwidth_limit_kbps"],
         schedule=schedule,
-        branches=dict(row.product_branches),
-        etag=etag_of(row.version),
-        updated_at=row.updated_at,
+        branches=dict(row["product_branches"]),
+        etag=etag_of(version),
+        updated_at=row["updated_at"],
     )
 
 
@@ -80,16 +80,18 @@ def _columns(settings: DownloadSettings, device_id: str, now: datetime) -> dict[
 
 
 async def get_download_settings(
-    uow_or_session: UnitOfWork | AsyncSession, user_id: uuid.UUID
+    handle: UnitOfWork | Db | AsyncSession, user_id: uuid.UUID
 ) -> DownloadSettings:
-    """The user's settings (the defaults, etag `v0`, when never changed), read in the caller's transaction."""
-    session = uow_or_session.session if isinstance(uow_or_session, UnitOfWork) else uow_or_session
-    return _settings(await repository.find(session, user_id))
+    """The user's settings (the defaults, etag `v0`, when never changed), read in the caller's unit of
+    work (`uow`, `uow.db` or `uow.session`)."""
+    db = await db_of(handle.db if isinstance(handle, UnitOfWork) else handle)
+    version, row = await repository.find(db, user_id) or (0, None)
+    return _settings(row, version)
 
 
 async def read_download_settings(deps: Deps, user_id: uuid.UUID) -> DownloadSettings:
-    async with deps.uow() as uow:
-        return await get_download_settings(uow, user_id)
+    async with deps.uow.read() as db:
+        return await get_download_settings(db, user_id)
 
 
 async def update_download_settings(
@@ -103,13 +105,13 @@ async def update_download_settings(
     async with deps.uow() as uow:
         if (first := await replay.claim(uow, key, DownloadSettings)) is not None:
             return first
-        await _check_branches(uow.session, user_id, update.change)
+        await _check_branches(uow, user_id, update.change)
         now = deps.clock()
         await repository.write(
-            uow.session,
+            uow.db,
             user_id,
             etag=update.etag,
-            build=lambda row: _columns(apply_change(_settings(row), update.change), update.device_id, now),
+            build=lambda row: _columns(apply_change(_settings(row, 0), update.change), update.device_id, now),
         )
         result = await get_download_settings(uow, user_id)
         uow.notify(user_id, DOWNLOAD_SETTINGS_UPDATED_NOTIFICATION, _notification(result, update.device_id))
@@ -118,18 +120,18 @@ async def update_download_settings(
     return result
 
 
-async def _check_branches(session: AsyncSession, user_id: uuid.UUID, change: SettingsChange) -> None:
+async def _check_branches(uow: UnitOfWork, user_id: uuid.UUID, change: SettingsChange) -> None:
     """A branch other than `public` may be chosen only for a product in the library that has a published
     version on it (PRODUCT_ACCESS_DENIED / NOT_FOUND PRODUCT_VERSION_NOT_FOUND otherwise)."""
     chosen = {uuid.UUID(p): branch for p, branch in change.branches.items() if branch != DEFAULT_BRANCH}
     if not chosen:
         return
-    owned = await owned_product_ids(session, user_id, chosen)
+    owned = await owned_product_ids(uow.db, user_id, chosen)
     if missing := [p for p in chosen if p not in owned]:
         raise ProductAccessDenied(str(missing[0]))
     for product_id, branch in chosen.items():
         try:
-            await catalog.resolve_version(session, product_id, branch=branch, version_id=None)
+            await catalog.resolve_version(uow.session, product_id, branch=branch, version_id=None)
         except NotFound:
             raise NotFound(
                 "the product has no published version on that branch",

@@ -12,8 +12,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from server.core.versioned import etag_of
 
 DEFAULT_MAX_CONCURRENT_DOWNLOADS = 3
-MIN_MAX_CONCURRENT_DOWNLOADS = 1
-MAX_MAX_CONCURRENT_DOWNLOADS = 10
 DEFAULT_BRANCH = "public"
 
 # The fields an update may name (UpdateDownloadSettingsRequest.update_mask paths).

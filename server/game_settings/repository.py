@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core import versioned
-from server.game_settings.tables import UserGameSetting
+from server.core.db import Db
+from server.core.versioned import Values, VersionedTable
+
+TABLE = VersionedTable(
+    "user_game_settings",
+    key=("user_id", "product_id"),
+    columns=("settings_payload", "updated_by_device_id", "last_synced_at"),
+    json=frozenset({"settings_payload"}),
+)
 
 
-def _key(user_id: uuid.UUID, product_id: uuid.UUID) -> dict[str, Any]:
-    return {"user_id": user_id, "product_id": product_id}
-
-
-async def find(session: AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> UserGameSetting | None:
-    return await versioned.read(session, UserGameSetting, _key(user_id, product_id))
+async def find(db: Db, user_id: uuid.UUID, product_id: uuid.UUID) -> tuple[int, Values] | None:
+    """(version, columns) of the document, or None when never written."""
+    return await versioned.read(db, TABLE, (user_id, product_id))
 
 
 async def write(
-    session: AsyncSession,
+    db: Db,
     user_id: uuid.UUID,
     product_id: uuid.UUID,
     *,
     etag: str,
-    build: Callable[[UserGameSetting | None], dict[str, Any]],
-) -> tuple[int, dict[str, Any]]:
-    return await versioned.write(session, UserGameSetting, _key(user_id, product_id), etag=etag, build=build)
+    build: Callable[[Values | None], Values],
+) -> tuple[int, Values]:
+    return await versioned.write(db, TABLE, (user_id, product_id), etag=etag, build=build)

@@ -52,16 +52,14 @@ def storable(value: Any, path: str) -> tuple[Any, list[FieldViolation]]:
     """The JSON value as it is stored, and what makes it unstorable.
 
     A google.protobuf.Struct carries every number as a double, so integral numbers become integers again
-    (`90.0` → `90`, as the client sent it). PostgreSQL's JSONB cannot hold NaN/Infinity or the NUL
-    character, so those are field violations (at `path`, the request field they came from).
+    (`90.0` → `90`, as the client sent it). PostgreSQL's JSONB cannot hold NaN/Infinity, so those are
+    field violations (at `path`, the request field they came from). NUL characters, which JSONB cannot
+    hold either, the contract's rules refuse before this runs.
     """
     if isinstance(value, dict):
         out: Document = {}
         problems: list[FieldViolation] = []
         for key, item in value.items():
-            if "\x00" in key:
-                problems.append(FieldViolation(path, "keys must not contain the NUL character"))
-                continue
             out[key], found = storable(item, f"{path}.{key}")
             problems.extend(found)
         return out, problems
@@ -77,7 +75,4 @@ def storable(value: Any, path: str) -> tuple[Any, list[FieldViolation]]:
             return None, [FieldViolation(path, "numbers must be finite")]
         if value.is_integer() and abs(value) <= _MAX_EXACT_INTEGER:
             return int(value), []
-        return value, []
-    if isinstance(value, str) and "\x00" in value:
-        return None, [FieldViolation(path, "strings must not contain the NUL character")]
     return value, []

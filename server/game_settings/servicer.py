@@ -11,14 +11,12 @@ from library.v1 import game_settings_service_pb2 as pb
 from library.v1 import game_settings_service_pb2_grpc
 from server.core.auth import current_user_id
 from server.core.deps import Deps
+from server.core.errors import InvalidArgument
 from server.core.protoconv import timestamp
-from server.core.validation import Validator
+from server.core.validation import parse_uuid
 from server.game_settings import use_cases
 from server.game_settings.rules import storable
 from server.game_settings.use_cases import PAYLOAD_FIELD, GameSettingsDocument, SettingsWrite
-
-MAX_ETAG_LEN = 64
-MAX_DEVICE_ID_LEN = 128
 
 
 def _json_of(value: struct_pb2.Value) -> Any:
@@ -54,33 +52,24 @@ class GameSettingsSyncServiceServicer(game_settings_service_pb2_grpc.GameSetting
         self._deps = deps
 
     async def GetGameSettings(self, request: pb.GetGameSettingsRequest, context):
-        user_id = current_user_id()
-        v = Validator()
-        product_id = v.uuid("product_id", request.product_id)
-        v.check()
-        document = await use_cases.get_settings(self._deps, user_id, product_id)
+        document = await use_cases.get_settings(self._deps, current_user_id(), parse_uuid(request.product_id))
         return pb.GetGameSettingsResponse(game_settings=_settings_pb(document))
 
     async def UpdateGameSettings(self, request: pb.UpdateGameSettingsRequest, context):
-        user_id = current_user_id()
-        v = Validator()
-        product_id = v.uuid("product_id", request.product_id)
-        payload: dict = {}
-        if not request.HasField("settings_payload"):
-            v.fail(PAYLOAD_FIELD, "is required")
-        else:
-            payload, problems = storable(
-                {key: _json_of(item) for key, item in request.settings_payload.fields.items()}, PAYLOAD_FIELD
-            )
-            v.violations.extend(problems)
-        v.text("etag", request.etag, max_len=MAX_ETAG_LEN)
-        v.text("device_id", request.device_id, max_len=MAX_DEVICE_ID_LEN)
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in request.device_id):
-            v.fail("device_id", "must not contain control characters")
-        request_id = v.request_id(request.request_id)
-        v.check()
+        # The contract's rules (UUIDs, lengths, the device id's characters, NUL anywhere) ran already.
+        payload, problems = storable(
+            {key: _json_of(item) for key, item in request.settings_payload.fields.items()}, PAYLOAD_FIELD
+        )
+        if problems:
+            raise InvalidArgument(problems)
         write = SettingsWrite(
             payload=payload, merge=request.merge, etag=request.etag, device_id=request.device_id
         )
-        document = await use_cases.update_settings(self._deps, user_id, product_id, write, request_id)
+        document = await use_cases.update_settings(
+            self._deps,
+            current_user_id(),
+            parse_uuid(request.product_id),
+            write,
+            parse_uuid(request.request_id),
+        )
         return pb.UpdateGameSettingsResponse(game_settings=_settings_pb(document))

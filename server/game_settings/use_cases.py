@@ -13,10 +13,9 @@ from server.core.deps import Deps
 from server.core.errors import InvalidArgument
 from server.core.events.cloudevents import rfc3339
 from server.core.replay import request_key
-from server.core.versioned import etag_of
+from server.core.versioned import Values, etag_of
 from server.game_settings import repository
 from server.game_settings.rules import Document, merge_patch, size_violation
-from server.game_settings.tables import UserGameSetting
 from server.library.entitlements import require_owned
 
 GAME_SETTINGS_UPDATED_NOTIFICATION = "gameSettingsUpdated"
@@ -42,23 +41,24 @@ class SettingsWrite:
     device_id: str = ""
 
 
-def _document(product_id: uuid.UUID, row: UserGameSetting | None) -> GameSettingsDocument:
-    if row is None:
+def _document(product_id: uuid.UUID, found: tuple[int, Values] | None) -> GameSettingsDocument:
+    if found is None:
         return GameSettingsDocument(product_id=product_id, etag=etag_of(0))
+    version, row = found
     return GameSettingsDocument(
         product_id=product_id,
-        etag=etag_of(row.version),
-        settings_payload=row.settings_payload,
-        last_synced_at=row.last_synced_at,
-        updated_by_device_id=row.updated_by_device_id,
+        etag=etag_of(version),
+        settings_payload=row["settings_payload"],
+        last_synced_at=row["last_synced_at"],
+        updated_by_device_id=row["updated_by_device_id"],
     )
 
 
 async def get_settings(deps: Deps, user_id: uuid.UUID, product_id: uuid.UUID) -> GameSettingsDocument:
     """The caller's document; a never-written one is empty with the etag of version 0 (nothing stored)."""
-    async with deps.uow() as uow:
-        await require_owned(uow.session, user_id, product_id)
-        return _document(product_id, await repository.find(uow.session, user_id, product_id))
+    async with deps.uow.read() as db:
+        await require_owned(db, user_id, product_id)
+        return _document(product_id, await repository.find(db, user_id, product_id))
 
 
 async def update_settings(
@@ -77,14 +77,13 @@ async def update_settings(
     """
     key = request_key(user_id, "UpdateGameSettings", request_id)
     async with deps.uow() as uow:
-        session = uow.session
         if (first := await replay.claim(uow, key, GameSettingsDocument)) is not None:
             return first
-        await require_owned(session, user_id, product_id)
+        await require_owned(uow.db, user_id, product_id)
         now = deps.clock()
 
-        def build(current: UserGameSetting | None) -> dict[str, Any]:
-            base = current.settings_payload if current is not None else {}
+        def build(current: Values | None) -> Values:
+            base = current["settings_payload"] if current is not None else {}
             document = merge_patch(base, write.payload) if write.merge else write.payload
             if (problem := size_violation(document, PAYLOAD_FIELD)) is not None:
                 raise InvalidArgument([problem])
@@ -94,7 +93,7 @@ async def update_settings(
                 "last_synced_at": now,
             }
 
-        version, values = await repository.write(session, user_id, product_id, etag=write.etag, build=build)
+        version, values = await repository.write(uow.db, user_id, product_id, etag=write.etag, build=build)
         result = GameSettingsDocument(
             product_id=product_id,
             etag=etag_of(version),

@@ -21,17 +21,27 @@ from redis.asyncio import Redis
 
 from server.core.clock import Clock
 from server.core.deps import Deps
+from server.core.rate_limit import GCRA_LUA, RateLimit, retry_after
 from server.core.redis_batching import BatchedScript
 from server.playtime.rules import AccrualPolicy, Interval, LiveSession
 
-# KEYS[1] session hash. ARGV: user id, product id, now (ms), longest credited gap (ms), ttl (ms).
-# Returns 1 (recorded), 0 (no such session for this user), -1 (the session is of another product).
+# KEYS[1] session hash. ARGV: user id, product id, now (ms), longest credited gap (ms), ttl (ms), the
+# heartbeat limit's GCRA emission interval and tolerance (ms; interval 0 = no limit).
+# Returns 1 (recorded), 0 (no such session for this user), -1 (the session is of another product),
+# {-2, ms to wait} (heartbeats come faster than the limit allows; nothing recorded).
 # Mirrors rules.advance. Times stay strings: Lua would print large numbers in exponent form.
-_HEARTBEAT = """
-local s = redis.call('HMGET', KEYS[1], 'user', 'product', 'seg_start', 'last')
+_HEARTBEAT = (
+    GCRA_LUA
+    + """
+local s = redis.call('HMGET', KEYS[1], 'user', 'product', 'seg_start', 'last', 'tat')
 if not s[1] or s[1] ~= ARGV[1] then return 0 end
 if s[2] ~= ARGV[2] then return -1 end
 local now, last = tonumber(ARGV[3]), tonumber(s[4])
+if ARGV[6] ~= '0' then
+  local tat, wait = gcra(tonumber(s[5]), now, tonumber(ARGV[6]), tonumber(ARGV[7]))
+  if not tat then return {-2, wait} end
+  redis.call('HSET', KEYS[1], 'tat', string.format('%d', tat))
+end
 if now > last then
   if now - last > tonumber(ARGV[4]) then
     if last > tonumber(s[3]) then
@@ -46,6 +56,7 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+)
 
 
 class HeartbeatOutcome(enum.IntEnum):
@@ -75,7 +86,18 @@ def live_sessions(deps: Deps) -> LiveSessions:
     ttl = policy.silence_limit + timedelta(
         seconds=settings.playtime_checkpoint_seconds + 2 * settings.playtime_reaper_seconds
     )
-    return LiveSessions(deps.redis, policy, ttl)
+    limit = heartbeat_limit(deps)
+    return LiveSessions(deps.redis, policy, ttl, limit)
+
+
+def heartbeat_limit(deps: Deps) -> RateLimit | None:
+    """PLAYTIME_HEARTBEAT_RATE_PER_INTERVAL heartbeats per interval, bursts of PLAYTIME_HEARTBEAT_BURST."""
+    settings = deps.settings
+    rate, burst = settings.playtime_heartbeat_rate_per_interval, settings.playtime_heartbeat_burst
+    if rate <= 0 or burst <= 0:
+        return None
+    interval = settings.playtime_heartbeat_interval_seconds
+    return RateLimit(burst, interval * burst / rate)
 
 
 def server_now(clock: Clock) -> datetime:
@@ -114,8 +136,9 @@ def _decode(fields: dict[bytes, bytes]) -> LiveRecord | None:
 
 
 class LiveSessions:
-    def __init__(self, redis: Redis, policy: AccrualPolicy, ttl: timedelta):
+    def __init__(self, redis: Redis, policy: AccrualPolicy, ttl: timedelta, limit: RateLimit | None = None):
         self._redis = redis
+        self._limit_args = (limit.interval_ms, limit.tolerance_ms) if limit else (0, 0)
         self._max_gap_ms = str(int(policy.max_credited_gap.total_seconds() * 1000))
         self._ttl_ms = int(ttl.total_seconds() * 1000)
         self._heartbeat = BatchedScript(redis, _HEARTBEAT)
@@ -135,12 +158,23 @@ class LiveSessions:
             await pipe.execute()
 
     async def heartbeat(
-        self, session_id: uuid.UUID, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime
+        self,
+        session_id: uuid.UUID,
+        user_id: uuid.UUID,
+        product_id: uuid.UUID,
+        now: datetime,
+        *,
+        limited: bool = True,
     ) -> HeartbeatOutcome:
+        """Records a heartbeat; raises RateLimited when they come faster than the limit allows (unless not
+        `limited`: a start that resumes the session counts as a heartbeat, but is not one to refuse)."""
+        limit = self._limit_args if limited else (0, 0)
         result = await self._heartbeat(
             keys=[_key(session_id)],
-            args=[str(user_id), str(product_id), _ms(now), self._max_gap_ms, self._ttl_ms],
+            args=[str(user_id), str(product_id), _ms(now), self._max_gap_ms, self._ttl_ms, *limit],
         )
+        if type(result) is list:
+            raise retry_after(int(result[1]))
         return HeartbeatOutcome(int(result))
 
     async def get(self, session_id: uuid.UUID) -> LiveRecord | None:

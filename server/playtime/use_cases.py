@@ -123,7 +123,8 @@ class Playtime:
             if current is not None:
                 live = await self.live.get(current.id)
                 if live is not None and not rules.is_silent(live.state.last_heartbeat, now, self.policy):
-                    await self.live.heartbeat(current.id, user_id, product_id, now)  # a start is a heartbeat
+                    # a start is a heartbeat
+                    await self.live.heartbeat(current.id, user_id, product_id, now, limited=False)
                     return StartedSession.of(current, resumed=True)
                 # Silent or lost in Redis: close it as the reaper would, and start afresh.
                 await crediting.close_session(uow, repo, current, live, now, self.policy, by_client=False)

@@ -248,7 +248,7 @@ def test_the_edge_listener_removes_client_identity_headers_from_every_request():
     [edge] = [
         entry["listener"]
         for entry in dump["configs"]
-        if entry["listener"]["address"]["socket_address"]["port_value"] == port
+        if entry["listener"].get("address", {}).get("socket_address", {}).get("port_value") == port
     ]
     managers = [
         f["typed_config"]

@@ -141,7 +141,8 @@ async def test_download_settings_show_change_and_clear_the_schedule(grpc_target)
     assert code == 1
     assert err.splitlines() == [
         "error: VALIDATION_FAILED:",
-        "  settings.max_concurrent_downloads: must be 1-10",
+        "  settings.max_concurrent_downloads: must be greater than or equal to 1"
+        " and less than or equal to 10",
     ]
     code, _, err = await cli(user, "settings", "downloads", "--bandwidth", "1", "--etag", "v1")
     assert (code, err.split(":")[:2]) == (1, ["error", " ETAG_MISMATCH"])

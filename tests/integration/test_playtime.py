@@ -9,6 +9,7 @@ uses fresh user and product ids.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -59,6 +60,8 @@ def playtime_server_port(private_redis: PrivateRedis):
         GRPC_PORT=str(port),
         METRICS_PORT=str(free_port()),
         PLAYTIME_HEARTBEAT_INTERVAL_SECONDS=str(INTERVAL),
+        # These tests heartbeat faster than clients do, for precision; the limit: test_rate_limits.py.
+        PLAYTIME_HEARTBEAT_RATE_PER_INTERVAL="0",
         PLAYTIME_CHECKPOINT_SECONDS=str(CHECKPOINT),
         PLAYTIME_REAPER_SECONDS="0.5",
     ):
@@ -282,7 +285,7 @@ async def test_heartbeats_touch_redis_only_never_the_database(settings, owner, s
     engine = create_engine(settings.database_url, pool_size=2)
     redis = create_redis(settings.redis_url)
     deps = Deps(
-        settings,
+        dataclasses.replace(settings, playtime_heartbeat_rate_per_interval=0),  # 500 in a row
         UnitOfWorkFactory(create_sessionmaker(engine), "/test", lambda: None),
         redis,
         ObjectStore(settings),

@@ -190,3 +190,22 @@ def test_verifier_allows_the_configured_clock_leeway_only():
     assert verifier.verify(_hs_token(exp=int(time.time()) - 10)).roles == frozenset({"user"})
     with pytest.raises(Unauthenticated):
         verifier.verify(_hs_token(exp=int(time.time()) - 40))
+
+
+def test_traceparent_round_trips_and_anything_else_is_no_parent():
+    from server.core.tracing import format_traceparent, parse_traceparent
+
+    value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    context = parse_traceparent(value)
+    assert context is not None and context.trace_flags.sampled and context.is_remote
+    assert format_traceparent(context) == value
+    for bad in (
+        "",
+        "garbage",
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # unknown version
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # all-zero trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # all-zero span id
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",  # short trace id
+        "00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # not hex
+    ):
+        assert parse_traceparent(bad) is None, bad

@@ -92,15 +92,12 @@ def test_storable_turns_integral_doubles_back_into_integers():
     )
 
 
-def test_storable_names_every_value_jsonb_cannot_hold():
+def test_storable_names_every_number_jsonb_cannot_hold():
     _, problems = storable(
-        {"nan": float("nan"), "deep": {"inf": [float("inf")]}, "text": "a\x00b", "bad\x00key": 1, "ok": "x"},
-        "settings_payload",
+        {"nan": float("nan"), "deep": {"inf": [float("-inf")]}, "ok": "x", "n": 1.5}, "settings_payload"
     )
 
     assert problems == [
         FieldViolation("settings_payload.nan", "numbers must be finite"),
         FieldViolation("settings_payload.deep.inf[0]", "numbers must be finite"),
-        FieldViolation("settings_payload.text", "strings must not contain the NUL character"),
-        FieldViolation("settings_payload", "keys must not contain the NUL character"),
     ]

@@ -26,7 +26,9 @@ def make_cloud_event(
     data: dict[str, Any],
     correlation_id: str = "",
     event_id: uuid.UUID | None = None,
+    traceparent: str = "",
 ) -> dict[str, Any]:
+    """A CloudEvent; `traceparent` is the distributed-tracing extension attribute (W3C Trace Context)."""
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": str(event_id or uuid.uuid4()),
@@ -39,4 +41,6 @@ def make_cloud_event(
     }
     if correlation_id:
         event["correlationid"] = correlation_id
+    if traceparent:
+        event["traceparent"] = traceparent
     return event

@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from opentelemetry.trace import SpanKind
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from server.core import tracing
 from server.core.events.tables import ProcessedEvent
 from server.core.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -105,6 +107,19 @@ class KafkaEventConsumer:
             return
         if handler is None:
             return
+        # The handler's own events continue the trace of the event that caused them.
+        traceparent = event.get("traceparent")
+        span, token = tracing.start_span(
+            f"{self.name} {event.get('type')}",
+            traceparent if isinstance(traceparent, str) else "",
+            SpanKind.CONSUMER,
+        )
+        try:
+            await self._handle(event, event_id, handler)
+        finally:
+            tracing.end_span(span, token)
+
+    async def _handle(self, event: dict[str, Any], event_id: str, handler: EventHandler) -> None:
         while True:
             try:
                 await handle_once(self._uow_factory, self.name, event, handler)

@@ -1,0 +1,132 @@
+"""Per-user rate limits on chosen RPCs (SPEC §9), shared by every server process through Redis.
+
+A limit is GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp): `count` calls per
+`period` with bursts up to `count`; the state per (method, user) is the "theoretical arrival time" of the
+next call, one Redis string that expires when the bucket is full again. One Lua script checks and advances
+it atomically, so all processes share each user's budget. Times come from the server's clock (injectable;
+tests control it). `GCRA_LUA` is the rule itself, also used inside the heartbeat script (playtime/live.py),
+where the limit costs no extra round trip.
+
+Limits are configured per method (`RATE_LIMITS`, "Service/Method=count/seconds,..."), so an RPC is covered
+by configuration alone; the call pipeline wraps only the methods that have one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from server.core import auth
+from server.core.clock import Clock, utc_now
+from server.core.config import ConfigurationError
+from server.core.errors import RateLimited
+from server.core.redis_batching import BatchedScript
+
+# gcra(tat, now, interval, tolerance) -> new tat, 0 when the call conforms; nil, ms to wait otherwise.
+# All in milliseconds; `tat` is nil for a fresh bucket.
+GCRA_LUA = """
+local function gcra(tat, now, interval, tolerance)
+  if not tat or tat < now then tat = now end
+  local allowed_at = tat - tolerance
+  if now < allowed_at then return nil, allowed_at - now end
+  return tat + interval, 0
+end
+"""
+
+# KEYS[1] bucket. ARGV: now (ms), emission interval (ms), tolerance (ms). Returns 0 (allowed) or the
+# milliseconds to wait.
+_LIMIT = (
+    GCRA_LUA
+    + """
+local now = tonumber(ARGV[1])
+local tat, wait = gcra(tonumber(redis.call('GET', KEYS[1])), now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+if not tat then return wait end
+redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', string.format('%d', tat - now))
+return 0
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`count` calls per `period_seconds`, in bursts of up to `count`."""
+
+    count: int
+    period_seconds: float
+
+    @property
+    def interval_ms(self) -> int:
+        """GCRA emission interval: the sustained spacing between calls."""
+        return max(1, round(self.period_seconds * 1000 / self.count))
+
+    @property
+    def tolerance_ms(self) -> int:
+        """How far ahead of the sustained pace a burst may run (count - 1 intervals)."""
+        return self.interval_ms * (self.count - 1)
+
+
+def parse_limits(spec: str) -> dict[str, RateLimit]:
+    """`"Service/Method=count/seconds,..."` (RATE_LIMITS) → {"Service/Method": RateLimit}."""
+    limits = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        method, sep, rate = item.partition("=")
+        count, slash, seconds = rate.partition("/")
+        try:
+            limit = RateLimit(int(count), float(seconds))
+        except ValueError:
+            limit = None
+        if not sep or not slash or "/" not in method or limit is None or limit.count < 1:
+            raise ConfigurationError(f"RATE_LIMITS: expected Service/Method=count/seconds, got {item!r}")
+        if limit.period_seconds <= 0:
+            raise ConfigurationError(f"RATE_LIMITS: the period of {method} must be positive")
+        limits[method.strip()] = limit
+    return limits
+
+
+def retry_after(wait_ms: int) -> RateLimited:
+    return RateLimited(max(1, math.ceil(wait_ms / 1000)))
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, limits: dict[str, RateLimit], clock: Clock = utc_now):
+        self._limits = limits
+        self._clock = clock
+        self._script = BatchedScript(redis, _LIMIT) if limits else None
+
+    def limit_of(self, method: str) -> RateLimit | None:
+        """The limit of a gRPC method path (`/library.v1.Service/Method`), if one is configured."""
+        return self._limits.get(method.rsplit(".", 1)[-1])
+
+    async def acquire(self, method: str, subject: str, limit: RateLimit) -> None:
+        """Counts one call of `subject` to `method`; raises RateLimited (with the wait) over the limit."""
+        assert self._script is not None
+        now_ms = int(self._clock().timestamp() * 1000)
+        wait = await self._script(
+            keys=[f"ratelimit:{{{subject}}}:{method}"],
+            args=[now_ms, limit.interval_ms, limit.tolerance_ms],
+        )
+        if wait:
+            raise retry_after(int(wait))
+
+    def guard(self, method: str, behavior: Callable) -> Callable:
+        """`behavior` (a servicer method), counted against the caller's limit first if `method` has one."""
+        limit = self.limit_of(method)
+        if limit is None:
+            return behavior
+
+        async def limited(request, ctx):
+            await self.acquire(method, auth.current_principal().subject, limit)
+            result = behavior(request, ctx)
+            return await result if inspect.isawaitable(result) else result
+
+        return limited
+
+    def close(self) -> None:
+        if self._script is not None:
+            self._script.close()
