@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import signal
 import sys
 
@@ -15,12 +17,30 @@ from server.core.config import ConfigurationError, Settings
 from server.core.logs import configure_logging
 from server.core.redis import create_redis
 
+log = logging.getLogger("gateway")
+
+
+def raise_open_file_limit(wanted: int) -> None:
+    """Every socket is a file descriptor: lift the soft limit to the hard one, and say when even that is
+    short of WS_MAX_CONNECTIONS (plus a margin for Redis, metrics and the listener)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        soft = hard if hard != resource.RLIM_INFINITY else max(soft, wanted)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft < wanted:
+        log.warning(
+            "open-file limit below WS_MAX_CONNECTIONS: handshakes may fail with EMFILE first",
+            extra={"nofile": soft, "wanted": wanted},
+        )
+
 
 async def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    raise_open_file_limit(settings.ws_max_connections + 256)
     verifier = TokenVerifier.from_settings(settings)
-    redis = create_redis(settings.redis_url, max_connections=settings.ws_redis_pool_size)
+    # a burst of handshakes or closes queues for the pool rather than failing (503) after 5 s
+    redis = create_redis(settings.redis_url, max_connections=settings.ws_redis_pool_size, timeout=30.0)
     gateway = Gateway(settings, verifier, redis)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,20 +1,21 @@
 """The WebSocket notification relay (SPEC §8): per-user Redis stream → WebSocket frames.
 
 One connection = one authenticated user on one channel (library or download). The opening handshake checks
-the path (404), the JWT (`Authorization: Bearer` or `?token=`; 401, or 403 for a non-user token) and pins
-the connection's cursor to the newest entry of the user's stream, so anything added after the client sees
-the 101 is delivered. After the handshake the connection takes one of the user's connection slots (shared by
-every instance; over the cap → close 1008), then two loops run until it closes:
-
-- the pump: XREAD BLOCK from the cursor, filter by the channel's types, send each notification;
-- the receiver: client messages — `ping` → `pong`, `ack`, `resume` (replay what this connection has not
-  sent, then continue live), anything else → an `error` frame, the connection stays open.
+the path (404), the process's capacity (503 over WS_MAX_CONNECTIONS), the JWT (`Authorization: Bearer` or
+`?token=`; 401, or 403 for a non-user token) and pins the connection's cursor to the newest entry of the
+user's stream, so anything added after the client sees the 101 is delivered. After the handshake the
+connection takes one of the user's connection slots (shared by every instance; over the cap → close 1008)
+and joins the process's hub (gateway.hub: one Redis subscriber tells the connections of a user when their
+stream grew; gateway.session sends what is new). The connection's own task only receives client messages:
+`ping` → `pong`, `ack`, `resume` (replay what this connection has not sent, in order, then continue live),
+anything else → an `error` frame, the connection stays open. When the token expires the connection is
+closed with 1008 (the client reconnects with a fresh token and resumes).
 
 Every send must complete within WS_SEND_TIMEOUT_SECONDS; the write buffer is bounded by
-WS_WRITE_LIMIT_BYTES and the pump reads Redis only after the previous send went through, so a client that
-stops reading costs at most one buffer and one batch, and is then cut off (close 1013, or an abort when even
-the close frame cannot be written). Redis is the only buffer: a reconnecting client resumes from its last id
-and misses nothing retained.
+WS_WRITE_LIMIT_BYTES and a connection reads Redis only after its previous send went through, so a client
+that stops reading costs at most one buffer and one batch, and is then cut off (close 1013, or an abort when
+even the close frame cannot be written). Redis is the only buffer: a reconnecting client resumes from its
+last id and misses nothing retained.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import http
 import logging
 import time
 import weakref
-from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from redis.asyncio import Redis
@@ -36,8 +36,10 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from gateway import protocol
-from gateway.protocol import Ack, Ping, ProtocolError, Resume, StreamId, parse_stream_id
-from gateway.streams import CONNECTION_TTL_MS, READ_COUNT, NotificationStreams
+from gateway.hub import NotificationHub
+from gateway.protocol import Ping, ProtocolError, Resume
+from gateway.session import Session, SlowConsumer
+from gateway.streams import CONNECTION_TTL_MS, NotificationStreams, SlotReleaser, ensure_keyspace_events
 from server.core import metrics
 from server.core.auth import TokenVerifier, bearer_token
 from server.core.config import Settings
@@ -51,35 +53,24 @@ _ws_log.setLevel(logging.WARNING)
 
 MAX_CLIENT_MESSAGE_BYTES = 16 * 1024  # client messages are tiny; larger ones close with 1009
 CLOSE_TIMEOUT_SECONDS = 2.0
-
-
-class SlowConsumer(Exception):
-    """A send did not complete in time: the client is not reading."""
-
-
-@dataclass(slots=True)
-class Session:
-    user_id: str
-    channel: str
-    types: frozenset[str]
-    # This connection has sent every wanted entry in (floor, cursor]; entries <= skip_through are the
-    # client's already (it resumed from there) and are not sent again.
-    floor: StreamId
-    cursor: StreamId
-    skip_through: StreamId
-    opened_at: float
+TOKEN_EXPIRED = "token expired; reconnect with a fresh token and resume"
 
 
 class Gateway:
     def __init__(self, settings: Settings, verifier: TokenVerifier, redis: Redis):
         self._settings = settings
         self._verifier = verifier
+        self._redis = redis
         self._streams = NotificationStreams(redis)
+        self._hub = NotificationHub(redis)
+        self._releaser = SlotReleaser(self._streams)
         # handshakes that passed process_request; the handler takes its session (weak: a handshake may fail)
         self._sessions: weakref.WeakKeyDictionary[ServerConnection, Session] = weakref.WeakKeyDictionary()
         self._slots: dict[str, str] = {}  # connection id → user id, refreshed while open
+        self._closing: set[asyncio.Task] = set()  # closes started by timers (token expiry)
         self._server: Server | None = None
         self._refresher: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -93,6 +84,9 @@ class Gateway:
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         s = self._settings
+        await ensure_keyspace_events(self._redis)
+        await self._hub.start()
+        self._releaser.start()
         self._server = await serve(
             self._handle,
             host or s.ws_host,
@@ -106,6 +100,8 @@ class Gateway:
             write_limit=s.ws_write_limit_bytes,
             server_header=None,
             logger=_ws_log,
+            # handshake bursts (a fleet of clients reconnecting) queue here instead of being refused
+            backlog=s.ws_backlog,
         )
         self._refresher = asyncio.create_task(self._refresh_slots(), name="ws-slot-refresher")
         log.info("gateway serving", extra={"ws": f"{host or s.ws_host}:{self.port}"})
@@ -123,9 +119,11 @@ class Gateway:
                 connection.transport.abort()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), CLOSE_TIMEOUT_SECONDS)
+        self._stopping.set()
         if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+            await asyncio.wait({self._refresher}, timeout=CLOSE_TIMEOUT_SECONDS)
+        await self._releaser.stop(CLOSE_TIMEOUT_SECONDS)
+        await self._hub.stop()
         self._server = None
         log.info("gateway stopped")
 
@@ -136,30 +134,38 @@ class Gateway:
         channel = protocol.channel_for_path(url.path)
         if channel is None:
             return ws.respond(http.HTTPStatus.NOT_FOUND, "unknown WebSocket path\n")
+        if len(self._slots) >= self._settings.ws_max_connections:
+            log.warning("handshake refused: relay at capacity", extra={"open": len(self._slots)})
+            return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "relay at capacity, retry later\n")
         token = bearer_token(request.headers.get("Authorization", ""))
         if token is None:
             token = next(iter(parse_qs(url.query).get("token", [])), None)
         if not token:
             return _unauthorized(ws, "missing bearer token")
         try:
-            user_id = str((await self._verifier.authenticate(token)).user_id)
+            principal, expires_at = await self._verifier.authenticate_until(token)
+            user_id = str(principal.user_id)
         except Unauthenticated as exc:
             return _unauthorized(ws, str(exc))
         except PermissionDenied as exc:
             return ws.respond(http.HTTPStatus.FORBIDDEN, f"{exc}\n")
+        since = self._hub.mark()
         try:
             newest = await self._streams.last_id(user_id)
         except (RedisError, OSError):
             log.warning("notification stream unavailable", exc_info=True)
             return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "notifications unavailable, retry later\n")
         self._sessions[ws] = Session(
-            user_id=user_id,
-            channel=channel,
-            types=protocol.CHANNEL_TYPES[channel],
-            floor=newest,
-            cursor=newest,
-            skip_through=(0, 0),
+            ws,
+            user_id,
+            channel,
+            newest,
+            streams=self._streams,
+            send=self._send,
+            cut_off=self._cut_off,
             opened_at=time.monotonic(),
+            expires_at=expires_at,
+            since=since,
         )
         return None
 
@@ -183,18 +189,18 @@ class Gateway:
         self._slots[connection_id] = session.user_id
         metrics.WS_CONNECTIONS.inc()
         log.info("connection opened", extra=fields)
-        pump = asyncio.create_task(self._pump(ws, session), name=f"ws-pump-{connection_id}")
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, session.expires_at - time.time()), self._expire, session
+        )
+        self._hub.join(session, session.since)
         try:
             await self._receive(ws, session)
         finally:
-            pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
+            expiry.cancel()
+            self._hub.leave(session)
             del self._slots[connection_id]
             metrics.WS_CONNECTIONS.dec()
-            try:
-                await self._streams.release_slot(session.user_id, connection_id)
-            except (RedisError, OSError):  # the slot expires on its own
-                log.warning("could not release connection slot", extra=fields, exc_info=True)
+            self._releaser.release(session.user_id, connection_id)
             log.info(
                 "connection closed",
                 extra={
@@ -213,71 +219,18 @@ class Gateway:
                 elif isinstance(message, Ping):
                     await self._send(ws, protocol.encode_pong(message.id))
                 elif isinstance(message, Resume):
-                    try:
-                        await self._resume(ws, session, message.last_id)
-                    except (RedisError, OSError):
-                        log.warning("replaying the notification stream failed", exc_info=True)
-                        await self._send(
-                            ws,
-                            protocol.encode_error(
-                                "notifications unavailable, resume again later",
-                                message_id=message.id,
-                                code="UNAVAILABLE",
-                            ),
-                        )
-                elif isinstance(message, Ack):
-                    pass  # delivery is at least once; the client's cursor is its own (it resumes from it)
+                    session.resume(message.last_id)
+                # Ack: delivery is at least once; the client's cursor is its own (it resumes from it)
         except SlowConsumer:
             await self._cut_off(ws)
         except ConnectionClosed:
             pass
 
-    async def _pump(self, ws: ServerConnection, session: Session) -> None:
-        backoff = 0.1
-        try:
-            while True:
-                try:
-                    entries = await self._streams.read(session.user_id, session.cursor)
-                except (RedisError, OSError):
-                    log.warning("reading the notification stream failed; retrying", exc_info=True)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                backoff = 0.1
-                for entry_id, fields in entries:
-                    stream_id = parse_stream_id(entry_id) or session.cursor
-                    session.cursor = stream_id
-                    if stream_id > session.skip_through:
-                        await self._deliver(ws, session, entry_id, fields)
-        except SlowConsumer:
-            await self._cut_off(ws)
-        except ConnectionClosed:
-            pass
-
-    async def _resume(self, ws: ServerConnection, session: Session, last_id: StreamId) -> None:
-        """The client has everything up to last_id: send what is retained after it and not sent yet."""
-        if last_id >= session.floor:
-            session.skip_through = max(session.skip_through, last_id)
-            return
-        after, through = last_id, session.floor
-        session.floor = last_id
-        while True:
-            entries = await self._streams.range(session.user_id, after, through)
-            for entry_id, fields in entries:
-                if (stream_id := parse_stream_id(entry_id)) is not None:
-                    after = stream_id
-                await self._deliver(ws, session, entry_id, fields)
-            if len(entries) < READ_COUNT:
-                return
-
-    async def _deliver(self, ws: ServerConnection, session: Session, entry_id: str, fields) -> None:
-        decoded = protocol.decode_entry(fields)
-        if decoded is None:
-            log.warning("skipping a malformed notification entry", extra={"entry_id": entry_id})
-            return
-        message_type, payload = decoded
-        if message_type in session.types:
-            await self._send(ws, protocol.encode_notification(entry_id, message_type, payload))
+    def _expire(self, session: Session) -> None:
+        log.info("closing a connection whose token expired", extra={"connection_id": str(session.ws.id)})
+        task = asyncio.create_task(self._close(session.ws, CloseCode.POLICY_VIOLATION, TOKEN_EXPIRED))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _send(self, ws: ServerConnection, text: str) -> None:
         try:
@@ -288,18 +241,21 @@ class Gateway:
     async def _cut_off(self, ws: ServerConnection) -> None:
         """Closes a connection whose client stopped reading (1013: try again later, then resume)."""
         log.info("cutting off a slow client", extra={"connection_id": str(ws.id)})
+        await self._close(ws, CloseCode.TRY_AGAIN_LATER, "client too slow; reconnect and resume")
+
+    async def _close(self, ws: ServerConnection, code: CloseCode, reason: str) -> None:
+        """Closes with code/reason; aborts when even the close frame cannot be written in time."""
         try:
-            await asyncio.wait_for(
-                ws.close(CloseCode.TRY_AGAIN_LATER, "client too slow; reconnect and resume"),
-                CLOSE_TIMEOUT_SECONDS,
-            )
+            await asyncio.wait_for(ws.close(code, reason), CLOSE_TIMEOUT_SECONDS)
         except TimeoutError:
             ws.transport.abort()
 
     async def _refresh_slots(self) -> None:
         """Keeps this instance's connection slots alive (a crashed instance's slots expire by themselves)."""
-        while True:
-            await asyncio.sleep(CONNECTION_TTL_MS / 1000 / 3)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), CONNECTION_TTL_MS / 1000 / 3)
+                return
             try:
                 await self._streams.refresh_slots(
                     [(user, connection) for connection, user in self._slots.items()]

@@ -1,8 +1,12 @@
-"""Redis side of the relay: the user's notification stream and the per-user connection slots.
+"""Redis side of the relay: the user's notification stream, its change feed and the per-user connection slots.
 
 All state lives in Redis, so any gateway instance can serve any user:
-- `notifications:{<user>}` (server.core.uow.notification_stream) is the stream the outbox relay XADDs to;
-  each connection reads it with XREAD BLOCK from its own cursor.
+- `notifications:{<user>}` (server.core.uow.notification_stream) is the stream the outbox relay XADDs to.
+  Connections read it with plain (non-blocking) XRANGE from their own cursor, through a small shared pool:
+  no connection holds a Redis connection while it waits.
+- Redis keyspace notifications (`notify-keyspace-events` with K and t) announce every XADD on
+  `__keyspace@<db>__:notifications:{<user>}`; each gateway process has one subscriber for them
+  (gateway.hub), which tells the user's connections to read.
 - `notifications:{<user>}:connections` is a sorted set of the user's open connections (member = connection
   id, score = expiry in Redis server milliseconds). Instances refresh their members while connected, so a
   crashed instance's connections stop counting after CONNECTION_TTL_MS.
@@ -10,16 +14,26 @@ All state lives in Redis, so any gateway instance can serve any user:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
 
 from gateway.protocol import StreamId, format_stream_id, parse_stream_id
+from server.core.config import ConfigurationError
 from server.core.uow import notification_stream
 
+log = logging.getLogger(__name__)
+
 CONNECTION_TTL_MS = 60_000
-READ_BLOCK_MS = 2_000  # below the Redis client's socket timeout (server/core/redis.py)
 READ_COUNT = 100
+# Slots are refreshed in pipelines of this many: one huge pipeline parses all replies in one go and stalls
+# the event loop (~30 ms for 10,000 connections), batches let other work run in between.
+REFRESH_BATCH = 250
+# The keyspace-notification classes the hub needs: K (keyspace channels) and t (stream commands).
+KEYSPACE_FLAGS = "Kt"
 
 Entry = tuple[str, dict[bytes, bytes]]
 
@@ -56,6 +70,38 @@ def connections_key(user_id: str) -> str:
     return f"{notification_stream(user_id)}:connections"
 
 
+def keyspace_prefix(db: int) -> str:
+    """Keyspace channels of the notification streams are this prefix + user id + `}`."""
+    return f"__keyspace@{db}__:{notification_stream('')[:-1]}"
+
+
+def keyspace_pattern(db: int) -> str:
+    return keyspace_prefix(db) + "*}"
+
+
+async def ensure_keyspace_events(redis: Redis) -> None:
+    """Turns on the keyspace notifications the hub relies on (keeping flags others set); refuses to start
+    when Redis does not allow CONFIG and they are off (managed Redis: set them in its parameter group)."""
+    try:
+        current = (await redis.config_get("notify-keyspace-events")).get("notify-keyspace-events", "")
+    except ResponseError as exc:
+        raise ConfigurationError(
+            f"cannot read notify-keyspace-events ({exc}); configure Redis with "
+            f"notify-keyspace-events containing {KEYSPACE_FLAGS!r}"
+        ) from None
+    current = current.decode() if isinstance(current, bytes) else current
+    # A (all classes) includes t; K must be there in any case.
+    if "K" in current and ("t" in current or "A" in current):
+        return
+    wanted = current + "".join(flag for flag in KEYSPACE_FLAGS if flag not in current)
+    try:
+        await redis.config_set("notify-keyspace-events", wanted)
+    except RedisError as exc:
+        raise ConfigurationError(
+            f"Redis has notify-keyspace-events={current!r} and refused to add {KEYSPACE_FLAGS!r} ({exc})"
+        ) from None
+
+
 class NotificationStreams:
     def __init__(self, redis: Redis):
         self._redis = redis
@@ -71,12 +117,12 @@ class NotificationStreams:
             return (0, 0)
         return parse_stream_id(newest[0][0].decode()) or (0, 0)
 
-    async def read(self, user_id: str, after: StreamId, *, block_ms: int = READ_BLOCK_MS) -> list[Entry]:
-        """Entries after `after`, waiting up to block_ms for the first one; [] on timeout."""
-        reply = await self._redis.xread(
-            {notification_stream(user_id): format_stream_id(after)}, count=READ_COUNT, block=block_ms
+    async def after(self, user_id: str, cursor: StreamId) -> list[Entry]:
+        """The oldest entries after `cursor` (at most READ_COUNT; call again from the last id)."""
+        reply = await self._redis.xrange(
+            notification_stream(user_id), min=f"({format_stream_id(cursor)}", max="+", count=READ_COUNT
         )
-        return _entries(reply[0][1]) if reply else []
+        return _entries(reply)
 
     async def range(self, user_id: str, after: StreamId, through: StreamId) -> list[Entry]:
         """Retained entries with after < id <= through (at most READ_COUNT; call again from the last id)."""
@@ -96,18 +142,64 @@ class NotificationStreams:
         )
 
     async def refresh_slots(self, slots: Sequence[tuple[str, str]]) -> None:
-        """Extends the given (user id, connection id) slots; one round trip."""
-        if not slots:
-            return
+        """Extends the given (user id, connection id) slots, REFRESH_BATCH per round trip."""
+        for start in range(0, len(slots), REFRESH_BATCH):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id, connection_id in slots[start : start + REFRESH_BATCH]:
+                    await self._refresh(
+                        keys=[connections_key(user_id)], args=[connection_id, CONNECTION_TTL_MS], client=pipe
+                    )
+                await pipe.execute()
+
+    async def release_slots(self, slots: Sequence[tuple[str, str]]) -> None:
+        """Removes the given (user id, connection id) slots; one round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for user_id, connection_id in slots:
-                await self._refresh(
-                    keys=[connections_key(user_id)], args=[connection_id, CONNECTION_TTL_MS], client=pipe
-                )
+                pipe.zrem(connections_key(user_id), connection_id)
             await pipe.execute()
 
-    async def release_slot(self, user_id: str, connection_id: str) -> None:
-        await self._redis.zrem(connections_key(user_id), connection_id)
+
+class SlotReleaser:
+    """Gives slots back in batches, from one task: when thousands of sockets close at once, single ZREMs
+    per connection would queue on the pool (and time out waiting for it) while the slots stay taken."""
+
+    def __init__(self, streams: NotificationStreams):
+        self._streams = streams
+        self._pending: list[tuple[str, str]] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ws-slot-releaser")
+
+    def release(self, user_id: str, connection_id: str) -> None:
+        self._pending.append((user_id, connection_id))
+        self._wake.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Flushes what is pending (within `timeout`; anything left expires by itself) and stops."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=timeout)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:REFRESH_BATCH], self._pending[REFRESH_BATCH:]
+                try:
+                    await self._streams.release_slots(batch)
+                except (RedisError, OSError):  # they expire on their own
+                    log.warning("could not release slots", extra={"slots": len(batch)}, exc_info=True)
+            if self._stopping:
+                return
 
 
 def _entries(raw: list) -> list[Entry]:

@@ -5,19 +5,27 @@ Used by `scripts/mint-token` and by the tests. Never used by the service itself.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ID = os.environ.get("JWT_KID", "dev-1")  # the kid stack-up writes into the JWKS
 
 
-def _private_key() -> str:
-    path = os.environ.get("JWT_PRIVATE_KEY_FILE") or str(ROOT / ".local" / "jwt" / "private.pem")
-    return Path(path).read_text()
+def _private_key():
+    """The signing key, parsed once per file version (parsing an RSA key costs far more than signing)."""
+    path = Path(os.environ.get("JWT_PRIVATE_KEY_FILE") or str(ROOT / ".local" / "jwt" / "private.pem"))
+    return _load_key(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_key(path: Path, _mtime_ns: int):
+    return serialization.load_pem_private_key(path.read_bytes(), password=None)
 
 
 def mint(subject: str, *, roles: tuple[str, ...] = ("user",), ttl: int = 3600, expired: bool = False) -> str:

@@ -21,6 +21,10 @@ Inputs (environment; every default comes from scripts/lib/env.sh):
   OPENAPI_FILE                          served at /api/v1/docs when it exists (default gen/openapi.json)
   ENVOY_ACCESS_LOG                      1 (default) = JSON access log on stdout, 0 = none
   ENVOY_REST_TIMEOUT                    route timeout of REST calls (default 30s)
+  ENVOY_MAX_DOWNSTREAM_CONNECTIONS      open client connections Envoy accepts (default 50000)
+  ENVOY_WS_MAX_CONNECTIONS              WebSockets (= relay connections and open requests) Envoy carries to
+                                        the relay: its circuit breakers (default 50000; Envoy's own: 1024)
+  ENVOY_WS_CONNECT_TIMEOUT              connect timeout to the relay (default 5s)
 
 Usage: render-envoy.py [-o FILE|-] [--strict]
   --strict  fail when the descriptor lacks google/rpc/{status,error_details}.proto (default: warn) or the
@@ -497,7 +501,12 @@ def render(strict: bool) -> str:
     trace_config, trace_clusters = tracing(
         env("OTEL_EXPORTER_OTLP_ENDPOINT"), env("OTEL_TRACES_SAMPLER_ARG") or "0.1"
     )
-    for name in ("JWT_LEEWAY_SECONDS", "ENVOY_MAX_REQUEST_BYTES"):
+    for name in (
+        "JWT_LEEWAY_SECONDS",
+        "ENVOY_MAX_REQUEST_BYTES",
+        "ENVOY_MAX_DOWNSTREAM_CONNECTIONS",
+        "ENVOY_WS_MAX_CONNECTIONS",
+    ):
         if not env(name).isdigit():
             die(f"{name} must be a whole number, got {env(name)!r}")
 
@@ -545,6 +554,9 @@ def render(strict: bool) -> str:
         ),
         "REST_RESPONSE_MUTATIONS": q([{"remove": name} for name in GRPC_RESPONSE_HEADERS]),
         "MAX_REQUEST_BYTES": env("ENVOY_MAX_REQUEST_BYTES"),
+        "MAX_DOWNSTREAM_CONNECTIONS": env("ENVOY_MAX_DOWNSTREAM_CONNECTIONS"),
+        "WS_MAX_CONNECTIONS": env("ENVOY_WS_MAX_CONNECTIONS"),
+        "WS_CONNECT_TIMEOUT": q(env("ENVOY_WS_CONNECT_TIMEOUT")),
         "DESCRIPTOR": q(descriptor),
         "SERVICES": q(services),
         "GRPC_CLUSTER_TYPE": grpc_type,

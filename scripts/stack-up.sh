@@ -48,9 +48,11 @@ start_redis() {
     if stack_pid redis >/dev/null; then return; fi
     ensure_port_free redis "$REDIS_PORT"
     mkdir -p "$LOCAL_DIR/redis"
-    # appendonly: a restart keeps the data (active play sessions, download progress, notification streams)
+    # appendonly: a restart keeps the data (active play sessions, download progress, notification streams);
+    # keyspace events for stream commands (Kt): the WebSocket relay's one subscriber per process learns
+    # from them which users' notification streams grew (gateway/hub.py).
     stack_start_bg redis redis-server \
-        --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
+        --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes --notify-keyspace-events Kt \
         --dir "$LOCAL_DIR/redis" --appendonly yes --appendfsync everysec --save "" \
         --daemonize no --logfile "" --databases 16
     STARTED+=(redis)

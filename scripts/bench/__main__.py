@@ -32,6 +32,9 @@ Published content (publish throughput, update bytes, manifests, update checks):
 scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
 Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 5;
 BENCH_SAVES_SMALL_N, 30).
+The WebSocket relay at 10,000 idle sockets through Envoy (memory, delivery latency, mass close):
+scripts/bench/websocket.py (BENCH_WS_SOCKETS, 10000; BENCH_WS_RATE, 1000; BENCH_WS_SECONDS, 10;
+BENCH_WS_EDGES, 2).
 
 The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
 BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
@@ -65,6 +68,7 @@ from scripts.bench import (
     interceptor,
     loadgen,
     pgstats,
+    websocket,
 )
 from scripts.bench.procs import (
     ROOT,
@@ -412,6 +416,7 @@ class Bench:
         summary["interceptor"] = interceptor.run(self)  # scripts/bench/interceptor.py
         summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
         summary["cloud_saves"] = cloud_saves.run(self)  # scripts/bench/cloud_saves.py
+        summary["websocket"] = websocket.run(self)  # scripts/bench/websocket.py
         return summary
 
     def pg_writes(self) -> dict:

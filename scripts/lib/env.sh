@@ -11,6 +11,9 @@ export LOCAL_DIR="${LOCAL_DIR:-$ROOT_DIR/.local}"
 # one per checkout.
 export PG_DIR="${PG_DIR:-/tmp/library-pg-$(printf '%s' "$ROOT_DIR" | md5sum | cut -c1-10)}"
 export PATH="$ROOT_DIR/.venv/bin:$PATH"
+# Every socket is a file descriptor (a WebSocket through Envoy holds one in the client, two in Envoy and one
+# in the relay): whatever these scripts start (stack, relay, tests, bench) gets the hard open-file limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ports (the stack's own stay below 32768, outside Linux's ephemeral range, so an outgoing connection can
 # never be holding one when the stack starts)
@@ -81,6 +84,11 @@ export TANSU_BIN
 export GRPC_UPSTREAMS="${GRPC_UPSTREAMS:-$GRPC_HOST:$GRPC_PORT}"
 export GATEWAY_UPSTREAMS="${GATEWAY_UPSTREAMS:-127.0.0.1:$WS_PORT}"
 export ENVOY_REST_TIMEOUT="${ENVOY_REST_TIMEOUT:-30s}"
+# Envoy's connection limits: client connections in all, WebSockets carried to the relay (circuit breakers;
+# each needs two of Envoy's file descriptors), and the connect timeout to the relay.
+export ENVOY_MAX_DOWNSTREAM_CONNECTIONS="${ENVOY_MAX_DOWNSTREAM_CONNECTIONS:-50000}"
+export ENVOY_WS_MAX_CONNECTIONS="${ENVOY_WS_MAX_CONNECTIONS:-50000}"
+export ENVOY_WS_CONNECT_TIMEOUT="${ENVOY_WS_CONNECT_TIMEOUT:-5s}"
 export ENVOY_CONCURRENCY="${ENVOY_CONCURRENCY:-1}"
 export ENVOY_LOG_LEVEL="${ENVOY_LOG_LEVEL:-warn}"
 export ENVOY_ACCESS_LOG="${ENVOY_ACCESS_LOG:-1}"

@@ -165,6 +165,12 @@ class TokenVerifier:
             await self._refetch()  # or another call just did: either way, try the keys at hand again
             return self.verify(token)
 
+    async def authenticate_until(self, token: str) -> tuple[Principal, float]:
+        """`authenticate`, and when (epoch seconds: exp + leeway) the token stops verifying; connections it
+        opened (the WebSocket relay's) end then."""
+        principal = await self.authenticate(token)
+        return principal, self._cache[token][1]  # just verified or found there: no await since
+
     def verify(self, token: str) -> Principal:
         """Synchronous verification with the keys at hand (no refetch)."""
         principal = self.cached(token)

@@ -100,8 +100,14 @@ class Settings:
     ws_ping_interval_seconds: float = 20.0
     ws_send_timeout_seconds: float = 10.0
     ws_write_limit_bytes: int = 65536
-    # Each open WebSocket waits on Redis with its own connection (XREAD BLOCK).
-    ws_redis_pool_size: int = 4096
+    # Connections share this pool for their reads (plain XRANGE; one subscriber per process says when to
+    # read), the slot scripts and the refresher: it does not grow with the sockets.
+    ws_redis_pool_size: int = 32
+    # Listen backlog of the relay's socket (handshake bursts; the kernel caps it at net.core.somaxconn).
+    ws_backlog: int = 4096
+    # Open connections per relay process; handshakes beyond get 503. Each needs one file descriptor:
+    # keep it below the process's open-file limit (ulimit -n; python -m gateway raises the soft limit).
+    ws_max_connections: int = 15000
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -295,6 +295,53 @@ async def test_resume_from_zero_replays_everything_retained(gateway, redis):
         assert [f["id"] for f in await _drain(ws)] == ids
 
 
+async def test_a_resume_is_delivered_whole_and_in_order_before_live_notifications_continue(gateway, redis):
+    """A backlog of several read batches is replayed while new notifications keep arriving: the replay comes
+    as one run in stream order, the live ones after it (none lost, none twice)."""
+    user = _user()
+    blob = "x" * 2048  # slows the replay down, so that the live ones arrive while it runs
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(350):
+            pipe.xadd(notification_stream(user), {"type": "cloudSaveSynced", "payload": json.dumps([n, blob])})
+        backlog = [entry_id.decode() for entry_id in await pipe.execute()]
+    async with _open(gateway, user) as ws:
+        await ws.send(json.dumps({"type": "resume", "payload": {"lastId": "0-0"}}))
+        live = []
+        for n in range(5):
+            live.append(await _notify(redis, user, "cloudSaveSynced", {"live": n}))
+            await asyncio.sleep(0.005)
+        frames = [(await _recv(ws))["id"] for _ in range(len(backlog) + len(live))]
+        await ws.send(json.dumps({"type": "ping", "id": "end"}))
+        assert (await _recv(ws))["type"] == "pong"  # the sentinel: nothing else was sent before it
+    assert sorted(frames) == sorted(backlog + live) and len(set(frames)) == len(frames)
+    start = frames.index(backlog[0])
+    assert frames[start : start + len(backlog)] == backlog  # one run, in order
+    assert [f for f in frames if f in live] == live
+
+
+async def test_a_socket_is_closed_with_1008_when_its_token_expires(gateway_settings, redis):
+    """A short-lived token (no leeway on this instance): the open socket is closed with 1008 once the token
+    no longer verifies; a fresh token reconnects and resumes without a gap."""
+    gw = await start_gateway(dataclasses.replace(gateway_settings, jwt_leeway_seconds=0), redis)
+    user = _user()
+    try:
+        async with connect(_url(gw, token=mint(user, ttl=2)), proxy=None, open_timeout=5) as ws:
+            first = await _notify(redis, user, "achievementUnlocked", {"n": 1})
+            assert (await _recv(ws))["id"] == first
+            with pytest.raises(ConnectionClosed):
+                await _recv(ws, timeout=10)
+            assert ws.close_code == 1008
+            assert "token expired" in ws.close_reason
+        missed = await _notify(redis, user, "achievementUnlocked", {"n": 2})
+        async with _open(gw, user) as ws:
+            await ws.send(json.dumps({"type": "resume", "payload": {"lastId": first}}))
+            assert (await _recv(ws))["id"] == missed
+        await _wait_until(lambda: _zcard(redis, user, expect=0))
+        assert gw.open_connections == 0
+    finally:
+        await gw.stop(grace=5)
+
+
 # ---- limits ----
 
 

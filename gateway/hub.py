@@ -1,0 +1,146 @@
+"""The relay process's one Redis reader: which users' streams got new entries.
+
+Every open connection used to wait in its own XREAD BLOCK, holding a pooled Redis connection each (so a
+process stopped at its pool size). Instead, one subscriber per process listens to the keyspace
+notifications of the notification streams (gateway.streams) and wakes the connections of the user whose
+stream an XADD touched; they then read what is new with a plain XRANGE through the shared pool.
+
+Nothing is lost across gaps in the feed: a connection joining reads at once if its user's stream grew
+since its handshake pinned the cursor (the hub remembers recent events, so an idle user's join costs no
+Redis call), and every time the subscription is (re)established all connections read (covering whatever
+was added while the subscriber was disconnected). The feed only says "look";
+the stream is the source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.streams import keyspace_pattern, keyspace_prefix
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 10.0  # an idle subscriber wakes this often, so the pool's health check pings Redis
+RECENT_USERS = 100_000  # users whose latest feed event is remembered (for connections joining)
+
+
+class Wakeable(Protocol):
+    user_id: str
+
+    def wake(self) -> None: ...
+
+
+class NotificationHub:
+    def __init__(self, redis: Redis):
+        self._redis = redis
+        db = int(redis.connection_pool.connection_kwargs.get("db", 0))
+        self._pattern = keyspace_pattern(db)
+        self._prefix = keyspace_prefix(db).encode()
+        self._members: dict[str, set[Wakeable]] = {}
+        # Feed events are numbered; `_recent` keeps the number of the latest event of the RECENT_USERS users
+        # who had one most recently, so a connection joining knows whether its stream grew since its
+        # handshake (mark) without asking Redis. Anything older than `_forgotten` may be missing from it.
+        self._seq = 0
+        self._recent: dict[str, int] = {}
+        self._forgotten = 0
+        self._subscribed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    def __len__(self) -> int:
+        return sum(len(members) for members in self._members.values())
+
+    @property
+    def users(self) -> int:
+        return len(self._members)
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Starts the subscriber and waits until it listens (connections may join from then on)."""
+        self._task = asyncio.create_task(self._run(), name="ws-notification-hub")
+        await asyncio.wait_for(self._subscribed.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Stops the subscriber. Should the cancellation get lost inside the Redis client, the loop still
+        ends by itself within POLL_SECONDS (it checks the flag)."""
+        self._stopping = True
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.wait({self._task}, timeout=1.0)
+        self._task = None
+
+    def mark(self) -> int:
+        """Taken before a connection pins its cursor (handshake); given back to `join`."""
+        return self._seq
+
+    def join(self, member: Wakeable, since: int) -> None:
+        """From now on the member is woken for its user's XADDs; woken at once if the feed announced one
+        (or may have) since `since`, i.e. between its handshake and now."""
+        self._members.setdefault(member.user_id, set()).add(member)
+        if self._recent.get(member.user_id, 0) > since or self._forgotten > since:
+            member.wake()
+
+    def leave(self, member: Wakeable) -> None:
+        members = self._members.get(member.user_id)
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self._members[member.user_id]
+
+    def _event(self, user_id: str) -> None:
+        self._seq += 1
+        self._recent.pop(user_id, None)
+        self._recent[user_id] = self._seq
+        if len(self._recent) > RECENT_USERS:
+            oldest = next(iter(self._recent))
+            self._forgotten = max(self._forgotten, self._recent.pop(oldest))
+        self._wake_user(user_id)
+
+    def _wake_user(self, user_id: str) -> None:
+        for member in tuple(self._members.get(user_id, ())):
+            member.wake()
+
+    def _wake_all(self) -> None:
+        for members in tuple(self._members.values()):
+            for member in tuple(members):
+                member.wake()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.psubscribe(self._pattern)
+                while not self._stopping:
+                    message = await pubsub.get_message(timeout=POLL_SECONDS)
+                    if message is not None:
+                        self._handle(message)
+                        backoff = 0.1
+            except (RedisError, OSError):
+                log.warning("notification feed lost; resubscribing", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                await pubsub.aclose()
+
+    def _handle(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "pmessage":
+            if message["data"] == b"xadd":
+                channel: bytes = message["channel"]
+                if channel.startswith(self._prefix) and channel.endswith(b"}"):
+                    self._event(channel[len(self._prefix) : -1].decode())
+        elif kind == "psubscribe":
+            # (re)subscribed: anything added while nobody listened is read now
+            first = not self._subscribed.is_set()
+            self._subscribed.set()
+            if not first:
+                log.info("notification feed resubscribed", extra={"users": self.users})
+            self._seq += 1
+            self._forgotten = self._seq  # events while nobody listened are unknown
+            self._wake_all()
