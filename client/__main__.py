@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 
+from client.config import config_dir
+
 # The command groups, in the order `--help` lists them.
-GROUPS: tuple[str, ...] = ("login", "library", "play", "saves", "settings", "publish")
+GROUPS: tuple[str, ...] = ("login", "library", "install", "play", "saves", "settings", "publish")
 
 EPILOG = """exit codes: 0 done; 1 error (the message names it); 2 bad command line; 3 a cloud save conflict
 waits for `saves resolve` (both sides shown); 4 `play`: the game exited non-zero; 130 interrupted."""
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if game_command and args.group != "play":
         parser.error("only `play PRODUCT -- CMD...` takes a command line after --")
     args.game_command = game_command
+    if args.config_dir or os.environ.get("LIBRARY_CONFIG_DIR"):
+        # A config directory is a device: its state (saves synced, installations) lives beside it.
+        os.environ.setdefault("LIBRARY_STATE_DIR", str(config_dir(args.config_dir)))
     try:
         return asyncio.run(args.handler(args))
     except KeyboardInterrupt:

@@ -8,14 +8,13 @@ the token):
       "target": "127.0.0.1:8080",             # the service's gRPC edge (`login --target`)
       "token": "eyJ…",                          # bearer token (`login`)
       "deviceId": "living-room-pc",            # this device's id in sessions, saves and settings
-      "products": {
-        "7d3f7f4e-…": {"saveDir": "/home/me/.local/share/Game/saves", "installDir": "/games/game"}
-      }
+      "products": {"7d3f7f4e-…": {"saveDir": "/home/me/.local/share/Game/saves"}}
     }
 
 Every key is optional. What the command line or the environment says wins over the file (`--token`,
-`LIBRARY_TOKEN`, `--target`, `LIBRARY_TARGET`, `LIBRARY_DEVICE_ID`). The device's sync state (which save
-versions it last pushed or pulled) lives beside it, unless `LIBRARY_STATE_DIR` says otherwise.
+`LIBRARY_TOKEN`, `--target`, `LIBRARY_TARGET`, `LIBRARY_DEVICE_ID`). The device's state (which save versions
+it last pushed or pulled, `saves.json`; where products are installed, `installs.json`, written by `install`)
+lives beside it, unless `LIBRARY_STATE_DIR` says otherwise.
 """
 
 from __future__ import annotations
@@ -35,10 +34,9 @@ FILE_NAME = "config.json"
 
 @dataclass(frozen=True)
 class ProductPaths:
-    """Where a product lives on this device: its cloud-synced save directory and its installation."""
+    """Where a product keeps things on this device: its cloud-synced save directory."""
 
     save_dir: Path | None = None
-    install_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -51,17 +49,10 @@ class LauncherConfig:
     def product(self, product_id: str) -> ProductPaths:
         return self.products.get(product_id.lower(), ProductPaths())
 
-    def with_product(
-        self, product_id: str, *, save_dir: Path | None = None, install_dir: Path | None = None
-    ) -> LauncherConfig:
-        """A copy with the product's directories set (None keeps what is there)."""
-        key = _product_key(product_id)
-        now = self.product(key)
-        paths = ProductPaths(
-            save_dir=save_dir.expanduser().absolute() if save_dir else now.save_dir,
-            install_dir=install_dir.expanduser().absolute() if install_dir else now.install_dir,
-        )
-        return replace(self, products={**self.products, key: paths})
+    def with_product(self, product_id: str, *, save_dir: Path) -> LauncherConfig:
+        """A copy with the product's save directory set."""
+        paths = replace(self.product(product_id), save_dir=save_dir.expanduser().absolute())
+        return replace(self, products={**self.products, _product_key(product_id): paths})
 
     def to_json(self) -> dict:
         document: dict = {}
@@ -70,12 +61,7 @@ class LauncherConfig:
                 document[key] = value
         products = {}
         for product_id, paths in sorted(self.products.items()):
-            entry = {}
-            if paths.save_dir:
-                entry["saveDir"] = str(paths.save_dir)
-            if paths.install_dir:
-                entry["installDir"] = str(paths.install_dir)
-            products[product_id] = entry
+            products[product_id] = {"saveDir": str(paths.save_dir)} if paths.save_dir else {}
         if products:
             document["products"] = products
         return document
@@ -119,10 +105,7 @@ def parse(text: str, source: str = FILE_NAME) -> LauncherConfig:
         except ConfigError:
             raise ConfigError(f"{source}: products key '{product_id}' is not a product id (UUID)") from None
         parsed[key] = ProductPaths(
-            save_dir=Path(text_of("saveDir", entry["saveDir"], where)) if "saveDir" in entry else None,
-            install_dir=(
-                Path(text_of("installDir", entry["installDir"], where)) if "installDir" in entry else None
-            ),
+            save_dir=Path(text_of("saveDir", entry["saveDir"], where)) if "saveDir" in entry else None
         )
     return LauncherConfig(**values, products=parsed)
 
@@ -134,7 +117,7 @@ def config_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def state_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """Where this device's save sync state lives: LIBRARY_STATE_DIR, else the config directory."""
+    """Where this device's state lives: LIBRARY_STATE_DIR, else the config directory."""
     chosen = os.environ.get("LIBRARY_STATE_DIR")
     return Path(chosen).expanduser() if chosen else config_dir(explicit)
 

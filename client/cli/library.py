@@ -13,7 +13,9 @@ from datetime import datetime
 
 from rich.table import Table
 
-from client.cli.common import command, connect, launcher_config, out, print_json
+from client import config
+from client.cli.common import command, connect, out, print_json
+from client.engine.record import Installs
 from client.sdk.library import SORTS, STATUSES, LibraryClient, LibraryEntry
 
 
@@ -63,12 +65,12 @@ async def _library(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"items": [_entry_json(e) for e in entries]})
         return 0
-    here = launcher_config(args)
+    installed = Installs(config.state_dir(args.config_dir)).all()
     table = Table(title=f"your library ({len(entries)} {'game' if len(entries) == 1 else 'games'})")
     for column in ("name", "product", "playtime", "last played", "status", "installed at"):
         table.add_column(column, justify="right" if column == "playtime" else "left")
     for entry in entries:
-        install_dir = here.product(entry.product_id).install_dir
+        install_dir = installed.get(entry.product_id)
         table.add_row(
             (entry.name or "(unnamed)") + (" [hidden]" if entry.hidden else ""),
             entry.product_id,

@@ -16,16 +16,16 @@ PRODUCT = "7d3f7f4e-6f2c-4c55-9d0b-4b8f5b1b2a10"
 
 def test_a_config_round_trips_through_its_file_readable_by_its_owner_only(tmp_path):
     written = config.LauncherConfig(target="games:443", token="t0k", device_id="pc").with_product(
-        PRODUCT.upper(), save_dir=tmp_path / "saves"
+        PRODUCT.upper(), save_dir=tmp_path / "old"
     )
-    written = written.with_product(PRODUCT, install_dir=tmp_path / "game")
+    written = written.with_product(PRODUCT, save_dir=tmp_path / "saves")
 
     path = config.save(tmp_path / "cfg", written)
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     loaded = config.load(tmp_path / "cfg")
     assert loaded == written
-    assert loaded.product(PRODUCT) == config.ProductPaths(tmp_path / "saves", tmp_path / "game")
+    assert loaded.products == {PRODUCT: config.ProductPaths(tmp_path / "saves")}
     assert loaded.product("5b1c2d3e-0000-4000-8000-000000000000") == config.ProductPaths()
 
 
