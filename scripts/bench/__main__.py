@@ -32,6 +32,8 @@ Published content (publish throughput, update bytes, manifests, update checks):
 scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
 Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 5;
 BENCH_SAVES_SMALL_N, 30).
+The launcher's downloads (install vs bare GETs, the bandwidth cap, kill -9): scripts/bench/launcher.py
+(BENCH_LAUNCHER_MIB, 32; BENCH_LAUNCHER_ROUNDS, 3; BENCH_LAUNCHER_CAP_KBPS, 80000).
 The WebSocket relay at 10,000 idle sockets through Envoy (memory, delivery latency, mass close):
 scripts/bench/websocket.py (BENCH_WS_SOCKETS, 10000; BENCH_WS_RATE, 1000; BENCH_WS_SECONDS, 10;
 BENCH_WS_EDGES, 2).
@@ -66,6 +68,7 @@ from scripts.bench import (
     download_progress,
     fixtures,
     interceptor,
+    launcher,
     loadgen,
     pgstats,
     websocket,
@@ -416,6 +419,7 @@ class Bench:
         summary["interceptor"] = interceptor.run(self)  # scripts/bench/interceptor.py
         summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
         summary["cloud_saves"] = cloud_saves.run(self)  # scripts/bench/cloud_saves.py
+        summary["launcher"] = launcher.run(self)  # scripts/bench/launcher.py
         summary["websocket"] = websocket.run(self)  # scripts/bench/websocket.py
         return summary
 
