@@ -53,6 +53,9 @@ _ws_log.setLevel(logging.WARNING)
 
 MAX_CLIENT_MESSAGE_BYTES = 16 * 1024  # client messages are tiny; larger ones close with 1009
 CLOSE_TIMEOUT_SECONDS = 2.0
+# A handshake waits for its token check and two Redis round trips; in a burst of thousands on a busy host
+# that can take longer than websockets' default 10 s (the socket would be dropped: Envoy answers 503).
+HANDSHAKE_TIMEOUT_SECONDS = 30.0
 TOKEN_EXPIRED = "token expired; reconnect with a fresh token and resume"
 
 
@@ -94,6 +97,7 @@ class Gateway:
             process_request=self._process_request,
             ping_interval=s.ws_ping_interval_seconds or None,
             ping_timeout=s.ws_ping_interval_seconds or None,
+            open_timeout=HANDSHAKE_TIMEOUT_SECONDS,
             close_timeout=CLOSE_TIMEOUT_SECONDS,
             max_size=MAX_CLIENT_MESSAGE_BYTES,
             max_queue=16,

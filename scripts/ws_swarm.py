@@ -97,7 +97,7 @@ async def open_socket(
     path: str,
     token: str,
     on_text: Callable[[str], None] | None = None,
-    timeout: float = 30.0,
+    timeout: float = 60.0,
 ) -> SwarmSocket:
     url = f"ws://{host}:{port}{path}?token={token}"
     loop = asyncio.get_running_loop()
@@ -115,7 +115,7 @@ async def open_all(
     *,
     host: str = "127.0.0.1",
     path: str = "/api/v1/ws/library",
-    concurrency: int = 100,
+    concurrency: int = 50,
     on_text: Callable[[int], Callable[[str], None]] | None = None,
 ) -> list[SwarmSocket]:
     """Opens one socket per (port, token), at most `concurrency` handshakes at a time; raises the first

@@ -302,7 +302,8 @@ async def test_a_resume_is_delivered_whole_and_in_order_before_live_notification
     blob = "x" * 2048  # slows the replay down, so that the live ones arrive while it runs
     async with redis.pipeline(transaction=False) as pipe:
         for n in range(350):
-            pipe.xadd(notification_stream(user), {"type": "cloudSaveSynced", "payload": json.dumps([n, blob])})
+            entry = {"type": "cloudSaveSynced", "payload": json.dumps([n, blob])}
+            pipe.xadd(notification_stream(user), entry)
         backlog = [entry_id.decode() for entry_id in await pipe.execute()]
     async with _open(gateway, user) as ws:
         await ws.send(json.dumps({"type": "resume", "payload": {"lastId": "0-0"}}))
