@@ -39,7 +39,12 @@ from gateway import protocol
 from gateway.hub import NotificationHub
 from gateway.protocol import Ping, ProtocolError, Resume
 from gateway.session import Session, SlowConsumer
-from gateway.streams import CONNECTION_TTL_MS, NotificationStreams, SlotReleaser, ensure_keyspace_events
+from gateway.streams import (
+    REFRESH_INTERVAL_SECONDS,
+    NotificationStreams,
+    SlotReleaser,
+    ensure_keyspace_events,
+)
 from server.core import metrics
 from server.core.auth import TokenVerifier, bearer_token
 from server.core.config import Settings
@@ -258,7 +263,7 @@ class Gateway:
         """Keeps this instance's connection slots alive (a crashed instance's slots expire by themselves)."""
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), CONNECTION_TTL_MS / 1000 / 3)
+                await asyncio.wait_for(self._stopping.wait(), REFRESH_INTERVAL_SECONDS)
                 return
             try:
                 await self._streams.refresh_slots(

@@ -27,7 +27,9 @@ from server.core.uow import notification_stream
 
 log = logging.getLogger(__name__)
 
-CONNECTION_TTL_MS = 60_000
+CONNECTION_TTL_MS = 90_000
+# Slots are refreshed this often: a refresh may be late or fail several times before one expires.
+REFRESH_INTERVAL_SECONDS = CONNECTION_TTL_MS / 1000 / 6
 READ_COUNT = 100
 # Slots are refreshed in pipelines of this many: one huge pipeline parses all replies in one go and stalls
 # the event loop (~30 ms for 10,000 connections), batches let other work run in between.
