@@ -49,7 +49,7 @@ class RelayProcess:
 
     async def open_connections(self) -> int:
         """The process's own count of open connections (its ws_connections gauge)."""
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=60) as http:  # its metrics thread waits while it is busy
             text = (await http.get(f"http://127.0.0.1:{self.metrics_port}/metrics")).text
         match = re.search(r"^ws_connections (\S+)$", text, re.MULTILINE)
         assert match, "ws_connections missing from the relay's metrics"
