@@ -124,7 +124,8 @@ async def _queue(args: argparse.Namespace) -> int:
         return 0
     table = Table(title="downloads" if sessions else "downloads: nothing in the queue")
     for column in ("#", "game", "id", "status", "priority", "progress", "", "speed", "eta"):
-        table.add_column(column)
+        # Ids are what the other commands take: never cut.
+        table.add_column(column, no_wrap=column == "id", min_width=36 if column == "id" else None)
     waiting = 0
     for session in sessions:
         if session.status == Session.QUEUED:
