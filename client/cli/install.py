@@ -170,6 +170,7 @@ def _outcome_json(outcome: Outcome) -> dict:
         "writtenFiles": outcome.written,
         "removedFiles": outcome.removed,
         "seconds": round(outcome.seconds, 3),
+        "transferSeconds": round(outcome.transfer_seconds, 3),
         **{_camel(k): v for k, v in asdict(outcome.counters).items()},
     }
 
