@@ -16,7 +16,16 @@ import sys
 from client.config import config_dir
 
 # The command groups, in the order `--help` lists them.
-GROUPS: tuple[str, ...] = ("login", "library", "install", "play", "saves", "settings", "publish")
+GROUPS: tuple[str, ...] = (
+    "login",
+    "library",
+    "install",
+    "downloads",
+    "play",
+    "saves",
+    "settings",
+    "publish",
+)
 
 EPILOG = """exit codes: 0 done; 1 error (the message names it); 2 bad command line; 3 a cloud save conflict
 waits for `saves resolve` (both sides shown); 4 `play`: the game exited non-zero; 130 interrupted."""
