@@ -22,12 +22,10 @@ from server.core.pagination import (
 )
 from server.core.replay import request_key
 from server.core.uow import UnitOfWork
-from server.library.entitlements import owned_product_ids, require_owned
+from server.library.entitlements import owned_product_ids, owner_counts, require_owned
 
 ACHIEVEMENT_UNLOCKED = "com.platform.library.achievement.unlocked.v1"
 ACHIEVEMENT_UNLOCKED_NOTIFICATION = "achievementUnlocked"
-# How long a product's owner count (the unlock rate's denominator) may be served from cache.
-OWNER_COUNT_TTL_SECONDS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +43,16 @@ class StatusPage:
 
 async def upsert_definitions(deps: Deps, product_id: uuid.UUID, definitions: list[Definition]) -> int:
     async with deps.uow() as uow:
-        count = await repository.upsert_definitions(uow.session, product_id, definitions)
+        count = await upsert_definitions_in(uow, product_id, definitions)
         await uow.commit()
     return count
+
+
+async def upsert_definitions_in(uow: UnitOfWork, product_id: uuid.UUID, definitions: list[Definition]) -> int:
+    """Inside the caller's unit of work (UpsertAchievementDefinitions, the catalog consumer)."""
+    if not definitions:
+        return 0
+    return await repository.upsert_definitions(uow.session, product_id, definitions)
 
 
 async def update_progress(
@@ -83,7 +88,7 @@ async def update_progress(
             # Re-read: the stored state (and the unlock counter) is whatever the conditional upsert left.
             row = await repository.status_row(db, user_id, product_id, api_name)
             assert row is not None  # definitions are never deleted
-        [status] = await _merge(deps, db, user_id, [product_id], [row], owned={product_id})
+        [status] = await _merge(db, user_id, [product_id], [row], owned={product_id})
         result = ProgressResult(status=status, newly_unlocked=newly_unlocked)
         await replay.remember(uow, key, result)
         await uow.commit()
@@ -122,7 +127,7 @@ async def list_statuses(
     async with deps.uow.read() as db:
         rows, total = await repository.status_page(db, user_id, product_ids, after=after, limit=page_size + 1)
         page = rows[:page_size]
-        statuses = await _merge(deps, db, user_id, product_ids, page)
+        statuses = await _merge(db, user_id, product_ids, page)
     next_token = ""
     if len(rows) > page_size:
         last = page[-1]
@@ -142,7 +147,6 @@ def _cursor(cursor: list[Any] | None) -> tuple[int, int, str] | None:
 
 
 async def _merge(
-    deps: Deps,
     db: Db,
     user_id: uuid.UUID,
     product_ids: list[uuid.UUID],
@@ -150,12 +154,13 @@ async def _merge(
     *,
     owned: set[uuid.UUID] | None = None,
 ) -> list[Status]:
-    """Statuses with unlock rates over current owners; progress in products the caller no longer owns
-    shows as zero (the contract lists unowned products with zero progress). `owned`: the products the
+    """Statuses with unlock rates over current owners (counted as grants and revokes commit); progress
+    in products the caller no longer owns shows as zero (the contract lists unowned products with zero
+    progress). `owned`: the products the
     caller is already known to own, instead of looking them up."""
     if owned is None:
         owned = await owned_product_ids(db, user_id, product_ids)
-    owners = await _owner_counts(deps, db, product_ids)
+    owners = await owner_counts(db, product_ids)
     statuses = []
     for row in rows:
         product_id = uuid.UUID(row.definition.product_id)
@@ -163,20 +168,3 @@ async def _merge(
         rate = unlock_rate(row.unlocked_count, owners.get(product_id, 0))
         statuses.append(status_of(row.definition, progress, rate))
     return statuses
-
-
-async def _owner_counts(deps: Deps, db: Db, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """Owners per product, cached in Redis for OWNER_COUNT_TTL_SECONDS: counting a popular game's owners
-    on every progress report would scan its library items, and the contract lets the rate lag a little."""
-    keys = [f"achievements:owners:{product_id}" for product_id in product_ids]
-    cached = await deps.redis.mget(keys)
-    counts = {p: int(c) for p, c in zip(product_ids, cached, strict=True) if c is not None}
-    missing = [p for p in product_ids if p not in counts]
-    if missing:
-        fresh = await repository.owner_counts(db, missing)
-        async with deps.redis.pipeline(transaction=False) as pipe:
-            for product_id in missing:
-                counts[product_id] = fresh.get(product_id, 0)
-                pipe.set(f"achievements:owners:{product_id}", counts[product_id], ex=OWNER_COUNT_TTL_SECONDS)
-            await pipe.execute()
-    return counts

@@ -1,5 +1,6 @@
 """Crediting time and closing sessions, shared by the RPC use cases and the sweeper (reaper, checkpoints).
 
+Crediting stops at a revocation: time after the product's entitlement was revoked is never credited.
 Crediting is idempotent: segments are upserted (their end only moves forward) and product totals are
 recomputed from the union of every credited interval, so a checkpoint repeated, or an offline session
 overlapping online play, never counts anything twice.
@@ -15,7 +16,7 @@ from server.core.events.cloudevents import rfc3339
 from server.core.uow import UnitOfWork
 from server.playtime import rules
 from server.playtime.live import LiveRecord
-from server.playtime.repository import PlaytimeRepository
+from server.playtime.repository import NewOfflineSession, PlaytimeRepository
 from server.playtime.tables import STATUS_ENDED, STATUS_REAPED, PlaytimeSession
 
 PLAYTIME_UPDATED = "com.platform.library.playtime.updated.v1"
@@ -32,8 +33,10 @@ class Credit:
 async def credit(
     repo: PlaytimeRepository, row: PlaytimeSession, segments: list[rules.Interval], now: datetime
 ) -> Credit:
-    """Saves a session's segments and refreshes the product totals (library item included)."""
+    """Saves a session's segments and refreshes the product totals (library item included). Play after
+    the user's entitlement was revoked (a refund mid-session) is not credited."""
     await repo.lock_product(row.user_id, row.product_id)
+    segments = rules.until(segments, await repo.revoked_at(row.user_id, row.product_id))
     before = await repo.played(row.user_id, [row.product_id])
     await repo.save_segments(row, segments)
     # Upserting a segment only moves its end forward, so adding it to what was there has the same union.
@@ -79,17 +82,48 @@ async def close_session(
 
 def session_ended(uow: UnitOfWork, row: PlaytimeSession) -> None:
     assert row.ended_at is not None
+    _ended(
+        uow,
+        row.user_id,
+        row.product_id,
+        row.id,
+        row.device_id,
+        row.credited_seconds,
+        row.started_at,
+        row.ended_at,
+    )
+
+
+def offline_session_ended(uow: UnitOfWork, user_id: uuid.UUID, session: NewOfflineSession) -> None:
+    """`session.ended` of an offline session (credited: its own length)."""
+    interval = session.interval
+    seconds = int(interval.length.total_seconds())
+    _ended(
+        uow, user_id, session.product_id, session.id, session.device_id, seconds, interval.start, interval.end
+    )
+
+
+def _ended(
+    uow: UnitOfWork,
+    user_id: uuid.UUID,
+    product_id: uuid.UUID,
+    session_id: uuid.UUID,
+    device_id: str,
+    seconds: int,
+    started_at: datetime,
+    ended_at: datetime,
+) -> None:
     uow.add_event(
         SESSION_ENDED,
-        row.user_id,
+        user_id,
         {
-            "userId": str(row.user_id),
-            "productId": str(row.product_id),
-            "sessionId": str(row.id),
-            "deviceId": row.device_id,
-            "durationSeconds": row.credited_seconds,
-            "startTimestamp": rfc3339(row.started_at),
-            "endTimestamp": rfc3339(row.ended_at),
+            "userId": str(user_id),
+            "productId": str(product_id),
+            "sessionId": str(session_id),
+            "deviceId": device_id,
+            "durationSeconds": seconds,
+            "startTimestamp": rfc3339(started_at),
+            "endTimestamp": rfc3339(ended_at),
         },
     )
 

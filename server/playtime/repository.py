@@ -12,9 +12,10 @@ from sqlalchemy.dialects.postgresql import insert
 
 from server.core.db import Db
 from server.core.uow import UnitOfWork
+from server.library import entitlements
 from server.library.tables import LibraryItem
 from server.playtime.rules import DeviceInterval, Interval
-from server.playtime.tables import SOURCE_OFFLINE, PlaytimeInterval, PlaytimeSession
+from server.playtime.tables import PlaytimeInterval, PlaytimeSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,97 @@ async def active_sessions_of(
     else:
         rows = await db.all(_ACTIVE, (user_id,))
     return [ActiveSession(*row) for row in rows]
+
+
+def _product_lock_key(user_id: uuid.UUID, product_id: uuid.UUID) -> str:
+    return f"playtime:{user_id}:{product_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewOfflineSession:
+    id: uuid.UUID
+    client_session_id: uuid.UUID
+    product_id: uuid.UUID
+    device_id: str
+    interval: Interval
+
+
+async def recorded_offline(
+    db: Db, user_id: uuid.UUID, client_session_ids: Iterable[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these client session ids were already recorded as offline sessions of the user."""
+    rows = await db.all(
+        "SELECT client_session_id FROM playtime_sessions WHERE user_id = %s AND source = 'offline' "
+        "AND client_session_id = ANY(%s)",
+        (user_id, list(client_session_ids)),
+    )
+    return {row[0] for row in rows}
+
+
+async def insert_offline(db: Db, user_id: uuid.UUID, sessions: list[NewOfflineSession]) -> set[uuid.UUID]:
+    """Inserts ended offline sessions in one statement (credited_seconds: each one's length); the client
+    session ids inserted (one a concurrent upload recorded first is skipped)."""
+    rows = await db.all(
+        "INSERT INTO playtime_sessions (id, user_id, product_id, device_id, client_session_id, source, "
+        "status, started_at, last_heartbeat_at, ended_at, credited_seconds) "
+        "SELECT s.id, %s, s.product_id, s.device_id, s.client_session_id, 'offline', 'ended', s.started_at, "
+        "s.ended_at, s.ended_at, s.credited "
+        "FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::uuid[], %s::timestamptz[], %s::timestamptz[], "
+        "%s::bigint[]) AS s(id, product_id, device_id, client_session_id, started_at, ended_at, credited) "
+        "ON CONFLICT DO NOTHING RETURNING client_session_id",
+        (
+            user_id,
+            [s.id for s in sessions],
+            [s.product_id for s in sessions],
+            [s.device_id for s in sessions],
+            [s.client_session_id for s in sessions],
+            [s.interval.start for s in sessions],
+            [s.interval.end for s in sessions],
+            [int(s.interval.length.total_seconds()) for s in sessions],
+        ),
+    )
+    return {row[0] for row in rows}
+
+
+async def lock_products(db: Db, user_id: uuid.UUID, product_ids: Iterable[uuid.UUID]) -> None:
+    """PlaytimeRepository.lock_product for several products in one statement, in key order (so two
+    uploads of overlapping products never deadlock)."""
+    keys = sorted(_product_lock_key(user_id, p) for p in product_ids)
+    await db.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (SELECT k FROM unnest(%s::text[]) k "
+        "ORDER BY k) keys",
+        (keys,),
+    )
+
+
+async def insert_intervals(db: Db, user_id: uuid.UUID, sessions: list[NewOfflineSession]) -> None:
+    """The credited interval of each new offline session, in one statement."""
+    await db.execute(
+        "INSERT INTO playtime_intervals (session_id, user_id, product_id, device_id, started_at, ended_at) "
+        "SELECT s.id, %s, s.product_id, s.device_id, s.started_at, s.ended_at FROM unnest(%s::uuid[], "
+        "%s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[]) "
+        "AS s(id, product_id, device_id, started_at, ended_at)",
+        (
+            user_id,
+            [s.id for s in sessions],
+            [s.product_id for s in sessions],
+            [s.device_id for s in sessions],
+            [s.interval.start for s in sessions],
+            [s.interval.end for s in sessions],
+        ),
+    )
+
+
+async def update_library_items(
+    db: Db, user_id: uuid.UUID, totals: dict[uuid.UUID, tuple[int, datetime | None]]
+) -> None:
+    """PlaytimeRepository.update_library_item for several products in one statement."""
+    await db.execute(
+        "UPDATE library_items li SET total_playtime_seconds = v.total, last_played_timestamp = v.last "
+        "FROM unnest(%s::uuid[], %s::bigint[], %s::timestamptz[]) AS v(product_id, total, last) "
+        "WHERE li.user_id = %s AND li.product_id = v.product_id",
+        (list(totals), [t for t, _ in totals.values()], [last for _, last in totals.values()], user_id),
+    )
 
 
 class PlaytimeRepository:
@@ -114,24 +206,11 @@ class PlaytimeRepository:
             query = query.where(PlaytimeSession.product_id.in_(product_ids))
         return list(await self._session.scalars(query))
 
-    async def offline_client_sessions(
-        self, user_id: uuid.UUID, client_session_ids: Iterable[uuid.UUID]
-    ) -> set[uuid.UUID]:
-        """Which of these client session ids were already recorded as offline sessions."""
-        found = await self._session.scalars(
-            select(PlaytimeSession.client_session_id).where(
-                PlaytimeSession.user_id == user_id,
-                PlaytimeSession.source == SOURCE_OFFLINE,
-                PlaytimeSession.client_session_id.in_(list(client_session_ids)),
-            )
-        )
-        return set(found)
-
     async def lock_product(self, user_id: uuid.UUID, product_id: uuid.UUID) -> None:
         """Serialises crediting of one (user, product) so totals computed from the union are exact."""
         await self._session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-            {"key": f"playtime:{user_id}:{product_id}"},
+            {"key": _product_lock_key(user_id, product_id)},
         )
 
     async def save_segments(self, row: PlaytimeSession, segments: Iterable[Interval]) -> None:
@@ -160,6 +239,10 @@ class PlaytimeRepository:
         self, user_id: uuid.UUID, product_ids: list[uuid.UUID] | None = None
     ) -> list[PlayedInterval]:
         return await played(self._db, user_id, product_ids)
+
+    async def revoked_at(self, user_id: uuid.UUID, product_id: uuid.UUID) -> datetime | None:
+        """When the user's entitlement to the product was revoked (None: owned), from the library."""
+        return await entitlements.revoked_at(self._db, user_id, product_id)
 
     async def update_library_item(
         self, user_id: uuid.UUID, product_id: uuid.UUID, total_seconds: int, last_played_at: datetime | None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
@@ -13,15 +13,13 @@ from server.core.db import Db
 from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.validation import CLOCK_SKEW
-from server.library.entitlements import owned_product_ids, require_owned
+from server.library.entitlements import acquired_at, owned_product_ids, require_owned
 from server.playtime import crediting, repository, rules
 from server.playtime.live import HeartbeatOutcome, LiveRecord, accrual_policy, live_sessions, server_now
 from server.playtime.repository import PlaytimeRepository
 from server.playtime.tables import (
-    SOURCE_OFFLINE,
     SOURCE_ONLINE,
     STATUS_ACTIVE,
-    STATUS_ENDED,
     PlaytimeSession,
 )
 
@@ -99,6 +97,7 @@ class Playtime:
     def __init__(self, deps: Deps):
         self._uow = deps.uow
         self._clock = deps.clock
+        self._offline_max_age_days = deps.settings.playtime_offline_max_age_days
         self.policy = accrual_policy(deps)
         self.live = live_sessions(deps)
 
@@ -181,70 +180,92 @@ class Playtime:
     async def record_offline(
         self, user_id: uuid.UUID, sessions: list[OfflineSession]
     ) -> tuple[list[OfflineResult], list[ProductPlaytime]]:
+        """Records an upload in a fixed number of statements, however many sessions it holds: the checks
+        from two reads, then one insert of the sessions, one lock of their products, one read of what the
+        products had, one insert of the intervals and one update of the library items."""
         now = server_now(self._clock)
         product_ids = list(dict.fromkeys(s.product_id for s in sessions))
+        bounds = rules.OfflineBounds(now, CLOCK_SKEW, now - timedelta(days=self._offline_max_age_days))
         async with self._uow() as uow:
-            repo = PlaytimeRepository(uow)
-            owned = await owned_product_ids(uow.db, user_id, product_ids)
-            recorded = await repo.offline_client_sessions(user_id, {s.client_session_id for s in sessions})
-            results: list[OfflineResult] = []
-            updated: dict[uuid.UUID, rules.ProductStats] = {}
+            db = uow.db
+            acquired = await acquired_at(db, user_id, product_ids)
+            recorded = await repository.recorded_offline(db, user_id, {s.client_session_id for s in sessions})
+            outcomes: list[tuple[str, rules.OfflineRejection | None]] = []
+            new: list[repository.NewOfflineSession] = []
             for offline in sessions:
-                result = await self._record_one(uow, repo, user_id, offline, owned, recorded, now, updated)
-                results.append(result)
-            for product_id, stats in updated.items():
-                crediting.playtime_updated(uow, user_id, product_id, stats)
-            await uow.session.flush()  # the statistics below read through uow.db, which does not autoflush
-            totals = await self._product_stats(uow.db, user_id, product_ids, now, last_two_weeks=False)
+                if offline.client_session_id in recorded:
+                    outcomes.append(("DUPLICATE", None))
+                    continue
+                rejection = rules.offline_rejection(
+                    offline.interval, bounds, acquired.get(offline.product_id)
+                )
+                if rejection is not None:
+                    outcomes.append(("REJECTED", rejection))
+                    continue
+                recorded.add(offline.client_session_id)
+                interval = rules.creditable(offline.interval, now)
+                new.append(
+                    repository.NewOfflineSession(
+                        uuid.uuid4(),
+                        offline.client_session_id,
+                        offline.product_id,
+                        offline.device_id,
+                        interval,
+                    )
+                )
+                outcomes.append(("ACCEPTED", None))
+            inserted = await repository.insert_offline(db, user_id, new) if new else set()
+            credits = await self._credit_offline(
+                uow, user_id, [s for s in new if s.client_session_id in inserted], now
+            )
+            totals = await self._product_stats(db, user_id, product_ids, now, last_two_weeks=False)
             await uow.commit()
+        results = []
+        for offline, (outcome, rejection) in zip(sessions, outcomes, strict=True):
+            if outcome == "ACCEPTED" and offline.client_session_id not in credits:
+                outcome = "DUPLICATE"  # a concurrent upload recorded it first
+            results.append(
+                OfflineResult(
+                    offline.client_session_id,
+                    offline.product_id,
+                    outcome,
+                    rejection=rejection,
+                    credited_seconds=credits.get(offline.client_session_id, 0)
+                    if outcome == "ACCEPTED"
+                    else 0,
+                )
+            )
         return results, totals
 
-    async def _record_one(
-        self,
-        uow,
-        repo: PlaytimeRepository,
-        user_id: uuid.UUID,
-        offline: OfflineSession,
-        owned: set[uuid.UUID],
-        recorded: set[uuid.UUID],
-        now: datetime,
-        updated: dict[uuid.UUID, rules.ProductStats],
-    ) -> OfflineResult:
-        def result(outcome: str, **kw) -> OfflineResult:
-            return OfflineResult(offline.client_session_id, offline.product_id, outcome, **kw)
-
-        if offline.client_session_id in recorded:
-            return result("DUPLICATE")
-        rejection = rules.offline_rejection(offline.interval, now, CLOCK_SKEW)
-        if rejection is None and offline.product_id not in owned:
-            rejection = rules.OfflineRejection.PRODUCT_NOT_OWNED
-        if rejection is not None:
-            return result("REJECTED", rejection=rejection)
-        interval = rules.creditable(offline.interval, now)
-        row = PlaytimeSession(
-            id=uuid.uuid4(),
-            user_id=user_id,
-            product_id=offline.product_id,
-            device_id=offline.device_id,
-            client_session_id=offline.client_session_id,
-            source=SOURCE_OFFLINE,
-            status=STATUS_ENDED,
-            started_at=interval.start,
-            last_heartbeat_at=interval.end,
-            ended_at=interval.end,
-        )
-        try:
-            async with uow.session.begin_nested():
-                repo.add(row)
-                await repo.flush()
-        except IntegrityError:  # a concurrent upload recorded it first
-            return result("DUPLICATE")
-        recorded.add(offline.client_session_id)
-        credited = await crediting.credit(repo, row, [interval], now)
-        row.credited_seconds = credited.session_seconds
-        crediting.session_ended(uow, row)
-        updated[offline.product_id] = credited.stats
-        return result("ACCEPTED", credited_seconds=credited.stats.total_seconds - credited.total_before)
+    async def _credit_offline(
+        self, uow, user_id: uuid.UUID, new: list[repository.NewOfflineSession], now: datetime
+    ) -> dict[uuid.UUID, int]:
+        """Credits the inserted offline sessions: per product, what each adds to the union of what was
+        credited before it (so overlaps count once); the library items' totals and the events follow."""
+        if not new:
+            return {}
+        db = uow.db
+        product_ids = list(dict.fromkeys(s.product_id for s in new))
+        await repository.lock_products(db, user_id, product_ids)
+        played: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
+        for p in await repository.played(db, user_id, product_ids):
+            played[p.product_id].append(p.played)
+        await repository.insert_intervals(db, user_id, new)
+        credits: dict[uuid.UUID, int] = {}
+        totals: dict[uuid.UUID, tuple[int, datetime | None]] = {}
+        for product_id in product_ids:
+            sessions = [s for s in new if s.product_id == product_id]
+            before = [p.interval for p in played[product_id]]
+            added = rules.offline_credits(before, [s.interval for s in sessions])
+            credits.update((s.client_session_id, a) for s, a in zip(sessions, added, strict=True))
+            after = played[product_id] + [rules.DeviceInterval(s.device_id, s.interval) for s in sessions]
+            stats = rules.product_stats(after, now, last_two_weeks=False)
+            totals[product_id] = (stats.total_seconds, stats.last_played_at)
+            for s in sessions:
+                crediting.offline_session_ended(uow, user_id, s)
+            crediting.playtime_updated(uow, user_id, product_id, stats)
+        await repository.update_library_items(db, user_id, totals)
+        return credits
 
     async def stats(
         self, user_id: uuid.UUID, product_ids: list[uuid.UUID], *, last_two_weeks: bool
