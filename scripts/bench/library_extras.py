@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import psycopg
+from aiokafka import AIOKafkaProducer
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from library.v1 import playtime_service_pb2 as ppb
@@ -32,6 +33,7 @@ from library.v1 import playtime_service_pb2_grpc
 from scripts.bench import fixtures
 from scripts.devtokens import mint
 from server.core.config import Settings
+from server.core.events.cloudevents import CATALOG_EVENTS_TOPIC, make_cloud_event
 
 OFFLINE_SESSIONS = 100
 
@@ -137,14 +139,91 @@ async def _offline(target: str, url: str, calls: int) -> dict:
     }
 
 
+async def _bare_outbox(db: psycopg.AsyncConnection, wishers: int) -> float:
+    """Seconds for one INSERT … SELECT of `wishers` notification rows (marked sent: the relay skips them),
+    deleted again afterwards."""
+    topic = f"bench-bare-{uuid.uuid4()}"
+    started = time.perf_counter()
+    async with db.transaction():
+        await db.execute(
+            "INSERT INTO outbox (id, channel, topic, key, payload, published_at) SELECT gen_random_uuid(), "
+            "'notification', %s, gen_random_uuid()::text, %s::jsonb, now() FROM generate_series(1, %s)",
+            (
+                topic,
+                json.dumps({"type": "wishlistGameOnSale", "payload": {"discountPercent": "30%"}}),
+                wishers,
+            ),
+        )
+    elapsed = time.perf_counter() - started
+    await db.execute("DELETE FROM outbox WHERE topic = %s", (topic,))
+    return elapsed
+
+
+async def _sale(url: str, bootstrap: str, wishers: int) -> dict:
+    product = uuid.uuid4()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
+        await db.execute(
+            "INSERT INTO wishlist_items (id, user_id, product_id) "
+            "SELECT gen_random_uuid(), gen_random_uuid(), %s FROM generate_series(1, %s)",
+            (product, wishers),
+        )
+        event = make_cloud_event(
+            event_type="com.platform.catalog.product.updated.v1",
+            source="/bench",
+            subject=str(product),
+            data={"productId": str(product), "name": "Bench Sale", "discount": {"percent": 30}},
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            published = time.perf_counter()
+            await producer.send_and_wait(
+                CATALOG_EVENTS_TOPIC, json.dumps(event).encode(), key=str(product).encode()
+            )
+        finally:
+            await producer.stop()
+        deadline = published + 600
+        while True:
+            cur = await db.execute(
+                "SELECT extract(epoch FROM finished_at - created_at), notified, batches FROM wishlist_sales "
+                "WHERE product_id = %s AND finished_at IS NOT NULL",
+                (product,),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                break
+            if time.perf_counter() > deadline:
+                raise RuntimeError("the sale fan-out did not finish within 600 s")
+            await asyncio.sleep(0.05)
+        end_to_end = time.perf_counter() - published
+        fan_out, notified, batches = float(row[0]), row[1], row[2]
+        if notified != wishers:
+            raise RuntimeError(f"the sale reached {notified} of {wishers} wishers")
+        bare = await _bare_outbox(db, wishers)
+        await db.execute("DELETE FROM wishlist_items WHERE product_id = %s", (product,))
+    return {
+        "wishers": wishers,
+        "batches": batches,
+        "fan_out_seconds": fan_out,
+        "end_to_end_seconds": end_to_end,
+        "wishers_per_second": wishers / fan_out,
+        "bare_insert_seconds": bare,
+        "bare_rows_per_second": wishers / bare,
+        "ratio": (wishers / fan_out) / (wishers / bare),
+    }
+
+
 def run(bench) -> dict:
     """Runs the cases against one service process; prints their lines; returns the results."""
     calls = int(os.environ.get("BENCH_OFFLINE_CALLS", "20"))
-    url = fixtures.libpq_url(Settings.from_env().database_url)
-    print("bench: library extras (RecordOfflineSessions x100 vs bare SQL)", flush=True)
+    wishers = int(os.environ.get("BENCH_SALE_WISHERS", "20000"))
+    settings = Settings.from_env()
+    url = fixtures.libpq_url(settings.database_url)
+    print("bench: library extras (RecordOfflineSessions x100 vs bare SQL; a sale's fan-out)", flush=True)
     target = bench.start_service(0, workers=True)
     try:
         offline = asyncio.run(_offline(target, url, calls))
+        sale = asyncio.run(_sale(url, settings.kafka_bootstrap_servers, wishers))
     finally:
         bench.procs.stop("server-1")
     print()
@@ -153,8 +232,14 @@ def run(bench) -> dict:
         f"  offline x{OFFLINE_SESSIONS}      {offline['rpc_ms']:.1f} ms per call vs bare SQL "
         f"{offline['bare_ms']:.1f} ms (medians of {calls}): {offline['ratio']:.2f}x"
     )
+    print(
+        f"  sale fan-out      {sale['wishers_per_second']:,.0f} wishers/s ({sale['wishers']:,} in "
+        f"{sale['batches']} transactions, {sale['fan_out_seconds']:.2f} s; event to last batch "
+        f"{sale['end_to_end_seconds']:.2f} s) vs one bare INSERT of as many outbox rows "
+        f"{sale['bare_rows_per_second']:,.0f} rows/s: {sale['ratio']:.2f}x"
+    )
     print()
-    return {"offline_100": offline}
+    return {"offline_100": offline, "sale_fan_out": sale}
 
 
 if __name__ == "__main__":
