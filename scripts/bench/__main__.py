@@ -64,8 +64,8 @@ from scripts.bench import (
     download_content,
     download_progress,
     fixtures,
-    library_extras,
     interceptor,
+    library_extras,
     loadgen,
     pgstats,
 )
