@@ -453,13 +453,15 @@ async def test_concurrent_unlocks_of_one_achievement_do_not_queue_on_one_counter
     for user in (first, second):
         await grant(sessions, user, product)
     await define(achievements, product, achievement("LAUNCH"))
-    unlock = ProgressChange(progress=1, unlocks=True, changed=True)
+    unlock, now = ProgressChange(progress=1, unlocks=True, changed=True), datetime.now(UTC)
     async with sessions() as one, sessions() as other:
         db_one, db_other = await db_of(one), await db_of(other)
         await db_other.execute("SET LOCAL lock_timeout = '1s'")
-        assert await repository.record_progress(db_one, first, product, "LAUNCH", unlock, datetime.now(UTC))
+        assert await repository.record_progress(db_one, first, product, "LAUNCH", unlock, now)
         # Today's single counter row is locked by the first transaction: this would time out waiting.
-        assert await repository.record_progress(db_other, second, product, "LAUNCH", unlock, datetime.now(UTC))
+        assert await repository.record_progress(
+            db_other, second, product, "LAUNCH", unlock, datetime.now(UTC)
+        )
         await one.commit()
         await other.commit()
     reply = await achievements.ListAchievementStatuses(
