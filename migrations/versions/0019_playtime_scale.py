@@ -59,10 +59,11 @@ def upgrade() -> None:
         "INSERT INTO playtime_totals (user_id, product_id, total_us, last_played_at) "
         + _UNION_US.format(keys="user_id, product_id")
     )
+    per_device = _UNION_US.format(keys="user_id, product_id, device_id")
     op.execute(
         "INSERT INTO playtime_device_totals (user_id, product_id, device_id, total_us) "
-        + f"SELECT user_id, product_id, device_id, total FROM ({_UNION_US.format(keys='user_id, product_id, device_id')}) "
-        + "AS d(user_id, product_id, device_id, total, last)"
+        f"SELECT user_id, product_id, device_id, total FROM ({per_device}) "
+        "AS d(user_id, product_id, device_id, total, last)"
     )
     op.create_table(
         "achievement_unlock_counts",
