@@ -63,8 +63,14 @@ async def acquired_at(
     return dict(rows)
 
 
-async def revoked_at(db: Db, user_id: uuid.UUID, product_id: uuid.UUID) -> datetime | None:
-    """When the user's entitlement to the product was revoked; None while they own it (or never did)."""
-    return await db.value(
-        "SELECT revoked_at FROM library_items WHERE user_id = %s AND product_id = %s", (user_id, product_id)
+async def revoked_times(
+    db: Db, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]]
+) -> dict[tuple[uuid.UUID, uuid.UUID], datetime]:
+    """When each (user, product) entitlement of these was revoked; those owned (or never held) are absent."""
+    pairs = list(pairs)
+    rows = await db.all(
+        "SELECT li.user_id, li.product_id, li.revoked_at FROM unnest(%s::uuid[], %s::uuid[]) AS k(u, p) "
+        "JOIN library_items li ON li.user_id = k.u AND li.product_id = k.p WHERE li.revoked_at IS NOT NULL",
+        ([u for u, _ in pairs], [p for _, p in pairs]),
     )
+    return {(u, p): when for u, p, when in rows}

@@ -126,7 +126,7 @@ class Playtime:
                     await self.live.heartbeat(current.id, user_id, product_id, now, limited=False)
                     return StartedSession.of(current, resumed=True)
                 # Silent or lost in Redis: close it as the reaper would, and start afresh.
-                await crediting.close_session(uow, repo, current, live, now, self.policy, by_client=False)
+                await crediting.close_sessions(uow, [(current, live)], now, self.policy, by_client=False)
                 await repo.flush()
                 replaced = current.id
             row = PlaytimeSession(
@@ -171,7 +171,7 @@ class Playtime:
                 raise product_mismatch()
             if row.ended_at is None:
                 live = await self.live.get(row.id)
-                await crediting.close_session(uow, repo, row, live, now, self.policy, by_client=True)
+                await crediting.close_sessions(uow, [(row, live)], now, self.policy, by_client=True)
                 await uow.commit()
             ended = EndedSession.of(row)
         await self.live.delete(session_id)
@@ -180,9 +180,9 @@ class Playtime:
     async def record_offline(
         self, user_id: uuid.UUID, sessions: list[OfflineSession]
     ) -> tuple[list[OfflineResult], list[ProductPlaytime]]:
-        """Records an upload in a fixed number of statements, however many sessions it holds: the checks
-        from two reads, then one insert of the sessions, one lock of their products, one read of what the
-        products had, one insert of the intervals and one update of the library items."""
+        """Records an upload in a fixed number of statements however many sessions it holds: two reads
+        for the checks, one insert of the accepted sessions, then crediting them all at once
+        (crediting.credit_many) and the statistics."""
         now = server_now(self._clock)
         product_ids = list(dict.fromkeys(s.product_id for s in sessions))
         bounds = rules.OfflineBounds(now, CLOCK_SKEW, now - timedelta(days=self._offline_max_age_days))
@@ -190,82 +190,60 @@ class Playtime:
             db = uow.db
             acquired = await acquired_at(db, user_id, product_ids)
             recorded = await repository.recorded_offline(db, user_id, {s.client_session_id for s in sessions})
-            outcomes: list[tuple[str, rules.OfflineRejection | None]] = []
-            new: list[repository.NewOfflineSession] = []
+            verdicts: list[tuple[str, rules.OfflineRejection | None]] = []
+            accepted: list[repository.NewOfflineSession] = []
             for offline in sessions:
                 if offline.client_session_id in recorded:
-                    outcomes.append(("DUPLICATE", None))
+                    verdicts.append(("DUPLICATE", None))
                     continue
                 rejection = rules.offline_rejection(
                     offline.interval, bounds, acquired.get(offline.product_id)
                 )
                 if rejection is not None:
-                    outcomes.append(("REJECTED", rejection))
+                    verdicts.append(("REJECTED", rejection))
                     continue
                 recorded.add(offline.client_session_id)
                 interval = rules.creditable(offline.interval, now)
-                new.append(
+                accepted.append(
                     repository.NewOfflineSession(
                         uuid.uuid4(),
+                        user_id,
                         offline.client_session_id,
                         offline.product_id,
                         offline.device_id,
-                        interval,
+                        interval.start,
+                        interval.end,
                     )
                 )
-                outcomes.append(("ACCEPTED", None))
-            inserted = await repository.insert_offline(db, user_id, new) if new else set()
-            credits = await self._credit_offline(
-                uow, user_id, [s for s in new if s.client_session_id in inserted], now
-            )
+                verdicts.append(("ACCEPTED", None))
+            inserted = await repository.insert_offline(db, accepted)
+            new = [s for s in accepted if s.client_session_id in inserted]  # the rest: a concurrent upload's
+            credits = await crediting.credit_many(db, [(s, [s.interval]) for s in new])
+            latest: dict[uuid.UUID, crediting.Credit] = {}
+            for s in new:
+                crediting.session_ended(uow, s)
+                latest[s.product_id] = credits[s.id]
+            for product_id, credited in latest.items():
+                crediting.playtime_updated(
+                    uow, user_id, product_id, credited.total_seconds, credited.last_played_at
+                )
             totals = await self._product_stats(db, user_id, product_ids, now, last_two_weeks=False)
             await uow.commit()
+        added = {s.client_session_id: credits[s.id].added_seconds for s in new}
         results = []
-        for offline, (outcome, rejection) in zip(sessions, outcomes, strict=True):
-            if outcome == "ACCEPTED" and offline.client_session_id not in credits:
-                outcome = "DUPLICATE"  # a concurrent upload recorded it first
+        for offline, (outcome, rejection) in zip(sessions, verdicts, strict=True):
+            if outcome == "ACCEPTED" and offline.client_session_id not in added:
+                outcome = "DUPLICATE"
             results.append(
                 OfflineResult(
                     offline.client_session_id,
                     offline.product_id,
                     outcome,
                     rejection=rejection,
-                    credited_seconds=credits.get(offline.client_session_id, 0)
-                    if outcome == "ACCEPTED"
-                    else 0,
+                    credited_seconds=added.get(offline.client_session_id, 0) if outcome == "ACCEPTED" else 0,
                 )
             )
         return results, totals
-
-    async def _credit_offline(
-        self, uow, user_id: uuid.UUID, new: list[repository.NewOfflineSession], now: datetime
-    ) -> dict[uuid.UUID, int]:
-        """Credits the inserted offline sessions: per product, what each adds to the union of what was
-        credited before it (so overlaps count once); the library items' totals and the events follow."""
-        if not new:
-            return {}
-        db = uow.db
-        product_ids = list(dict.fromkeys(s.product_id for s in new))
-        await repository.lock_products(db, user_id, product_ids)
-        played: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
-        for p in await repository.played(db, user_id, product_ids):
-            played[p.product_id].append(p.played)
-        await repository.insert_intervals(db, user_id, new)
-        credits: dict[uuid.UUID, int] = {}
-        totals: dict[uuid.UUID, tuple[int, datetime | None]] = {}
-        for product_id in product_ids:
-            sessions = [s for s in new if s.product_id == product_id]
-            before = [p.interval for p in played[product_id]]
-            added = rules.offline_credits(before, [s.interval for s in sessions])
-            credits.update((s.client_session_id, a) for s, a in zip(sessions, added, strict=True))
-            after = played[product_id] + [rules.DeviceInterval(s.device_id, s.interval) for s in sessions]
-            stats = rules.product_stats(after, now, last_two_weeks=False)
-            totals[product_id] = (stats.total_seconds, stats.last_played_at)
-            for s in sessions:
-                crediting.offline_session_ended(uow, user_id, s)
-            crediting.playtime_updated(uow, user_id, product_id, stats)
-        await repository.update_library_items(db, user_id, totals)
-        return credits
 
     async def stats(
         self, user_id: uuid.UUID, product_ids: list[uuid.UUID], *, last_two_weeks: bool
@@ -284,22 +262,38 @@ class Playtime:
         *,
         last_two_weeks: bool,
     ) -> list[ProductPlaytime]:
-        """Credited intervals plus the live segments of active sessions (up to their last heartbeat).
+        """Stored totals, the last two weeks of credited intervals, and the live segments of active
+        sessions (up to their last heartbeat): never a product's whole history.
         With `product_ids`: those, in order; else every owned or played product, most recent first."""
         requested = list(dict.fromkeys(product_ids))
-        played: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
-        for p in await repository.played(db, user_id, requested or None):
-            played[p.product_id].append(p.played)
+        stored = await repository.totals(db, user_id, requested or None)
         active = await repository.active_sessions_of(db, user_id, requested or None)
-        live = await self.live.get_many(s.id for s in active)
+        live_records = await self.live.get_many(s.id for s in active)
+        live: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
         for s in active:
-            if s.id in live:
-                played[s.product_id].extend(
-                    rules.DeviceInterval(s.device_id, i) for i in live[s.id].state.segments()
+            if s.id in live_records:
+                live[s.product_id].extend(
+                    rules.DeviceInterval(s.device_id, i) for i in live_records[s.id].state.segments()
                 )
+        # The stored intervals a live segment may repeat are those of its session's time: at most as old
+        # as the oldest live segment, if that is older than the window.
+        since = min([now - rules.TWO_WEEKS, *(p.interval.start for ps in live.values() for p in ps)])
+        recent: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
+        for p in await repository.recent(db, user_id, since, requested or None):
+            recent[p.product_id].append(p.played)
+        played = set(stored) | set(live)
         products = requested or list(set(played) | await owned_product_ids(db, user_id))
         stats = [
-            ProductPlaytime(p, rules.product_stats(played.get(p, []), now, last_two_weeks=last_two_weeks))
+            ProductPlaytime(
+                p,
+                rules.stats_from_totals(
+                    stored.get(p, rules.StoredTotals()),
+                    recent[p],
+                    live[p],
+                    now,
+                    last_two_weeks=last_two_weeks,
+                ),
+            )
             for p in products
         ]
         if requested:
