@@ -41,12 +41,12 @@ from server.core.call_pipeline import CallPipeline
 from server.core.config import Settings
 from server.core.db import create_engine, create_pool, create_sessionmaker
 from server.core.deps import Deps
-from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
 from server.core.rate_limit import RateLimiter, parse_limits
 from server.core.redis import create_redis
+from server.core.retention import RetentionJob, event_retention_rules
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 from server.downloads.consumers import download_consumers
@@ -54,6 +54,7 @@ from server.downloads.servicer import DownloadServiceServicer
 from server.downloads.sessions import DownloadSessions, run_promoter
 from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
+from server.library.retention import library_retention_rules
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
 from server.playtime.sweeper import SessionSweeper
@@ -81,13 +82,7 @@ class Application:
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         sessions = create_sessionmaker(engine)
         redis = create_redis(settings.redis_url, max_connections=settings.redis_pool_size)
-        relay = OutboxRelay(
-            sessions,
-            redis,
-            lambda: KafkaPublisher(settings.kafka_bootstrap_servers),
-            poll_seconds=settings.outbox_poll_seconds,
-            stream_maxlen=settings.notification_stream_maxlen,
-        )
+        relay = OutboxRelay.from_settings(settings, redis)
         pool = create_pool(settings.database_url, size=settings.db_pool_size)
         uow = UnitOfWorkFactory(sessions, settings.event_source, relay.wake, pool)
         store = ObjectStore(settings)  # opened in start(): one long-lived client per process
@@ -147,6 +142,14 @@ class Application:
         """Background workers of this process: the outbox relay, consumers, reapers."""
         sweeper = SessionSweeper(self.deps)
         downloads = DownloadSessions(self.deps)
+        settings = self.settings
+        retention = RetentionJob(
+            self.deps.uow,
+            [*event_retention_rules(settings), *library_retention_rules(settings)],
+            self.deps.clock,
+            batch_size=settings.retention_batch_size,
+            interval_seconds=settings.retention_interval_seconds,
+        )
         return [
             ("outbox-relay", self.relay.run()),
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
@@ -158,6 +161,7 @@ class Application:
             ("playtime-reaper", sweeper.run_reaper()),
             ("playtime-checkpointer", sweeper.run_checkpointer()),
             ("cloud-save-sweeper", SaveSweeper(self.deps).run()),
+            ("retention", retention.run()),
         ]
 
     async def start(self) -> None:

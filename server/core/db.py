@@ -8,7 +8,6 @@ paths that load entities and change them.
 
 from __future__ import annotations
 
-import re
 import time
 import weakref
 from typing import Any
@@ -19,6 +18,8 @@ from sqlalchemy import MetaData, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+
+from server.core.config import libpq_url
 
 # Stable constraint names, so Alembic revisions are reproducible.
 NAMING_CONVENTION = {
@@ -74,11 +75,6 @@ async def db_of(handle: Db | AsyncSession) -> Db:
         return handle
     connection = await handle.connection()
     return Db((await connection.get_raw_connection()).driver_connection)
-
-
-def libpq_url(database_url: str) -> str:
-    """The SQLAlchemy URL (`postgresql+psycopg://…`) as libpq takes it."""
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
 
 
 class _IdleCheck:

@@ -22,6 +22,7 @@ from gateway.app import Gateway
 from gateway.streams import connections_key
 from scripts.devtokens import mint
 from server.core.config import Settings
+from server.core.events.channels import CHANNEL_NOTIFICATION
 from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
 from server.core.uow import UnitOfWorkFactory, notification_stream
@@ -128,7 +129,9 @@ async def test_a_new_connection_gets_only_new_notifications(gateway, redis):
 
 async def test_unit_of_work_notification_reaches_the_socket(gateway, redis, settings, sessions):
     """The production path: uow.notify → outbox row → relay → stream → socket."""
-    relay = OutboxRelay(sessions, redis, lambda: KafkaPublisher(settings.kafka_bootstrap_servers))
+    relay = OutboxRelay(
+        settings.database_url, redis, lambda: KafkaPublisher(settings.kafka_bootstrap_servers)
+    )
     uow_factory = UnitOfWorkFactory(sessions, "/library-service/test", lambda: None)
     user = uuid.uuid4()
     try:
@@ -136,14 +139,15 @@ async def test_unit_of_work_notification_reaches_the_socket(gateway, redis, sett
             async with uow_factory() as uow:
                 uow.notify(user, "gameSettingsUpdated", {"productId": "p1", "etag": "e1"})
                 await uow.commit()
-            await relay.relay_once()  # the service's own relay may publish it first; either way it arrives
+            # the service's own relay may own the user's partition and publish it; either way it arrives
+            await relay.channels[CHANNEL_NOTIFICATION].relay_once()
             frame = await _recv(ws, timeout=10)
             assert frame["type"] == "gameSettingsUpdated"
             assert frame["payload"] == {"productId": "p1", "etag": "e1"}
             [(entry_id, _)] = await redis.xrange(notification_stream(user))
             assert frame["id"] == entry_id.decode()
     finally:
-        relay._reset_publisher()
+        await relay.aclose()
 
 
 async def test_users_receive_only_their_own_notifications(gateway, other_gateway, redis):

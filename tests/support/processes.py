@@ -84,9 +84,14 @@ class PrivateBroker:
         )
         await wait_for_port(self.port)
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "the broker is not running"
+        return self._proc.pid
+
     async def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
+            self._proc.kill()
             await asyncio.wait_for(self._proc.wait(), timeout=10)
             self._proc = None
 
@@ -116,6 +121,11 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
         )
         await wait_for_port(self.port)
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "redis is not running"
+        return self._proc.pid
 
     async def stop(self) -> None:
         if self._proc is not None:
