@@ -32,6 +32,8 @@ Published content (publish throughput, update bytes, manifests, update checks):
 scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
 Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 5;
 BENCH_SAVES_SMALL_N, 30).
+The outbox relay draining a backlog vs bare sends, and commit→published lag: scripts/bench/outbox.py
+(BENCH_OUTBOX_ROUNDS, 3; BENCH_OUTBOX_ROWS, 4000; BENCH_OUTBOX_SINGLES, 50).
 
 The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
 BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
@@ -64,6 +66,7 @@ from scripts.bench import (
     fixtures,
     interceptor,
     loadgen,
+    outbox,
     pgstats,
 )
 from scripts.bench.procs import (
@@ -412,6 +415,7 @@ class Bench:
         summary["interceptor"] = interceptor.run(self)  # scripts/bench/interceptor.py
         summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
         summary["cloud_saves"] = cloud_saves.run(self)  # scripts/bench/cloud_saves.py
+        summary["outbox"] = outbox.run(self)  # scripts/bench/outbox.py
         return summary
 
     def pg_writes(self) -> dict:

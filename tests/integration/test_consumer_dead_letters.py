@@ -20,7 +20,6 @@ from tests.support.outbox import EVENT_TYPE
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_until
 
-TOPIC = "com.platform.payment.events.v1"
 INCOMING = "com.platform.test.note.written.v1"
 
 
@@ -43,20 +42,25 @@ async def _write_note(uow, event: dict[str, Any]) -> None:
     uow.add_event(EVENT_TYPE, change_id, {"changeId": str(change_id)})
 
 
-async def _send(bootstrap: str, key: str, values: list[bytes]) -> None:
+def _topic() -> str:
+    """A topic of the test's own: a new consumer group reads its topic from the beginning."""
+    return f"com.platform.test.{uuid.uuid4().hex[:12]}.v1"
+
+
+async def _send(bootstrap: str, topic: str, key: str, values: list[bytes]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
         for value in values:
-            await producer.send_and_wait(TOPIC, value, key=key.encode())
+            await producer.send_and_wait(topic, value, key=key.encode())
     finally:
         await producer.stop()
 
 
-def _consumer(world, name: str) -> KafkaEventConsumer:
+def _consumer(world, name: str, topic: str) -> KafkaEventConsumer:
     return KafkaEventConsumer(
         name=name,
-        topics=[TOPIC],
+        topics=[topic],
         handlers={INCOMING: _write_note},
         uow_factory=world.uow(),
         bootstrap_servers=world.broker.bootstrap,
@@ -89,9 +93,10 @@ async def test_hostile_events_are_dead_lettered_and_the_partition_moves_on(world
     ]
     values = [g if isinstance(g, bytes) else json.dumps(g).encode() for g in good]
     retries = metrics.CONSUMER_RETRIES.labels(name)
-    await _send(world.broker.bootstrap, key, values)
+    topic = _topic()
+    await _send(world.broker.bootstrap, topic, key, values)
 
-    task = asyncio.create_task(_consumer(world, name).run())
+    task = asyncio.create_task(_consumer(world, name, topic).run())
     try:
         await wait_until(
             lambda: _scalar(world, "SELECT count(*) FROM changes WHERE id = :id", id=second),
@@ -146,8 +151,9 @@ async def test_a_dead_letter_is_listed_and_replayed_by_the_script(world):
         await uow.db.execute("INSERT INTO changes (id, note) VALUES (%s, 'in the way')", (blocker,))
         await uow.commit()
     event = _event(blocker, "replayed", correlationid="corr-replay")
-    await _send(world.broker.bootstrap, str(blocker), [json.dumps(event).encode()])
-    task = asyncio.create_task(_consumer(world, name).run())
+    topic = _topic()
+    await _send(world.broker.bootstrap, topic, str(blocker), [json.dumps(event).encode()])
+    task = asyncio.create_task(_consumer(world, name, topic).run())
     try:
         await wait_until(
             lambda: _scalar(world, "SELECT count(*) FROM consumer_dead_letters WHERE consumer = :c", c=name),
