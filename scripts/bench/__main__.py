@@ -34,6 +34,8 @@ Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUN
 BENCH_SAVES_SMALL_N, 30).
 The outbox relay draining a backlog vs bare sends, and commit→published lag: scripts/bench/outbox.py
 (BENCH_OUTBOX_ROUNDS, 3; BENCH_OUTBOX_ROWS, 4000; BENCH_OUTBOX_SINGLES, 50).
+The launcher's downloads (install vs bare GETs, the bandwidth cap, kill -9): scripts/bench/launcher.py
+(BENCH_LAUNCHER_MIB, 32; BENCH_LAUNCHER_ROUNDS, 3; BENCH_LAUNCHER_CAP_KBPS, 80000).
 
 The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
 BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
@@ -65,6 +67,7 @@ from scripts.bench import (
     download_progress,
     fixtures,
     interceptor,
+    launcher,
     loadgen,
     outbox,
     pgstats,
@@ -416,6 +419,7 @@ class Bench:
         summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
         summary["cloud_saves"] = cloud_saves.run(self)  # scripts/bench/cloud_saves.py
         summary["outbox"] = outbox.run(self)  # scripts/bench/outbox.py
+        summary["launcher"] = launcher.run(self)  # scripts/bench/launcher.py
         return summary
 
     def pg_writes(self) -> dict:

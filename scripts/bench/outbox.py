@@ -38,6 +38,7 @@ from server.core.redis import create_redis
 from server.core.uow import UnitOfWorkFactory, notification_stream
 
 TOPIC = "bench.outbox.v1"
+NOTIFICATION = {"type": "benchNotified", "payload": {}}
 USERS = [uuid.uuid5(uuid.NAMESPACE_URL, f"https://library.platform/bench/outbox/{i}") for i in range(200)]
 
 
@@ -49,9 +50,7 @@ def _rows(count: int) -> list[tuple]:
             event_type="com.platform.library.bench.v1", source="/bench", subject=str(user), data={"i": i}
         )
         rows.append((uuid.uuid4(), "kafka", TOPIC, str(user), Jsonb(event)))
-        rows.append(
-            (uuid.uuid4(), "notification", notification_stream(user), str(user), Jsonb({"type": "b", "payload": {}}))
-        )
+        rows.append((uuid.uuid4(), "notification", notification_stream(user), str(user), Jsonb(NOTIFICATION)))
     return rows
 
 
