@@ -19,16 +19,12 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 
 import psycopg
 from psycopg.types.json import Jsonb
-from sqlalchemy.engine import make_url
 
-from scripts.bench.procs import ROOT
 from server.core.config import Settings, libpq_url
 from server.core.db import create_engine, create_sessionmaker
 from server.core.events.cloudevents import make_cloud_event
@@ -36,6 +32,7 @@ from server.core.events.kafka import KafkaMessage, KafkaPublisher
 from server.core.events.relay import OutboxRelay, RelayOptions
 from server.core.redis import create_redis
 from server.core.uow import UnitOfWorkFactory, notification_stream
+from tests.support.processes import create_scratch_database, drop_database  # the tests' scratch databases
 
 TOPIC = "bench.outbox.v1"
 NOTIFICATION = {"type": "benchNotified", "payload": {}}
@@ -143,18 +140,6 @@ class _Case:
         await self.redis.aclose()
 
 
-def _scratch_database(database_url: str) -> tuple[str, str]:
-    url = make_url(database_url)
-    name = f"bench_outbox_{uuid.uuid4().hex[:8]}"
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    scratch = url.set(database=name).render_as_string(hide_password=False)
-    env = {**os.environ, "DATABASE_URL": scratch}
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "heads"], cwd=ROOT, env=env, check=True)
-    return admin, scratch
-
-
 async def _measure(database_url: str, settings: Settings, rounds: int, rows: int, singles: int) -> dict:
     case = _Case(database_url, settings, rows, RelayOptions().batch_size)
     try:
@@ -185,12 +170,11 @@ def run(bench) -> dict:
     rows = int(os.environ.get("BENCH_OUTBOX_ROWS", "4000"))
     singles = int(os.environ.get("BENCH_OUTBOX_SINGLES", "50"))
     settings = Settings.from_env()
-    admin, scratch = _scratch_database(bench.cfg.database_url or settings.database_url)
+    scratch = create_scratch_database(bench.cfg.database_url or settings.database_url)
     try:
         result = asyncio.run(_measure(scratch, settings, rounds, rows, singles))
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{make_url(scratch).database}" WITH (FORCE)')
+        drop_database(scratch)
     print(
         f"bench: outbox drain {result['relay_rows_per_s']:.0f} rows/s vs bare sends"
         f" {result['bare_rows_per_s']:.0f} rows/s: ratio {result['ratio_median']:.2f} (median of {rounds});"

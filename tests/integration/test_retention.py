@@ -13,7 +13,9 @@ from server.core.config import Settings
 from server.core.retention import RetentionJob, event_retention_rules
 from server.library.retention import library_retention_rules
 
-NOW = datetime(2031, 6, 1, tzinfo=UTC)  # later than any row of other tests: their rows are old at NOW too
+# The job's clock, fixed: now, so that only this test's rows (dated long before it) are old, not those
+# other tests leave in the shared world's database.
+NOW = datetime.now(UTC)
 DAY = timedelta(days=1)
 
 
