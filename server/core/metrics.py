@@ -45,5 +45,10 @@ CONSUMER_DEAD_LETTERED = Counter(
 CONSUMER_DEAD_LETTERS = Gauge("consumer_dead_letters", "Rows in consumer_dead_letters.", ["consumer"])
 # Retention (server/core/retention.py).
 RETENTION_PRUNED = Counter("retention_pruned_total", "Rows deleted by retention, by table.", ["table"])
-ACTIVE_PLAY_SESSIONS = Gauge("playtime_active_sessions", "Play sessions open in this process's view.")
+ACTIVE_PLAY_SESSIONS = Gauge(
+    "playtime_active_sessions", "Play sessions on the reap schedule (all processes)."
+)
+PLAYTIME_SWEPT = Counter(
+    "playtime_swept_total", "Play sessions reaped or checkpointed by this process.", ["what"]
+)
 WS_CONNECTIONS = Gauge("ws_connections", "Open WebSocket connections of the notification relay.")

@@ -127,7 +127,7 @@ class Playtime:
                     await self.live.heartbeat(current.id, user_id, product_id, now, limited=False)
                     return StartedSession.of(current, resumed=True)
                 # Silent or lost in Redis: close it as the reaper would, and start afresh.
-                await crediting.close_session(uow, repo, current, live, now, self.policy, by_client=False)
+                await crediting.close_sessions(uow, [(current, live)], now, self.policy, by_client=False)
                 await repo.flush()
                 replaced = current.id
             row = PlaytimeSession(
@@ -172,7 +172,7 @@ class Playtime:
                 raise product_mismatch()
             if row.ended_at is None:
                 live = await self.live.get(row.id)
-                await crediting.close_session(uow, repo, row, live, now, self.policy, by_client=True)
+                await crediting.close_sessions(uow, [(row, live)], now, self.policy, by_client=True)
                 await uow.commit()
             ended = EndedSession.of(row)
         await self.live.delete(session_id)
@@ -188,12 +188,14 @@ class Playtime:
             owned = await owned_product_ids(uow.db, user_id, product_ids)
             recorded = await repo.offline_client_sessions(user_id, {s.client_session_id for s in sessions})
             results: list[OfflineResult] = []
-            updated: dict[uuid.UUID, rules.ProductStats] = {}
+            updated: dict[uuid.UUID, crediting.Credit] = {}
             for offline in sessions:
                 result = await self._record_one(uow, repo, user_id, offline, owned, recorded, now, updated)
                 results.append(result)
-            for product_id, stats in updated.items():
-                crediting.playtime_updated(uow, user_id, product_id, stats)
+            for product_id, credited in updated.items():
+                crediting.playtime_updated(
+                    uow, user_id, product_id, credited.total_seconds, credited.last_played_at
+                )
             await uow.session.flush()  # the statistics below read through uow.db, which does not autoflush
             totals = await self._product_stats(uow.db, user_id, product_ids, now, last_two_weeks=False)
             await uow.commit()
@@ -208,7 +210,7 @@ class Playtime:
         owned: set[uuid.UUID],
         recorded: set[uuid.UUID],
         now: datetime,
-        updated: dict[uuid.UUID, rules.ProductStats],
+        updated: dict[uuid.UUID, crediting.Credit],
     ) -> OfflineResult:
         def result(outcome: str, **kw) -> OfflineResult:
             return OfflineResult(offline.client_session_id, offline.product_id, outcome, **kw)
@@ -240,11 +242,11 @@ class Playtime:
         except IntegrityError:  # a concurrent upload recorded it first
             return result("DUPLICATE")
         recorded.add(offline.client_session_id)
-        credited = await crediting.credit(repo, row, [interval], now)
+        credited = await crediting.credit(uow.db, row, [interval])
         row.credited_seconds = credited.session_seconds
         crediting.session_ended(uow, row)
-        updated[offline.product_id] = credited.stats
-        return result("ACCEPTED", credited_seconds=credited.stats.total_seconds - credited.total_before)
+        updated[offline.product_id] = credited
+        return result("ACCEPTED", credited_seconds=credited.total_seconds - credited.total_before)
 
     async def stats(
         self, user_id: uuid.UUID, product_ids: list[uuid.UUID], *, last_two_weeks: bool
@@ -263,22 +265,38 @@ class Playtime:
         *,
         last_two_weeks: bool,
     ) -> list[ProductPlaytime]:
-        """Credited intervals plus the live segments of active sessions (up to their last heartbeat).
+        """Stored totals, the last two weeks of credited intervals, and the live segments of active
+        sessions (up to their last heartbeat): never a product's whole history.
         With `product_ids`: those, in order; else every owned or played product, most recent first."""
         requested = list(dict.fromkeys(product_ids))
-        played: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
-        for p in await repository.played(db, user_id, requested or None):
-            played[p.product_id].append(p.played)
+        stored = await repository.totals(db, user_id, requested or None)
         active = await repository.active_sessions_of(db, user_id, requested or None)
-        live = await self.live.get_many(s.id for s in active)
+        live_records = await self.live.get_many(s.id for s in active)
+        live: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
         for s in active:
-            if s.id in live:
-                played[s.product_id].extend(
-                    rules.DeviceInterval(s.device_id, i) for i in live[s.id].state.segments()
+            if s.id in live_records:
+                live[s.product_id].extend(
+                    rules.DeviceInterval(s.device_id, i) for i in live_records[s.id].state.segments()
                 )
+        # The stored intervals a live segment may repeat are those of its session's time: at most as old
+        # as the oldest live segment, if that is older than the window.
+        since = min([now - rules.TWO_WEEKS, *(p.interval.start for ps in live.values() for p in ps)])
+        recent: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
+        for p in await repository.recent(db, user_id, since, requested or None):
+            recent[p.product_id].append(p.played)
+        played = set(stored) | set(live)
         products = requested or list(set(played) | await owned_product_ids(db, user_id))
         stats = [
-            ProductPlaytime(p, rules.product_stats(played.get(p, []), now, last_two_weeks=last_two_weeks))
+            ProductPlaytime(
+                p,
+                rules.stats_from_totals(
+                    stored.get(p, rules.StoredTotals()),
+                    recent[p],
+                    live[p],
+                    now,
+                    last_two_weeks=last_two_weeks,
+                ),
+            )
             for p in products
         ]
         if requested:

@@ -29,7 +29,7 @@ def _key() -> str:
 async def test_a_presigned_put_accepts_exactly_the_bytes_it_was_signed_for(store):
     key, body = _key(), os.urandom(4096)
     digest = hashlib.sha256(body).hexdigest()
-    upload = await store.presign_put(key, size=len(body), sha256_hex=digest, expires_in=60)
+    upload = store.presign_put(key, size=len(body), sha256_hex=digest, expires_in=60)
     async with httpx.AsyncClient() as http:
         tampered = await http.put(upload.url, content=os.urandom(4096), headers=upload.headers)
         shorter = await http.put(

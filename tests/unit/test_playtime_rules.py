@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from server.core.validation import CLOCK_SKEW
 from server.playtime.rules import (
+    TWO_WEEKS,
     AccrualPolicy,
     DeviceInterval,
     Interval,
     LiveSession,
     OfflineRejection,
+    StoredTotals,
+    added,
     advance,
     clip,
     creditable,
     is_silent,
+    microseconds,
     offline_rejection,
     product_stats,
     seconds,
+    stats_from_totals,
     union,
 )
 
@@ -148,3 +156,48 @@ def test_an_offline_session_within_clock_skew_credits_nothing_after_now():
     now = at(1000)
     assert creditable(Interval(at(900), at(1060)), now) == Interval(at(900), at(1000))
     assert creditable(Interval(at(1010), at(1060)), now).length == timedelta(0)
+
+
+# Stored totals (what checkpoints keep) against the definition (every interval at once).
+_moments = st.integers(min_value=0, max_value=40 * 24 * 3600)
+_played = st.builds(
+    lambda device, start, length: DeviceInterval(device, Interval(at(start), at(start + length))),
+    st.sampled_from(["pc", "deck", "phone"]),
+    _moments,
+    st.integers(min_value=1, max_value=6 * 3600),
+)
+
+
+def _stored(played: list[DeviceInterval]) -> StoredTotals:
+    """Totals grown one interval at a time, as crediting does."""
+    total, devices, seen = 0, {}, []
+    for p in played:
+        total += microseconds(added([s.interval for s in seen], p.interval))
+        mine = [s.interval for s in seen if s.device_id == p.device_id]
+        devices[p.device_id] = devices.get(p.device_id, 0) + microseconds(added(mine, p.interval))
+        seen.append(p)
+    last = max((p.interval.end for p in played), default=None)
+    return StoredTotals(total, last, devices)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stored=st.lists(_played, max_size=12),
+    live=st.lists(_played, max_size=4),
+    now_offset=st.integers(min_value=0, max_value=30 * 24 * 3600),
+    last_two_weeks=st.booleans(),
+)
+def test_stats_from_stored_totals_equal_the_stats_of_every_interval(stored, live, now_offset, last_two_weeks):
+    now = at(40 * 24 * 3600 + 6 * 3600 + now_offset)
+    since = min([now - TWO_WEEKS, *(p.interval.start for p in live)])
+    recent = [p for p in stored if p.interval.end > since]
+    assert stats_from_totals(
+        _stored(stored), recent, live, now, last_two_weeks=last_two_weeks
+    ) == product_stats([*stored, *live], now, last_two_weeks=last_two_weeks)
+
+
+def test_added_counts_only_what_the_existing_intervals_do_not_cover():
+    existing = [Interval(at(0), at(60)), Interval(at(100), at(120))]
+    assert added(existing, Interval(at(30), at(130))) == timedelta(seconds=50)
+    assert added(existing, Interval(at(10), at(50))) == timedelta(0)
+    assert added([], Interval(at(10), at(50))) == timedelta(seconds=40)
