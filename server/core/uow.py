@@ -120,11 +120,12 @@ class UnitOfWork:
             self._on_commit()
 
     async def _write_outbox(self) -> None:
-        """Inserts the outbox rows, first taking a lock per key until the commit: two commits that write rows
-        of one user are serialized, so a row's `seq` order is its commit order within the user, which is
-        what the relay publishes in (events/relay.py). Taken last (after the flush), holding it only over
-        these inserts and the commit; keys in one order, so two such commits never deadlock. One round
-        trip."""
+        """Inserts the outbox rows, first taking a lock per key (one of 1024 buckets of keys) until the
+        commit: two commits that write rows of one user are serialized, so a row's `seq` order is its commit
+        order within the user, which is what the relay publishes in (events/relay.py). Taken last (after
+        the flush), holding it only over these inserts and the commit; in one order, so two such commits
+        never deadlock; bucketed, so a commit for thousands of users (a sale's fan-out, a checkpoint) holds
+        a bounded number of locks. One round trip."""
         conn = self.db.conn
         keys = sorted({m.key for m in self._messages})
         async with conn.pipeline(), conn.cursor() as cur:
@@ -136,8 +137,8 @@ class UnitOfWork:
 
 # The two-key space of advisory locks; class 7140 is the outbox's commit order (events/leases.py: 7150+).
 _LOCK_KEYS = (
-    "SELECT pg_advisory_xact_lock(7140, h)"
-    " FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(%s::text[]) AS k ORDER BY 1) AS ordered"
+    "SELECT pg_advisory_xact_lock(7140, b)"
+    " FROM (SELECT DISTINCT hashtext(k) & 1023 AS b FROM unnest(%s::text[]) AS k ORDER BY 1) AS ordered"
 )
 _INSERT_OUTBOX = "INSERT INTO outbox (id, channel, topic, key, payload) VALUES (%s, %s, %s, %s, %s)"
 
