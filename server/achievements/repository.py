@@ -188,13 +188,3 @@ async def status_row(db: Db, user_id: uuid.UUID, product_id: uuid.UUID, api_name
         ([product_id], user_id, [product_id], api_name),
     )
     return None if row is None else _status_row(row)
-
-
-async def owner_counts(db: Db, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """How many users own each product now (products nobody owns are absent)."""
-    rows = await db.all(
-        "SELECT product_id, count(*) FROM library_items WHERE product_id = ANY(%s) AND revoked_at IS NULL "
-        "GROUP BY product_id",
-        (product_ids,),
-    )
-    return dict(rows)

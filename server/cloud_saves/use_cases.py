@@ -210,7 +210,7 @@ class CloudSaves:
             raise StoreUnavailable("SAVEGAME_DOWNLOAD_FAILED") from exc
         if stored is None:
             raise savegame_not_found()
-        link = await self._store.presign_get(row.s3_object_key, expires_in=self._download_expiry)
+        link = self._store.presign_get(row.s3_object_key, expires_in=self._download_expiry)
         return Download(link.url, link.expires_at, view(row))
 
     # ------------------------------------------------------------------ upload

@@ -160,12 +160,9 @@ class ObjectStore:
         url = self._presigner.url(key, expires_in=expires_in, now=now, method="PUT", headers=headers)
         return PresignedUpload(url=url, headers=headers, expires_at=now + timedelta(seconds=expires_in))
 
-    async def presign_get(self, key: str, *, expires_in: int) -> PresignedDownload:
-        expires_at = utc_now() + timedelta(seconds=expires_in)
-        url = await self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
-        )
-        return PresignedDownload(url=url, expires_at=expires_at)
+    def presign_get(self, key: str, *, expires_in: int) -> PresignedDownload:
+        [download] = self.presign_gets([key], expires_in=expires_in)
+        return download
 
     def presign_gets(self, keys: list[str], *, expires_in: int) -> list[PresignedDownload]:
         """Presigned GETs of many objects at once, all valid `expires_in` seconds from now: the same URLs

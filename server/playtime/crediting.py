@@ -5,7 +5,8 @@ by what a segment's new part covers beyond the stored intervals it overlaps, so 
 an offline session overlapping online play, never counts anything twice. Only the new parts and the
 intervals touching them are read: never a product's whole history. Everything takes batches (the
 checkpointer credits hundreds of sessions in one transaction); crediting of one (user, product) is
-serialised by a transaction-scoped advisory lock.
+serialised by a transaction-scoped advisory lock. Crediting stops at a revocation: time after the
+product's entitlement was revoked (a refund mid-session) is never credited.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Protocol
 from server.core.db import Db
 from server.core.events.cloudevents import rfc3339
 from server.core.uow import UnitOfWork
+from server.library.entitlements import revoked_times
 from server.playtime import repository, rules
 from server.playtime.live import LiveRecord
 from server.playtime.tables import STATUS_ENDED, STATUS_REAPED, PlaytimeSession
@@ -43,6 +45,7 @@ class Credit:
     last_played_at: datetime | None
     total_before: int
     session_seconds: int  # everything credited to the session so far
+    added_seconds: int  # what this call's segments of the session added to the product's total
 
 
 def _new_parts(segments: list[rules.Interval], stored: list[rules.Interval]) -> list[rules.Interval]:
@@ -59,11 +62,17 @@ def _new_parts(segments: list[rules.Interval], stored: list[rules.Interval]) -> 
 async def credit_many(
     db: Db, sessions: Sequence[tuple[Credited, list[rules.Interval]]]
 ) -> dict[uuid.UUID, Credit]:
-    """Saves each session's segments and grows its product's totals (library item included)."""
+    """Saves each session's segments and grows its product's totals (library item included); segments
+    are cut at the revocation of the user's entitlement, if any."""
     if not sessions:
         return {}
     keys = [(s.user_id, s.product_id) for s, _ in sessions]
     await repository.lock_products(db, keys)
+    revoked = await revoked_times(db, keys)
+    if revoked:
+        sessions = [
+            (s, rules.until(segments, revoked.get((s.user_id, s.product_id)))) for s, segments in sessions
+        ]
     stored = await repository.session_intervals(db, [s.id for s, _ in sessions])
     parts = {s.id: _new_parts(segments, stored.get(s.id, [])) for s, segments in sessions}
     windows: dict[tuple[uuid.UUID, uuid.UUID], rules.Interval] = {}
@@ -79,16 +88,16 @@ async def credit_many(
     touching = await repository.overlapping(db, windows)
     added: dict[tuple[uuid.UUID, uuid.UUID], tuple[int, datetime | None]] = {k: (0, None) for k in keys}
     device_added: dict[tuple[uuid.UUID, uuid.UUID, str], int] = defaultdict(int)
+    session_added: dict[uuid.UUID, int] = defaultdict(int)
     for session, _ in sessions:
         key = (session.user_id, session.product_id)
         existing = touching[key]
         for part in parts[session.id]:
             total, last = added[key]
             mine = [e.interval for e in existing if e.device_id == session.device_id]
-            added[key] = (
-                total + rules.microseconds(rules.added((e.interval for e in existing), part)),
-                part.end if last is None else max(last, part.end),
-            )
+            new_us = rules.microseconds(rules.added((e.interval for e in existing), part))
+            session_added[session.id] += new_us
+            added[key] = (total + new_us, part.end if last is None else max(last, part.end))
             device_added[(*key, session.device_id)] += rules.microseconds(rules.added(mine, part))
             existing.append(rules.DeviceInterval(session.device_id, part))
     await repository.save_segments(
@@ -109,6 +118,7 @@ async def credit_many(
             last_played_at=last_played,
             total_before=(total_us - added[key][0]) // 1_000_000,
             session_seconds=rules.seconds([*stored.get(session.id, []), *segments]),
+            added_seconds=session_added[session.id] // 1_000_000,
         )
     return credits
 
@@ -155,7 +165,7 @@ async def close_sessions(
         playtime_updated(uow, row.user_id, row.product_id, credited.total_seconds, credited.last_played_at)
 
 
-def session_ended(uow: UnitOfWork, row: PlaytimeSession) -> None:
+def session_ended(uow: UnitOfWork, row: PlaytimeSession | repository.NewOfflineSession) -> None:
     assert row.ended_at is not None
     uow.add_event(
         SESSION_ENDED,

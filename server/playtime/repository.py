@@ -16,7 +16,7 @@ from sqlalchemy import select
 from server.core.db import Db
 from server.core.uow import UnitOfWork
 from server.playtime.rules import DeviceInterval, Interval, StoredTotals
-from server.playtime.tables import SOURCE_OFFLINE, PlaytimeSession
+from server.playtime.tables import PlaytimeSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +270,72 @@ async def active_sessions_of(
     return [ActiveSession(*row) for row in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class NewOfflineSession:
+    """An accepted offline session about to be recorded (what crediting and its event need of it)."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    client_session_id: uuid.UUID
+    product_id: uuid.UUID
+    device_id: str
+    started_at: datetime
+    ended_at: datetime
+
+    @property
+    def interval(self) -> Interval:
+        return Interval(self.started_at, self.ended_at)
+
+    @property
+    def credited_seconds(self) -> int:
+        return int((self.ended_at - self.started_at).total_seconds())
+
+
+async def recorded_offline(
+    db: Db, user_id: uuid.UUID, client_session_ids: Iterable[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these client session ids were already recorded as offline sessions of the user."""
+    rows = await db.all(
+        "SELECT client_session_id FROM playtime_sessions WHERE user_id = %s AND source = 'offline' "
+        "AND client_session_id = ANY(%s)",
+        (user_id, list(client_session_ids)),
+    )
+    return {row[0] for row in rows}
+
+
+_INSERT_OFFLINE = (
+    "INSERT INTO playtime_sessions (id, user_id, product_id, device_id, client_session_id, source, status, "
+    "started_at, last_heartbeat_at, ended_at, credited_seconds) "
+    "SELECT s.id, s.u, s.product_id, s.device_id, s.client_session_id, 'offline', 'ended', s.started_at, "
+    "s.ended_at, s.ended_at, s.credited FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[], "
+    "%s::uuid[], %s::timestamptz[], %s::timestamptz[], %s::bigint[]) "
+    "AS s(id, u, product_id, device_id, client_session_id, started_at, ended_at, credited) "
+    "ON CONFLICT DO NOTHING RETURNING client_session_id"
+)
+
+
+async def insert_offline(db: Db, sessions: list[NewOfflineSession]) -> set[uuid.UUID]:
+    """Inserts ended offline sessions in one statement; the client session ids inserted (one that a
+    concurrent upload recorded first is skipped)."""
+    if not sessions:
+        return set()
+    columns = [
+        (
+            s.id,
+            s.user_id,
+            s.product_id,
+            s.device_id,
+            s.client_session_id,
+            s.started_at,
+            s.ended_at,
+            s.credited_seconds,
+        )
+        for s in sessions
+    ]
+    rows = await db.all(_INSERT_OFFLINE, [list(c) for c in zip(*columns, strict=True)])
+    return {row[0] for row in rows}
+
+
 class PlaytimeRepository:
     """The ORM side of playtime: sessions are loaded, changed and flushed by the use cases and workers."""
 
@@ -312,16 +378,3 @@ class PlaytimeRepository:
                 .with_for_update(skip_locked=True)
             )
         )
-
-    async def offline_client_sessions(
-        self, user_id: uuid.UUID, client_session_ids: Iterable[uuid.UUID]
-    ) -> set[uuid.UUID]:
-        """Which of these client session ids were already recorded as offline sessions."""
-        found = await self._session.scalars(
-            select(PlaytimeSession.client_session_id).where(
-                PlaytimeSession.user_id == user_id,
-                PlaytimeSession.source == SOURCE_OFFLINE,
-                PlaytimeSession.client_session_id.in_(list(client_session_ids)),
-            )
-        )
-        return set(found)

@@ -225,17 +225,47 @@ class OfflineRejection(enum.Enum):
     TOO_LONG = "TOO_LONG"
     INVALID_INTERVAL = "INVALID_INTERVAL"
     PRODUCT_NOT_OWNED = "PRODUCT_NOT_OWNED"
+    BEFORE_ACQUISITION = "BEFORE_ACQUISITION"
+    TOO_OLD = "TOO_OLD"
 
 
-def offline_rejection(interval: Interval, now: datetime, clock_skew: timedelta) -> OfflineRejection | None:
-    """Why an offline session can't be recorded (ownership aside), or None when it can."""
+@dataclass(frozen=True, slots=True)
+class OfflineBounds:
+    """Where an offline session may lie: not after `now` (give or take the clock skew), not starting
+    before `oldest` (the configured age limit) nor before the product was acquired."""
+
+    now: datetime
+    clock_skew: timedelta
+    oldest: datetime
+
+
+def offline_rejection(
+    interval: Interval, bounds: OfflineBounds, acquired_at: datetime | None
+) -> OfflineRejection | None:
+    """Why an offline session can't be recorded, or None when it can. `acquired_at`: when the user
+    acquired the product, None when they do not own it."""
     if interval.end <= interval.start:
         return OfflineRejection.INVALID_INTERVAL
-    if interval.end > now + clock_skew:
+    if interval.end > bounds.now + bounds.clock_skew:
         return OfflineRejection.IN_FUTURE
     if interval.length > MAX_OFFLINE_SESSION:
         return OfflineRejection.TOO_LONG
+    if interval.start < bounds.oldest:
+        return OfflineRejection.TOO_OLD
+    if acquired_at is None:
+        return OfflineRejection.PRODUCT_NOT_OWNED
+    if interval.start < acquired_at:
+        return OfflineRejection.BEFORE_ACQUISITION
     return None
+
+
+def until(intervals: Iterable[Interval], end: datetime | None) -> list[Interval]:
+    """The parts of `intervals` up to `end` (all of them when None): play after an entitlement was
+    revoked is not credited."""
+    intervals = list(intervals)
+    if end is None:
+        return intervals
+    return [i if i.end <= end else Interval(i.start, end) for i in intervals if i.start < end]
 
 
 def creditable(interval: Interval, now: datetime) -> Interval:

@@ -86,6 +86,13 @@ async def _seed(http, sessions, channel) -> tuple[uuid.UUID, dict[str, str], dic
     assert status == 200
     status, items = await me.call("GET", "/api/v1/library/me/items")
     assert status == 200, items
+    wished = str(uuid.uuid4())  # on the wishlist for UpdateWishlistItem, whatever RemoveWishlistItem removes
+    status, _ = await me.call("POST", "/api/v1/library/me/wishlist", json={"productId": wished})
+    assert status == 200
+    category, to_delete = [
+        (await me.call("POST", "/api/v1/library/me/categories", json={"name": name}))[1]["category"]["id"]
+        for name in ("Fuzzed", "Fuzzed to delete")
+    ]
     await define(
         achievement_service_pb2_grpc.AchievementServiceStub(channel),
         uuid.UUID(product),
@@ -122,6 +129,7 @@ async def _seed(http, sessions, channel) -> tuple[uuid.UUID, dict[str, str], dic
         "library_item_id": items["items"][0]["id"],
         "savegame_id": saved.save_game.savegame_id,
         "slot_name": SLOT,
+        "category_id": category,
     }
     body = {
         "productId": product,
@@ -130,6 +138,8 @@ async def _seed(http, sessions, channel) -> tuple[uuid.UUID, dict[str, str], dic
         "achievementApiName": "FUZZ_WIN",
     }
     overrides = {
+        "PATCH /api/v1/library/me/wishlist/{product_id}": {"path.product_id": wished},
+        "DELETE /api/v1/library/me/categories/{category_id}": {"path.category_id": to_delete},
         f"POST {DOWNLOADS}/{{download_id}}/cancel": {"path.download_id": cancel},
         f"POST {DOWNLOADS}/{{download_id}}/pause": {"path.download_id": pause},
         f"POST {DOWNLOADS}/{{download_id}}/resume": {"path.download_id": resume},

@@ -233,12 +233,13 @@ async def test_listing_orders_masks_hidden_paginates_and_reports_unlock_rates(ac
         (str(product_b), "B_ONE"),
         (str(product_a), "ALPHA"),
         (str(product_a), "BETA"),
-        (str(product_a), "SECRET"),
+        (str(product_a), ""),  # SECRET: hidden and locked, so masked completely
         (str(product_a), "SECRET_FOUND"),
     ]
     by_name = {s.achievement_api_name: s for s in statuses}
-    secret = by_name["SECRET"]
+    secret = statuses[3]
     assert (secret.display_name, secret.description, secret.icon_url, secret.hidden) == ("", "", "", True)
+    assert (secret.progress, secret.max_progress, secret.progress_percentage) == (0, 0, 0)
     assert secret.icon_locked_url == "https://cdn.example/SECRET-locked.png"
     found = by_name["SECRET_FOUND"]
     assert (found.display_name, found.is_unlocked, found.global_unlock_rate) == (

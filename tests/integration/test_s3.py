@@ -44,7 +44,7 @@ async def test_a_presigned_put_accepts_exactly_the_bytes_it_was_signed_for(store
         stored = await store.head(key)
         assert (stored.size, stored.sha256_hex) == (len(body), digest)
 
-        download = await store.presign_get(key, expires_in=60)
+        download = store.presign_get(key, expires_in=60)
         fetched = await http.get(download.url)
     assert fetched.content == body
     await store.delete(key)

@@ -14,6 +14,7 @@ from server.playtime.rules import (
     DeviceInterval,
     Interval,
     LiveSession,
+    OfflineBounds,
     OfflineRejection,
     StoredTotals,
     added,
@@ -27,6 +28,7 @@ from server.playtime.rules import (
     seconds,
     stats_from_totals,
     union,
+    until,
 )
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -143,13 +145,35 @@ def test_overlapping_intervals_count_once_and_clipping_keeps_only_the_part_in_th
 
 def test_offline_session_is_rejected_when_empty_reversed_in_the_future_or_over_a_day_long():
     now = at(100_000)
-    assert offline_rejection(Interval(at(0), at(3600)), now, CLOCK_SKEW) is None
-    assert offline_rejection(Interval(at(10), at(10)), now, CLOCK_SKEW) is OfflineRejection.INVALID_INTERVAL
-    assert offline_rejection(Interval(at(20), at(10)), now, CLOCK_SKEW) is OfflineRejection.INVALID_INTERVAL
-    future_end = now + CLOCK_SKEW + timedelta(seconds=1)
-    assert offline_rejection(Interval(at(99_000), future_end), now, CLOCK_SKEW) is OfflineRejection.IN_FUTURE
-    assert offline_rejection(Interval(at(0), at(24 * 3600 + 1)), now, CLOCK_SKEW) is OfflineRejection.TOO_LONG
-    assert offline_rejection(Interval(at(0), at(24 * 3600)), now, CLOCK_SKEW) is None
+    bounds = OfflineBounds(now, CLOCK_SKEW, oldest=at(0))
+
+    def rejection(start, end):
+        return offline_rejection(Interval(start, end), bounds, at(0))
+
+    assert rejection(at(0), at(3600)) is None
+    assert rejection(at(10), at(10)) is OfflineRejection.INVALID_INTERVAL
+    assert rejection(at(20), at(10)) is OfflineRejection.INVALID_INTERVAL
+    assert rejection(at(99_000), now + CLOCK_SKEW + timedelta(seconds=1)) is OfflineRejection.IN_FUTURE
+    assert rejection(at(0), at(24 * 3600 + 1)) is OfflineRejection.TOO_LONG
+    assert rejection(at(0), at(24 * 3600)) is None
+
+
+def test_offline_session_is_bounded_by_the_age_limit_and_the_acquisition():
+    now = at(100_000)
+    bounds = OfflineBounds(now, CLOCK_SKEW, oldest=at(1000))
+    R = OfflineRejection
+    assert offline_rejection(Interval(at(999), at(2000)), bounds, at(0)) is R.TOO_OLD
+    assert offline_rejection(Interval(at(1000), at(2000)), bounds, at(0)) is None
+    assert offline_rejection(Interval(at(4999), at(6000)), bounds, at(5000)) is R.BEFORE_ACQUISITION
+    assert offline_rejection(Interval(at(5000), at(6000)), bounds, at(5000)) is None
+    assert offline_rejection(Interval(at(5000), at(6000)), bounds, None) is R.PRODUCT_NOT_OWNED
+
+
+def test_play_after_a_revocation_is_not_credited():
+    segments = [Interval(at(0), at(100)), Interval(at(150), at(300)), Interval(at(400), at(500))]
+    assert until(segments, at(200)) == [Interval(at(0), at(100)), Interval(at(150), at(200))]
+    assert until(segments, None) == segments
+    assert until(segments, at(0)) == []
 
 
 def test_an_offline_session_within_clock_skew_credits_nothing_after_now():
