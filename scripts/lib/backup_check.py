@@ -60,7 +60,9 @@ def backup_findings(stanza: dict, now: float) -> list[Finding]:
     stanza_ok = status.get("code") in (0, 2)
     findings = [Finding("stanza", stanza_ok, f"{stanza['name']}: {status.get('message', '?')}")]
     if newest is None:
-        findings.append(Finding("newest backup", False, "no backup in the repository: run scripts/backup full"))
+        findings.append(
+            Finding("newest backup", False, "no backup in the repository: run scripts/backup full")
+        )
         return findings
     age = now - newest["timestamp"]["stop"]
     findings.append(

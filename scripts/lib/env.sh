@@ -3,9 +3,11 @@
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export ROOT_DIR
 # A checkout's own overrides (e.g. other ports, so that two checkouts' stacks can run side by side):
-# `.env.local` at the checkout's root, shell syntax, not committed.
-# shellcheck disable=SC1091
-[ -f "$ROOT_DIR/.env.local" ] && source "$ROOT_DIR/.env.local"
+# `.env.local` at the checkout's root, shell syntax, not committed. STACK_ENV_FILE names another file
+# instead (scripts/test-recovery.sh runs a second stack instance that way).
+STACK_ENV_FILE="${STACK_ENV_FILE:-$ROOT_DIR/.env.local}"
+# shellcheck disable=SC1090
+[ -f "$STACK_ENV_FILE" ] && source "$STACK_ENV_FILE"
 export LOCAL_DIR="${LOCAL_DIR:-$ROOT_DIR/.local}"
 # PostgreSQL refuses root and needs a data directory the postgres user can reach: keep it under /tmp,
 # one per checkout.
