@@ -63,9 +63,9 @@ test: venv system-deps
 	@bash scripts/test.sh
 
 # The backup/restore drills (tests/recovery/) on a stack instance of their own (they destroy its database
-# and its Redis data); CI runs it after `make test`.
+# and its Redis data); CI runs it after `make test`. ARGS picks tests (default: all of tests/recovery).
 test-recovery: venv system-deps
-	@bash scripts/test-recovery.sh
+	@bash scripts/test-recovery.sh $(ARGS)
 
 # pytest alone against a stack that is already up (for development; `make test` is what CI runs).
 test-only: venv

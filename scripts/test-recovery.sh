@@ -16,7 +16,9 @@ if [ "${RECOVERY_DRILL:-}" != 1 ]; then
     bash -c '
         source scripts/lib/env.sh
         offset="${RECOVERY_PORT_OFFSET:-25}"
-        for v in GRPC_PORT METRICS_PORT ENVOY_PORT ENVOY_ADMIN_PORT WS_PORT WS_METRICS_PORT PG_PORT \
+        # the gRPC port moves out of the ephemeral range (50051 is in it: an outgoing connection may hold it)
+        echo "GRPC_PORT=$((GRPC_PORT - 50051 + 23051 + offset))"
+        for v in METRICS_PORT ENVOY_PORT ENVOY_ADMIN_PORT WS_PORT WS_METRICS_PORT PG_PORT \
             REDIS_PORT KAFKA_PORT S3_PORT S3_TLS_PORT S3_GRPC_PORT SEAWEED_MASTER_PORT SEAWEED_VOLUME_PORT \
             SEAWEED_FILER_PORT SEAWEED_ADMIN_PORT; do
             echo "$v=$((${!v} + offset))"
@@ -51,4 +53,5 @@ bash scripts/stack-up.sh
 python -m alembic upgrade heads
 
 printf '\n== recovery drills\n'
-python -m pytest tests/recovery -p no:cacheprovider "$@"
+[ $# -gt 0 ] || set -- tests/recovery
+python -m pytest -p no:cacheprovider "$@"
