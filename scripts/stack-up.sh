@@ -229,7 +229,7 @@ fi
 if ! stanza_out="$(pgbr stanza-create 2>&1)"; then
     printf '%s\n' "$stanza_out" >&2
     stack_err "pgbackrest: stanza-create failed, WAL archiving of this cluster does not work (see above)."
-    stack_err "If the repository holds backups of an earlier cluster: \`scripts/restore --to latest\` brings it back;"
+    stack_err "If the repository holds backups of an earlier cluster: \`scripts/restore --to latest --yes\` brings it back;"
     stack_err "\`scripts/backup --drop-repository\` deletes those backups and starts archiving this cluster."
 fi
 

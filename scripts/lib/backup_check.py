@@ -39,12 +39,12 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _stanza(info: list[dict]) -> dict:
-    stanza = os.environ["BACKUP_STANZA"]
+def stanza_of(info: list[dict], name: str) -> dict:
+    """The stanza's entry in `pgbackrest info --output=json` (an empty one when the repository lacks it)."""
     for entry in info:
-        if entry.get("name") == stanza:
+        if entry.get("name") == name:
             return entry
-    return {"name": stanza, "backup": [], "archive": [], "status": {"code": 1, "message": "missing"}}
+    return {"name": name, "backup": [], "archive": [], "status": {"code": 1, "message": "missing"}}
 
 
 def _newest(stanza: dict) -> dict | None:
@@ -52,8 +52,8 @@ def _newest(stanza: dict) -> dict | None:
     return max(backups, key=lambda b: b["timestamp"]["stop"]) if backups else None
 
 
-def backup_findings(stanza: dict, now: float) -> list[Finding]:
-    max_age = float(os.environ["BACKUP_MAX_AGE_HOURS"]) * 3600
+def backup_findings(stanza: dict, now: float, max_age: float) -> list[Finding]:
+    """The repository's side: the stanza's status and the newest backup's age (`max_age` seconds at most)."""
     newest = _newest(stanza)
     status = stanza.get("status", {})
     # code 2 = "no valid backups": reported by the backup age finding below
@@ -78,8 +78,8 @@ def backup_findings(stanza: dict, now: float) -> list[Finding]:
     return findings
 
 
-def archiver_findings(conn: psycopg.Connection, now: float) -> list[Finding]:
-    max_age = float(os.environ["WAL_ARCHIVE_MAX_AGE_SECONDS"])
+def archiver_findings(conn: psycopg.Connection, now: float, max_age: float) -> list[Finding]:
+    """The cluster's side: archiving on, archive_timeout within `max_age` seconds, no WAL waiting longer."""
     mode, timeout = conn.execute(
         "SELECT current_setting('archive_mode'), "
         "EXTRACT(EPOCH FROM current_setting('archive_timeout')::interval)::float"
@@ -118,11 +118,14 @@ def archiver_findings(conn: psycopg.Connection, now: float) -> list[Finding]:
 
 def check(as_json: bool) -> int:
     now = time.time()
-    findings = backup_findings(_stanza(json.load(sys.stdin)), now)
+    max_backup_age = float(os.environ["BACKUP_MAX_AGE_HOURS"]) * 3600
+    findings = backup_findings(
+        stanza_of(json.load(sys.stdin), os.environ["BACKUP_STANZA"]), now, max_backup_age
+    )
     url = f"postgresql://postgres@127.0.0.1:{os.environ['PG_PORT']}/postgres"
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
-            findings += archiver_findings(conn, now)
+            findings += archiver_findings(conn, now, float(os.environ["WAL_ARCHIVE_MAX_AGE_SECONDS"]))
     except psycopg.OperationalError as exc:
         findings.append(Finding("cluster", False, f"cannot query the archiver at {url}: {exc}".strip()))
     healthy = all(f.ok for f in findings)
@@ -137,7 +140,7 @@ def check(as_json: bool) -> int:
 
 
 def summary(seconds: int) -> int:
-    newest = _newest(_stanza(json.load(sys.stdin)))
+    newest = _newest(stanza_of(json.load(sys.stdin), os.environ["BACKUP_STANZA"]))
     if newest is None:
         print("backup: the repository holds no backup", file=sys.stderr)
         return 1

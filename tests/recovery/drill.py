@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from sqlalchemy.engine import make_url
 from library.v1 import playtime_service_pb2 as playtime_pb
 from server.core.config import Settings
 from tests.support.auth import user_metadata
-from tests.support.processes import ROOT, python_server, wait_serving
+from tests.support.processes import ROOT, wait_serving
 
 LOCAL_DIR = Path(os.environ["LOCAL_DIR"])
 PG_DATA = Path(os.environ["PG_DIR"]) / "data"
@@ -48,12 +49,27 @@ def service_db(settings: Settings) -> psycopg.Connection:
 
 @contextlib.asynccontextmanager
 async def service(settings: Settings, **env: str) -> AsyncIterator[str]:
-    """`python -m server` on the drill's stack until the block ends; yields its gRPC target once SERVING."""
+    """`python -m server` on the drill's stack until the block ends; yields its gRPC target once SERVING.
+    Stopped with SIGTERM; one that has not exited a minute later is killed and fails the drill."""
     target = f"{settings.grpc_host}:{settings.grpc_port}"
-    with python_server("recovery/logs/service.log", **env) as proc:
+    log = await asyncio.to_thread(open, LOCAL_DIR / "logs" / "service.log", "ab")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=log
+    )
+    try:
         await wait_serving(target, timeout=60)
         yield target
-        assert proc.poll() is None, "the service exited during the drill"
+        assert proc.returncode is None, "the service exited during the drill"
+    finally:
+        log.close()
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 60)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError(f"the service ignored SIGTERM for 60s (log: {log.name})") from None
 
 
 def current_wal_segment() -> str:
