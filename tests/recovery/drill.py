@@ -57,7 +57,7 @@ async def service(settings: Settings, **env: str) -> AsyncIterator[str]:
         sys.executable, "-m", "server", cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=log
     )
     try:
-        await wait_serving(target, timeout=60)
+        await wait_serving(target, timeout=180)  # a loaded machine can take a minute to import and start
         yield target
         assert proc.returncode is None, "the service exited during the drill"
     finally:

@@ -60,7 +60,7 @@ async def test_losing_redis_costs_an_active_session_at_most_what_came_after_its_
 
         drill.lose_redis()
         drill.script("scripts/stack-up.sh")
-        await wait_serving(target, timeout=60)
+        await wait_serving(target, timeout=180)
 
         # The session Redis forgot: its heartbeats are refused, so the game starts a new one.
         assert await failure(playtime.RecordPlaytimeHeartbeat(heartbeat, metadata=metadata)) == (
