@@ -43,11 +43,15 @@ def launcher_config(args: argparse.Namespace) -> config.LauncherConfig:
     return config.load(config.config_dir(getattr(args, "config_dir", None)))
 
 
+def bearer_token(args: argparse.Namespace) -> str:
+    """`--token`, LIBRARY_TOKEN, `--token-file`, LIBRARY_TOKEN_FILE, else the token `login` stored."""
+    return resolve_token(args.token, args.token_file, stored=launcher_config(args).token)
+
+
 def connect(args: argparse.Namespace) -> Connection:
     """Options and environment first, then what `login` stored in the config file."""
-    stored = launcher_config(args)
-    token = resolve_token(args.token, args.token_file, stored=stored.token)
-    return Connection(token, args.target or os.environ.get("LIBRARY_TARGET") or stored.target or None)
+    target = args.target or os.environ.get("LIBRARY_TARGET") or launcher_config(args).target
+    return Connection(bearer_token(args), target or None)
 
 
 def device_id(args: argparse.Namespace) -> str:

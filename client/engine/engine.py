@@ -505,8 +505,6 @@ class Engine:
         async def worker() -> None:
             while pending:
                 job = pending.pop()
-                if self.status == "cancelled":
-                    return
                 await fetcher.fetch(job, functools.partial(_write_places, staging, job))
                 journal.chunk_done(job.chunk_id)
                 self.done_bytes += job.compressed_size
@@ -518,23 +516,23 @@ class Engine:
         if not jobs:
             return
         workers = [asyncio.create_task(worker()) for _ in range(min(MAX_CONNECTIONS, len(jobs)))]
-        cancel_watch = asyncio.create_task(self._watch_cancel())
+        everything = asyncio.gather(*workers)
+        cancelled = asyncio.create_task(self._until_cancelled())
         try:
-            done, _ = await asyncio.wait([*workers], return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if task.exception() is not None:
-                    raise DownloadFailed(f"{task.exception()}; run the same command again to resume")
+            await asyncio.wait([everything, cancelled], return_when=asyncio.FIRST_COMPLETED)
+            if cancelled.done():
+                raise DownloadCancelled("the download was cancelled")  # GETs in flight are abandoned
+            if (failure := everything.exception()) is not None:
+                raise DownloadFailed(f"{failure}; run the same command again to resume")
         finally:
-            cancel_watch.cancel()
+            cancelled.cancel()
             for task in workers:
                 task.cancel()
-            await asyncio.gather(*workers, cancel_watch, return_exceptions=True)
+            await asyncio.gather(everything, cancelled, return_exceptions=True)
 
-    async def _watch_cancel(self) -> None:
-        """Opens the gate for the workers to notice a cancellation (a closed gate would hold them)."""
+    async def _until_cancelled(self) -> None:
         while self.status != "cancelled":
             await self._status_changed.wait()
-        await self.gate.set_open(True)
 
     async def _finish_file(
         self, staging: Path, directory: Path, journal: Journal, spec: FileSpec, reporter: _Reporter
