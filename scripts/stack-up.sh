@@ -229,8 +229,9 @@ fi
 if ! stanza_out="$(pgbr stanza-create 2>&1)"; then
     printf '%s\n' "$stanza_out" >&2
     stack_err "pgbackrest: stanza-create failed, WAL archiving of this cluster does not work (see above)."
+    stack_err "If the S3 store was started before it served HTTPS on $S3_TLS_PORT: \`make stack-down && make stack-up\`."
     stack_err "If the repository holds backups of an earlier cluster: \`scripts/restore --to latest --yes\` brings it back;"
-    stack_err "\`scripts/backup --drop-repository\` deletes those backups and starts archiving this cluster."
+    stack_err "\`scripts/backup --drop-repository --yes\` deletes those backups and starts archiving this cluster."
 fi
 
 if [ "${#STARTED[@]}" -eq 0 ]; then
