@@ -139,7 +139,12 @@ def python_server(log_name: str, **env: str):
         finally:
             if proc.poll() is None:
                 proc.terminate()
-                proc.wait(timeout=30)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:  # never leave a server behind for later tests to meet
+                    proc.kill()
+                    proc.wait(timeout=10)
+                    raise
 
 
 def create_scratch_database(database_url: str) -> str:
