@@ -209,12 +209,25 @@ class Application:
         """Drains in-flight RPCs (up to the grace period), then stops workers and closes pools."""
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_seconds)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         await self.deps.store.close()
         self.limiter.close()
         tracing.shutdown()
         await self.redis.aclose()
         await self.pool.close()
         await self.engine.dispose()
+
+
+async def cancel_all(tasks: list[asyncio.Task], *, rounds: int = 5, wait_seconds: float = 2.0) -> None:
+    """Cancels the workers and waits for them, cancelling again those still running: a cancellation can be
+    swallowed on its way (redis-py's timeout wrapper loses one on Python 3.11), and a stop must never hang
+    on a worker that missed it. Workers still running after `rounds` are left to the process's exit."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(rounds):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait_seconds)
+    if pending:
+        log.warning("workers did not stop", extra={"workers": sorted(task.get_name() for task in pending)})
