@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv system-deps gen gen-check lint buf-lint buf-breaking buf-baseline envoy-validate \
-        stack-up stack-down migrate run test test-only bench token
+        stack-up stack-down migrate run test test-recovery test-only test-scale bench token
 
 help:
 	@echo "make run    - start the local stack and the service (foreground)"
@@ -62,9 +62,18 @@ run: stack-up migrate
 test: venv system-deps
 	@bash scripts/test.sh
 
+# The backup/restore drills (tests/recovery/) on a stack instance of their own (they destroy its database
+# and its Redis data); CI runs it after `make test`. ARGS picks tests (default: all of tests/recovery).
+test-recovery: venv system-deps
+	@bash scripts/test-recovery.sh $(ARGS)
+
 # pytest alone against a stack that is already up (for development; `make test` is what CI runs).
 test-only: venv
 	@bash -c 'source scripts/lib/env.sh && $(PY) -m pytest $(ARGS)'
+
+# Scale tests (100,000 play sessions; minutes on a busy machine), outside `make test`; .ci/run runs both.
+test-scale: venv system-deps
+	@bash scripts/test-scale.sh
 
 bench: stack-up
 	@bash scripts/bench.sh

@@ -16,10 +16,20 @@ import sys
 from client.config import config_dir
 
 # The command groups, in the order `--help` lists them.
-GROUPS: tuple[str, ...] = ("login", "library", "install", "play", "saves", "settings", "publish")
+GROUPS: tuple[str, ...] = (
+    "login",
+    "library",
+    "install",
+    "downloads",
+    "play",
+    "saves",
+    "settings",
+    "publish",
+)
 
-EPILOG = """exit codes: 0 done; 1 error (the message names it); 2 bad command line; 3 a cloud save conflict
-waits for `saves resolve` (both sides shown); 4 `play`: the game exited non-zero; 130 interrupted."""
+EPILOG = """exit codes: 0 done; 1 error (the message names it); 2 bad command line; 130 interrupted;
+per command (see its --help): 3 a save conflict waits for `saves resolve` / not enough disk space; 4 the game
+exited non-zero / the download failed; 5 download cancelled; 6 damaged files; 7 not installed."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,9 +117,14 @@ def config_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def state_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """Where this device's state lives: LIBRARY_STATE_DIR, else the config directory."""
+    """Where this device's state lives: LIBRARY_STATE_DIR, else a config directory that was chosen (a
+    directory per device), else ~/.local/state/library-client (where the SDK keeps it by default)."""
     chosen = os.environ.get("LIBRARY_STATE_DIR")
-    return Path(chosen).expanduser() if chosen else config_dir(explicit)
+    if chosen:
+        return Path(chosen).expanduser()
+    if explicit or os.environ.get("LIBRARY_CONFIG_DIR"):
+        return config_dir(explicit)
+    return Path.home() / ".local" / "state" / "library-client"
 
 
 def load(directory: Path) -> LauncherConfig:

@@ -43,11 +43,15 @@ def launcher_config(args: argparse.Namespace) -> config.LauncherConfig:
     return config.load(config.config_dir(getattr(args, "config_dir", None)))
 
 
+def bearer_token(args: argparse.Namespace) -> str:
+    """`--token`, LIBRARY_TOKEN, `--token-file`, LIBRARY_TOKEN_FILE, else the token `login` stored."""
+    return resolve_token(args.token, args.token_file, stored=launcher_config(args).token)
+
+
 def connect(args: argparse.Namespace) -> Connection:
     """Options and environment first, then what `login` stored in the config file."""
-    stored = launcher_config(args)
-    token = resolve_token(args.token, args.token_file, stored=stored.token)
-    return Connection(token, args.target or os.environ.get("LIBRARY_TARGET") or stored.target or None)
+    target = args.target or os.environ.get("LIBRARY_TARGET") or launcher_config(args).target
+    return Connection(bearer_token(args), target or None)
 
 
 def device_id(args: argparse.Namespace) -> str:
@@ -66,6 +70,11 @@ def program(args: argparse.Namespace) -> str:
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, ensure_ascii=False, sort_keys=True)
     sys.stdout.write("\n")
+
+
+def mib(n: float) -> str:
+    """Bytes as MiB for people: `12.3 MiB`."""
+    return f"{n / 1024 / 1024:,.1f} MiB"
 
 
 def error(message: str) -> int:

@@ -38,7 +38,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from client.cli.common import command, connect, error, print_json
+from client.cli.common import bearer_token, command, connect, error, mib, print_json
 from client.engine.engine import (
     DownloadCancelled,
     DownloadFailed,
@@ -49,7 +49,6 @@ from client.engine.engine import (
     Outcome,
     Verification,
 )
-from client.sdk.connection import resolve_token
 
 EXIT_SPACE, EXIT_FAILED, EXIT_CANCELLED, EXIT_DAMAGED, EXIT_NOT_INSTALLED = 3, 4, 5, 6, 7
 
@@ -124,7 +123,7 @@ def _fail(code: int, message: str) -> int:
 def _engine(conn, args: argparse.Namespace, console: Console) -> Engine:
     return Engine(
         conn,
-        resolve_token(args.token, args.token_file),
+        bearer_token(args),
         reserve_bytes=getattr(args, "reserve", None),
         on_status=lambda status: (
             console.print(f"[dim]download {status}[/dim]") if status in ("queued", "paused") else None
@@ -171,6 +170,7 @@ def _outcome_json(outcome: Outcome) -> dict:
         "writtenFiles": outcome.written,
         "removedFiles": outcome.removed,
         "seconds": round(outcome.seconds, 3),
+        "transferSeconds": round(outcome.transfer_seconds, 3),
         **{_camel(k): v for k, v in asdict(outcome.counters).items()},
     }
 
@@ -178,10 +178,6 @@ def _outcome_json(outcome: Outcome) -> dict:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
-
-
-def _mib(n: float) -> str:
-    return f"{n / 1024 / 1024:,.1f} MiB"
 
 
 def _outcome_table(outcome: Outcome) -> Table:
@@ -195,8 +191,8 @@ def _outcome_table(outcome: Outcome) -> Table:
         return table
     table.add_row("files written", f"{len(outcome.written):,}")
     table.add_row("files removed", f"{len(outcome.removed):,}")
-    table.add_row("downloaded", f"{c.fetched_chunks:,} chunks, {_mib(c.fetched_bytes)}")
-    table.add_row("copied from disk", f"{c.copied_chunks:,} chunks, {_mib(c.copied_bytes)}")
+    table.add_row("downloaded", f"{c.fetched_chunks:,} chunks, {mib(c.fetched_bytes)}")
+    table.add_row("copied from disk", f"{c.copied_chunks:,} chunks, {mib(c.copied_bytes)}")
     if c.resumed_chunks:
         table.add_row("kept from the interrupted run", f"{c.resumed_chunks:,} chunks")
     if c.retries or c.link_refreshes:
@@ -254,7 +250,7 @@ async def _update(args: argparse.Namespace) -> int:
         table.add_row(
             u.product_id,
             version,
-            _mib(o.counters.fetched_bytes) if o else "-",
+            mib(o.counters.fetched_bytes) if o else "-",
             str(len(o.written)) if o else "-",
             str(len(o.removed)) if o else "-",
         )
@@ -295,7 +291,7 @@ async def _verify(args: argparse.Namespace) -> int:
         Console().print(table)
         if not args.repair:
             console.print(
-                f"run `verify {args.product} --repair` to fetch {_mib(result.repair_bytes)} and fix them"
+                f"run `verify {args.product} --repair` to fetch {mib(result.repair_bytes)} and fix them"
             )
     return EXIT_DAMAGED if result.damaged and not args.repair else 0
 

@@ -256,6 +256,10 @@ async def test_a_save_changed_on_two_devices_at_once_is_a_conflict_resolved_by_t
     assert "the game was not started" in err and " saves resolve " in err
     assert not (tmp_path / "deck-started").exists()
     assert (deck.saves / "slot1").read_text() == "deck, offline"
+    # Trying again before resolving shows the same waiting candidate; nothing new is uploaded.
+    [waiting] = report["conflicts"]
+    code, again, _ = await deck.play(product)
+    assert (code, [c["savegame_id"] for c in again["conflicts"]]) == (3, [waiting["savegame_id"]])
 
 
 async def test_a_crashing_game_and_ctrl_c_still_end_the_session_and_push_the_saves(

@@ -60,8 +60,10 @@ def test_the_config_directory_comes_from_the_option_then_the_environment(monkeyp
     monkeypatch.delenv("LIBRARY_CONFIG_DIR", raising=False)
     monkeypatch.delenv("LIBRARY_STATE_DIR", raising=False)
     assert config.config_dir() == Path.home() / ".config" / "library-client"
+    assert config.state_dir() == Path.home() / ".local" / "state" / "library-client"
     monkeypatch.setenv("LIBRARY_CONFIG_DIR", str(tmp_path / "env"))
     assert config.config_dir() == tmp_path / "env"
+    assert config.state_dir() == tmp_path / "env"
     assert config.config_dir(tmp_path / "flag") == tmp_path / "flag"
     assert config.state_dir(tmp_path / "flag") == tmp_path / "flag"
     monkeypatch.setenv("LIBRARY_STATE_DIR", str(tmp_path / "state"))
