@@ -54,6 +54,7 @@ from server.downloads.servicer import DownloadServiceServicer
 from server.downloads.sessions import DownloadSessions, run_promoter
 from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
+from server.library.family_consumers import family_consumers
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
 from server.playtime.sweeper import SessionSweeper
@@ -150,6 +151,7 @@ class Application:
         return [
             ("outbox-relay", self.relay.run()),
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
+            *((consumer.name, consumer.run()) for consumer in family_consumers(self.deps)),
             *((consumer.name, consumer.run()) for consumer in download_consumers(self.deps, downloads)),
             (
                 "download-queue-promoter",

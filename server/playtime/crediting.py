@@ -61,7 +61,8 @@ async def close_session(
     """Ends an active session: credits its live segments (the client's End counts as a heartbeat; a
     reaped session is credited up to its last heartbeat) or, when Redis lost it, what was checkpointed."""
     if live is not None:
-        state = rules.advance(live.state, now, policy) if by_client else live.state
+        # a reclaimed family-shared game is credited up to its grace deadline only
+        state = rules.advance(live.state, live.at_most_until(now), policy) if by_client else live.state
         segments, last_heartbeat = state.segments(), state.last_heartbeat
     else:
         segments, last_heartbeat = [], row.last_heartbeat_at

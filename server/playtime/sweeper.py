@@ -1,8 +1,9 @@
 """Background work on active sessions: the reaper and the checkpointer (SPEC §6).
 
-Reaper: a session silent for more than 3x the heartbeat interval is closed, credited up to its last
-heartbeat; a session Redis no longer knows (Redis lost its data) is closed with what was checkpointed, once
-its last checkpointed heartbeat is as old as that.
+Reaper: a session silent for more than 3x the heartbeat interval, or a reclaimed family-shared one whose
+grace period is over, is closed, credited up to its last heartbeat (at most the grace deadline); a
+session Redis no longer knows (Redis lost its data) is closed with what was checkpointed, once its last
+checkpointed heartbeat is as old as that.
 Checkpointer: every `playtime_checkpoint_seconds` the live segments of every active session are credited
 to Postgres, so losing Redis costs at most one checkpoint interval.
 Several server processes may run both: each session is handled under its row lock (SKIP LOCKED), and
@@ -46,8 +47,9 @@ class SessionSweeper:
         metrics.ACTIVE_PLAY_SESSIONS.set(len(active))
         live = await self._live.get_many(active)
         for session_id, known_heartbeat in active.items():
-            last = live[session_id].state.last_heartbeat if session_id in live else known_heartbeat
-            if rules.is_silent(last, now, self._policy):
+            record = live.get(session_id)
+            last = record.state.last_heartbeat if record is not None else known_heartbeat
+            if rules.is_silent(last, now, self._policy) or (record is not None and record.reclaim_over(now)):
                 await self._reap(session_id)
 
     async def _reap(self, session_id: uuid.UUID) -> None:
@@ -59,7 +61,8 @@ class SessionSweeper:
             live = await self._live.get(session_id)
             now = server_now(self._clock)
             last = live.state.last_heartbeat if live is not None else row.last_heartbeat_at
-            if not rules.is_silent(last, now, self._policy):
+            over = live is not None and live.reclaim_over(now)  # family sharing: the grace period ended
+            if not rules.is_silent(last, now, self._policy) and not over:
                 return  # a heartbeat arrived meanwhile
             await crediting.close_session(uow, repo, row, live, now, self._policy, by_client=False)
             await uow.commit()

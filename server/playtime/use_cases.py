@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
@@ -13,8 +13,8 @@ from server.core.db import Db
 from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.validation import CLOCK_SKEW
-from server.library.entitlements import owned_product_ids, require_owned
-from server.playtime import crediting, repository, rules
+from server.library.entitlements import owned_product_ids
+from server.playtime import crediting, repository, rules, sharing
 from server.playtime.live import HeartbeatOutcome, LiveRecord, accrual_policy, live_sessions, server_now
 from server.playtime.repository import PlaytimeRepository
 from server.playtime.tables import (
@@ -101,6 +101,7 @@ class Playtime:
         self._clock = deps.clock
         self.policy = accrual_policy(deps)
         self.live = live_sessions(deps)
+        self._grace = timedelta(seconds=deps.settings.family_reclaim_grace_seconds)
 
     async def start(
         self, user_id: uuid.UUID, product_id: uuid.UUID, device_id: str, client_session_id: uuid.UUID | None
@@ -118,7 +119,7 @@ class Playtime:
         replaced: uuid.UUID | None = None
         async with self._uow() as uow:
             repo = PlaytimeRepository(uow)
-            await require_owned(uow.db, user_id, product_id)
+            await sharing.claim_library(uow, self.live, user_id, product_id, now, self.policy, self._grace)
             current = await repo.active_on_device(user_id, product_id, device_id)
             if current is not None:
                 live = await self.live.get(current.id)
@@ -153,12 +154,29 @@ class Playtime:
         return started
 
     async def heartbeat(self, user_id: uuid.UUID, session_id: uuid.UUID, product_id: uuid.UUID) -> None:
-        """Redis only: one script call, no database."""
+        """Redis only: one script call, no database (but for the one heartbeat that finds the grace period
+        of a reclaimed family-shared game over: it ends the session)."""
         outcome = await self.live.heartbeat(session_id, user_id, product_id, server_now(self._clock))
         if outcome is HeartbeatOutcome.NOT_FOUND:
             raise session_not_found()
         if outcome is HeartbeatOutcome.PRODUCT_MISMATCH:
             raise product_mismatch()
+        if outcome is HeartbeatOutcome.RECLAIMED:
+            await self._end_reclaimed(session_id)
+            raise sharing.GameInUse("the owner reclaimed this family-shared game; the session has ended")
+
+    async def _end_reclaimed(self, session_id: uuid.UUID) -> None:
+        """Ends a session whose reclaim grace period is over, credited up to the deadline (as reaped)."""
+        async with self._uow() as uow:
+            repo = PlaytimeRepository(uow)
+            row = await repo.lock_active(session_id)
+            if row is not None:
+                live = await self.live.get(session_id)
+                await crediting.close_session(
+                    uow, repo, row, live, server_now(self._clock), self.policy, by_client=False
+                )
+                await uow.commit()
+        await self.live.delete(session_id)
 
     async def end(self, user_id: uuid.UUID, session_id: uuid.UUID, product_id: uuid.UUID) -> EndedSession:
         """Idempotent: an ended or reaped session returns the result it ended with."""
