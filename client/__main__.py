@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # The command groups, in the order `--help` lists them.
-GROUPS: tuple[str, ...] = ("saves", "settings", "publish")
+GROUPS: tuple[str, ...] = ("install", "saves", "settings", "publish")
 
 
 def build_parser() -> argparse.ArgumentParser:

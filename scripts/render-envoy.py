@@ -186,6 +186,13 @@ GRPC_RESPONSE_HEADERS = [
 ]
 
 
+MALFORMED_REQUEST = (
+    "the request does not match the operation's schema: the body is not valid JSON for it, or a path or query"
+    " parameter has the wrong type or name (the document is at /api/v1/docs)"
+)
+UNAVAILABLE = "the service is unavailable; retry with backoff"
+
+
 def status_json(code: int, message: str, reason: str) -> dict:
     """A google.rpc.Status JSON body with one ErrorInfo, the shape the transcoder gives upstream errors."""
     return {
@@ -195,11 +202,15 @@ def status_json(code: int, message: str, reason: str) -> dict:
     }
 
 
-def rest_error_mapper(status: int, code: int, reason: str, new_status: int | None = None) -> dict:
+def rest_error_mapper(
+    status: int, code: int, reason: str, message: str = "%LOCAL_REPLY_BODY%", new_status: int | None = None
+) -> dict:
+    """A REST reply of Envoy's own in the Status shape. `message` replaces Envoy's text where that text is
+    a parser's or a proxy's internals (SPEC section 4); the token errors keep jwt_authn's short reason."""
     mapper = {
         "filter": {"and_filter": {"filters": [status_filter(status), REST_REQUEST]}},
         "body_format_override": {
-            "json_format": status_json(code, "%LOCAL_REPLY_BODY%", reason),
+            "json_format": status_json(code, message, reason),
             "content_type": "application/json",
         },
     }
@@ -223,17 +234,18 @@ def local_reply_mappers() -> list[dict]:
             "headers_to_add": FIXED_REALM,
         },
         {"filter": status_filter(401), "headers_to_add": FIXED_REALM},
-        # transcoder: malformed JSON body, unknown query parameter, bad field value
-        rest_error_mapper(400, 3, "VALIDATION_FAILED"),
+        # transcoder: malformed JSON body, unknown query parameter, bad field value (its parser's text is
+        # not passed on)
+        rest_error_mapper(400, 3, "VALIDATION_FAILED", MALFORMED_REQUEST),
         # transcoder: no RPC bound to this method and path
-        rest_error_mapper(404, 5, "ROUTE_NOT_FOUND"),
+        rest_error_mapper(404, 5, "ROUTE_NOT_FOUND", "no operation at this path; see /api/v1/docs"),
         # transcoder: body above ENVOY_MAX_REQUEST_BYTES
-        rest_error_mapper(413, 3, "VALIDATION_FAILED"),
-        rest_error_mapper(429, 8, "RATE_LIMITED"),
+        rest_error_mapper(413, 3, "VALIDATION_FAILED", "the request body is too large"),
+        rest_error_mapper(429, 8, "RATE_LIMITED", "too many requests; retry after the Retry-After delay"),
         # no upstream reachable / upstream reset
-        rest_error_mapper(502, 14, "UNAVAILABLE"),
-        rest_error_mapper(503, 14, "UNAVAILABLE"),
-        rest_error_mapper(504, 4, "DEADLINE_EXCEEDED"),
+        rest_error_mapper(502, 14, "UNAVAILABLE", UNAVAILABLE),
+        rest_error_mapper(503, 14, "UNAVAILABLE", UNAVAILABLE),
+        rest_error_mapper(504, 4, "DEADLINE_EXCEEDED", "the service did not answer in time; retry"),
     ]
 
 

@@ -39,7 +39,7 @@ from server.core import tracing
 from server.core.auth import TokenVerifier
 from server.core.call_pipeline import CallPipeline
 from server.core.config import Settings
-from server.core.db import create_engine, create_pool, create_sessionmaker
+from server.core.db import DbTimeouts, create_engine, create_pool, create_sessionmaker
 from server.core.deps import Deps
 from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
@@ -79,9 +79,14 @@ class Application:
     @classmethod
     def build(cls, settings: Settings) -> Application:
         tracing.configure(settings)
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        db_timeouts = DbTimeouts.from_settings(settings)
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size, timeouts=db_timeouts)
         sessions = create_sessionmaker(engine)
-        redis = create_redis(settings.redis_url, max_connections=settings.redis_pool_size)
+        redis = create_redis(
+            settings.redis_url,
+            max_connections=settings.redis_pool_size,
+            timeout=settings.redis_timeout_seconds,
+        )
         relay = OutboxRelay(
             sessions,
             redis,
@@ -89,7 +94,7 @@ class Application:
             poll_seconds=settings.outbox_poll_seconds,
             stream_maxlen=settings.notification_stream_maxlen,
         )
-        pool = create_pool(settings.database_url, size=settings.db_pool_size)
+        pool = create_pool(settings.database_url, size=settings.db_pool_size, timeouts=db_timeouts)
         uow = UnitOfWorkFactory(sessions, settings.event_source, relay.wake, pool)
         store = ObjectStore(settings)  # opened in start(): one long-lived client per process
         deps = Deps(settings, uow, redis, store)

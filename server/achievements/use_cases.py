@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +11,7 @@ from typing import Any
 from server.achievements import repository
 from server.achievements.rules import Definition, Progress, Status, merge_progress, status_of, unlock_rate
 from server.core import replay
+from server.core.breaker import Breaker
 from server.core.db import Db
 from server.core.deps import Deps
 from server.core.errors import NotFound
@@ -28,6 +30,8 @@ ACHIEVEMENT_UNLOCKED = "com.platform.library.achievement.unlocked.v1"
 ACHIEVEMENT_UNLOCKED_NOTIFICATION = "achievementUnlocked"
 # How long a product's owner count (the unlock rate's denominator) may be served from cache.
 OWNER_COUNT_TTL_SECONDS = 300
+_REDIS = Breaker()  # the owner-count cache's view of Redis (one per process)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,16 +171,33 @@ async def _merge(
 
 async def _owner_counts(deps: Deps, db: Db, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Owners per product, cached in Redis for OWNER_COUNT_TTL_SECONDS: counting a popular game's owners
-    on every progress report would scan its library items, and the contract lets the rate lag a little."""
+    on every progress report would scan its library items, and the contract lets the rate lag a little.
+    Redis down or hung: counted in the database (and Redis left alone for a moment, server/core/breaker.py),
+    so progress and statuses do not depend on Redis."""
     keys = [f"achievements:owners:{product_id}" for product_id in product_ids]
-    cached = await deps.redis.mget(keys)
-    counts = {p: int(c) for p, c in zip(product_ids, cached, strict=True) if c is not None}
+    counts: dict[uuid.UUID, int] = {}
+    if not _REDIS.open:
+        try:
+            cached = await deps.redis.mget(keys)
+            counts = {p: int(c) for p, c in zip(product_ids, cached, strict=True) if c is not None}
+        except Exception as error:
+            if not _REDIS.failed(error):
+                raise
+            log.warning("owner counts from the database: Redis is unavailable (%s)", type(error).__name__)
     missing = [p for p in product_ids if p not in counts]
-    if missing:
-        fresh = await repository.owner_counts(db, missing)
-        async with deps.redis.pipeline(transaction=False) as pipe:
-            for product_id in missing:
-                counts[product_id] = fresh.get(product_id, 0)
-                pipe.set(f"achievements:owners:{product_id}", counts[product_id], ex=OWNER_COUNT_TTL_SECONDS)
-            await pipe.execute()
+    if not missing:
+        return counts
+    fresh = await repository.owner_counts(db, missing)
+    counts.update({p: fresh.get(p, 0) for p in missing})
+    if not _REDIS.open:
+        try:
+            async with deps.redis.pipeline(transaction=False) as pipe:
+                for product_id in missing:
+                    pipe.set(
+                        f"achievements:owners:{product_id}", counts[product_id], ex=OWNER_COUNT_TTL_SECONDS
+                    )
+                await pipe.execute()
+        except Exception as error:
+            if not _REDIS.failed(error):
+                raise
     return counts

@@ -45,6 +45,20 @@ async def abort_with(ctx: grpc.aio.ServicerContext, error: DomainError) -> None:
     await ctx.abort_with_status(status)
 
 
+async def _within_deadline(call, remaining: float):
+    """Runs a servicer call so that it answers before the client's deadline: a little earlier (a tenth of
+    the time, at most 0.1 s), so a dependency that hangs makes the client hear UNAVAILABLE (the TimeoutError
+    maps to it) rather than DEADLINE_EXCEEDED. Dependency clients bound their own waits by the same time
+    (context.answer_by)."""
+    answer_by = time.monotonic() + remaining - min(0.1, remaining / 10)
+    token = context.answer_by.set(answer_by)
+    try:
+        async with asyncio.timeout_at(asyncio.get_running_loop().time() + answer_by - time.monotonic()):
+            return await call
+    finally:
+        context.answer_by.reset(token)
+
+
 def _read_metadata(metadata) -> tuple[str, str, str]:
     """(authorization, x-request-id, traceparent) in one pass over the call's metadata."""
     authorization = request_id = traceparent = ""
@@ -101,9 +115,12 @@ class CallPipeline:
                     raise malformed_request()
                 if check is not None and (violations := check(request)):
                     raise InvalidArgument(violations)
-                if is_async:
+                if not is_async:
+                    return behavior(request, ctx)
+                remaining = ctx.time_remaining()
+                if remaining is None:
                     return await behavior(request, ctx)
-                return behavior(request, ctx)
+                return await _within_deadline(behavior(request, ctx), remaining)
             except DomainError as error:
                 code = error.code
                 await abort_with(ctx, error)

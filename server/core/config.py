@@ -27,8 +27,16 @@ class Settings:
     metrics_port: int = 9464
     database_url: str = "postgresql+psycopg://library@127.0.0.1:15432/library"
     db_pool_size: int = 10
+    # Bounds on waiting for PostgreSQL (server/core/db.py): a connection (connect and pool checkout), a
+    # statement (`statement_timeout`; the client gives a hung server one second more), a lock
+    # (`lock_timeout`). Past them a call fails UNAVAILABLE instead of hanging.
+    db_connect_timeout_seconds: float = 3.0
+    db_statement_timeout_seconds: float = 5.0
+    db_lock_timeout_seconds: float = 3.0
     redis_url: str = "redis://127.0.0.1:16379/0"
     redis_pool_size: int = 64
+    # Longest wait for Redis (connect, a reply, a pooled connection), for every client of the server.
+    redis_timeout_seconds: float = 2.0
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     kafka_session_timeout_ms: int = 1000
     kafka_heartbeat_interval_ms: int = 200
@@ -38,7 +46,9 @@ class Settings:
     s3_bucket: str = "library"
     s3_region: str = "us-east-1"
     s3_connect_timeout_seconds: float = 2.0
-    s3_read_timeout_seconds: float = 30.0
+    s3_read_timeout_seconds: float = 5.0
+    # Longest time one S3 operation may take, retries included (then UNAVAILABLE).
+    s3_timeout_seconds: float = 5.0
     s3_max_attempts: int = 2
     s3_max_pool_connections: int = 32
     jwt_jwks_file: str = ""

@@ -11,14 +11,18 @@ from __future__ import annotations
 import re
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
+from psycopg.errors import _WaitTimeout
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import MetaData, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+
+from server.core import context
 
 # Stable constraint names, so Alembic revisions are reproducible.
 NAMING_CONVENTION = {
@@ -81,6 +85,58 @@ def libpq_url(database_url: str) -> str:
     return re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
 
 
+class DatabaseTimeout(OperationalError):
+    """The server did not answer within the bound: it is hung (a stopped process still accepts connections
+    and reads requests, and never answers, so its own `statement_timeout` cannot fire)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DbTimeouts:
+    """How long a caller waits for PostgreSQL (DB_*_TIMEOUT_SECONDS). Connect: libpq's `connect_timeout`
+    and the wait for a pooled connection. Statement and lock: the server's `statement_timeout` and
+    `lock_timeout`; the client itself gives up on any one exchange with the server a second after the
+    statement timeout (or earlier, when the calling RPC's deadline is nearer)."""
+
+    connect: float = 3.0
+    statement: float = 5.0
+    lock: float = 3.0
+
+    @classmethod
+    def from_settings(cls, settings) -> DbTimeouts:
+        return cls(
+            settings.db_connect_timeout_seconds,
+            settings.db_statement_timeout_seconds,
+            settings.db_lock_timeout_seconds,
+        )
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        options = f"-c statement_timeout={int(self.statement * 1000)} -c lock_timeout={int(self.lock * 1000)}"
+        return {"connect_timeout": max(1, round(self.connect)), "options": options}
+
+    def connection_class(self) -> type[AsyncConnection]:
+        return type("BoundedConnection", (BoundedConnection,), {"reply_bound": self.statement + 1.0})
+
+
+class BoundedConnection(AsyncConnection):
+    """A psycopg connection whose every wait on the server (a statement, a fetch, a commit) ends within
+    `reply_bound` seconds, or the RPC's deadline (server.core.context.answer_by) when nearer. On expiry the
+    connection is closed (its state is unknown: the server may still run the statement) and
+    DatabaseTimeout raised, an OperationalError, so the call fails UNAVAILABLE. Closing rather than
+    cancelling matters: psycopg answers an interrupted wait by sending the server a cancel request and
+    waiting for it, up to ten more seconds, which a hung server never answers."""
+
+    reply_bound: float = 6.0
+
+    async def wait(self, gen, interval: float = 0.1, timeout: float | None = None):
+        if timeout is None:
+            timeout = context.time_left(self.reply_bound, margin=0.05)
+        try:
+            return await super().wait(gen, interval, timeout)
+        except _WaitTimeout:
+            self.pgconn.finish()
+            raise DatabaseTimeout(f"no answer from PostgreSQL within {timeout:.1f} s") from None
+
+
 class _IdleCheck:
     """check/reset callbacks of the pool: ping a connection only if it sat idle (see CHECK_IDLE_SECONDS)."""
 
@@ -95,15 +151,20 @@ class _IdleCheck:
             await AsyncConnectionPool.check_connection(conn)
 
 
-def create_pool(database_url: str, *, size: int) -> AsyncConnectionPool:
+def create_pool(database_url: str, *, size: int, timeouts: DbTimeouts | None = None) -> AsyncConnectionPool:
     """The pool of autocommit connections read-only units of work use (up to `size` and as many again, as
-    the engine's pool and its overflow); open it with `await pool.open()`."""
+    the engine's pool and its overflow); open it with `await pool.open()`. With `timeouts`, every wait on
+    the server is bounded (BoundedConnection), and so is the wait for a free connection."""
     idle = _IdleCheck()
+    bounded = (
+        {"connection_class": timeouts.connection_class(), "timeout": timeouts.connect} if timeouts else {}
+    )
     return AsyncConnectionPool(
         libpq_url(database_url),
         min_size=min(2, size),
         max_size=2 * size,
-        kwargs={"autocommit": True},
+        kwargs={"autocommit": True, **(timeouts.connect_kwargs() if timeouts else {})},
+        **bounded,
         check=idle.check,
         reset=idle.reset,
         max_idle=300,
@@ -111,14 +172,26 @@ def create_pool(database_url: str, *, size: int) -> AsyncConnectionPool:
     )
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, pool_size: int = 10, timeouts: DbTimeouts | None = None
+) -> AsyncEngine:
     """The engine of units of work. Like the read pool, it pings a pooled connection only when it has been
-    idle for CHECK_IDLE_SECONDS (SQLAlchemy's pool_pre_ping would cost a round trip on every checkout)."""
+    idle for CHECK_IDLE_SECONDS (SQLAlchemy's pool_pre_ping would cost a round trip on every checkout).
+    Bound parameters never appear in its errors (so never in logs). With `timeouts`, as create_pool."""
+    bounded: dict[str, Any] = {}
+    if timeouts is not None:
+        connection_class = timeouts.connection_class()
+        bounded = {
+            "pool_timeout": timeouts.connect,
+            "connect_args": {"async_creator_fn": connection_class.connect, **timeouts.connect_kwargs()},
+        }
     engine = create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
+        hide_parameters=True,
+        **bounded,
     )
     dialect = engine.sync_engine.dialect
 

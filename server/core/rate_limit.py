@@ -7,6 +7,10 @@ it atomically, so all processes share each user's budget. Times come from the se
 tests control it). `GCRA_LUA` is the rule itself, also used inside the heartbeat script (playtime/live.py),
 where the limit costs no extra round trip.
 
+Redis down or hung: the call goes through unlimited (logged; Redis is then left alone for a moment,
+server/core/breaker.py). A limit guards against abuse, and refusing every write while Redis is away
+would be the bigger harm; the calls themselves may not need Redis at all (achievements).
+
 Limits are configured per method (`RATE_LIMITS`, "Service/Method=count/seconds,..."), so an RPC is covered
 by configuration alone; the call pipeline wraps only the methods that have one.
 """
@@ -14,6 +18,7 @@ by configuration alone; the call pipeline wraps only the methods that have one.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +26,13 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from server.core import auth
+from server.core.breaker import Breaker
 from server.core.clock import Clock, utc_now
 from server.core.config import ConfigurationError
 from server.core.errors import RateLimited
 from server.core.redis_batching import BatchedScript
+
+log = logging.getLogger(__name__)
 
 # gcra(tat, now, interval, tolerance) -> new tat, 0 when the call conforms; nil, ms to wait otherwise.
 # All in milliseconds; `tat` is nil for a fresh bucket.
@@ -98,6 +106,7 @@ class RateLimiter:
         self._limits = limits
         self._clock = clock
         self._script = BatchedScript(redis, _LIMIT) if limits else None
+        self._redis = Breaker()
 
     def limit_of(self, method: str) -> RateLimit | None:
         """The limit of a gRPC method path (`/library.v1.Service/Method`), if one is configured."""
@@ -121,7 +130,13 @@ class RateLimiter:
             return behavior
 
         async def limited(request, ctx):
-            await self.acquire(method, auth.current_principal().subject, limit)
+            if not self._redis.open:
+                try:
+                    await self.acquire(method, auth.current_principal().subject, limit)
+                except Exception as error:
+                    if not self._redis.failed(error):
+                        raise
+                    log.warning("rate limit not applied: Redis is unavailable", extra={"method": method})
             result = behavior(request, ctx)
             return await result if inspect.isawaitable(result) else result
 

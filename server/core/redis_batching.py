@@ -14,6 +14,8 @@ so the script must be safe to run twice (the heartbeat script is). A NOSCRIPT re
 lost its script cache) is answered by sending that call again as EVAL, which caches the script again. A
 write still unanswered after the reply timeout (at most twice that) means Redis is hung: the connection is
 dropped and its calls fail with a TimeoutError (not retried; the next calls open a new connection).
+Both bounds come from the pooled client's `socket_connect_timeout` and `socket_timeout` (REDIS_TIMEOUT_SECONDS
+in the server): the watchdog fires after half the reply bound, so a hung Redis fails a call within it.
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-CONNECT_TIMEOUT_SECONDS = 5.0
-REPLY_TIMEOUT_SECONDS = 5.0
+DEFAULT_TIMEOUT_SECONDS = 5.0  # a client made without socket timeouts
 
 
 class _Connection(asyncio.Protocol):
@@ -120,9 +121,12 @@ class BatchedScript:
         *,
         window_seconds: float = 0.002,
         max_batch: int = 128,
-        reply_timeout_seconds: float = REPLY_TIMEOUT_SECONDS,
+        reply_timeout_seconds: float | None = None,
     ):
         self._address = dict(redis.connection_pool.connection_kwargs)
+        if reply_timeout_seconds is None:  # the watchdog fails a call between 1 and 2 times its timeout
+            reply_timeout_seconds = (self._address.get("socket_timeout") or DEFAULT_TIMEOUT_SECONDS) / 2
+        self._connect_timeout = self._address.get("socket_connect_timeout") or DEFAULT_TIMEOUT_SECONDS
         self._connection_class = redis.connection_pool.connection_class
         self._source = source.encode()
         self._sha = sha1(self._source).hexdigest().encode()
@@ -195,7 +199,7 @@ class BatchedScript:
         async with self._connecting:
             if self._connection is not None and not self._connection.lost:
                 return self._connection
-            connection = await asyncio.wait_for(self._open(), CONNECT_TIMEOUT_SECONDS)
+            connection = await asyncio.wait_for(self._open(), self._connect_timeout)
             self._connection = connection
             return connection
 

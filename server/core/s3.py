@@ -12,9 +12,10 @@ which clients retry), never INTERNAL; an absent object is `None` from `head`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,6 +23,7 @@ import aioboto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from server.core import context
 from server.core.clock import utc_now
 from server.core.config import Settings
 from server.core.errors import Unavailable
@@ -74,11 +76,16 @@ def _hex_of_header(value: str | None) -> str | None:
         return None
 
 
-@contextlib.contextmanager
-def _store_errors() -> Iterator[None]:
-    """Dependency failures become StoreUnavailable; a 4xx (a wrong request of ours) propagates."""
+@contextlib.asynccontextmanager
+async def _store_call(seconds: float) -> AsyncIterator[None]:
+    """One call to the store, over within `seconds` (S3_TIMEOUT_SECONDS, retries included; sooner when the
+    RPC must answer sooner): a store that hangs is StoreUnavailable like one that is down. Dependency
+    failures become StoreUnavailable; a 4xx (a wrong request of ours) propagates."""
     try:
-        yield
+        async with asyncio.timeout(context.time_left(seconds)):
+            yield
+    except TimeoutError as exc:
+        raise StoreUnavailable() from exc
     except ClientError as exc:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if status >= 500:
@@ -93,6 +100,7 @@ class ObjectStore:
 
     def __init__(self, settings: Settings):
         self.bucket = settings.s3_bucket
+        self._timeout = settings.s3_timeout_seconds
         self._session = aioboto3.Session()
         self._client_args = {
             "endpoint_url": settings.s3_endpoint_url,
@@ -174,7 +182,7 @@ class ObjectStore:
 
     async def head(self, key: str) -> StoredObject | None:
         """Size and stored SHA-256 of `key`; None when there is no such object."""
-        with _store_errors():
+        async with _store_call(self._timeout):
             try:
                 reply = await self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
             except ClientError as exc:
@@ -187,7 +195,7 @@ class ObjectStore:
 
     async def get(self, key: str) -> bytes | None:
         """The whole object (for small ones, such as a chunk); None when there is no such object."""
-        with _store_errors():
+        async with _store_call(self._timeout):
             try:
                 reply = await self.client.get_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
@@ -199,14 +207,14 @@ class ObjectStore:
 
     async def put(self, key: str, body: bytes, *, sha256_hex: str) -> None:
         """A direct PUT with the SHA-256 checked by the store (for operators, tests and the bench)."""
-        with _store_errors():
+        async with _store_call(self._timeout):
             await self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ChecksumSHA256=sha256_header(sha256_hex)
             )
 
     async def copy(self, source_key: str, dest_key: str) -> None:
         """Server-side copy; the copy keeps a SHA-256 checksum so `head` can verify it."""
-        with _store_errors():
+        async with _store_call(self._timeout):
             await self.client.copy_object(
                 Bucket=self.bucket,
                 Key=dest_key,
@@ -216,13 +224,13 @@ class ObjectStore:
 
     async def delete(self, key: str) -> None:
         """Deletes `key`; deleting an absent object succeeds (S3 semantics), so retries are safe."""
-        with _store_errors():
+        async with _store_call(self._timeout):
             await self.client.delete_object(Bucket=self.bucket, Key=key)
 
     async def keys(self, prefix: str) -> list[str]:
         """Every key under `prefix`, sorted."""
         found: list[str] = []
-        with _store_errors():
+        async with _store_call(self._timeout):
             paginator = self.client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 found.extend(item["Key"] for item in page.get("Contents", []))

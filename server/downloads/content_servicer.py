@@ -24,9 +24,7 @@ from server.downloads.chunking import ChunkRef, FileEntry
 from server.downloads.links import ChunkLink
 
 VERSION_NAME_MAX_LEN = 64
-MAX_PRODUCTS_PER_CHECK = 200
 RELEASE_NOTES_MAX_LEN = 16384
-SOURCE_PATH_MAX_LEN = 4096
 BRANCH = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -213,14 +211,11 @@ class ContentServicer:
         principal = require_service()
         v = Validator()
         product_id, name, branch, notes = _draft_fields(v, request)
-        source = v.text("source_path", request.source_path, max_len=SOURCE_PATH_MAX_LEN, required=True)
-        if source and not source.startswith("/"):
-            v.fail("source_path", "must be an absolute path")
         request_id = v.request_id(request.request_id)
         v.check()
         draft = publishing.VersionDraft(product_id, name, branch, notes, [])
         key = request_key(principal.subject, "PublishProductVersion", request_id)
-        published = await publishing.publish_directory(self._deps, draft, source, replay_key=key)
+        published = await publishing.publish_directory(self._deps, draft, request.source_path, replay_key=key)
         return pb.PublishProductVersionResponse(version=_published_pb(published))
 
     async def ListProductVersions(self, request: pb.ListProductVersionsRequest, context):
@@ -247,11 +242,8 @@ class ContentServicer:
     async def CheckUpdates(self, request: pb.CheckUpdatesRequest, context):
         user_id = current_user_id()
         v = Validator()
-        items = list(request.installed_products)
-        if not 1 <= len(items) <= MAX_PRODUCTS_PER_CHECK:
-            v.fail("installed_products", f"must have 1-{MAX_PRODUCTS_PER_CHECK} entries")
         installed, seen = [], set()
-        for i, item in enumerate(items[:MAX_PRODUCTS_PER_CHECK]):
+        for i, item in enumerate(request.installed_products):
             product_id = v.uuid(f"installed_products[{i}].product_id", item.product_id)
             version_id = v.uuid(f"installed_products[{i}].installed_version_id", item.installed_version_id)
             if product_id in seen:

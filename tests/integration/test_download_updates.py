@@ -84,15 +84,27 @@ async def test_check_updates_refuses_bad_input(downloads):
         ["installed_products"],
     )
     product = str(uuid.uuid4())
+    not_a_uuid = pb.CheckUpdatesRequest(
+        installed_products=[pb.InstalledProduct(product_id=product, installed_version_id="nope")]
+    )
+    code, reason, fields = await failure(downloads.CheckUpdates(not_a_uuid, metadata=md))
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+        ["installed_products[0].installed_version_id"],
+    )
     twice = pb.CheckUpdatesRequest(
         installed_products=[
             pb.InstalledProduct(product_id=product, installed_version_id=str(uuid.uuid4())),
-            pb.InstalledProduct(product_id=product, installed_version_id="nope"),
+            pb.InstalledProduct(product_id=product, installed_version_id=str(uuid.uuid4())),
         ]
     )
     code, reason, fields = await failure(downloads.CheckUpdates(twice, metadata=md))
-    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")
-    assert fields == ["installed_products[1].installed_version_id", "installed_products[1].product_id"]
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+        ["installed_products[1].product_id"],
+    )
 
 
 async def test_a_verification_replay_returns_the_first_result(grpc_target, downloads, sessions, tmp_path):
@@ -135,4 +147,16 @@ async def test_verification_refuses_unknown_versions_and_bad_files(
     )
     code, reason, fields = await failure(downloads.VerifyInstallation(bad, metadata=md))
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")
-    assert fields == ["files[0].path", "files[0].size_bytes", "files[0].sha256"]
+    assert fields == ["files[0].size_bytes", "files[0].sha256"]
+    # The path rules the contract cannot state are checked once the contract's rules pass.
+    escaping = pb.VerifyInstallationRequest(
+        product_id=str(product),
+        version_id=str(uuid.uuid4()),
+        files=[pb.InstalledFile(path="../x", size_bytes=1, sha256="0" * 64)],
+    )
+    code, reason, fields = await failure(downloads.VerifyInstallation(escaping, metadata=md))
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+        ["files[0].path"],
+    )

@@ -1,10 +1,12 @@
-"""Real servers a test owns privately (a Kafka broker it can stop and restart, a scratch database)."""
+"""Real servers a test owns privately (a Kafka broker it can stop and restart, a scratch database), and
+the stack's own processes hung on purpose (SIGSTOP, always continued afterwards)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -202,3 +204,55 @@ class PrivateEnvoy:
             self._proc.terminate()
             self._proc.wait(timeout=10)
             self._proc = None
+
+
+def _stack_pid(name: str) -> int:
+    """The pid of the stack's process `name` (redis, kafka, s3, envoy), from the pid file stack-up wrote
+    ("<pid> <start time>"; the start time guards against a reused pid)."""
+    run_dir = Path(os.environ.get("LOCAL_DIR", ROOT / ".local")) / "run"
+    pid, start = (run_dir / f"{name}.pid").read_text().split()
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    if stat.rsplit(") ", 1)[1].split()[19] != start:
+        raise RuntimeError(f"the stack's {name} is not running (stale pid file)")
+    return int(pid)
+
+
+def _postgres_pids() -> list[int]:
+    """The stack's PostgreSQL: its postmaster and every process it forked (backends, writers)."""
+    data = Path(os.environ["PG_DIR"]) / "data"
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == postmaster:
+            children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+@contextlib.contextmanager
+def _stopped(pids: list[int]):
+    """The processes stopped (SIGSTOP: they keep their sockets, the kernel keeps accepting connections and
+    data for them, nothing answers: a hung dependency), continued on the way out whatever happened."""
+    stopped: list[int] = []
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        yield
+    finally:
+        for pid in reversed(stopped):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def hung_stack_process(name: str):
+    """`with hung_stack_process("redis"):` the stack's Redis (or kafka, s3) hangs inside the block."""
+    return _stopped([_stack_pid(name)])
+
+
+def hung_postgres():
+    """`with hung_postgres():` the stack's PostgreSQL hangs inside the block (every process of it)."""
+    return _stopped(_postgres_pids())

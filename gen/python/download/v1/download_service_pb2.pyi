@@ -1486,7 +1486,7 @@ class VerifyInstallationRequest(_message.Message):
     @_builtins.property
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstalledFile]:
         """Every file the client found in the installation directory, with its size and SHA-256; files the
-        version does not contain are ignored.
+        version does not contain are ignored (at most 100000).
         """
 
     def __init__(

@@ -29,7 +29,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&library/v1/game_settings_service.proto\x12\nlibrary.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x01\n\x0cGameSettings\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\x10settings_payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_synced_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\"\n\x14updated_by_device_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\":\n\x16GetGameSettingsRequest\x12 \n\nproduct_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\xb0\x01\x01\"P\n\x17GetGameSettingsResponse\x12\x35\n\rgame_settings\x18\x01 \x01(\x0b\x32\x18.library.v1.GameSettingsB\x04\xe2\x41\x01\x03\"\x87\x02\n\x19UpdateGameSettingsRequest\x12 \n\nproduct_id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\xb0\x01\x01\x12=\n\x10settings_payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x19\n\x04\x65tag\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18@\x12\x13\n\x05merge\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x34\n\tdevice_id\x18\x05 \x01(\tB!\xe2\x41\x01\x01\xbaH\x1ar\x18\x18\x80\x01\x32\x13^[^\\x00-\\x1F\\x7F]*$\x12#\n\nrequest_id\x18\x06 \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"S\n\x1aUpdateGameSettingsResponse\x12\x35\n\rgame_settings\x18\x01 \x01(\x0b\x32\x18.library.v1.GameSettingsB\x04\xe2\x41\x01\x03\x32\xd0\x02\n\x17GameSettingsSyncService\x12\x94\x01\n\x0fGetGameSettings\x12\".library.v1.GetGameSettingsRequest\x1a#.library.v1.GetGameSettingsResponse\"8\x90\x02\x01\x82\xd3\xe4\x93\x02/\x12-/api/v1/library/me/game-settings/{product_id}\x12\x9d\x01\n\x12UpdateGameSettings\x12%.library.v1.UpdateGameSettingsRequest\x1a&.library.v1.UpdateGameSettingsResponse\"8\x82\xd3\xe4\x93\x02\x32\x1a-/api/v1/library/me/game-settings/{product_id}:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&library/v1/game_settings_service.proto\x12\nlibrary.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x01\n\x0cGameSettings\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\x10settings_payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_synced_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\"\n\x14updated_by_device_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\"=\n\x16GetGameSettingsRequest\x12#\n\nproduct_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\"P\n\x17GetGameSettingsResponse\x12\x35\n\rgame_settings\x18\x01 \x01(\x0b\x32\x18.library.v1.GameSettingsB\x04\xe2\x41\x01\x03\"\x8a\x02\n\x19UpdateGameSettingsRequest\x12#\n\nproduct_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\xb0\x01\x01\xc8\x01\x01\x12=\n\x10settings_payload\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x19\n\x04\x65tag\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x01\xbaH\x04r\x02\x18@\x12\x13\n\x05merge\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x34\n\tdevice_id\x18\x05 \x01(\tB!\xe2\x41\x01\x01\xbaH\x1ar\x18\x18\x80\x01\x32\x13^[^\\x00-\\x1F\\x7F]*$\x12#\n\nrequest_id\x18\x06 \x01(\tB\x0f\xe2\x41\x01\x01\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"S\n\x1aUpdateGameSettingsResponse\x12\x35\n\rgame_settings\x18\x01 \x01(\x0b\x32\x18.library.v1.GameSettingsB\x04\xe2\x41\x01\x03\x32\xd0\x02\n\x17GameSettingsSyncService\x12\x94\x01\n\x0fGetGameSettings\x12\".library.v1.GetGameSettingsRequest\x1a#.library.v1.GetGameSettingsResponse\"8\x90\x02\x01\x82\xd3\xe4\x93\x02/\x12-/api/v1/library/me/game-settings/{product_id}\x12\x9d\x01\n\x12UpdateGameSettings\x12%.library.v1.UpdateGameSettingsRequest\x1a&.library.v1.UpdateGameSettingsResponse\"8\x82\xd3\xe4\x93\x02\x32\x1a-/api/v1/library/me/game-settings/{product_id}:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,11 +47,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GAMESETTINGS'].fields_by_name['updated_by_device_id']._loaded_options = None
   _globals['_GAMESETTINGS'].fields_by_name['updated_by_device_id']._serialized_options = b'\342A\001\003'
   _globals['_GETGAMESETTINGSREQUEST'].fields_by_name['product_id']._loaded_options = None
-  _globals['_GETGAMESETTINGSREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002\272H\005r\003\260\001\001'
+  _globals['_GETGAMESETTINGSREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_GETGAMESETTINGSRESPONSE'].fields_by_name['game_settings']._loaded_options = None
   _globals['_GETGAMESETTINGSRESPONSE'].fields_by_name['game_settings']._serialized_options = b'\342A\001\003'
   _globals['_UPDATEGAMESETTINGSREQUEST'].fields_by_name['product_id']._loaded_options = None
-  _globals['_UPDATEGAMESETTINGSREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002\272H\005r\003\260\001\001'
+  _globals['_UPDATEGAMESETTINGSREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002\272H\010r\003\260\001\001\310\001\001'
   _globals['_UPDATEGAMESETTINGSREQUEST'].fields_by_name['settings_payload']._loaded_options = None
   _globals['_UPDATEGAMESETTINGSREQUEST'].fields_by_name['settings_payload']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
   _globals['_UPDATEGAMESETTINGSREQUEST'].fields_by_name['etag']._loaded_options = None
@@ -71,13 +71,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GAMESETTINGS']._serialized_start=210
   _globals['_GAMESETTINGS']._serialized_end=421
   _globals['_GETGAMESETTINGSREQUEST']._serialized_start=423
-  _globals['_GETGAMESETTINGSREQUEST']._serialized_end=481
-  _globals['_GETGAMESETTINGSRESPONSE']._serialized_start=483
-  _globals['_GETGAMESETTINGSRESPONSE']._serialized_end=563
-  _globals['_UPDATEGAMESETTINGSREQUEST']._serialized_start=566
-  _globals['_UPDATEGAMESETTINGSREQUEST']._serialized_end=829
-  _globals['_UPDATEGAMESETTINGSRESPONSE']._serialized_start=831
-  _globals['_UPDATEGAMESETTINGSRESPONSE']._serialized_end=914
-  _globals['_GAMESETTINGSSYNCSERVICE']._serialized_start=917
-  _globals['_GAMESETTINGSSYNCSERVICE']._serialized_end=1253
+  _globals['_GETGAMESETTINGSREQUEST']._serialized_end=484
+  _globals['_GETGAMESETTINGSRESPONSE']._serialized_start=486
+  _globals['_GETGAMESETTINGSRESPONSE']._serialized_end=566
+  _globals['_UPDATEGAMESETTINGSREQUEST']._serialized_start=569
+  _globals['_UPDATEGAMESETTINGSREQUEST']._serialized_end=835
+  _globals['_UPDATEGAMESETTINGSRESPONSE']._serialized_start=837
+  _globals['_UPDATEGAMESETTINGSRESPONSE']._serialized_end=920
+  _globals['_GAMESETTINGSSYNCSERVICE']._serialized_start=923
+  _globals['_GAMESETTINGSSYNCSERVICE']._serialized_end=1259
 # @@protoc_insertion_point(module_scope)
