@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv system-deps gen gen-check lint buf-lint buf-breaking buf-baseline envoy-validate \
-        stack-up stack-down migrate run test test-only bench token
+        stack-up stack-down migrate run test test-only test-scale bench token
 
 help:
 	@echo "make run    - start the local stack and the service (foreground)"
@@ -65,6 +65,10 @@ test: venv system-deps
 # pytest alone against a stack that is already up (for development; `make test` is what CI runs).
 test-only: venv
 	@bash -c 'source scripts/lib/env.sh && $(PY) -m pytest $(ARGS)'
+
+# Scale tests (100,000 play sessions; minutes on a busy machine), outside `make test`; .ci/run runs both.
+test-scale: venv system-deps
+	@bash scripts/test-scale.sh
 
 bench: stack-up
 	@bash scripts/bench.sh

@@ -26,8 +26,12 @@ PACKAGES = ("library.v1", "download.v1")
 FD = descriptor_pb2.FieldDescriptorProto
 REQUIRED, OUTPUT_ONLY = field_behavior_pb2.REQUIRED, field_behavior_pb2.OUTPUT_ONLY
 
-_INT64 = {"type": "string", "format": "int64"}
-_UINT64 = {"type": "string", "format": "uint64"}
+# proto3 JSON writes 64-bit integers as decimal strings: the pattern says so, so that a generated client (or
+# a fuzzer) sends digits, not any string.
+_INT64 = {"type": "string", "format": "int64", "pattern": "^-?[0-9]+$"}
+_UINT64 = {"type": "string", "format": "uint64", "pattern": "^[0-9]+$"}
+_NON_NEGATIVE_DIGITS = "^[0-9]+$"
+_POSITIVE_DIGITS = "^[0-9]*[1-9][0-9]*$"
 SCALARS = {
     FD.TYPE_DOUBLE: {"type": "number", "format": "double"},
     FD.TYPE_FLOAT: {"type": "number", "format": "float"},
@@ -164,9 +168,20 @@ def _value_constraints(schema: dict, rules, required: bool) -> dict:
                     schema["exclusiveMaximum"] = True
         if r.example:
             schema["example"] = r.example[0]
+    elif kind in _NUMBER_KINDS and schema.get("format") in ("int64", "uint64"):
+        schema["pattern"] = _int64_pattern(getattr(rules, kind), schema["pattern"])
     elif kind == "enum" and "enum" in schema and required:
         schema["enum"] = schema["enum"][1:]  # `required`: not the zero (UNSPECIFIED) value
     return schema
+
+
+def _int64_pattern(r, default: str) -> str:
+    """The digits a 64-bit integer's lower bound allows (upper bounds are in the field's description)."""
+    if (r.HasField("gt") and r.gt >= 0) or (r.HasField("gte") and r.gte >= 1):
+        return _POSITIVE_DIGITS
+    if r.HasField("gte") and r.gte >= 0:
+        return _NON_NEGATIVE_DIGITS
+    return default
 
 
 class Generator:

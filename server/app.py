@@ -32,6 +32,7 @@ from library.v1 import (
     playtime_service_pb2,
     playtime_service_pb2_grpc,
 )
+from server.achievements.consumers import achievement_consumers
 from server.achievements.servicer import AchievementServiceServicer
 from server.cloud_saves.servicer import CloudSaveServiceServicer
 from server.cloud_saves.sweeper import SaveSweeper
@@ -55,6 +56,7 @@ from server.downloads.sessions import DownloadSessions, run_promoter
 from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
 from server.library.family_consumers import family_consumers
+from server.library.sales import run_sale_fanout
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
 from server.playtime.sweeper import SessionSweeper
@@ -157,6 +159,8 @@ class Application:
             ("outbox-relay", self.relay.run()),
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
             *((consumer.name, consumer.run()) for consumer in family_consumers(self.deps)),
+            ("wishlist-sale-fanout", run_sale_fanout(self.deps)),
+            *((consumer.name, consumer.run()) for consumer in achievement_consumers(self.deps)),
             *((consumer.name, consumer.run()) for consumer in download_consumers(self.deps, downloads)),
             (
                 "download-queue-promoter",

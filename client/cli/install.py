@@ -38,7 +38,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from client.cli.common import command, connect, error, print_json
+from client.cli.common import bearer_token, command, connect, error, print_json
 from client.engine.engine import (
     DownloadCancelled,
     DownloadFailed,
@@ -49,7 +49,6 @@ from client.engine.engine import (
     Outcome,
     Verification,
 )
-from client.sdk.connection import resolve_token
 
 EXIT_SPACE, EXIT_FAILED, EXIT_CANCELLED, EXIT_DAMAGED, EXIT_NOT_INSTALLED = 3, 4, 5, 6, 7
 
@@ -124,7 +123,7 @@ def _fail(code: int, message: str) -> int:
 def _engine(conn, args: argparse.Namespace, console: Console) -> Engine:
     return Engine(
         conn,
-        resolve_token(args.token, args.token_file),
+        bearer_token(args),
         reserve_bytes=getattr(args, "reserve", None),
         on_status=lambda status: (
             console.print(f"[dim]download {status}[/dim]") if status in ("queued", "paused") else None
@@ -171,6 +170,7 @@ def _outcome_json(outcome: Outcome) -> dict:
         "writtenFiles": outcome.written,
         "removedFiles": outcome.removed,
         "seconds": round(outcome.seconds, 3),
+        "transferSeconds": round(outcome.transfer_seconds, 3),
         **{_camel(k): v for k, v in asdict(outcome.counters).items()},
     }
 

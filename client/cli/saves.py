@@ -16,15 +16,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from client.cli.common import command, connect, error, print_json
+from client import config
+from client.cli.common import (
+    EXIT_CONFLICT,
+    command,
+    connect,
+    device_id,
+    err,
+    error,
+    launcher_config,
+    out,
+    print_json,
+    program,
+)
+from client.sdk.connection import Connection
+from client.sdk.save_sync import SaveDirSync
 from client.sdk.saves import (
     POLICIES,
     RESOLUTIONS,
@@ -33,13 +45,9 @@ from client.sdk.saves import (
     SaveGame,
     SavesClient,
     Slot,
+    SyncState,
     TransferError,
 )
-
-CONFLICT_EXIT = 3
-# Not a terminal (a log, a pipe): wide enough that tables are not wrapped into unreadable columns.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -159,7 +167,13 @@ def _show_listing(listing: Listing) -> None:
     )
 
 
-def _show_conflict(conflict: SaveConflict, product: str) -> None:
+def saves_client(connection: Connection, args: argparse.Namespace) -> SavesClient:
+    """This device's saves client: its device id and the sync state beside its config."""
+    state = SyncState(config.state_dir(getattr(args, "config_dir", None)))
+    return SavesClient(connection, device_id=device_id(args), state=state)
+
+
+def show_conflict(conflict: SaveConflict, product: str, args: argparse.Namespace) -> None:
     table = Table(
         title=f"conflict in slot {conflict.slot_name!r}: the cloud has version {conflict.cloud_version}"
     )
@@ -177,7 +191,7 @@ def _show_conflict(conflict: SaveConflict, product: str) -> None:
     err.print(table)
     err.print(
         "The cloud save changed since the version this file is based on; nothing was overwritten. Keep one:\n"
-        f"  python -m client saves resolve {product} '{conflict.slot_name}' {conflict.savegame_id} "
+        f"  {program(args)} saves resolve {product} '{conflict.slot_name}' {conflict.savegame_id} "
         "--keep local|cloud|both [--new-slot NAME]"
     )
 
@@ -201,7 +215,7 @@ def _transfer(label: str, total: int, quiet: bool) -> Iterator:
 
 async def _list(args: argparse.Namespace) -> int:
     async with connect(args) as connection:
-        listing = await SavesClient(connection).list(args.product)
+        listing = await saves_client(connection, args).list(args.product)
     if args.json:
         print_json(
             {
@@ -220,7 +234,7 @@ async def _push(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         return error(f"{args.file} is not a file")
     async with connect(args) as connection:
-        saves = SavesClient(connection, device_id=args.device)
+        saves = saves_client(connection, args)
         with _transfer(f"push {args.slot}", args.file.stat().st_size, args.json) as on_progress:
             try:
                 pushed = await saves.push(
@@ -237,8 +251,8 @@ async def _push(args: argparse.Namespace) -> int:
             except SaveConflict as conflict:
                 if args.json:
                     print_json({"conflict": dataclasses.asdict(conflict)})
-                _show_conflict(conflict, args.product)
-                return CONFLICT_EXIT
+                show_conflict(conflict, args.product, args)
+                return EXIT_CONFLICT
             except TransferError as exc:
                 return error(str(exc))
     if args.json:
@@ -256,14 +270,14 @@ async def _push(args: argparse.Namespace) -> int:
     else:
         out.print(
             f"the conflict policy kept the cloud's version {pushed.head.version_number}; your upload was "
-            f"discarded. Pull it: python -m client saves pull {args.product} '{args.slot}' {args.file}"
+            f"discarded. Pull it: {program(args)} saves pull {args.product} '{args.slot}' {args.file}"
         )
     return 0
 
 
 async def _pull(args: argparse.Namespace) -> int:
     async with connect(args) as connection:
-        saves = SavesClient(connection)
+        saves = saves_client(connection, args)
         try:
             listing = await saves.list(args.product)
             slot = listing.slot(args.slot)
@@ -287,21 +301,30 @@ async def _resolve(args: argparse.Namespace) -> int:
     if args.keep == "both" and not args.new_slot:
         return error("--keep both needs --new-slot NAME: the slot your local copy moves to")
     async with connect(args) as connection:
-        slot, new_slot = await SavesClient(connection).resolve(
+        saves = saves_client(connection, args)
+        slot, new_slot = await saves.resolve(
             args.product, args.slot, args.savegame, args.keep, new_slot=args.new_slot, etag=args.etag
         )
+        # With a save directory configured (`play --save-dir`), its files follow the resolution.
+        save_dir = launcher_config(args).product(args.product).save_dir
+        updated = []
+        if save_dir is not None:
+            slots = [args.slot, *([new_slot.slot_name] if new_slot else [])]
+            updated = await SaveDirSync(saves, args.product, save_dir).settle(*slots)
     if args.json:
-        print_json({"slot": _slot_json(slot), "newSlot": _slot_json(new_slot)})
+        print_json({"slot": _slot_json(slot), "newSlot": _slot_json(new_slot), "localFilesUpdated": updated})
     else:
         out.print(f"resolved: {args.slot!r} is at version {slot.head.version_number if slot.head else '-'}")
         if new_slot is not None:
             out.print(f"your local copy is version 1 of the new slot {new_slot.slot_name!r}")
+        for name in updated:
+            out.print(f"{save_dir / name} now holds the cloud's {name!r}")
     return 0
 
 
 async def _restore(args: argparse.Namespace) -> int:
     async with connect(args) as connection:
-        slot = await SavesClient(connection, device_id=args.device).restore(
+        slot = await saves_client(connection, args).restore(
             args.product, args.slot, args.version, etag=args.etag
         )
     if args.json:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import time
@@ -88,7 +89,8 @@ class Outcome:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     counters: Counters = field(default_factory=Counters)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole command: version lookup, session, manifest, data, completion
+    transfer_seconds: float = 0.0  # the data alone: first chunk copied or requested to last file in place
 
 
 @dataclass
@@ -403,14 +405,18 @@ class Engine:
         reporter = _Reporter(self, session, resumed_fetch)
         report_task = asyncio.create_task(reporter.run(), name="progress-reports")
         try:
-            fetch_jobs = await self._copy_local(directory, staging, journal, plan, assembly, reporter, whole)
-            for path in whole:
-                await self._finish_file(staging, directory, journal, specs[path], reporter)
-            async with self._http() as http:
-                fetcher = Fetcher(http, self.throttle, links, self.counters)
+            async with self._http() as http:  # made first: a client loads the CA bundle (~0.1 s)
+                transfer_started = time.monotonic()
+                fetch_jobs = await self._copy_local(
+                    directory, staging, journal, plan, assembly, reporter, whole
+                )
+                for path in whole:
+                    await self._finish_file(staging, directory, journal, specs[path], reporter)
+                fetcher = Fetcher(http, self.throttle, self.gate, links, self.counters)
                 await self._fetch_all(
                     fetcher, staging, directory, journal, fetch_jobs, assembly, specs, reporter
                 )
+                outcome.transfer_seconds = time.monotonic() - transfer_started
         finally:
             report_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -499,11 +505,7 @@ class Engine:
         async def worker() -> None:
             while pending:
                 job = pending.pop()
-                async with self.gate:
-                    if self.status == "cancelled":
-                        return
-                    data = await fetcher.fetch(job)
-                await asyncio.to_thread(_write_places, staging, job, data)
+                await fetcher.fetch(job, functools.partial(_write_places, staging, job))
                 journal.chunk_done(job.chunk_id)
                 self.done_bytes += job.compressed_size
                 reporter.fetched += job.compressed_size
@@ -514,23 +516,23 @@ class Engine:
         if not jobs:
             return
         workers = [asyncio.create_task(worker()) for _ in range(min(MAX_CONNECTIONS, len(jobs)))]
-        cancel_watch = asyncio.create_task(self._watch_cancel())
+        everything = asyncio.gather(*workers)
+        cancelled = asyncio.create_task(self._until_cancelled())
         try:
-            done, _ = await asyncio.wait([*workers], return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if task.exception() is not None:
-                    raise DownloadFailed(f"{task.exception()}; run the same command again to resume")
+            await asyncio.wait([everything, cancelled], return_when=asyncio.FIRST_COMPLETED)
+            if cancelled.done():
+                raise DownloadCancelled("the download was cancelled")  # GETs in flight are abandoned
+            if (failure := everything.exception()) is not None:
+                raise DownloadFailed(f"{failure}; run the same command again to resume")
         finally:
-            cancel_watch.cancel()
+            cancelled.cancel()
             for task in workers:
                 task.cancel()
-            await asyncio.gather(*workers, cancel_watch, return_exceptions=True)
+            await asyncio.gather(everything, cancelled, return_exceptions=True)
 
-    async def _watch_cancel(self) -> None:
-        """Opens the gate for the workers to notice a cancellation (a closed gate would hold them)."""
+    async def _until_cancelled(self) -> None:
         while self.status != "cancelled":
             await self._status_changed.wait()
-        await self.gate.set_open(True)
 
     async def _finish_file(
         self, staging: Path, directory: Path, journal: Journal, spec: FileSpec, reporter: _Reporter
@@ -605,43 +607,46 @@ class Engine:
         from the damaged copy (it verified), then the file is checked whole and moved into place."""
         specs = {f.path: f for f in record.files}
         staging = directory / META_DIR / "repair"
-        links = Links()
+        links = Links()  # repair links are fresh: not renewed (a rerun of verify gets new ones)
         for damaged in result.damaged_files:
             for c in damaged.chunks:
                 links.put(c.chunk_hash, Link(c.url, c.url_expires_at.ToDatetime().replace(tzinfo=UTC), None))
         await self.gate.set_open(True)
-        async with self._http() as http:
-            fetcher = Fetcher(http, self.throttle, links, self.counters)
-            for damaged in result.damaged_files:
-                spec = specs[damaged.path]
-                refetch = {c.chunk_hash for c in damaged.chunks}
-                plan = Plan([spec], [], [], [])
-                await asyncio.to_thread(self._prepare_staging, staging, plan)
-                jobs = build_plan([spec], None, None).jobs
+        try:
+            async with self._http() as http:
+                fetcher = Fetcher(http, self.throttle, self.gate, links, self.counters)
+                for damaged in result.damaged_files:
+                    spec = specs[damaged.path]
+                    await self._repair_file(
+                        fetcher, directory, staging, spec, {c.chunk_hash for c in damaged.chunks}
+                    )
+                    outcome.repaired.append(spec.path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
-                async def place(job: ChunkJob, spec: FileSpec = spec, refetch: set[str] = refetch) -> None:
-                    data = None
-                    if job.chunk_id not in refetch:
-                        offset = job.destinations[0][1]
-                        data = await asyncio.to_thread(
-                            local.read_chunk, directory / spec.path, offset, job.size, job.chunk_id
-                        )
-                        if data is None:
-                            raise DownloadFailed(f"{spec.path} changed while it was repaired; verify again")
-                        self.counters.copied_chunks += 1
-                        self.counters.copied_bytes += job.size
-                    else:
-                        async with self.gate:
-                            data = await fetcher.fetch(job)
-                    await asyncio.to_thread(_write_places, staging, job, data)
+    async def _repair_file(
+        self, fetcher: Fetcher, directory: Path, staging: Path, spec: FileSpec, refetch: set[str]
+    ) -> None:
+        await asyncio.to_thread(self._prepare_staging, staging, Plan([spec], [], [], []))
 
-                await asyncio.gather(*(place(j) for j in jobs))
-                sha = await asyncio.to_thread(local.file_sha256, staging / spec.path)
-                if sha != spec.sha256:
-                    raise DownloadFailed(f"{spec.path} did not verify after repair; verify again")
-                await asyncio.to_thread(self._move_into_place, staging, directory, spec.path)
-                outcome.repaired.append(spec.path)
-        shutil.rmtree(staging, ignore_errors=True)
+        async def place(job: ChunkJob) -> None:
+            write = functools.partial(_write_places, staging, job)
+            if job.chunk_id in refetch:
+                await fetcher.fetch(job, write)
+                return
+            data = await asyncio.to_thread(
+                local.read_chunk, directory / spec.path, job.destinations[0][1], job.size, job.chunk_id
+            )
+            if data is None:
+                raise DownloadFailed(f"{spec.path} changed while it was repaired; verify again")
+            self.counters.copied_chunks += 1
+            self.counters.copied_bytes += job.size
+            await asyncio.to_thread(write, data)
+
+        await asyncio.gather(*(place(j) for j in build_plan([spec], None, None).jobs))
+        if await asyncio.to_thread(local.file_sha256, staging / spec.path) != spec.sha256:
+            raise DownloadFailed(f"{spec.path} did not verify after repair; verify again")
+        await asyncio.to_thread(self._move_into_place, staging, directory, spec.path)
 
     def uninstall(self, product_id: str) -> tuple[Path, int]:
         """Deletes the installed files (only those of the version, plus the launcher's own directory);

@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from client.engine.plan import ChunkJob
-from client.engine.throttle import Throttle
+from client.engine.throttle import Gate, Throttle
 from server.downloads.chunking import ChunkContentError, decompress_chunk
 
 ATTEMPTS = 6
 LINK_REFRESHES = 3
 EXPIRY_MARGIN = timedelta(0)  # renewed once expired by our clock, or when the store refuses it
-READ_BLOCK = 64 * 1024
+READ_BLOCK = 64 * 1024  # what one socket read returns at most (httpcore)
 
 
 class FetchError(Exception):
@@ -80,23 +80,33 @@ def _expiring(link: Link) -> bool:
     return link.expires_at is not None and link.expires_at - EXPIRY_MARGIN <= datetime.now(UTC)
 
 
-def _verified(blob: bytes, job: ChunkJob) -> bytes | None:
+def _verify_and_place(blob: bytes, job: ChunkJob, place: Callable[[bytes], None]) -> bool:
+    """Decompresses and checks the chunk against its id; only then hands its bytes to `place`."""
     try:
         data = decompress_chunk(blob, job.size)
     except ChunkContentError:
-        return None
-    return data if hashlib.sha256(data).hexdigest() == job.chunk_id else None
+        return False
+    if hashlib.sha256(data).hexdigest() != job.chunk_id:
+        return False
+    place(data)
+    return True
 
 
 class Fetcher:
-    def __init__(self, http: httpx.AsyncClient, throttle: Throttle, links: Links, counters: Counters) -> None:
+    """GETs under `gate` (the download's parallelism; verification and writing happen outside it, so a
+    slot always has a request on the wire) and `throttle` (the bandwidth cap)."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, throttle: Throttle, gate: Gate, links: Links, counters: Counters
+    ) -> None:
         self._http = http
         self._throttle = throttle
+        self._gate = gate
         self._links = links
         self.counters = counters
 
-    async def fetch(self, job: ChunkJob) -> bytes:
-        """The chunk's verified, decompressed bytes."""
+    async def fetch(self, job: ChunkJob, place: Callable[[bytes], None]) -> None:
+        """Fetches the chunk and, once it verified, calls `place(bytes)` (in a worker thread)."""
         refreshes, problem = 0, ""
         for attempt in range(ATTEMPTS):
             link = self._links.get(job.chunk_id)
@@ -105,7 +115,8 @@ class Fetcher:
                 self.counters.link_refreshes += 1
                 link = self._links.get(job.chunk_id)
             try:
-                status, blob = await self._get(link.url)
+                async with self._gate:
+                    status, blob = await self._get(link.url)
             except httpx.TransportError as exc:  # timeouts, refused or dropped connections
                 status, blob, problem = 0, b"", type(exc).__name__
             if status == 403 and refreshes < LINK_REFRESHES and await self._links.renew(job.chunk_id, link):
@@ -113,11 +124,10 @@ class Fetcher:
                 self.counters.link_refreshes += 1
                 continue  # a renewed link is tried at once
             if status == 200:
-                data = await asyncio.to_thread(_verified, blob, job)
-                if data is not None:
+                if await asyncio.to_thread(_verify_and_place, blob, job, place):
                     self.counters.fetched_chunks += 1
                     self.counters.fetched_bytes += len(blob)
-                    return data
+                    return
                 problem = "the bytes did not verify"
             elif status:
                 problem = f"HTTP {status}"
@@ -133,9 +143,9 @@ class Fetcher:
             if reply.status_code != 200:
                 await reply.aread()
                 return reply.status_code, b""
-            body = bytearray()
-            async for piece in reply.aiter_raw(READ_BLOCK):
-                body += piece
+            pieces = []
+            async for piece in reply.aiter_raw():  # as each socket read returns them (at most READ_BLOCK)
+                pieces.append(piece)
                 self.counters.read_bytes += len(piece)
                 await self._throttle.consume(len(piece))
-            return 200, bytes(body)
+            return 200, b"".join(pieces)

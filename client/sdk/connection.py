@@ -39,14 +39,18 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.first_delay * 2**attempt))
 
 
-def resolve_token(token: str | None = None, token_file: str | None = None) -> str:
+def resolve_token(token: str | None = None, token_file: str | None = None, *, stored: str = "") -> str:
+    """`token`, LIBRARY_TOKEN, the file `token_file` / LIBRARY_TOKEN_FILE names, else `stored` (the token
+    `login` kept in the launcher's config)."""
     token = token or os.environ.get("LIBRARY_TOKEN")
     if token:
         return token.strip()
     path = token_file or os.environ.get("LIBRARY_TOKEN_FILE")
+    if not path and stored:
+        return stored
     if not path:
         raise ConfigError(
-            "no token: pass --token or --token-file, or set LIBRARY_TOKEN or LIBRARY_TOKEN_FILE"
+            "no token: run `login`, pass --token or --token-file, or set LIBRARY_TOKEN or LIBRARY_TOKEN_FILE"
         )
     try:
         return Path(path).read_text().strip()

@@ -175,7 +175,8 @@ def file_sha256(path: Path) -> tuple[str, int]:
 
 
 class SyncState:
-    """The version this device last synced per (product, slot): what the next push is based on."""
+    """What this device last synced per (product, slot): the version the next push is based on and, when
+    known, the SHA-256 of that version's content (so a launcher can tell whether the local file changed)."""
 
     def __init__(self, directory: Path | None = None) -> None:
         root = directory or Path(
@@ -183,18 +184,25 @@ class SyncState:
         )
         self.path = root / "saves.json"
 
-    def _load(self) -> dict[str, int]:
+    def _load(self) -> dict[str, dict]:
         try:
-            return json.loads(self.path.read_text())
+            raw = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
+        # Entries written before the hash was kept are bare version numbers.
+        return {k: v if isinstance(v, dict) else {"version": v, "sha256": ""} for k, v in raw.items()}
+
+    def synced(self, product_id: str, slot: str) -> tuple[int, str]:
+        """(version, SHA-256 or "" when unknown); (0, "") for a slot this device never synced."""
+        entry = self._load().get(f"{product_id}/{slot}", {})
+        return int(entry.get("version", 0)), str(entry.get("sha256", ""))
 
     def version(self, product_id: str, slot: str) -> int:
-        return int(self._load().get(f"{product_id}/{slot}", 0))
+        return self.synced(product_id, slot)[0]
 
-    def remember(self, product_id: str, slot: str, version: int) -> None:
+    def remember(self, product_id: str, slot: str, version: int, sha256: str = "") -> None:
         state = self._load()
-        state[f"{product_id}/{slot}"] = version
+        state[f"{product_id}/{slot}"] = {"version": version, "sha256": sha256}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.path, json.dumps(state, indent=2, sort_keys=True).encode())
 
@@ -288,7 +296,7 @@ class SavesClient:
             auto_resolved=confirmed.auto_resolved,
         )
         if result.committed:
-            self.state.remember(product_id, slot, result.save_game.version_number)
+            self.state.remember(product_id, slot, result.save_game.version_number, sha256)
         return result
 
     async def pull(
@@ -311,7 +319,10 @@ class SavesClient:
         )
         await download_verified(link.download_url, path, chosen.file_hash_sha256, on_progress)
         # This device now knows the head: its next push is based on it (even after pulling an older one).
-        self.state.remember(product_id, slot, found.head.version_number)
+        same = chosen.savegame_id == found.head.savegame_id
+        self.state.remember(
+            product_id, slot, found.head.version_number, found.head.file_hash_sha256 if same else ""
+        )
         return chosen
 
     @staticmethod
@@ -342,7 +353,8 @@ class SavesClient:
         )
         resolved = Slot.from_pb(reply.slot)
         if keep == "local" and resolved.head is not None:
-            self.state.remember(product_id, slot, resolved.head.version_number)
+            head = resolved.head
+            self.state.remember(product_id, slot, head.version_number, head.file_hash_sha256)
         return resolved, Slot.from_pb(reply.new_slot) if reply.HasField("new_slot") else None
 
     async def restore(self, product_id: str, slot: str, version: int, *, etag: str = "") -> Slot:

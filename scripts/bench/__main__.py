@@ -32,6 +32,10 @@ Published content (publish throughput, update bytes, manifests, update checks):
 scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
 Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 5;
 BENCH_SAVES_SMALL_N, 30).
+Library extras (RecordOfflineSessions x100 vs bare SQL, a sale's fan-out vs a bare outbox INSERT):
+scripts/bench/library_extras.py (BENCH_OFFLINE_CALLS, 20; BENCH_SALE_WISHERS, 20000).
+The launcher's downloads (install vs bare GETs, the bandwidth cap, kill -9): scripts/bench/launcher.py
+(BENCH_LAUNCHER_MIB, 32; BENCH_LAUNCHER_ROUNDS, 3; BENCH_LAUNCHER_CAP_KBPS, 80000).
 
 The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
 BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
@@ -63,6 +67,8 @@ from scripts.bench import (
     download_progress,
     fixtures,
     interceptor,
+    launcher,
+    library_extras,
     loadgen,
     pgstats,
 )
@@ -412,6 +418,8 @@ class Bench:
         summary["interceptor"] = interceptor.run(self)  # scripts/bench/interceptor.py
         summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
         summary["cloud_saves"] = cloud_saves.run(self)  # scripts/bench/cloud_saves.py
+        summary["library_extras"] = library_extras.run(self)  # scripts/bench/library_extras.py
+        summary["launcher"] = launcher.run(self)  # scripts/bench/launcher.py
         return summary
 
     def pg_writes(self) -> dict:

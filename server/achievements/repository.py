@@ -65,10 +65,17 @@ _RECORD_PROGRESS = (
     "WHERE ua.is_unlocked IS false AND (excluded.is_unlocked OR excluded.progress > ua.progress) "
     "RETURNING ua.is_unlocked"
 )
+UNLOCK_COUNT_SHARDS = 16
 _COUNT_UNLOCK = (
-    "UPDATE achievement_definitions SET unlocked_count = unlocked_count + 1 "
-    "WHERE product_id = %s AND api_name = %s"
+    "INSERT INTO achievement_unlock_counts AS c (product_id, api_name, shard, unlocked_count) "
+    "VALUES (%s, %s, %s, 1) ON CONFLICT (product_id, api_name, shard) "
+    "DO UPDATE SET unlocked_count = c.unlocked_count + 1"
 )
+
+
+def unlock_count_shard(user_id: uuid.UUID) -> int:
+    """The counter row a user's unlocks count in: fixed per user, spread evenly over the shards."""
+    return user_id.int % UNLOCK_COUNT_SHARDS
 
 
 async def record_progress(
@@ -91,7 +98,7 @@ async def record_progress(
         _RECORD_PROGRESS, (user_id, product_id, api_name, change.progress, change.unlocks, unlocked_at, now)
     )
     if unlocked:
-        await db.execute(_COUNT_UNLOCK, (product_id, api_name))
+        await db.execute(_COUNT_UNLOCK, (product_id, api_name, unlock_count_shard(user_id)))
     return bool(unlocked)
 
 
@@ -106,7 +113,10 @@ class StatusRow:
 # position: where the definition's product is in the requested list (0-based), the first sort key
 _STATUS_COLUMNS = (
     "d.product_id, d.api_name, d.display_name, d.description, d.hidden, d.max_progress, d.icon_url, "
-    "d.icon_locked_url, d.display_order, d.unlocked_count, ua.progress, ua.is_unlocked, ua.unlocked_at, "
+    "d.icon_locked_url, d.display_order, "
+    "(SELECT coalesce(sum(c.unlocked_count), 0)::bigint FROM achievement_unlock_counts c "
+    "WHERE c.product_id = d.product_id AND c.api_name = d.api_name), "
+    "ua.progress, ua.is_unlocked, ua.unlocked_at, "
     "array_position(%s::uuid[], d.product_id) - 1 AS position"
 )
 _STATUS_SOURCE = (
@@ -178,13 +188,3 @@ async def status_row(db: Db, user_id: uuid.UUID, product_id: uuid.UUID, api_name
         ([product_id], user_id, [product_id], api_name),
     )
     return None if row is None else _status_row(row)
-
-
-async def owner_counts(db: Db, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """How many users own each product now (products nobody owns are absent)."""
-    rows = await db.all(
-        "SELECT product_id, count(*) FROM library_items WHERE product_id = ANY(%s) AND revoked_at IS NULL "
-        "GROUP BY product_id",
-        (product_ids,),
-    )
-    return dict(rows)

@@ -1,4 +1,5 @@
-"""Pure achievement rules: monotonic progress, the unlock transition, percentages, masking, unlock rates.
+"""Pure achievement rules: monotonic progress, the unlock transition, percentages, masking, unlock rates,
+reading definitions from catalog events.
 
 No I/O. The use cases apply these to a snapshot read from the database; the repository's conditional
 upsert then makes the write race-safe (see repository.record_progress).
@@ -6,8 +7,12 @@ upsert then makes the write race-safe (see repository.record_progress).
 
 from __future__ import annotations
 
+import re
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 
 def normalised_max_progress(value: int) -> int:
@@ -117,7 +122,55 @@ def status_of(definition: Definition, progress: Progress, rate: float) -> Status
 
 
 def masked(status: Status) -> Status:
-    """A hidden achievement the user has not unlocked shows neither name, description nor icon."""
+    """A hidden achievement the user has not unlocked is masked completely: no api name, name,
+    description, icon or progress; only that a hidden one exists (its locked icon and unlock rate)."""
     if status.hidden and not status.is_unlocked:
-        return replace(status, display_name="", description="", icon_url="")
+        return replace(
+            status,
+            api_name="",
+            display_name="",
+            description="",
+            icon_url="",
+            progress=0,
+            max_progress=0,
+            progress_percentage=0,
+        )
     return status
+
+
+# What a catalog product event calls its definitions (seed 000 §5.2: `updatedFields` names them).
+CATALOG_DEFINITIONS_FIELD = "achievement_definitions"
+_API_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def catalog_definitions(data: Mapping[str, Any]) -> list[Definition] | None:
+    """The definitions a `com.platform.catalog.product.updated.v1` payload carries when its
+    `updatedFields` include `achievement_definitions` (`achievementDefinitions`: [{`apiName`,
+    `displayName`, `description`, `hidden`, `maxProgress`, `iconUrl`, `iconLockedUrl`, `displayOrder`}]),
+    read by the contract rules of UpsertAchievementDefinitions; None when it carries none. ValueError /
+    KeyError / TypeError when malformed."""
+    if CATALOG_DEFINITIONS_FIELD not in (data.get("updatedFields") or ()):
+        return None
+    product_id = str(uuid.UUID(str(data["productId"])))
+    definitions: dict[str, Definition] = {}
+    for entry in data["achievementDefinitions"]:
+        api_name, display_name = entry["apiName"], entry["displayName"]
+        if not isinstance(api_name, str) or not _API_NAME.fullmatch(api_name):
+            raise ValueError("apiName must be 1-128 of [A-Za-z0-9_.-]")
+        if not isinstance(display_name, str) or not display_name.strip() or len(display_name) > 256:
+            raise ValueError("displayName must be 1-256 characters")
+        max_progress = int(entry.get("maxProgress") or 0)
+        if max_progress < 0:
+            raise ValueError("maxProgress must not be negative")
+        definitions[api_name] = Definition(
+            product_id=product_id,
+            api_name=api_name,
+            display_name=display_name,
+            description=str(entry.get("description") or ""),
+            hidden=bool(entry.get("hidden", False)),
+            max_progress=normalised_max_progress(max_progress),
+            icon_url=str(entry.get("iconUrl") or ""),
+            icon_locked_url=str(entry.get("iconLockedUrl") or ""),
+            display_order=int(entry.get("displayOrder") or 0),
+        )
+    return list(definitions.values())

@@ -6,7 +6,18 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKeyConstraint,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -27,10 +38,30 @@ class AchievementDefinition(Base):
     icon_url: Mapped[str] = mapped_column(Text, server_default="")
     icon_locked_url: Mapped[str] = mapped_column(Text, server_default="")
     display_order: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    # Users who have unlocked it: a counter bumped by the single transaction that observes each unlock,
-    # so the global unlock rate needs no scan of user_achievements.
-    unlocked_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AchievementUnlockCount(Base):
+    """Users who have unlocked an achievement, in shards (a user's unlock counts in the shard its id
+    picks): bumped by the single transaction that observes each unlock, so the global unlock rate needs no
+    scan of user_achievements, and concurrent unlocks of one achievement (launch day) spread over
+    UNLOCK_COUNT_SHARDS rows instead of queueing on one."""
+
+    __tablename__ = "achievement_unlock_counts"
+
+    product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    api_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    unlocked_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["product_id", "api_name"],
+            ["achievement_definitions.product_id", "achievement_definitions.api_name"],
+            name="fk_achievement_unlock_counts_definition",
+            ondelete="CASCADE",
+        ),
+    )
 
 
 class UserAchievement(Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +10,6 @@ from typing import Any
 from server.achievements import repository
 from server.achievements.rules import Definition, Progress, Status, merge_progress, status_of, unlock_rate
 from server.core import replay
-from server.core.breaker import Breaker
 from server.core.db import Db
 from server.core.deps import Deps
 from server.core.errors import NotFound
@@ -24,14 +22,10 @@ from server.core.pagination import (
 )
 from server.core.replay import request_key
 from server.core.uow import UnitOfWork
-from server.library.entitlements import owned_product_ids, require_owned
+from server.library.entitlements import owned_product_ids, owner_counts, require_owned
 
 ACHIEVEMENT_UNLOCKED = "com.platform.library.achievement.unlocked.v1"
 ACHIEVEMENT_UNLOCKED_NOTIFICATION = "achievementUnlocked"
-# How long a product's owner count (the unlock rate's denominator) may be served from cache.
-OWNER_COUNT_TTL_SECONDS = 300
-_REDIS = Breaker()  # the owner-count cache's view of Redis (one per process)
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +43,16 @@ class StatusPage:
 
 async def upsert_definitions(deps: Deps, product_id: uuid.UUID, definitions: list[Definition]) -> int:
     async with deps.uow() as uow:
-        count = await repository.upsert_definitions(uow.session, product_id, definitions)
+        count = await upsert_definitions_in(uow, product_id, definitions)
         await uow.commit()
     return count
+
+
+async def upsert_definitions_in(uow: UnitOfWork, product_id: uuid.UUID, definitions: list[Definition]) -> int:
+    """Inside the caller's unit of work (UpsertAchievementDefinitions, the catalog consumer)."""
+    if not definitions:
+        return 0
+    return await repository.upsert_definitions(uow.session, product_id, definitions)
 
 
 async def update_progress(
@@ -87,7 +88,7 @@ async def update_progress(
             # Re-read: the stored state (and the unlock counter) is whatever the conditional upsert left.
             row = await repository.status_row(db, user_id, product_id, api_name)
             assert row is not None  # definitions are never deleted
-        [status] = await _merge(deps, db, user_id, [product_id], [row], owned={product_id})
+        [status] = await _merge(db, user_id, [product_id], [row], owned={product_id})
         result = ProgressResult(status=status, newly_unlocked=newly_unlocked)
         await replay.remember(uow, key, result)
         await uow.commit()
@@ -126,7 +127,7 @@ async def list_statuses(
     async with deps.uow.read() as db:
         rows, total = await repository.status_page(db, user_id, product_ids, after=after, limit=page_size + 1)
         page = rows[:page_size]
-        statuses = await _merge(deps, db, user_id, product_ids, page)
+        statuses = await _merge(db, user_id, product_ids, page)
     next_token = ""
     if len(rows) > page_size:
         last = page[-1]
@@ -146,7 +147,6 @@ def _cursor(cursor: list[Any] | None) -> tuple[int, int, str] | None:
 
 
 async def _merge(
-    deps: Deps,
     db: Db,
     user_id: uuid.UUID,
     product_ids: list[uuid.UUID],
@@ -154,12 +154,13 @@ async def _merge(
     *,
     owned: set[uuid.UUID] | None = None,
 ) -> list[Status]:
-    """Statuses with unlock rates over current owners; progress in products the caller no longer owns
-    shows as zero (the contract lists unowned products with zero progress). `owned`: the products the
+    """Statuses with unlock rates over current owners (counted as grants and revokes commit); progress
+    in products the caller no longer owns shows as zero (the contract lists unowned products with zero
+    progress). `owned`: the products the
     caller is already known to own, instead of looking them up."""
     if owned is None:
         owned = await owned_product_ids(db, user_id, product_ids)
-    owners = await _owner_counts(deps, db, product_ids)
+    owners = await owner_counts(db, product_ids)
     statuses = []
     for row in rows:
         product_id = uuid.UUID(row.definition.product_id)
@@ -167,37 +168,3 @@ async def _merge(
         rate = unlock_rate(row.unlocked_count, owners.get(product_id, 0))
         statuses.append(status_of(row.definition, progress, rate))
     return statuses
-
-
-async def _owner_counts(deps: Deps, db: Db, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """Owners per product, cached in Redis for OWNER_COUNT_TTL_SECONDS: counting a popular game's owners
-    on every progress report would scan its library items, and the contract lets the rate lag a little.
-    Redis down or hung: counted in the database (and Redis left alone for a moment, server/core/breaker.py),
-    so progress and statuses do not depend on Redis."""
-    keys = [f"achievements:owners:{product_id}" for product_id in product_ids]
-    counts: dict[uuid.UUID, int] = {}
-    if not _REDIS.open:
-        try:
-            cached = await deps.redis.mget(keys)
-            counts = {p: int(c) for p, c in zip(product_ids, cached, strict=True) if c is not None}
-        except Exception as error:
-            if not _REDIS.failed(error):
-                raise
-            log.warning("owner counts from the database: Redis is unavailable (%s)", type(error).__name__)
-    missing = [p for p in product_ids if p not in counts]
-    if not missing:
-        return counts
-    fresh = await repository.owner_counts(db, missing)
-    counts.update({p: fresh.get(p, 0) for p in missing})
-    if not _REDIS.open:
-        try:
-            async with deps.redis.pipeline(transaction=False) as pipe:
-                for product_id in missing:
-                    pipe.set(
-                        f"achievements:owners:{product_id}", counts[product_id], ex=OWNER_COUNT_TTL_SECONDS
-                    )
-                await pipe.execute()
-        except Exception as error:
-            if not _REDIS.failed(error):
-                raise
-    return counts

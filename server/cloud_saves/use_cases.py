@@ -210,7 +210,7 @@ class CloudSaves:
             raise StoreUnavailable("SAVEGAME_DOWNLOAD_FAILED") from exc
         if stored is None:
             raise savegame_not_found()
-        link = await self._store.presign_get(row.s3_object_key, expires_in=self._download_expiry)
+        link = self._store.presign_get(row.s3_object_key, expires_in=self._download_expiry)
         return Download(link.url, link.expires_at, view(row))
 
     # ------------------------------------------------------------------ upload
@@ -261,7 +261,7 @@ class CloudSaves:
                 )
             savegame_id = uuid.uuid4()
             object_key = rules.object_key(user_id, request.product_id, savegame_id)
-            upload = await self._store.presign_put(
+            upload = self._store.presign_put(
                 object_key,
                 size=request.file_size_bytes,
                 sha256_hex=request.file_hash_sha256,
@@ -303,7 +303,7 @@ class CloudSaves:
                 "new upload without this request_id",
                 metadata={"savegameId": str(savegame_id)},
             )
-        upload = await self._store.presign_put(
+        upload = self._store.presign_put(
             row.s3_object_key,
             size=row.file_size_bytes,
             sha256_hex=row.file_hash_sha256,

@@ -84,6 +84,12 @@ class Settings:
     )
     playtime_checkpoint_seconds: float = 300.0
     playtime_reaper_seconds: float = 15.0
+    # Offline sessions older than this are rejected (TOO_OLD), as are those before the acquisition.
+    playtime_offline_max_age_days: int = 30
+    # Wishlist sales (SPEC §6): wishers announced per fan-out transaction, and how often an idle fan-out
+    # worker looks for new sales.
+    library_sale_batch_size: int = 500
+    library_sale_poll_seconds: float = 1.0
     # Cloud saves (SPEC §6): quota per user per product, the largest file, slots per product, committed
     # versions kept per slot, presigned URL lifetimes, how long after its URL expired a reservation (and
     # any object uploaded to it) is kept, and how often the sweeper releases reservations and deletes

@@ -15,5 +15,10 @@ RPC_LATENCY = Histogram(
 )
 OUTBOX_LAG = Gauge("outbox_lag_seconds", "Age of the oldest outbox row not yet published.")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published to Kafka or Redis.")
-ACTIVE_PLAY_SESSIONS = Gauge("playtime_active_sessions", "Play sessions open in this process's view.")
+ACTIVE_PLAY_SESSIONS = Gauge(
+    "playtime_active_sessions", "Play sessions on the reap schedule (all processes)."
+)
+PLAYTIME_SWEPT = Counter(
+    "playtime_swept_total", "Play sessions reaped or checkpointed by this process.", ["what"]
+)
 WS_CONNECTIONS = Gauge("ws_connections", "Open WebSocket connections of the notification relay.")

@@ -27,7 +27,7 @@ from server.core import context
 from server.core.clock import utc_now
 from server.core.config import Settings
 from server.core.errors import Unavailable
-from server.core.s3_presign import GetPresigner
+from server.core.s3_presign import Presigner
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -122,7 +122,7 @@ class ObjectStore:
         }
         self._exit = contextlib.AsyncExitStack()
         self._client = None
-        self._get_presigner = GetPresigner(
+        self._presigner = Presigner(
             settings.s3_endpoint_url,
             settings.s3_bucket,
             settings.s3_region,
@@ -153,31 +153,23 @@ class ObjectStore:
             raise RuntimeError("ObjectStore.open() was not called")
         return self._client
 
-    async def presign_put(self, key: str, *, size: int, sha256_hex: str, expires_in: int) -> PresignedUpload:
+    def presign_put(self, key: str, *, size: int, sha256_hex: str, expires_in: int) -> PresignedUpload:
         """A PUT URL for `key` that the store accepts only with this exact length and SHA-256."""
-        checksum = sha256_header(sha256_hex)
-        expires_at = utc_now() + timedelta(seconds=expires_in)
-        url = await self.client.generate_presigned_url(
-            "put_object",
-            Params={"Bucket": self.bucket, "Key": key, "ContentLength": size, "ChecksumSHA256": checksum},
-            ExpiresIn=expires_in,
-        )
-        headers = {"Content-Length": str(size), "x-amz-checksum-sha256": checksum}
-        return PresignedUpload(url=url, headers=headers, expires_at=expires_at)
+        now = utc_now().replace(microsecond=0)
+        headers = {"Content-Length": str(size), "x-amz-checksum-sha256": sha256_header(sha256_hex)}
+        url = self._presigner.url(key, expires_in=expires_in, now=now, method="PUT", headers=headers)
+        return PresignedUpload(url=url, headers=headers, expires_at=now + timedelta(seconds=expires_in))
 
-    async def presign_get(self, key: str, *, expires_in: int) -> PresignedDownload:
-        expires_at = utc_now() + timedelta(seconds=expires_in)
-        url = await self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
-        )
-        return PresignedDownload(url=url, expires_at=expires_at)
+    def presign_get(self, key: str, *, expires_in: int) -> PresignedDownload:
+        [download] = self.presign_gets([key], expires_in=expires_in)
+        return download
 
     def presign_gets(self, keys: list[str], *, expires_in: int) -> list[PresignedDownload]:
         """Presigned GETs of many objects at once, all valid `expires_in` seconds from now: the same URLs
         presign_get makes, about 15x cheaper each (server/core/s3_presign.py)."""
         now = utc_now().replace(microsecond=0)
         expires_at = now + timedelta(seconds=expires_in)
-        sign = self._get_presigner.url
+        sign = self._presigner.url
         return [PresignedDownload(sign(key, expires_in=expires_in, now=now), expires_at) for key in keys]
 
     async def head(self, key: str) -> StoredObject | None:

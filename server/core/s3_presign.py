@@ -1,9 +1,12 @@
-"""Presigned S3 GETs (SigV4 query authentication) in bulk, for manifests of thousands of chunk links.
+"""Presigned S3 URLs (SigV4 query authentication) without botocore's request pipeline: GETs in bulk, for
+manifests of thousands of chunk links, and the PUTs bound to a length and checksum that save uploads and
+chunk publishing hand out.
 
-botocore's generate_presigned_url costs about 0.6 ms a link here (its request pipeline runs per URL),
-so a 10,000-chunk manifest would spend seconds signing. This is the same algorithm for the one shape we
-need (GET, path-style, host the only signed header, unsigned payload), with the signing key derived once
-per day; tests/unit/test_s3_presign.py checks it produces botocore's URL byte for byte.
+botocore's generate_presigned_url costs about 0.6 ms a URL here (its request pipeline runs per URL), so a
+10,000-chunk manifest would spend seconds signing, and every save sync pays it on its way. This is the same
+algorithm for the shapes we need (path-style, host plus the given headers signed, unsigned payload), with
+the signing key derived once per day; tests/unit/test_s3_presign.py checks it produces botocore's URLs
+byte for byte.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode(), hashlib.sha256).digest()
 
 
-class GetPresigner:
+class Presigner:
     def __init__(self, endpoint_url: str, bucket: str, region: str, access_key: str, secret_key: str):
         parts = urlsplit(endpoint_url)
         self._base = f"{parts.scheme}://{parts.netloc}"
@@ -40,18 +43,35 @@ class GetPresigner:
             self._keys = {day: key}
         return key
 
-    def url(self, key: str, *, expires_in: int, now: datetime) -> str:
-        """The presigned GET URL of object `key`, valid `expires_in` seconds from `now` (UTC)."""
+    def url(
+        self,
+        key: str,
+        *,
+        expires_in: int,
+        now: datetime,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        """The presigned URL of `method` on object `key`, valid `expires_in` seconds from `now` (UTC). The
+        store accepts it only with exactly `headers` (name → value; signed along with host)."""
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         day = stamp[:8]
         scope = f"{day}/{self._region}/s3/aws4_request"
         path = f"{self._bucket_path}/{quote(key, safe='/~')}"
+        signed = {
+            "host": self._host,
+            **{name.lower(): value.strip() for name, value in (headers or {}).items()},
+        }
+        names = sorted(signed)
+        signed_names = ";".join(names)
         query = (
             f"X-Amz-Algorithm={ALGORITHM}"
             f"&X-Amz-Credential={quote(f'{self._access_key}/{scope}', safe='~')}"
-            f"&X-Amz-Date={stamp}&X-Amz-Expires={expires_in}&X-Amz-SignedHeaders=host"
+            f"&X-Amz-Date={stamp}&X-Amz-Expires={expires_in}"
+            f"&X-Amz-SignedHeaders={quote(signed_names, safe='~')}"
         )
-        canonical = f"GET\n{path}\n{query}\nhost:{self._host}\n\nhost\nUNSIGNED-PAYLOAD"
+        canonical_headers = "".join(f"{name}:{signed[name]}\n" for name in names)
+        canonical = f"{method}\n{path}\n{query}\n{canonical_headers}\n{signed_names}\nUNSIGNED-PAYLOAD"
         to_sign = f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         signature = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
         return f"{self._base}{path}?{query}&X-Amz-Signature={signature}"

@@ -130,7 +130,7 @@ async def begin_upload(deps: Deps, draft: VersionDraft) -> BeginResult:
     for chunk in pending:
         if chunk.chunk_id in already_uploaded:
             continue
-        put = await deps.store.presign_put(
+        put = deps.store.presign_put(
             object_key(chunk.chunk_id, chunk.compressed_sha256),
             size=chunk.compressed_size_bytes,
             sha256_hex=chunk.compressed_sha256,

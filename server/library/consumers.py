@@ -2,7 +2,14 @@
 
 - payment `transaction.completed` → grant the order's products (once per event id, and once per order:
   a replayed or re-sent event grants nothing twice and emits nothing twice);
-- catalog `product.updated` → refresh the local product cache (stale updates are ignored).
+- payment `transaction.refunded` (same topic; data shaped like the purchase's: `userId`, `orderId`,
+  optional `items` for a partial refund, optional `reason` refund | chargeback, `timestamp`) → revoke what
+  the user still holds from that order, each product once (`item.revoked`), however often it arrives;
+- catalog `product.updated` → refresh the local product cache (stale updates are ignored); one carrying a
+  `discount` ({`percent`, optional `saleId`, optional `endsAt`}) also records the sale, which
+  server.library.sales announces to the product's wishers in bounded batches, once per sale.
+
+Order ids are compared in one canonical form (rules.order_key), as GrantEntitlements compares them.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from server.core.uow import UnitOfWork
 from server.library import rules, use_cases
 
 PAYMENT_COMPLETED = "com.platform.payment.transaction.completed.v1"
+PAYMENT_REFUNDED = "com.platform.payment.transaction.refunded.v1"
 PRODUCT_UPDATED = "com.platform.catalog.product.updated.v1"
 
 
@@ -34,10 +42,22 @@ def payment_completed_handler(deps: Deps) -> EventHandler:
     return handle
 
 
+def payment_refunded_handler(deps: Deps) -> EventHandler:
+    async def handle(uow: UnitOfWork, event: dict[str, Any]) -> None:
+        refund = rules.refunded_order(event["data"], event_time=_event_time(event, deps))
+        await use_cases.refund_in(uow, refund, now=deps.clock())
+
+    return handle
+
+
 def product_updated_handler(deps: Deps) -> EventHandler:
     async def handle(uow: UnitOfWork, event: dict[str, Any]) -> None:
-        values = rules.catalog_product_values(event["data"], event_time=_event_time(event, deps))
+        data = event["data"]
+        values = rules.catalog_product_values(data, event_time=_event_time(event, deps))
+        sale = rules.catalog_sale(data)
         await use_cases.upsert_products_in(uow, [values])
+        if sale is not None:
+            await use_cases.announce_sale_in(uow, sale)
 
     return handle
 
@@ -54,7 +74,10 @@ def library_consumers(deps: Deps) -> list[KafkaEventConsumer]:
         KafkaEventConsumer(
             name="library-payment",
             topics=[PAYMENT_EVENTS_TOPIC],
-            handlers={PAYMENT_COMPLETED: payment_completed_handler(deps)},
+            handlers={
+                PAYMENT_COMPLETED: payment_completed_handler(deps),
+                PAYMENT_REFUNDED: payment_refunded_handler(deps),
+            },
             **common,
         ),
         KafkaEventConsumer(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,3 +39,38 @@ async def owned_product_ids(
     else:
         rows = await db.all(f"{_OWNED} AND product_id = ANY(%s)", (user_id, list(product_ids)))
     return {row[0] for row in rows}
+
+
+async def owner_counts(db: Db, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many users own each product now (products nobody owns are absent): the count a trigger keeps
+    in step with every grant and revoke (migration 0017_library_extras), read by key."""
+    rows = await db.all(
+        "SELECT product_id, owners FROM product_owner_counts WHERE product_id = ANY(%s) AND owners > 0",
+        (list(product_ids),),
+    )
+    return dict(rows)
+
+
+async def acquired_at(
+    db: Db, user_id: uuid.UUID, product_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, datetime]:
+    """When the user acquired each of these products they own now (not revoked)."""
+    rows = await db.all(
+        "SELECT product_id, acquisition_timestamp FROM library_items WHERE user_id = %s "
+        "AND revoked_at IS NULL AND product_id = ANY(%s)",
+        (user_id, list(product_ids)),
+    )
+    return dict(rows)
+
+
+async def revoked_times(
+    db: Db, pairs: Iterable[tuple[uuid.UUID, uuid.UUID]]
+) -> dict[tuple[uuid.UUID, uuid.UUID], datetime]:
+    """When each (user, product) entitlement of these was revoked; those owned (or never held) are absent."""
+    pairs = list(pairs)
+    rows = await db.all(
+        "SELECT li.user_id, li.product_id, li.revoked_at FROM unnest(%s::uuid[], %s::uuid[]) AS k(u, p) "
+        "JOIN library_items li ON li.user_id = k.u AND li.product_id = k.p WHERE li.revoked_at IS NOT NULL",
+        ([u for u, _ in pairs], [p for _, p in pairs]),
+    )
+    return {(u, p): when for u, p, when in rows}

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.errors import UniqueViolation
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -265,26 +267,34 @@ async def add_item(
     return restored is not None
 
 
-async def revoke_item(
-    session: AsyncSession,
+_REVOKE = (
+    "UPDATE library_items SET revoked_at = %s, revoke_reason = %s, revoked_order_id = %s "
+    "WHERE user_id = %s AND revoked_at IS NULL"
+)
+
+
+async def revoke_items(
+    db: Db,
     user_id: uuid.UUID,
-    product_id: uuid.UUID,
+    product_ids: Sequence[uuid.UUID] | None,
     *,
     reason: str,
     order_id: str | None,
     when: datetime,
-) -> bool:
-    revoked = await session.scalar(
-        update(LibraryItem)
-        .where(
-            LibraryItem.user_id == user_id,
-            LibraryItem.product_id == product_id,
-            LibraryItem.revoked_at.is_(None),
-        )
-        .values(revoked_at=when, revoke_reason=reason, revoked_order_id=order_id)
-        .returning(LibraryItem.id)
-    )
-    return revoked is not None
+    of_order: bool,
+) -> list[uuid.UUID]:
+    """Revokes the user's active items of these products (None: of every product), and with `of_order`
+    only those the order granted; returns the products revoked (none when already revoked: idempotent).
+    The item keeps its row, playtime, categories and achievements, hidden behind `revoked_at`."""
+    sql, params = _REVOKE, [when, reason, order_id, user_id]
+    if product_ids is not None:
+        sql += " AND product_id = ANY(%s)"
+        params.append(list(product_ids))
+    if of_order:
+        sql += " AND order_id = %s"
+        params.append(order_id)
+    rows = await db.all(f"{sql} RETURNING product_id", params)
+    return [row[0] for row in rows]
 
 
 async def mark_installed(
@@ -331,6 +341,42 @@ async def add_category(db: Db, user_id: uuid.UUID, name: str) -> CategoryView | 
     return None if row is None else _category_view(row)
 
 
+CATEGORY_TAKEN = "taken"
+
+
+async def rename_category(
+    db: Db, user_id: uuid.UUID, category_id: uuid.UUID, name: str
+) -> CategoryView | str | None:
+    """The renamed category; None when the user has no such category; CATEGORY_TAKEN when another of
+    their categories has the name (case-insensitively)."""
+    if (
+        await db.one(
+            "SELECT 1 FROM library_categories WHERE user_id = %s AND id = %s FOR UPDATE",
+            (user_id, category_id),
+        )
+        is None
+    ):
+        return None
+    try:
+        row = await db.one(
+            "UPDATE library_categories SET name = %s WHERE id = %s AND NOT EXISTS (SELECT 1 FROM "
+            "library_categories o WHERE o.user_id = %s AND lower(o.name) = lower(%s) AND o.id <> %s) "
+            "RETURNING id, name, created_at",
+            (name, category_id, user_id, name, category_id),
+        )
+    except UniqueViolation:  # a concurrent rename or create took the name after the check
+        return CATEGORY_TAKEN
+    return CATEGORY_TAKEN if row is None else _category_view(row)
+
+
+async def delete_category(db: Db, user_id: uuid.UUID, category_id: uuid.UUID) -> bool:
+    """Deletes the user's category (its memberships go with it; the items stay). False if none."""
+    deleted = await db.execute(
+        "DELETE FROM library_categories WHERE user_id = %s AND id = %s", (user_id, category_id)
+    )
+    return deleted > 0
+
+
 async def list_wishlist(
     db: Db, user_id: uuid.UUID, cursor: list[Any] | None, page_size: int
 ) -> tuple[list[WishlistItemView], list[Any] | None, int]:
@@ -362,6 +408,31 @@ async def add_wishlist_item(
     return None if row is None else _wishlist_view(row)
 
 
+async def lock_wishlist_item(db: Db, user_id: uuid.UUID, product_id: uuid.UUID) -> WishlistItemView | None:
+    """The user's wishlist item of the product (with its cached product), locked for an update."""
+    row = await db.one(
+        f"SELECT {_WISH} FROM wishlist_items w LEFT JOIN products p ON p.product_id = w.product_id "
+        "WHERE w.user_id = %s AND w.product_id = %s FOR UPDATE OF w",
+        (user_id, product_id),
+    )
+    return None if row is None else _wishlist_view(row)
+
+
+async def set_wishlist_item(db: Db, item_id: uuid.UUID, *, priority: int, notes: str) -> None:
+    await db.execute(
+        "UPDATE wishlist_items SET priority = %s, notes = %s WHERE id = %s", (priority, notes, item_id)
+    )
+
+
+async def remove_wishes(db: Db, user_id: uuid.UUID, product_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Takes these products off the user's wishlist; the ones that were on it."""
+    rows = await db.all(
+        "DELETE FROM wishlist_items WHERE user_id = %s AND product_id = ANY(%s) RETURNING product_id",
+        (user_id, list(product_ids)),
+    )
+    return [row[0] for row in rows]
+
+
 async def remove_wishlist_item(db: Db, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
     removed = await db.execute(
         "DELETE FROM wishlist_items WHERE user_id = %s AND product_id = %s", (user_id, product_id)
@@ -382,3 +453,63 @@ async def upsert_products(session: AsyncSession, rows: Sequence[dict[str, Any]])
         where=Product.updated_at <= stmt.excluded.updated_at,
     ).returning(Product.product_id)
     return len((await session.scalars(stmt)).all())
+
+
+# ---------------------------------------------------------------------------------------- wishlist sales
+@dataclass(frozen=True)
+class PendingSale:
+    id: uuid.UUID
+    product_id: uuid.UUID
+    product_name: str
+    discount_percent: int
+    cursor_user_id: uuid.UUID | None
+
+
+async def open_sale(db: Db, product_id: uuid.UUID, key: str, percent: int, product_name: str) -> bool:
+    """Records a sale to announce; False when this sale of the product was recorded before. The name is
+    the event's, else the cached product's."""
+    row = await db.one(
+        "INSERT INTO wishlist_sales (id, product_id, sale_key, discount_percent, product_name) "
+        "VALUES (%s, %s, %s, %s, coalesce(nullif(%s, ''), "
+        "(SELECT name FROM products WHERE product_id = %s), '')) "
+        "ON CONFLICT DO NOTHING RETURNING id",
+        (uuid.uuid4(), product_id, key, percent, product_name, product_id),
+    )
+    return row is not None
+
+
+async def lock_pending_sale(db: Db) -> PendingSale | None:
+    """The oldest sale still being announced that no other worker holds, locked."""
+    row = await db.one(
+        "SELECT id, product_id, product_name, discount_percent, cursor_user_id FROM wishlist_sales "
+        "WHERE finished_at IS NULL ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )
+    return None if row is None else PendingSale(*row)
+
+
+async def wishers_after(
+    db: Db, product_id: uuid.UUID, after: uuid.UUID | None, limit: int
+) -> list[uuid.UUID]:
+    """The next `limit` users wishing for the product, in user id order, after `after`."""
+    if after is None:
+        rows = await db.all(
+            "SELECT user_id FROM wishlist_items WHERE product_id = %s ORDER BY user_id LIMIT %s",
+            (product_id, limit),
+        )
+    else:
+        rows = await db.all(
+            "SELECT user_id FROM wishlist_items WHERE product_id = %s AND user_id > %s "
+            "ORDER BY user_id LIMIT %s",
+            (product_id, after, limit),
+        )
+    return [row[0] for row in rows]
+
+
+async def advance_sale(
+    db: Db, sale_id: uuid.UUID, cursor: uuid.UUID | None, notified: int, *, finished_at: datetime | None
+) -> None:
+    await db.execute(
+        "UPDATE wishlist_sales SET cursor_user_id = coalesce(%s, cursor_user_id), notified = notified + %s, "
+        "batches = batches + 1, finished_at = %s WHERE id = %s",
+        (cursor, notified, finished_at, sale_id),
+    )

@@ -18,6 +18,11 @@ ITEM_ADDED = "com.platform.library.item.added.v1"
 ITEM_REVOKED = "com.platform.library.item.revoked.v1"
 WISHLIST_ITEM_ADDED = "com.platform.library.wishlist.item.added.v1"
 WISHLIST_ITEM_REMOVED = "com.platform.library.wishlist.item.removed.v1"
+WISHLIST_ITEM_UPDATED = "com.platform.library.wishlist.item.updated.v1"
+WISHLIST_GAME_ON_SALE = "wishlistGameOnSale"  # WebSocket notification type (seed 000 §3.3)
+
+# How an entitlement was revoked (stored `revoke_reason`; RevokeEntitlementRequest.Reason in lower case).
+REFUND, CHARGEBACK = "refund", "chargeback"
 
 CATEGORY_NAME_MAX = 64
 
@@ -29,27 +34,40 @@ _MASK_ALIASES = {
     "categoryIds": CATEGORY_IDS,
     "installationStatus": INSTALLATION_STATUS,
 }
+# UpdateWishlistItem mask paths (the same in proto and JSON).
+PRIORITY, NOTES = "priority", "notes"
+# UpdateCategory's only mask path.
+NAME = "name"
+
+
+def resolve_mask(
+    mask_paths: Iterable[str], present: Mapping[str, bool], aliases: Mapping[str, str] | None = None
+) -> tuple[frozenset[str], list[str]]:
+    """The fields an AIP-134 update changes and the mask paths that name no field.
+
+    `present`: every updatable field and whether the request carries it. With no mask, the fields present
+    in the request change; `*` means every updatable field; `aliases` maps JSON spellings to proto names."""
+    aliases = aliases or {}
+    paths = [p.strip() for p in mask_paths if p.strip()]
+    if not paths:
+        return frozenset(name for name, given in present.items() if given), []
+    if "*" in paths:
+        return frozenset(present), [p for p in paths if p != "*"]
+    names = [aliases.get(p, p) for p in paths]
+    unknown = [p for p, name in zip(paths, names, strict=True) if name not in present]
+    return frozenset(n for n in names if n in present), unknown
 
 
 def fields_to_update(
     mask_paths: Iterable[str], *, has_is_hidden: bool, has_category_ids: bool, has_installation_status: bool
 ) -> tuple[frozenset[str], list[str]]:
-    """The fields an UpdateLibraryItem changes (AIP-134) and the mask paths that name no field.
-
-    With no mask, the fields present in the request change; `*` means every updatable field."""
-    paths = [p.strip() for p in mask_paths if p.strip()]
-    if not paths:
-        present = {
-            IS_HIDDEN: has_is_hidden,
-            CATEGORY_IDS: has_category_ids,
-            INSTALLATION_STATUS: has_installation_status,
-        }
-        return frozenset(name for name, given in present.items() if given), []
-    if "*" in paths:
-        return UPDATABLE_FIELDS, [p for p in paths if p != "*"]
-    names = [_MASK_ALIASES.get(p, p) for p in paths]
-    unknown = [p for p, name in zip(paths, names, strict=True) if name not in UPDATABLE_FIELDS]
-    return frozenset(n for n in names if n in UPDATABLE_FIELDS), unknown
+    """The fields an UpdateLibraryItem changes (AIP-134) and the mask paths that name no field."""
+    present = {
+        IS_HIDDEN: has_is_hidden,
+        CATEGORY_IDS: has_category_ids,
+        INSTALLATION_STATUS: has_installation_status,
+    }
+    return resolve_mask(mask_paths, present, _MASK_ALIASES)
 
 
 def clean_category_name(raw: str) -> str:
@@ -103,6 +121,26 @@ def wishlist_payload(user_id: uuid.UUID, product_id: uuid.UUID, when: datetime) 
     return {"userId": str(user_id), "productId": str(product_id), "timestamp": rfc3339(when)}
 
 
+def wishlist_updated_payload(
+    user_id: uuid.UUID, product_id: uuid.UUID, priority: int, notes: str, when: datetime
+) -> dict[str, Any]:
+    """`com.platform.library.wishlist.item.updated.v1` data: the item's values after the update."""
+    return {**wishlist_payload(user_id, product_id, when), "priority": priority, "notes": notes}
+
+
+def order_key(raw: Any) -> str:
+    """The one idempotency key of an order, whoever names it (GrantEntitlements, the payment events): the
+    canonical UUID form when the id is a UUID in any spelling, else the id with surrounding whitespace
+    trimmed. ValueError when empty."""
+    text = str(raw).strip()
+    if not text:
+        raise ValueError("orderId is empty")
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text
+
+
 @dataclass(frozen=True)
 class PaidOrder:
     """What `com.platform.payment.transaction.completed.v1` grants."""
@@ -123,14 +161,39 @@ def parse_time(value: Any) -> datetime:
 
 def paid_order(data: Mapping[str, Any], *, event_time: datetime) -> PaidOrder:
     """Reads the payment event's data (seed 000 §5.2); ValueError/KeyError/TypeError when malformed."""
-    order_id = str(data["orderId"]).strip()
-    if not order_id:
-        raise ValueError("orderId is empty")
-    product_ids = list(dict.fromkeys(uuid.UUID(str(item["productId"])) for item in data["items"]))
+    product_ids = _order_products(data["items"])
     if not product_ids:
         raise ValueError("the order has no items")
     paid_at = parse_time(data["timestamp"]) if data.get("timestamp") else event_time
-    return PaidOrder(uuid.UUID(str(data["userId"])), order_id, product_ids, paid_at)
+    return PaidOrder(uuid.UUID(str(data["userId"])), order_key(data["orderId"]), product_ids, paid_at)
+
+
+def _order_products(items: Any) -> list[uuid.UUID]:
+    return list(dict.fromkeys(uuid.UUID(str(item["productId"])) for item in items))
+
+
+@dataclass(frozen=True)
+class RefundedOrder:
+    """What `com.platform.payment.transaction.refunded.v1` revokes: the order's items that the user still
+    holds from that order (`product_ids` None: all of them)."""
+
+    user_id: uuid.UUID
+    order_id: str
+    product_ids: list[uuid.UUID] | None
+    reason: str
+    refunded_at: datetime
+
+
+def refunded_order(data: Mapping[str, Any], *, event_time: datetime) -> RefundedOrder:
+    """Reads the refund event's data, shaped like the purchase event's (`userId`, `orderId`, optional
+    `items` for a partial refund, optional `reason` `refund` | `chargeback`, `timestamp`)."""
+    items = data.get("items")
+    product_ids = _order_products(items) if items else None
+    reason = CHARGEBACK if data.get("reason") == CHARGEBACK else REFUND
+    refunded_at = parse_time(data["timestamp"]) if data.get("timestamp") else event_time
+    return RefundedOrder(
+        uuid.UUID(str(data["userId"])), order_key(data["orderId"]), product_ids, reason, refunded_at
+    )
 
 
 # Catalog payload keys (camelCase) → product cache columns, with how to read each value.
@@ -157,3 +220,38 @@ def catalog_product_values(data: Mapping[str, Any], *, event_time: datetime) -> 
             values[column] = read(data[key])
     values["updated_at"] = parse_time(data["updatedAt"]) if data.get("updatedAt") else event_time
     return values
+
+
+@dataclass(frozen=True)
+class Sale:
+    """A discount a catalog product event announces. `key` tells one sale from another: the catalog's
+    `saleId` when it sends one, else the percentage and end time, so a product event re-sent or carrying
+    other changes during the same sale announces nothing again."""
+
+    product_id: uuid.UUID
+    key: str
+    percent: int
+    product_name: str
+
+
+def catalog_sale(data: Mapping[str, Any]) -> Sale | None:
+    """The sale a `com.platform.catalog.product.updated.v1` payload carries (`discount`: {`percent` 1-100,
+    optional `saleId`, optional `endsAt`}), or None when it carries no discount."""
+    discount = data.get("discount")
+    if not discount:
+        return None
+    if not isinstance(discount, Mapping):
+        raise TypeError("discount must be an object")
+    percent = discount["percent"]
+    if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 < percent <= 100:
+        raise ValueError("discount.percent must be a number in (0, 100]")
+    percent = max(1, round(percent))
+    ends = parse_time(discount["endsAt"]) if discount.get("endsAt") else None
+    key = str(discount.get("saleId") or "").strip() or f"{percent}%:{rfc3339(ends) if ends else ''}"
+    name = data.get("name")
+    return Sale(uuid.UUID(str(data["productId"])), key, percent, name if isinstance(name, str) else "")
+
+
+def sale_notification(product_id: uuid.UUID, product_name: str, percent: int) -> dict[str, Any]:
+    """The `wishlistGameOnSale` payload (seed 000 §3.3)."""
+    return {"productId": str(product_id), "productName": product_name, "discountPercent": f"{percent}%"}

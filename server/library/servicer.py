@@ -9,6 +9,8 @@ import functools
 import uuid
 from datetime import datetime
 
+from google.protobuf import empty_pb2
+
 from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
 from server.core.auth import current_user_id, require_service
@@ -126,8 +128,8 @@ def _distinct(v: Validator, field: str, ids: list[uuid.UUID]) -> None:
 
 
 def _order_id(value: str) -> str | None:
-    """The canonical form of an optional order id (the contract checked it is a UUID)."""
-    return str(parse_uuid(value)) if value else None
+    """The idempotency key of an optional order id (the contract checked it is a UUID)."""
+    return rules.order_key(value) if value else None
 
 
 def _product_row(v: Validator, field: str, product: pb.Product, now: datetime) -> dict:
@@ -252,6 +254,44 @@ class LibraryServiceServicer(FamilySharingRpcs, library_service_pb2_grpc.Library
         user_id = current_user_id()
         removed = await use_cases.remove_wishlist_item(self._deps, user_id, parse_uuid(request.product_id))
         return pb.RemoveWishlistItemResponse(removed=removed)
+
+    async def UpdateWishlistItem(
+        self, request: pb.UpdateWishlistItemRequest, context
+    ) -> pb.UpdateWishlistItemResponse:
+        user_id = current_user_id()
+        v = Validator()
+        fields, unknown = rules.resolve_mask(
+            request.update_mask.paths,
+            {rules.PRIORITY: request.HasField("priority"), rules.NOTES: request.HasField("notes")},
+        )
+        for path in unknown:
+            v.fail("update_mask", f"unknown field path {path!r}")
+        if not fields and not unknown:
+            v.fail("update_mask", "names no field to update (priority, notes)")
+        v.check()
+        changes = use_cases.WishChanges(fields=fields, priority=request.priority, notes=request.notes)
+        item = await use_cases.update_wishlist_item(
+            self._deps, user_id, parse_uuid(request.product_id), changes
+        )
+        return pb.UpdateWishlistItemResponse(wishlist_item=_wish(item))
+
+    async def UpdateCategory(self, request: pb.UpdateCategoryRequest, context) -> pb.UpdateCategoryResponse:
+        user_id = current_user_id()
+        v = Validator()
+        _, unknown = rules.resolve_mask(request.update_mask.paths, {rules.NAME: True})
+        for path in unknown:
+            v.fail("update_mask", f"unknown field path {path!r}")
+        name = rules.clean_category_name(request.name)
+        if (problem := rules.category_name_problem(name)) is not None:
+            v.fail("name", problem)
+        v.check()
+        category = await use_cases.update_category(self._deps, user_id, parse_uuid(request.category_id), name)
+        return pb.UpdateCategoryResponse(category=_category(category))
+
+    async def DeleteCategory(self, request: pb.DeleteCategoryRequest, context) -> empty_pb2.Empty:
+        user_id = current_user_id()
+        await use_cases.delete_category(self._deps, user_id, parse_uuid(request.category_id))
+        return empty_pb2.Empty()
 
     async def GrantEntitlements(
         self, request: pb.GrantEntitlementsRequest, context

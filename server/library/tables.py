@@ -1,5 +1,6 @@
 """Library tables (seed 000 §4.1): library items (entitlements), the local product cache, user categories,
-the wishlist, and the ledger of applied orders that makes an order's grant idempotent."""
+the wishlist, the ledger of applied orders that makes an order's grant idempotent, the owner count per
+product and the wishlist sales being announced."""
 
 from __future__ import annotations
 
@@ -126,6 +127,8 @@ class WishlistItem(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "product_id"),
         Index("ix_wishlist_items_user_added", "user_id", "added_timestamp"),
+        # A sale's fan-out walks the product's wishers in user id order.
+        Index("ix_wishlist_items_product_user", "product_id", "user_id"),
     )
 
 
@@ -137,3 +140,41 @@ class AppliedOrder(Base):
     order_id: Mapped[str] = mapped_column(Text, primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ProductOwnerCount(Base):
+    """How many users own each product now (active library items), kept by a trigger on library_items in
+    the transaction of every grant and revoke, whoever writes the row (migration 0017_library_extras). The
+    denominator of global achievement unlock rates: a lookup by key instead of counting a popular game's
+    owners."""
+
+    __tablename__ = "product_owner_counts"
+
+    product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    owners: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class WishlistSale(Base):
+    """A sale of a product announced to its wishers (`wishlistGameOnSale`), once per (product, sale key).
+
+    The fan-out walks the wishers in user id order in bounded batches, each batch one transaction that
+    writes its notifications to the outbox and moves `cursor_user_id` past them, so a crash resumes where
+    the last committed batch ended and nobody is told twice."""
+
+    __tablename__ = "wishlist_sales"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    sale_key: Mapped[str] = mapped_column(Text)
+    discount_percent: Mapped[int] = mapped_column(Integer)
+    product_name: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    cursor_user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    notified: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    batches: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("product_id", "sale_key"),
+        Index("ix_wishlist_sales_pending", "created_at", postgresql_where=text("finished_at IS NULL")),
+    )

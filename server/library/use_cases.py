@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from server.core import replay
@@ -124,6 +124,29 @@ async def create_category(
     return category
 
 
+def category_not_found() -> NotFound:
+    return NotFound("category not found", reason="CATEGORY_NOT_FOUND")
+
+
+async def update_category(deps: Deps, user_id: uuid.UUID, category_id: uuid.UUID, name: str) -> CategoryView:
+    async with deps.uow() as uow:
+        category = await repository.rename_category(uow.db, user_id, category_id, name)
+        if category is None:
+            raise category_not_found()
+        if category == repository.CATEGORY_TAKEN:
+            raise AlreadyExists("a category with this name exists", reason="CATEGORY_ALREADY_EXISTS")
+        await uow.commit()
+    return category
+
+
+async def delete_category(deps: Deps, user_id: uuid.UUID, category_id: uuid.UUID) -> None:
+    """Deletes the category; its items stay in the library with their other categories."""
+    async with deps.uow() as uow:
+        if not await repository.delete_category(uow.db, user_id, category_id):
+            raise category_not_found()
+        await uow.commit()
+
+
 async def list_wishlist(
     deps: Deps, user_id: uuid.UUID, page_size: int, page_token: str
 ) -> Page[WishlistItemView]:
@@ -172,6 +195,40 @@ async def remove_wishlist_item(deps: Deps, user_id: uuid.UUID, product_id: uuid.
 
 
 @dataclass(frozen=True)
+class WishChanges:
+    """The fields UpdateWishlistItem changes (`fields`) and their new values."""
+
+    fields: frozenset[str]
+    priority: int
+    notes: str
+
+
+async def update_wishlist_item(
+    deps: Deps, user_id: uuid.UUID, product_id: uuid.UUID, changes: WishChanges
+) -> WishlistItemView:
+    """Changes priority and/or notes in place; one `wishlist.item.updated` event when a value changed."""
+    async with deps.uow() as uow:
+        item = await repository.lock_wishlist_item(uow.db, user_id, product_id)
+        if item is None:
+            raise NotFound("the product is not on the wishlist", reason="WISHLIST_ITEM_NOT_FOUND")
+        updated = replace(
+            item,
+            priority=changes.priority if rules.PRIORITY in changes.fields else item.priority,
+            notes=changes.notes if rules.NOTES in changes.fields else item.notes,
+        )
+        if updated != item:
+            await repository.set_wishlist_item(
+                uow.db, item.id, priority=updated.priority, notes=updated.notes
+            )
+            payload = rules.wishlist_updated_payload(
+                user_id, product_id, updated.priority, updated.notes, deps.clock()
+            )
+            uow.add_event(rules.WISHLIST_ITEM_UPDATED, user_id, payload)
+        await uow.commit()
+    return updated
+
+
+@dataclass(frozen=True)
 class Grant:
     product_id: uuid.UUID
     acquisition_type: str
@@ -205,6 +262,12 @@ async def grant_in(
                 newly.append(grant.product_id)
                 payload = rules.item_added_payload(user_id, grant.product_id, grant.acquisition_type, now)
                 uow.add_event(rules.ITEM_ADDED, user_id, payload)
+    if newly:
+        # a product now owned leaves the wishlist (SPEC §6)
+        for product_id in await repository.remove_wishes(uow.db, user_id, newly):
+            uow.add_event(
+                rules.WISHLIST_ITEM_REMOVED, user_id, rules.wishlist_payload(user_id, product_id, now)
+            )
     owned = await repository.owned_items(uow.db, user_id, [g.product_id for g in grants])
     return GrantResult([owned[g.product_id] for g in grants if g.product_id in owned], newly)
 
@@ -244,17 +307,47 @@ async def revoke_entitlement(
         if (first := await replay.claim(uow, key, RevokeResult)) is not None:
             return first
         now = deps.clock()
-        revoked = await repository.revoke_item(
-            uow.session, user_id, product_id, reason=reason, order_id=order_id, when=now
-        )
-        if revoked:
-            uow.add_event(
-                rules.ITEM_REVOKED, user_id, rules.item_revoked_payload(user_id, product_id, reason, now)
-            )
-        result = RevokeResult(revoked)
+        revoked = await revoke_in(uow, user_id, [product_id], reason=reason, order_id=order_id, now=now)
+        result = RevokeResult(bool(revoked))
         await replay.remember(uow, key, result)
         await uow.commit()
     return result
+
+
+async def revoke_in(
+    uow: UnitOfWork,
+    user_id: uuid.UUID,
+    product_ids: Sequence[uuid.UUID] | None,
+    *,
+    reason: str,
+    order_id: str | None,
+    now: datetime,
+    of_order: bool = False,
+) -> list[uuid.UUID]:
+    """Revokes inside the caller's unit of work (RevokeEntitlement, the refund consumer): each product
+    revoked emits `item.revoked` once; what is already revoked changes nothing. `of_order`: only items
+    the order granted (a refund of one order never takes a later purchase of the same product)."""
+    revoked = await repository.revoke_items(
+        uow.db, user_id, product_ids, reason=reason, order_id=order_id, when=now, of_order=of_order
+    )
+    for product_id in revoked:
+        uow.add_event(
+            rules.ITEM_REVOKED, user_id, rules.item_revoked_payload(user_id, product_id, reason, now)
+        )
+    return revoked
+
+
+async def refund_in(uow: UnitOfWork, refund: rules.RefundedOrder, now: datetime) -> list[uuid.UUID]:
+    """The payment service's refund of an order: revokes what the user still holds from it."""
+    return await revoke_in(
+        uow,
+        refund.user_id,
+        refund.product_ids,
+        reason=refund.reason,
+        order_id=refund.order_id,
+        now=now,
+        of_order=True,
+    )
 
 
 async def check_entitlement(deps: Deps, user_id: uuid.UUID, product_id: uuid.UUID) -> LibraryItemView | None:
@@ -281,3 +374,29 @@ async def upsert_products(deps: Deps, rows: Sequence[dict]) -> UpsertResult:
         result = await upsert_products_in(uow, rows)
         await uow.commit()
     return result
+
+
+async def announce_sale_in(uow: UnitOfWork, sale: rules.Sale) -> bool:
+    """Records a catalog sale for the fan-out worker (inside the consumer's unit of work); False when
+    this sale was announced before."""
+    return await repository.open_sale(uow.db, sale.product_id, sale.key, sale.percent, sale.product_name)
+
+
+async def fan_out_sale_batch(deps: Deps, batch_size: int) -> bool:
+    """Announces one pending sale to its next `batch_size` wishers, in one transaction of bounded size:
+    their `wishlistGameOnSale` notifications go to the outbox and the sale's cursor moves past them
+    together, so a crash or a second worker never tells anyone twice. False when no sale is pending."""
+    async with deps.uow() as uow:
+        sale = await repository.lock_pending_sale(uow.db)
+        if sale is None:
+            return False
+        wishers = await repository.wishers_after(uow.db, sale.product_id, sale.cursor_user_id, batch_size)
+        payload = rules.sale_notification(sale.product_id, sale.product_name, sale.discount_percent)
+        for user_id in wishers:
+            uow.notify(user_id, rules.WISHLIST_GAME_ON_SALE, payload)
+        finished = deps.clock() if len(wishers) < batch_size else None
+        await repository.advance_sale(
+            uow.db, sale.id, wishers[-1] if wishers else None, len(wishers), finished_at=finished
+        )
+        await uow.commit()
+    return True

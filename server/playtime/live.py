@@ -8,6 +8,15 @@ One hash per session, times in epoch milliseconds on the server's clock:
 A heartbeat is one EVALSHA of `_HEARTBEAT` (auto-pipelined with concurrent heartbeats), which applies
 `rules.advance` atomically. The key expires
 when nobody heartbeats it for `ttl` (longer than the reaper needs to notice a silent session).
+
+Schedules: two sorted sets of session ids, scored by when the workers should look at a session next
+(epoch ms): `playtime:due:{reap}` (its last heartbeat + the silence limit, as far as it was known: never
+later than it can go silent) and `playtime:due:{checkpoint}` (when its next checkpoint is due). A start
+adds the session to both, an end or reap removes it. A heartbeat does not touch them (it stays one key):
+the reaper re-reads a due session's last heartbeat and puts it back at its true deadline if it is not
+silent yet. Workers of every process take due sessions in batches with `_CLAIM`, which pushes them a
+lease ahead, so each batch goes to one worker and a crashed worker's batch comes back when the lease ends.
+Each script touches one key (Redis Cluster: one slot).
 """
 
 from __future__ import annotations
@@ -64,6 +73,19 @@ return 1
 )
 
 
+# KEYS[1] a schedule. ARGV: now (ms), most to take, lease (ms). The due members (score <= now), earliest
+# first, each pushed to now + lease.
+_CLAIM = """
+local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
+local leased = tonumber(ARGV[1]) + tonumber(ARGV[3])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', leased, member) end
+return due
+"""
+REAP_SCHEDULE = "playtime:due:{reap}"
+CHECKPOINT_SCHEDULE = "playtime:due:{checkpoint}"
+SCHEDULES = (REAP_SCHEDULE, CHECKPOINT_SCHEDULE)
+
+
 class HeartbeatOutcome(enum.IntEnum):
     RECLAIMED = -3
     PRODUCT_MISMATCH = -1
@@ -109,7 +131,21 @@ def live_sessions(deps: Deps) -> LiveSessions:
         seconds=settings.playtime_checkpoint_seconds + 2 * settings.playtime_reaper_seconds
     )
     limit = heartbeat_limit(deps)
-    return LiveSessions(deps.redis, policy, ttl, limit)
+    return LiveSessions(deps.redis, policy, ttl, limit, checkpoint_every=checkpoint_every(deps))
+
+
+def checkpoint_every(deps: Deps) -> timedelta:
+    """How soon after a checkpoint the next is scheduled: the checkpoint period less one polling period of
+    the workers, so that a session is checkpointed at least every PLAYTIME_CHECKPOINT_SECONDS."""
+    settings = deps.settings
+    period = settings.playtime_checkpoint_seconds
+    return timedelta(seconds=max(period / 2, period - sweep_poll_seconds(deps)))
+
+
+def sweep_poll_seconds(deps: Deps) -> float:
+    """How often an idle worker looks at its schedule again."""
+    settings = deps.settings
+    return min(settings.playtime_reaper_seconds, settings.playtime_checkpoint_seconds / 4)
 
 
 def heartbeat_limit(deps: Deps) -> RateLimit | None:
@@ -159,8 +195,19 @@ def _decode(fields: dict[bytes, bytes]) -> LiveRecord | None:
 
 
 class LiveSessions:
-    def __init__(self, redis: Redis, policy: AccrualPolicy, ttl: timedelta, limit: RateLimit | None = None):
+    def __init__(
+        self,
+        redis: Redis,
+        policy: AccrualPolicy,
+        ttl: timedelta,
+        limit: RateLimit | None = None,
+        *,
+        checkpoint_every: timedelta = timedelta(minutes=5),
+    ):
         self._redis = redis
+        self._silence_ms = int(policy.silence_limit.total_seconds() * 1000)
+        self._checkpoint_ms = int(checkpoint_every.total_seconds() * 1000)
+        self._claim = redis.register_script(_CLAIM)
         self._limit_args = (limit.interval_ms, limit.tolerance_ms) if limit else (0, 0)
         self._max_gap_ms = str(int(policy.max_credited_gap.total_seconds() * 1000))
         self._ttl_ms = int(ttl.total_seconds() * 1000)
@@ -176,9 +223,12 @@ class LiveSessions:
             "seg_start": _ms(record.state.segment_start),
             "last": _ms(record.state.last_heartbeat),
         }
-        async with self._redis.pipeline(transaction=True) as pipe:
+        opened = _ms(record.state.last_heartbeat)
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping=mapping)
             pipe.pexpire(key, self._ttl_ms)
+            pipe.zadd(REAP_SCHEDULE, {str(session_id): opened + self._silence_ms})
+            pipe.zadd(CHECKPOINT_SCHEDULE, {str(session_id): opened + self._checkpoint_ms})
             await pipe.execute()
 
     async def heartbeat(
@@ -221,4 +271,49 @@ class LiveSessions:
         return {session_id: record for session_id, record in decoded.items() if record is not None}
 
     async def delete(self, session_id: uuid.UUID) -> None:
-        await self._redis.delete(_key(session_id))
+        await self.forget([session_id])
+
+    async def forget(self, session_ids: list[uuid.UUID]) -> None:
+        """Forgets ended sessions: their state and their places in the schedules."""
+        if session_ids:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for session_id in session_ids:
+                    pipe.delete(_key(session_id))
+                for schedule in SCHEDULES:
+                    pipe.zrem(schedule, *(str(s) for s in session_ids))
+                await pipe.execute()
+
+    async def scheduled(self) -> int:
+        """How many sessions the reap schedule holds: the active sessions."""
+        return await self._redis.zcard(REAP_SCHEDULE)
+
+    async def claim_due(self, schedule: str, now: datetime, limit: int, lease: timedelta) -> list[uuid.UUID]:
+        """Up to `limit` sessions due on `schedule` by `now`, now this worker's for `lease`."""
+        due = await self._claim(keys=[schedule], args=[_ms(now), limit, int(lease.total_seconds() * 1000)])
+        return [uuid.UUID(member.decode()) for member in due]
+
+    async def reschedule(self, schedule: str, when: dict[uuid.UUID, datetime]) -> None:
+        """Moves sessions still on `schedule` (ZADD XX: an ended session is not put back)."""
+        if when:
+            await self._redis.zadd(schedule, {str(s): _ms(t) for s, t in when.items()}, xx=True)
+
+    async def due_by(self, schedule: str, when: dict[uuid.UUID, datetime]) -> None:
+        """Makes sessions still on `schedule` due no later than `when` (ZADD XX LT)."""
+        if when:
+            await self._redis.zadd(schedule, {str(s): _ms(t) for s, t in when.items()}, xx=True, lt=True)
+
+    async def schedule_missing(self, session_ids: list[uuid.UUID], now: datetime) -> None:
+        """Puts sessions the schedules lack on both, due now (ZADD NX: others keep their place)."""
+        if session_ids:
+            members = {str(s): _ms(now) for s in session_ids}
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for schedule in SCHEDULES:
+                    pipe.zadd(schedule, members, nx=True)
+                await pipe.execute()
+
+    async def unschedule(self, session_ids: list[uuid.UUID]) -> None:
+        if session_ids:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for schedule in SCHEDULES:
+                    pipe.zrem(schedule, *(str(s) for s in session_ids))
+                await pipe.execute()

@@ -12,6 +12,12 @@ Union. Credited segments of every device and every session of a (user, product) 
 are measured, so time played on two devices at once, or uploaded again as an offline session, is counted
 once. Per-device totals are merged per device only.
 
+Stored totals. Totals are kept as they are credited (microseconds covered by the union, per product and
+per device), so a checkpoint adds only what its new time covers beyond the stored intervals it overlaps
+(`added`), and statistics read the totals plus the last two weeks of intervals, never a product's whole
+history. `product_stats` (from every interval) is the definition; `stats_from_totals` must agree with it
+(tests/unit/test_playtime_rules.py).
+
 Window. "Last two weeks" is the exact rolling window `[now - 14 days, now]`; segments crossing its edge
 count only for their part inside it.
 """
@@ -153,22 +159,113 @@ def product_stats(played: Iterable[DeviceInterval], now: datetime, *, last_two_w
     )
 
 
+MICROSECOND = timedelta(microseconds=1)
+
+
+def microseconds(length: timedelta) -> int:
+    return length // MICROSECOND
+
+
+def added(existing: Iterable[Interval], new: Interval) -> timedelta:
+    """How much of `new` the union of `existing` does not cover yet."""
+    covered = union(clip(existing, new.start, new.end))
+    return new.length - sum((i.length for i in covered), timedelta(0))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTotals:
+    """What the database keeps for one product of a user: the union's length, the last played time and the
+    union's length per device, all over every credited interval."""
+
+    total_us: int = 0
+    last_played_at: datetime | None = None
+    device_us: dict[str, int] = field(default_factory=dict)
+
+
+def stats_from_totals(
+    stored: StoredTotals,
+    stored_recent: list[DeviceInterval],
+    live: list[DeviceInterval],
+    now: datetime,
+    *,
+    last_two_weeks: bool,
+) -> ProductStats:
+    """`product_stats` of (every stored interval + `live`), from the stored totals, the stored intervals
+    that end inside the window or overlap a live segment (`stored_recent`), and the live segments of active
+    sessions (which may repeat what their checkpoints stored)."""
+    total_us, device_us = stored.total_us, dict(stored.device_us)
+    existing = [p.interval for p in stored_recent]
+    by_device: dict[str, list[Interval]] = {}
+    for p in stored_recent:
+        by_device.setdefault(p.device_id, []).append(p.interval)
+    for p in sorted(live, key=lambda p: p.interval):
+        total_us += microseconds(added(existing, p.interval))
+        existing.append(p.interval)
+        mine = by_device.setdefault(p.device_id, [])
+        device_us[p.device_id] = device_us.get(p.device_id, 0) + microseconds(added(mine, p.interval))
+        mine.append(p.interval)
+    window_start = now - TWO_WEEKS
+    if last_two_weeks:
+        device_seconds = [(d, seconds(clip(i, window_start, now))) for d, i in by_device.items()]
+    else:
+        device_seconds = [(d, us // 1_000_000) for d, us in device_us.items()]
+    last_played = max(
+        (t for t in [stored.last_played_at, *(p.interval.end for p in live)] if t is not None), default=None
+    )
+    return ProductStats(
+        total_seconds=total_us // 1_000_000,
+        last_two_weeks_seconds=seconds(clip(existing, window_start, now)),
+        last_played_at=last_played,
+        device_seconds=sorted(((d, s) for d, s in device_seconds if s > 0), key=lambda ds: (-ds[1], ds[0])),
+    )
+
+
 class OfflineRejection(enum.Enum):
     IN_FUTURE = "IN_FUTURE"
     TOO_LONG = "TOO_LONG"
     INVALID_INTERVAL = "INVALID_INTERVAL"
     PRODUCT_NOT_OWNED = "PRODUCT_NOT_OWNED"
+    BEFORE_ACQUISITION = "BEFORE_ACQUISITION"
+    TOO_OLD = "TOO_OLD"
 
 
-def offline_rejection(interval: Interval, now: datetime, clock_skew: timedelta) -> OfflineRejection | None:
-    """Why an offline session can't be recorded (ownership aside), or None when it can."""
+@dataclass(frozen=True, slots=True)
+class OfflineBounds:
+    """Where an offline session may lie: not after `now` (give or take the clock skew), not starting
+    before `oldest` (the configured age limit) nor before the product was acquired."""
+
+    now: datetime
+    clock_skew: timedelta
+    oldest: datetime
+
+
+def offline_rejection(
+    interval: Interval, bounds: OfflineBounds, acquired_at: datetime | None
+) -> OfflineRejection | None:
+    """Why an offline session can't be recorded, or None when it can. `acquired_at`: when the user
+    acquired the product, None when they do not own it."""
     if interval.end <= interval.start:
         return OfflineRejection.INVALID_INTERVAL
-    if interval.end > now + clock_skew:
+    if interval.end > bounds.now + bounds.clock_skew:
         return OfflineRejection.IN_FUTURE
     if interval.length > MAX_OFFLINE_SESSION:
         return OfflineRejection.TOO_LONG
+    if interval.start < bounds.oldest:
+        return OfflineRejection.TOO_OLD
+    if acquired_at is None:
+        return OfflineRejection.PRODUCT_NOT_OWNED
+    if interval.start < acquired_at:
+        return OfflineRejection.BEFORE_ACQUISITION
     return None
+
+
+def until(intervals: Iterable[Interval], end: datetime | None) -> list[Interval]:
+    """The parts of `intervals` up to `end` (all of them when None): play after an entitlement was
+    revoked is not credited."""
+    intervals = list(intervals)
+    if end is None:
+        return intervals
+    return [i if i.end <= end else Interval(i.start, end) for i in intervals if i.start < end]
 
 
 def creditable(interval: Interval, now: datetime) -> Interval:

@@ -5,7 +5,8 @@ own. While anyone else plays from that library (the owner any game, a borrower a
 a borrower cannot start: FAILED_PRECONDITION FAMILY_SHARED_GAME_IN_USE. When the owner starts while a
 borrower plays, the borrower is notified (`familySharedGameReclaimed`) and credited for a grace period
 (FAMILY_RECLAIM_GRACE_SECONDS) only: the deadline is kept in the session's live state, where the
-heartbeat script stops crediting at it; the first heartbeat after it (or the reaper) ends the session.
+heartbeat script stops crediting at it; the first heartbeat after it, or the reaper at it, ends the
+session.
 Borrowers keep their own playtime: sessions and totals are always the player's.
 """
 
@@ -21,7 +22,7 @@ from server.library import family_use_cases
 from server.library.family_rules import RECLAIMED
 from server.library.family_views import LibraryUse
 from server.playtime import repository, rules
-from server.playtime.live import LiveSessions
+from server.playtime.live import REAP_SCHEDULE, LiveSessions
 
 
 class GameInUse(FailedPrecondition):
@@ -65,6 +66,7 @@ async def claim_library(
     until = now + grace
     for session in playing:
         if await live.reclaim(session.id, until):
+            await live.due_by(REAP_SCHEDULE, {session.id: until})  # the reaper ends it at the deadline
             uow.notify(
                 session.user_id,
                 RECLAIMED,

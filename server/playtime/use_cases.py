@@ -13,15 +13,13 @@ from server.core.db import Db
 from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.validation import CLOCK_SKEW
-from server.library.entitlements import owned_product_ids
+from server.library.entitlements import acquired_at, owned_product_ids
 from server.playtime import crediting, repository, rules, sharing
 from server.playtime.live import HeartbeatOutcome, LiveRecord, accrual_policy, live_sessions, server_now
 from server.playtime.repository import PlaytimeRepository
 from server.playtime.tables import (
-    SOURCE_OFFLINE,
     SOURCE_ONLINE,
     STATUS_ACTIVE,
-    STATUS_ENDED,
     PlaytimeSession,
 )
 
@@ -99,6 +97,7 @@ class Playtime:
     def __init__(self, deps: Deps):
         self._uow = deps.uow
         self._clock = deps.clock
+        self._offline_max_age_days = deps.settings.playtime_offline_max_age_days
         self.policy = accrual_policy(deps)
         self.live = live_sessions(deps)
         self._grace = timedelta(seconds=deps.settings.family_reclaim_grace_seconds)
@@ -128,7 +127,7 @@ class Playtime:
                     await self.live.heartbeat(current.id, user_id, product_id, now, limited=False)
                     return StartedSession.of(current, resumed=True)
                 # Silent or lost in Redis: close it as the reaper would, and start afresh.
-                await crediting.close_session(uow, repo, current, live, now, self.policy, by_client=False)
+                await crediting.close_sessions(uow, [(current, live)], now, self.policy, by_client=False)
                 await repo.flush()
                 replaced = current.id
             row = PlaytimeSession(
@@ -172,9 +171,8 @@ class Playtime:
             row = await repo.lock_active(session_id)
             if row is not None:
                 live = await self.live.get(session_id)
-                await crediting.close_session(
-                    uow, repo, row, live, server_now(self._clock), self.policy, by_client=False
-                )
+                now = server_now(self._clock)
+                await crediting.close_sessions(uow, [(row, live)], now, self.policy, by_client=False)
                 await uow.commit()
         await self.live.delete(session_id)
 
@@ -190,7 +188,7 @@ class Playtime:
                 raise product_mismatch()
             if row.ended_at is None:
                 live = await self.live.get(row.id)
-                await crediting.close_session(uow, repo, row, live, now, self.policy, by_client=True)
+                await crediting.close_sessions(uow, [(row, live)], now, self.policy, by_client=True)
                 await uow.commit()
             ended = EndedSession.of(row)
         await self.live.delete(session_id)
@@ -199,70 +197,70 @@ class Playtime:
     async def record_offline(
         self, user_id: uuid.UUID, sessions: list[OfflineSession]
     ) -> tuple[list[OfflineResult], list[ProductPlaytime]]:
+        """Records an upload in a fixed number of statements however many sessions it holds: two reads
+        for the checks, one insert of the accepted sessions, then crediting them all at once
+        (crediting.credit_many) and the statistics."""
         now = server_now(self._clock)
         product_ids = list(dict.fromkeys(s.product_id for s in sessions))
+        bounds = rules.OfflineBounds(now, CLOCK_SKEW, now - timedelta(days=self._offline_max_age_days))
         async with self._uow() as uow:
-            repo = PlaytimeRepository(uow)
-            owned = await owned_product_ids(uow.db, user_id, product_ids)
-            recorded = await repo.offline_client_sessions(user_id, {s.client_session_id for s in sessions})
-            results: list[OfflineResult] = []
-            updated: dict[uuid.UUID, rules.ProductStats] = {}
+            db = uow.db
+            acquired = await acquired_at(db, user_id, product_ids)
+            recorded = await repository.recorded_offline(db, user_id, {s.client_session_id for s in sessions})
+            verdicts: list[tuple[str, rules.OfflineRejection | None]] = []
+            accepted: list[repository.NewOfflineSession] = []
             for offline in sessions:
-                result = await self._record_one(uow, repo, user_id, offline, owned, recorded, now, updated)
-                results.append(result)
-            for product_id, stats in updated.items():
-                crediting.playtime_updated(uow, user_id, product_id, stats)
-            await uow.session.flush()  # the statistics below read through uow.db, which does not autoflush
-            totals = await self._product_stats(uow.db, user_id, product_ids, now, last_two_weeks=False)
+                if offline.client_session_id in recorded:
+                    verdicts.append(("DUPLICATE", None))
+                    continue
+                rejection = rules.offline_rejection(
+                    offline.interval, bounds, acquired.get(offline.product_id)
+                )
+                if rejection is not None:
+                    verdicts.append(("REJECTED", rejection))
+                    continue
+                recorded.add(offline.client_session_id)
+                interval = rules.creditable(offline.interval, now)
+                accepted.append(
+                    repository.NewOfflineSession(
+                        uuid.uuid4(),
+                        user_id,
+                        offline.client_session_id,
+                        offline.product_id,
+                        offline.device_id,
+                        interval.start,
+                        interval.end,
+                    )
+                )
+                verdicts.append(("ACCEPTED", None))
+            inserted = await repository.insert_offline(db, accepted)
+            new = [s for s in accepted if s.client_session_id in inserted]  # the rest: a concurrent upload's
+            credits = await crediting.credit_many(db, [(s, [s.interval]) for s in new])
+            latest: dict[uuid.UUID, crediting.Credit] = {}
+            for s in new:
+                crediting.session_ended(uow, s)
+                latest[s.product_id] = credits[s.id]
+            for product_id, credited in latest.items():
+                crediting.playtime_updated(
+                    uow, user_id, product_id, credited.total_seconds, credited.last_played_at
+                )
+            totals = await self._product_stats(db, user_id, product_ids, now, last_two_weeks=False)
             await uow.commit()
+        added = {s.client_session_id: credits[s.id].added_seconds for s in new}
+        results = []
+        for offline, (outcome, rejection) in zip(sessions, verdicts, strict=True):
+            if outcome == "ACCEPTED" and offline.client_session_id not in added:
+                outcome = "DUPLICATE"
+            results.append(
+                OfflineResult(
+                    offline.client_session_id,
+                    offline.product_id,
+                    outcome,
+                    rejection=rejection,
+                    credited_seconds=added.get(offline.client_session_id, 0) if outcome == "ACCEPTED" else 0,
+                )
+            )
         return results, totals
-
-    async def _record_one(
-        self,
-        uow,
-        repo: PlaytimeRepository,
-        user_id: uuid.UUID,
-        offline: OfflineSession,
-        owned: set[uuid.UUID],
-        recorded: set[uuid.UUID],
-        now: datetime,
-        updated: dict[uuid.UUID, rules.ProductStats],
-    ) -> OfflineResult:
-        def result(outcome: str, **kw) -> OfflineResult:
-            return OfflineResult(offline.client_session_id, offline.product_id, outcome, **kw)
-
-        if offline.client_session_id in recorded:
-            return result("DUPLICATE")
-        rejection = rules.offline_rejection(offline.interval, now, CLOCK_SKEW)
-        if rejection is None and offline.product_id not in owned:
-            rejection = rules.OfflineRejection.PRODUCT_NOT_OWNED
-        if rejection is not None:
-            return result("REJECTED", rejection=rejection)
-        interval = rules.creditable(offline.interval, now)
-        row = PlaytimeSession(
-            id=uuid.uuid4(),
-            user_id=user_id,
-            product_id=offline.product_id,
-            device_id=offline.device_id,
-            client_session_id=offline.client_session_id,
-            source=SOURCE_OFFLINE,
-            status=STATUS_ENDED,
-            started_at=interval.start,
-            last_heartbeat_at=interval.end,
-            ended_at=interval.end,
-        )
-        try:
-            async with uow.session.begin_nested():
-                repo.add(row)
-                await repo.flush()
-        except IntegrityError:  # a concurrent upload recorded it first
-            return result("DUPLICATE")
-        recorded.add(offline.client_session_id)
-        credited = await crediting.credit(repo, row, [interval], now)
-        row.credited_seconds = credited.session_seconds
-        crediting.session_ended(uow, row)
-        updated[offline.product_id] = credited.stats
-        return result("ACCEPTED", credited_seconds=credited.stats.total_seconds - credited.total_before)
 
     async def stats(
         self, user_id: uuid.UUID, product_ids: list[uuid.UUID], *, last_two_weeks: bool
@@ -281,22 +279,38 @@ class Playtime:
         *,
         last_two_weeks: bool,
     ) -> list[ProductPlaytime]:
-        """Credited intervals plus the live segments of active sessions (up to their last heartbeat).
+        """Stored totals, the last two weeks of credited intervals, and the live segments of active
+        sessions (up to their last heartbeat): never a product's whole history.
         With `product_ids`: those, in order; else every owned or played product, most recent first."""
         requested = list(dict.fromkeys(product_ids))
-        played: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
-        for p in await repository.played(db, user_id, requested or None):
-            played[p.product_id].append(p.played)
+        stored = await repository.totals(db, user_id, requested or None)
         active = await repository.active_sessions_of(db, user_id, requested or None)
-        live = await self.live.get_many(s.id for s in active)
+        live_records = await self.live.get_many(s.id for s in active)
+        live: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
         for s in active:
-            if s.id in live:
-                played[s.product_id].extend(
-                    rules.DeviceInterval(s.device_id, i) for i in live[s.id].state.segments()
+            if s.id in live_records:
+                live[s.product_id].extend(
+                    rules.DeviceInterval(s.device_id, i) for i in live_records[s.id].state.segments()
                 )
+        # The stored intervals a live segment may repeat are those of its session's time: at most as old
+        # as the oldest live segment, if that is older than the window.
+        since = min([now - rules.TWO_WEEKS, *(p.interval.start for ps in live.values() for p in ps)])
+        recent: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
+        for p in await repository.recent(db, user_id, since, requested or None):
+            recent[p.product_id].append(p.played)
+        played = set(stored) | set(live)
         products = requested or list(set(played) | await owned_product_ids(db, user_id))
         stats = [
-            ProductPlaytime(p, rules.product_stats(played.get(p, []), now, last_two_weeks=last_two_weeks))
+            ProductPlaytime(
+                p,
+                rules.stats_from_totals(
+                    stored.get(p, rules.StoredTotals()),
+                    recent[p],
+                    live[p],
+                    now,
+                    last_two_weeks=last_two_weeks,
+                ),
+            )
             for p in products
         ]
         if requested:

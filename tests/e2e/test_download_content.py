@@ -25,7 +25,7 @@ from client.sdk.publishing import begin_request, upload_missing
 from download.v1 import download_service_pb2_grpc
 from scripts.devtokens import mint
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC
-from server.core.s3_presign import GetPresigner
+from server.core.s3_presign import Presigner
 from server.downloads.builds import scan
 from server.downloads.chunking import cut, decompress_chunk, object_key
 from tests.support.kafka import TopicReader, about, assert_cloud_event
@@ -357,7 +357,7 @@ async def test_an_expired_chunk_link_is_refused_by_the_store(settings, published
     15 minutes are over): the store serves the first and refuses the second."""
     build = v1_build(published)
     chunk = build.files[0].chunks[0]
-    presigner = GetPresigner(
+    presigner = Presigner(
         settings.s3_endpoint_url,
         settings.s3_bucket,
         settings.s3_region,

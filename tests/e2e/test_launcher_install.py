@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from client.engine.engine import Engine
+from client.engine.engine import DownloadCancelled, Engine
 from client.engine.fetch import READ_BLOCK
 from client.engine.journal import parse
 from client.engine.record import Installs
@@ -277,3 +277,37 @@ async def test_links_that_expire_mid_download_are_renewed_from_their_manifest_pa
     assert tree(tmp_path / "g") == product.versions["1.0"]
     assert outcome.counters.link_refreshes >= 1
     assert outcome.counters.fetched_chunks == product.reports["1.0"].distinct_chunks
+
+
+async def test_a_pause_and_a_cancel_from_elsewhere_reach_the_running_download(
+    product, player, tmp_path, gateway_on_ws_port
+):
+    user, state = player
+    await set_bandwidth(user, 8_000, max_concurrent=1)  # 1 MB/s: the download is still running
+    token = mint(str(user))
+    async with Connection(token, ENVOY_GRPC) as conn:
+        engine, other_device = Engine(conn, token, installs=Installs(state)), DownloadsClient(conn)
+        async with engine.listening() as socket:
+            await asyncio.wait_for(socket.ready.wait(), 10)
+            games = tmp_path / "games"
+            install = asyncio.create_task(
+                engine.install(str(product.product_id), version="1.0", directory=games)
+            )
+            await wait_until(lambda: engine.counters.read_bytes > 0, what="bytes arriving", every=0.01)
+            await other_device.pause(engine.download_id)
+            await wait_until(lambda: engine.status == "paused", what="the engine paused", every=0.01)
+            await set_bandwidth(user, 0)
+            await other_device.resume(engine.download_id)
+            await install
+            assert tree(games) == product.versions["1.0"]
+
+            await set_bandwidth(user, 8_000)
+            again = asyncio.create_task(
+                engine.install(str(product.product_id), version="2.0", directory=games)
+            )
+            await wait_until(lambda: engine.status == "downloading", what="the update running", every=0.01)
+            await other_device.cancel(engine.download_id)
+            with pytest.raises(DownloadCancelled):
+                await again
+    assert tree(games) == product.versions["1.0"]  # the installed version is left as it was
+    assert not (games / ".launcher" / "staging").exists() and not (games / ".launcher" / "journal").exists()

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 import pytest
 from sqlalchemy import func, select
 
 from library.v1 import achievement_service_pb2 as pb
-from server.achievements.tables import AchievementDefinition, UserAchievement
+from server.achievements import repository
+from server.achievements.rules import ProgressChange
+from server.achievements.tables import AchievementDefinition, AchievementUnlockCount, UserAchievement
+from server.core.db import db_of
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
 from server.core.replay import RequestReplay
 from tests.support.achievements import (
@@ -153,7 +156,9 @@ async def test_twenty_concurrent_unlock_calls_unlock_once_with_one_event_and_one
     assert len(await wait_notifications(redis, user, 1)) == 1
     async with sessions() as session:
         unlocked_count = await session.scalar(
-            select(AchievementDefinition.unlocked_count).where(AchievementDefinition.product_id == product)
+            select(func.sum(AchievementUnlockCount.unlocked_count)).where(
+                AchievementUnlockCount.product_id == product
+            )
         )
     assert unlocked_count == 1
 
@@ -228,12 +233,13 @@ async def test_listing_orders_masks_hidden_paginates_and_reports_unlock_rates(ac
         (str(product_b), "B_ONE"),
         (str(product_a), "ALPHA"),
         (str(product_a), "BETA"),
-        (str(product_a), "SECRET"),
+        (str(product_a), ""),  # SECRET: hidden and locked, so masked completely
         (str(product_a), "SECRET_FOUND"),
     ]
     by_name = {s.achievement_api_name: s for s in statuses}
-    secret = by_name["SECRET"]
+    secret = statuses[3]
     assert (secret.display_name, secret.description, secret.icon_url, secret.hidden) == ("", "", "", True)
+    assert (secret.progress, secret.max_progress, secret.progress_percentage) == (0, 0, 0)
     assert secret.icon_locked_url == "https://cdn.example/SECRET-locked.png"
     found = by_name["SECRET_FOUND"]
     assert (found.display_name, found.is_unlocked, found.global_unlock_rate) == (
@@ -438,3 +444,29 @@ async def _definitions_of(sessions, product_id: uuid.UUID) -> int:
             .select_from(AchievementDefinition)
             .where(AchievementDefinition.product_id == product_id)
         )
+
+
+async def test_concurrent_unlocks_of_one_achievement_do_not_queue_on_one_counter_row(achievements, sessions):
+    """Launch day: two users' unlocks of the same achievement, each in a transaction still open, both go
+    through at once (the second waits for no lock held by the first) and both count."""
+    product, first = uuid.uuid4(), uuid.uuid4()
+    second = uuid.UUID(int=first.int ^ 1)  # another user, whose unlocks count in another counter row
+    for user in (first, second):
+        await grant(sessions, user, product)
+    await define(achievements, product, achievement("LAUNCH"))
+    unlock, now = ProgressChange(progress=1, unlocks=True, changed=True), datetime.now(UTC)
+    async with sessions() as one, sessions() as other:
+        db_one, db_other = await db_of(one), await db_of(other)
+        await db_other.execute("SET LOCAL lock_timeout = '1s'")
+        assert await repository.record_progress(db_one, first, product, "LAUNCH", unlock, now)
+        # Today's single counter row is locked by the first transaction: this would time out waiting.
+        assert await repository.record_progress(
+            db_other, second, product, "LAUNCH", unlock, datetime.now(UTC)
+        )
+        await one.commit()
+        await other.commit()
+    reply = await achievements.ListAchievementStatuses(
+        pb.ListAchievementStatusesRequest(product_ids=[str(product)]), metadata=user_metadata(first)
+    )
+    [status] = reply.achievement_statuses
+    assert status.is_unlocked and status.global_unlock_rate == 1.0  # 2 of its 2 owners

@@ -2,7 +2,8 @@
 process under a controlled clock (server/core/clock.py) against the real PostgreSQL and Redis; the links
 are made over gRPC, and the notification travels the real outbox → relay → Redis stream path of the
 session's server. The clock starts at the real time and only moves forward, so the server's own reaper
-(on the real clock) never judges these sessions silent."""
+(on the real clock) never judges these sessions silent; a reaper pass in this process, on the controlled
+clock, also ends what earlier tests left active on the shared stack (as it would hours later)."""
 
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ async def test_a_reclaimed_borrower_who_goes_quiet_is_reaped_at_the_deadline_cre
     clock.now = last = deadline - timedelta(seconds=10)
     await playtime.heartbeat(borrower, session.session_id, game)
     clock.now = deadline + timedelta(seconds=1)  # not silent (11 s), but the grace period is over
-    await SessionSweeper(deps).reap_silent()
+    await SessionSweeper(deps).reap_due()
     row = await session_row(sessions, session.session_id)
     assert row.status == STATUS_REAPED and row.ended_at == last
     assert row.credited_seconds == int((last - t0).total_seconds())

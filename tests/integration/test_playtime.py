@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -126,12 +127,14 @@ async def test_seed_flow_14_2_start_heartbeat_end_credits_time_and_publishes_clo
     stub, owner, sessions, redis, settings
 ):
     user_id, product_id = owner
+    began = time.monotonic()
     started = await start(stub, user_id, product_id, client_session_id=str(uuid.uuid4()))
     assert started.heartbeat_interval_seconds == INTERVAL and not started.resumed
     await play(stub, user_id, product_id, [started.session_id], 3)
     ended = await end(stub, user_id, product_id, started.session_id)
+    took = time.monotonic() - began  # 3 s, and more on a busy machine
 
-    assert 2 <= ended.credited_duration_seconds <= 4
+    assert 2 <= ended.credited_duration_seconds <= took + 1
     assert ended.total_playtime_seconds == ended.last_two_weeks_seconds == ended.credited_duration_seconds
     assert ended.last_played_at == ended.ended_at
     async with sessions() as session:
@@ -214,28 +217,34 @@ async def test_two_devices_playing_the_same_game_at_once_count_once(stub, owner)
 
 async def test_a_heartbeat_gap_longer_than_twice_the_interval_is_not_credited(stub, owner):
     user_id, product_id = owner
+    began = time.monotonic()
     started = await start(stub, user_id, product_id)
     await play(stub, user_id, product_id, [started.session_id], 1)
+    first = time.monotonic() - began
     await asyncio.sleep(2 * INTERVAL + 1)  # longer than the credited gap, shorter than the reaper's limit
+    resumed = time.monotonic()
     await heartbeat(stub, user_id, product_id, started.session_id)
     await play(stub, user_id, product_id, [started.session_id], 1)
     ended = await end(stub, user_id, product_id, started.session_id)
-    # Played 1 s, silent 5 s, played 1 s: only the 2 s of play count.
-    assert 1 <= ended.credited_duration_seconds <= 3
+    second = time.monotonic() - resumed
+    # Played 1 s, silent 5 s, played 1 s (each longer on a busy machine): only the play counts.
+    assert 1 <= ended.credited_duration_seconds <= first + second + 1
     assert ended.total_playtime_seconds == ended.credited_duration_seconds
 
 
 async def test_a_silent_session_is_reaped_and_credited_up_to_its_last_heartbeat(stub, owner, settings):
     user_id, product_id = owner
+    began = time.monotonic()
     started = await start(stub, user_id, product_id)
     await play(stub, user_id, product_id, [started.session_id], 2)
+    played = time.monotonic() - began
     last_heartbeat = datetime.now(UTC)
     await asyncio.sleep(3 * INTERVAL + 2)
     code, reason, _ = await failure(heartbeat(stub, user_id, product_id, started.session_id))
     assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")
 
     ended = await end(stub, user_id, product_id, started.session_id)
-    assert 1 <= ended.credited_duration_seconds <= 3
+    assert 1 <= ended.credited_duration_seconds <= played + 1
     assert abs(ended.ended_at.ToDatetime(tzinfo=UTC) - last_heartbeat) < timedelta(seconds=1)
     async with TopicReader(settings.kafka_bootstrap_servers, LIBRARY_EVENTS_TOPIC) as reader:
         [reaped] = await reader.wait_for(about(user_id, ENDED))
@@ -312,10 +321,11 @@ async def test_heartbeats_touch_redis_only_never_the_database(settings, owner, s
 
 async def test_active_sessions_count_in_stats_up_to_their_last_heartbeat(stub, owner):
     user_id, product_id = owner
+    began = time.monotonic()
     started = await start(stub, user_id, product_id, device="pc")
     await play(stub, user_id, product_id, [started.session_id], 2)
     [product] = (await stats(stub, user_id, product_id)).stats
-    assert 1 <= product.total_playtime_seconds <= 3
+    assert 1 <= product.total_playtime_seconds <= time.monotonic() - began + 1
     assert [d.device_id for d in product.device_totals] == ["pc"]
     await end(stub, user_id, product_id, started.session_id)
 

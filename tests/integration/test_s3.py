@@ -29,7 +29,7 @@ def _key() -> str:
 async def test_a_presigned_put_accepts_exactly_the_bytes_it_was_signed_for(store):
     key, body = _key(), os.urandom(4096)
     digest = hashlib.sha256(body).hexdigest()
-    upload = await store.presign_put(key, size=len(body), sha256_hex=digest, expires_in=60)
+    upload = store.presign_put(key, size=len(body), sha256_hex=digest, expires_in=60)
     async with httpx.AsyncClient() as http:
         tampered = await http.put(upload.url, content=os.urandom(4096), headers=upload.headers)
         shorter = await http.put(
@@ -44,7 +44,7 @@ async def test_a_presigned_put_accepts_exactly_the_bytes_it_was_signed_for(store
         stored = await store.head(key)
         assert (stored.size, stored.sha256_hex) == (len(body), digest)
 
-        download = await store.presign_get(key, expires_in=60)
+        download = store.presign_get(key, expires_in=60)
         fetched = await http.get(download.url)
     assert fetched.content == body
     await store.delete(key)

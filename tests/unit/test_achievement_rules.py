@@ -93,11 +93,12 @@ def test_unlock_rate_is_a_fraction_of_owners_clamped_to_one():
     assert unlock_rate(3, 2) == 1.0
 
 
-def test_hidden_locked_achievement_is_masked():
+def test_hidden_locked_achievement_is_masked_completely():
     status = status_of(_definition(hidden=True), Progress(progress=4), 0.5)
-    assert (status.display_name, status.description, status.icon_url) == ("", "", "")
+    assert (status.api_name, status.display_name, status.description, status.icon_url) == ("", "", "", "")
+    assert (status.progress, status.max_progress, status.progress_percentage) == (0, 0, 0)
     assert status.icon_locked_url == "https://cdn/locked.png"
-    assert (status.hidden, status.progress, status.progress_percentage) == (True, 4, 40)
+    assert (status.hidden, status.is_unlocked, status.unlocked_at) == (True, False, None)
     assert status.global_unlock_rate == 0.5
 
 

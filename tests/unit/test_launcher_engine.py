@@ -1,15 +1,20 @@
 """The download engine's pure parts: the token bucket (a controlled clock), the journal format, the plan of
-which chunks to fetch or copy, and file assembly."""
+which chunks to fetch or copy, and file assembly; and the fetcher's rules against a fake store."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 
+import httpx
 import pytest
 
+from client.engine.fetch import Counters, Fetcher, FetchError, Link, Links
 from client.engine.journal import Journal, chunk_record, file_record, header, parse
-from client.engine.plan import Assembly, Chunk, FileSpec, Source, build_plan
-from client.engine.throttle import MIN_BURST, Gate, TokenBucket, bytes_per_second
+from client.engine.plan import Assembly, Chunk, ChunkJob, FileSpec, Source, build_plan
+from client.engine.throttle import MIN_BURST, Gate, Throttle, TokenBucket, bytes_per_second
+from server.downloads.chunking import compress
 
 A, B, C, D, E = (ch * 64 for ch in "abcde")
 
@@ -192,3 +197,66 @@ def test_assembly_says_when_each_file_is_whole():
     assert assembly.filled(jobs[B]) == ["b"]
     assert assembly.filled(jobs[A]) == ["a"]
     assert assembly.remaining == 0
+
+
+# ------------------------------------------------------------------ fetcher, against a fake store
+
+
+@pytest.fixture
+def chunk(monkeypatch) -> tuple[ChunkJob, bytes, bytes]:
+    """(job, the chunk's bytes, its compressed object); backoff waits are skipped (not what is tested)."""
+
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    data = os.urandom(5000)
+    blob = compress(data)
+    return ChunkJob(hashlib.sha256(data).hexdigest(), len(data), len(blob), [("f", 0)]), data, blob
+
+
+async def fetch_from(job: ChunkJob, replies: list[tuple[int, bytes]], *, renew=None):
+    """Fetches `job` from a store answering `replies` in turn; (bytes placed, counters, URLs asked)."""
+    asked: list[str] = []
+
+    def store(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        status, body = replies.pop(0)
+        return httpx.Response(status, stream=httpx.ByteStream(body))  # read as the network is: streamed
+
+    links = Links(renew)
+    links.put(job.chunk_id, Link("http://store/old", None, "page-1" if renew else None))
+    placed, counters = [], Counters()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(store)) as http:
+        await Fetcher(http, Throttle(), Gate(4), links, counters).fetch(job, placed.append)
+    return placed, counters, asked
+
+
+async def test_a_5xx_or_bytes_that_do_not_verify_are_retried_and_nothing_bad_is_written(chunk):
+    job, data, blob = chunk
+    placed, counters, asked = await fetch_from(job, [(503, b""), (200, blob[:-1] + b"x"), (200, blob)])
+    assert placed == [data]  # written once, only the verified bytes
+    assert (counters.retries, counters.fetched_chunks, counters.fetched_bytes) == (2, 1, len(blob))
+    assert len(asked) == 3
+
+
+async def test_a_refused_link_is_renewed_from_its_manifest_page(chunk):
+    job, data, blob = chunk
+    renewed = []
+
+    async def renew(token: str) -> dict[str, Link]:
+        renewed.append(token)
+        return {job.chunk_id: Link("http://store/new", None, token)}
+
+    placed, counters, asked = await fetch_from(job, [(403, b"expired"), (200, blob)], renew=renew)
+    assert placed == [data] and renewed == ["page-1"]
+    assert asked == ["http://store/old", "http://store/new"]
+    assert (counters.link_refreshes, counters.retries) == (1, 0)
+
+
+async def test_a_missing_object_fails_at_once_and_persistent_5xx_fail_after_the_retries(chunk):
+    job, _, _ = chunk
+    with pytest.raises(FetchError, match="HTTP 404"):
+        await fetch_from(job, [(404, b"")])
+    with pytest.raises(FetchError, match="HTTP 500"):
+        await fetch_from(job, [(500, b"")] * 6)

@@ -67,6 +67,9 @@ ROUTES = {
     ("GET", f"{DL}/settings"): "DownloadService_GetDownloadSettings",
     ("PATCH", f"{DL}/settings"): "DownloadService_UpdateDownloadSettings",
     ("GET", f"{DL}/products/{{product_id}}/versions"): "DownloadService_ListProductVersions",
+    ("PATCH", f"{LIB}/wishlist/{{product_id}}"): "LibraryService_UpdateWishlistItem",
+    ("PATCH", f"{LIB}/categories/{{category_id}}"): "LibraryService_UpdateCategory",
+    ("DELETE", f"{LIB}/categories/{{category_id}}"): "LibraryService_DeleteCategory",
 }
 
 

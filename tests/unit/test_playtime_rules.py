@@ -4,21 +4,31 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from server.core.validation import CLOCK_SKEW
 from server.playtime.rules import (
+    TWO_WEEKS,
     AccrualPolicy,
     DeviceInterval,
     Interval,
     LiveSession,
+    OfflineBounds,
     OfflineRejection,
+    StoredTotals,
+    added,
     advance,
     clip,
     creditable,
     is_silent,
+    microseconds,
     offline_rejection,
     product_stats,
     seconds,
+    stats_from_totals,
     union,
+    until,
 )
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -135,16 +145,83 @@ def test_overlapping_intervals_count_once_and_clipping_keeps_only_the_part_in_th
 
 def test_offline_session_is_rejected_when_empty_reversed_in_the_future_or_over_a_day_long():
     now = at(100_000)
-    assert offline_rejection(Interval(at(0), at(3600)), now, CLOCK_SKEW) is None
-    assert offline_rejection(Interval(at(10), at(10)), now, CLOCK_SKEW) is OfflineRejection.INVALID_INTERVAL
-    assert offline_rejection(Interval(at(20), at(10)), now, CLOCK_SKEW) is OfflineRejection.INVALID_INTERVAL
-    future_end = now + CLOCK_SKEW + timedelta(seconds=1)
-    assert offline_rejection(Interval(at(99_000), future_end), now, CLOCK_SKEW) is OfflineRejection.IN_FUTURE
-    assert offline_rejection(Interval(at(0), at(24 * 3600 + 1)), now, CLOCK_SKEW) is OfflineRejection.TOO_LONG
-    assert offline_rejection(Interval(at(0), at(24 * 3600)), now, CLOCK_SKEW) is None
+    bounds = OfflineBounds(now, CLOCK_SKEW, oldest=at(0))
+
+    def rejection(start, end):
+        return offline_rejection(Interval(start, end), bounds, at(0))
+
+    assert rejection(at(0), at(3600)) is None
+    assert rejection(at(10), at(10)) is OfflineRejection.INVALID_INTERVAL
+    assert rejection(at(20), at(10)) is OfflineRejection.INVALID_INTERVAL
+    assert rejection(at(99_000), now + CLOCK_SKEW + timedelta(seconds=1)) is OfflineRejection.IN_FUTURE
+    assert rejection(at(0), at(24 * 3600 + 1)) is OfflineRejection.TOO_LONG
+    assert rejection(at(0), at(24 * 3600)) is None
+
+
+def test_offline_session_is_bounded_by_the_age_limit_and_the_acquisition():
+    now = at(100_000)
+    bounds = OfflineBounds(now, CLOCK_SKEW, oldest=at(1000))
+    R = OfflineRejection
+    assert offline_rejection(Interval(at(999), at(2000)), bounds, at(0)) is R.TOO_OLD
+    assert offline_rejection(Interval(at(1000), at(2000)), bounds, at(0)) is None
+    assert offline_rejection(Interval(at(4999), at(6000)), bounds, at(5000)) is R.BEFORE_ACQUISITION
+    assert offline_rejection(Interval(at(5000), at(6000)), bounds, at(5000)) is None
+    assert offline_rejection(Interval(at(5000), at(6000)), bounds, None) is R.PRODUCT_NOT_OWNED
+
+
+def test_play_after_a_revocation_is_not_credited():
+    segments = [Interval(at(0), at(100)), Interval(at(150), at(300)), Interval(at(400), at(500))]
+    assert until(segments, at(200)) == [Interval(at(0), at(100)), Interval(at(150), at(200))]
+    assert until(segments, None) == segments
+    assert until(segments, at(0)) == []
 
 
 def test_an_offline_session_within_clock_skew_credits_nothing_after_now():
     now = at(1000)
     assert creditable(Interval(at(900), at(1060)), now) == Interval(at(900), at(1000))
     assert creditable(Interval(at(1010), at(1060)), now).length == timedelta(0)
+
+
+# Stored totals (what checkpoints keep) against the definition (every interval at once).
+_moments = st.integers(min_value=0, max_value=40 * 24 * 3600)
+_played = st.builds(
+    lambda device, start, length: DeviceInterval(device, Interval(at(start), at(start + length))),
+    st.sampled_from(["pc", "deck", "phone"]),
+    _moments,
+    st.integers(min_value=1, max_value=6 * 3600),
+)
+
+
+def _stored(played: list[DeviceInterval]) -> StoredTotals:
+    """Totals grown one interval at a time, as crediting does."""
+    total, devices, seen = 0, {}, []
+    for p in played:
+        total += microseconds(added([s.interval for s in seen], p.interval))
+        mine = [s.interval for s in seen if s.device_id == p.device_id]
+        devices[p.device_id] = devices.get(p.device_id, 0) + microseconds(added(mine, p.interval))
+        seen.append(p)
+    last = max((p.interval.end for p in played), default=None)
+    return StoredTotals(total, last, devices)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stored=st.lists(_played, max_size=12),
+    live=st.lists(_played, max_size=4),
+    now_offset=st.integers(min_value=0, max_value=30 * 24 * 3600),
+    last_two_weeks=st.booleans(),
+)
+def test_stats_from_stored_totals_equal_the_stats_of_every_interval(stored, live, now_offset, last_two_weeks):
+    now = at(40 * 24 * 3600 + 6 * 3600 + now_offset)
+    since = min([now - TWO_WEEKS, *(p.interval.start for p in live)])
+    recent = [p for p in stored if p.interval.end > since]
+    assert stats_from_totals(
+        _stored(stored), recent, live, now, last_two_weeks=last_two_weeks
+    ) == product_stats([*stored, *live], now, last_two_weeks=last_two_weeks)
+
+
+def test_added_counts_only_what_the_existing_intervals_do_not_cover():
+    existing = [Interval(at(0), at(60)), Interval(at(100), at(120))]
+    assert added(existing, Interval(at(30), at(130))) == timedelta(seconds=50)
+    assert added(existing, Interval(at(10), at(50))) == timedelta(0)
+    assert added([], Interval(at(10), at(50))) == timedelta(seconds=40)

@@ -41,7 +41,9 @@ class AchievementStatus(_message.Message):
     product_id: _builtins.str
     """Product id (UUID)."""
     achievement_api_name: _builtins.str
-    """Stable API name of the achievement within the product (e.g. `FIRST_BLOOD`)."""
+    """Stable API name of the achievement within the product (e.g. `FIRST_BLOOD`); empty when the
+    achievement is hidden and not unlocked.
+    """
     display_name: _builtins.str
     """Display name; empty when the achievement is hidden and not unlocked."""
     description: _builtins.str
@@ -53,16 +55,18 @@ class AchievementStatus(_message.Message):
     icon_locked_url: _builtins.str
     """Icon URL of the locked achievement."""
     progress: _builtins.int
-    """The caller's current progress (0 if never reported), at most `max_progress`."""
+    """The caller's current progress (0 if never reported), at most `max_progress`; 0 when hidden and not
+    unlocked.
+    """
     max_progress: _builtins.int
-    """Progress needed to unlock; 1 for a binary (unlock-only) achievement."""
+    """Progress needed to unlock; 1 for a binary (unlock-only) achievement; 0 when hidden and not unlocked."""
     progress_percentage: _builtins.int
-    """floor(100 × progress / max_progress), 0–100; 100 when unlocked."""
+    """floor(100 × progress / max_progress), 0–100; 100 when unlocked; 0 when hidden and not unlocked."""
     is_unlocked: _builtins.bool
     """Whether the caller has unlocked it."""
     global_unlock_rate: _builtins.float
-    """Fraction of the product's owners who have unlocked it, in [0, 1] (not a percentage; 0.25 = 25 %).
-    May lag behind by a few minutes.
+    """Fraction of the product's current owners who have unlocked it, in [0, 1] (not a percentage; 0.25 =
+    25 %). Owners follow grants and revokes as they commit.
     """
     @_builtins.property
     def unlocked_at(self) -> _timestamp_pb2.Timestamp:

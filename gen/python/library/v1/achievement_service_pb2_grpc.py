@@ -28,7 +28,7 @@ if _version_not_supported:
 class AchievementServiceStub:
     """AchievementService records the caller's achievement progress and unlocks and lists achievement status.
     Achievement definitions are cached locally per product (UpsertAchievementDefinitions, internal, or the
-    catalog product-updated event).
+    catalog product-updated event when its `updatedFields` include `achievement_definitions`).
     """
 
     def __init__(self, channel):
@@ -57,13 +57,15 @@ class AchievementServiceStub:
 class AchievementServiceServicer:
     """AchievementService records the caller's achievement progress and unlocks and lists achievement status.
     Achievement definitions are cached locally per product (UpsertAchievementDefinitions, internal, or the
-    catalog product-updated event).
+    catalog product-updated event when its `updatedFields` include `achievement_definitions`).
     """
 
     def ListAchievementStatuses(self, request, context):
         """Lists every cached achievement definition of the asked products with the caller's progress, ordered
         by product (request order), then `display_order`, then `api_name`.
-        Hidden achievements that the caller has not unlocked are masked. Products the caller does not own
+        Hidden achievements that the caller has not unlocked are masked completely: no api name, name,
+        description, icon or progress (only `hidden`, the locked icon and the unlock rate show that one
+        exists). Products the caller does not own
         are listed with zero progress; products without cached definitions yield no entries.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -122,7 +124,7 @@ def add_AchievementServiceServicer_to_server(servicer, server):
 class AchievementService:
     """AchievementService records the caller's achievement progress and unlocks and lists achievement status.
     Achievement definitions are cached locally per product (UpsertAchievementDefinitions, internal, or the
-    catalog product-updated event).
+    catalog product-updated event when its `updatedFields` include `achievement_definitions`).
     """
 
     @staticmethod

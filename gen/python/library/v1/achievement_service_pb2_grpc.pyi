@@ -29,7 +29,7 @@ GRPC_VERSION: str
 class AchievementServiceStub:
     """AchievementService records the caller's achievement progress and unlocks and lists achievement status.
     Achievement definitions are cached locally per product (UpsertAchievementDefinitions, internal, or the
-    catalog product-updated event).
+    catalog product-updated event when its `updatedFields` include `achievement_definitions`).
     """
 
     @_typing.overload
@@ -39,7 +39,9 @@ class AchievementServiceStub:
     ListAchievementStatuses: _grpc.UnaryUnaryMultiCallable[_achievement_service_pb2.ListAchievementStatusesRequest, _achievement_service_pb2.ListAchievementStatusesResponse]
     """Lists every cached achievement definition of the asked products with the caller's progress, ordered
     by product (request order), then `display_order`, then `api_name`.
-    Hidden achievements that the caller has not unlocked are masked. Products the caller does not own
+    Hidden achievements that the caller has not unlocked are masked completely: no api name, name,
+    description, icon or progress (only `hidden`, the locked icon and the unlock rate show that one
+    exists). Products the caller does not own
     are listed with zero progress; products without cached definitions yield no entries.
     """
     UpdateAchievementProgress: _grpc.UnaryUnaryMultiCallable[_achievement_service_pb2.UpdateAchievementProgressRequest, _achievement_service_pb2.UpdateAchievementProgressResponse]
@@ -62,14 +64,16 @@ class AchievementServiceStub:
 class AchievementServiceAsyncStub(AchievementServiceStub):
     """AchievementService records the caller's achievement progress and unlocks and lists achievement status.
     Achievement definitions are cached locally per product (UpsertAchievementDefinitions, internal, or the
-    catalog product-updated event).
+    catalog product-updated event when its `updatedFields` include `achievement_definitions`).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListAchievementStatuses: _aio.UnaryUnaryMultiCallable[_achievement_service_pb2.ListAchievementStatusesRequest, _achievement_service_pb2.ListAchievementStatusesResponse]  # type: ignore[assignment]
     """Lists every cached achievement definition of the asked products with the caller's progress, ordered
     by product (request order), then `display_order`, then `api_name`.
-    Hidden achievements that the caller has not unlocked are masked. Products the caller does not own
+    Hidden achievements that the caller has not unlocked are masked completely: no api name, name,
+    description, icon or progress (only `hidden`, the locked icon and the unlock rate show that one
+    exists). Products the caller does not own
     are listed with zero progress; products without cached definitions yield no entries.
     """
     UpdateAchievementProgress: _aio.UnaryUnaryMultiCallable[_achievement_service_pb2.UpdateAchievementProgressRequest, _achievement_service_pb2.UpdateAchievementProgressResponse]  # type: ignore[assignment]
@@ -91,7 +95,7 @@ class AchievementServiceAsyncStub(AchievementServiceStub):
 class AchievementServiceServicer(metaclass=_abc_1.ABCMeta):
     """AchievementService records the caller's achievement progress and unlocks and lists achievement status.
     Achievement definitions are cached locally per product (UpsertAchievementDefinitions, internal, or the
-    catalog product-updated event).
+    catalog product-updated event when its `updatedFields` include `achievement_definitions`).
     """
 
     @_abc_1.abstractmethod
@@ -102,7 +106,9 @@ class AchievementServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_achievement_service_pb2.ListAchievementStatusesResponse, _abc.Awaitable[_achievement_service_pb2.ListAchievementStatusesResponse]]:
         """Lists every cached achievement definition of the asked products with the caller's progress, ordered
         by product (request order), then `display_order`, then `api_name`.
-        Hidden achievements that the caller has not unlocked are masked. Products the caller does not own
+        Hidden achievements that the caller has not unlocked are masked completely: no api name, name,
+        description, icon or progress (only `hidden`, the locked icon and the unlock rate show that one
+        exists). Products the caller does not own
         are listed with zero progress; products without cached definitions yield no entries.
         """
 

@@ -324,7 +324,9 @@ class RequestSaveGameUploadURLRequest(_message.Message):
     """Conflict policy applied at confirmation."""
     request_id: _builtins.str
     """Optional UUID for safe retries: a replay returns the same reservation (`savegame_id`; the URL is
-    presigned again while the reservation is pending) and reserves nothing more.
+    presigned again while the reservation is pending) and reserves nothing more. Once that upload is
+    confirmed, or its reservation has expired, a replay is FAILED_PRECONDITION INVALID_STATE_TRANSITION
+    (ErrorInfo metadata `savegameId`): there is no URL left to hand out for it.
     """
     @_builtins.property
     def client_modified_at(self) -> _timestamp_pb2.Timestamp:

@@ -1104,3 +1104,155 @@ class UpsertProductsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpsertProductsResponse: _TypeAlias = UpsertProductsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateWishlistItemRequest(_message.Message):
+    """--- Wishlist and category updates (additive, issue 12) ---
+
+    Request of UpdateWishlistItem.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    """Product id (UUID) of the wishlist item (path parameter)."""
+    priority: _builtins.int
+    """New priority: 1 = highest; 0 = not set; negative = INVALID_ARGUMENT."""
+    notes: _builtins.str
+    """New notes, at most 1000 characters (empty clears them)."""
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to change, by proto name: `priority`, `notes` (`*` = both). When absent or empty, the fields
+        present in the request change. Unknown paths are INVALID_ARGUMENT; so is an update naming nothing.
+        """
+
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        priority: _builtins.int | None = ...,
+        notes: _builtins.str | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_notes", b"_notes", "_priority", b"_priority", "notes", b"notes", "priority", b"priority", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_notes", b"_notes", "_priority", b"_priority", "notes", b"notes", "priority", b"priority", "product_id", b"product_id", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__notes: _TypeAlias = _typing.Literal["notes"]  # noqa: Y015
+    _WhichOneofArgType__notes: _TypeAlias = _typing.Literal["_notes", b"_notes"]  # noqa: Y015
+    _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
+    _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__notes) -> _WhichOneofReturnType__notes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
+
+Global___UpdateWishlistItemRequest: _TypeAlias = UpdateWishlistItemRequest  # noqa: Y015
+
+@_typing.final
+class UpdateWishlistItemResponse(_message.Message):
+    """Response of UpdateWishlistItem."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WISHLIST_ITEM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def wishlist_item(self) -> Global___WishlistItem:
+        """The wishlist item after the update."""
+
+    def __init__(
+        self,
+        *,
+        wishlist_item: Global___WishlistItem | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wishlist_item", b"wishlist_item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["wishlist_item", b"wishlist_item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateWishlistItemResponse: _TypeAlias = UpdateWishlistItemResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCategoryRequest(_message.Message):
+    """Request of UpdateCategory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    category_id: _builtins.str
+    """Id (UUID) of the caller's category (path parameter)."""
+    name: _builtins.str
+    """New name: 1–64 characters after trimming surrounding whitespace (the trimmed form is stored)."""
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to change: only `name` (or `*`); absent or empty means `name`. Other paths are
+        INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        category_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_id", b"category_id", "name", b"name", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCategoryRequest: _TypeAlias = UpdateCategoryRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCategoryResponse(_message.Message):
+    """Response of UpdateCategory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def category(self) -> Global___Category:
+        """The category after the update."""
+
+    def __init__(
+        self,
+        *,
+        category: Global___Category | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["category", b"category"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCategoryResponse: _TypeAlias = UpdateCategoryResponse  # noqa: Y015
+
+@_typing.final
+class DeleteCategoryRequest(_message.Message):
+    """Request of DeleteCategory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_ID_FIELD_NUMBER: _builtins.int
+    category_id: _builtins.str
+    """Id (UUID) of the caller's category (path parameter)."""
+    def __init__(
+        self,
+        *,
+        category_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_id", b"category_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCategoryRequest: _TypeAlias = DeleteCategoryRequest  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from library.v1 import family_sharing_pb2 as library_dot_v1_dot_family__sharing__pb2
 from library.v1 import library_service_pb2 as library_dot_v1_dot_library__service__pb2
 
@@ -95,6 +96,21 @@ class LibraryServiceStub:
                 '/library.v1.LibraryService/UpsertProducts',
                 request_serializer=library_dot_v1_dot_library__service__pb2.UpsertProductsRequest.SerializeToString,
                 response_deserializer=library_dot_v1_dot_library__service__pb2.UpsertProductsResponse.FromString,
+                _registered_method=True)
+        self.UpdateWishlistItem = channel.unary_unary(
+                '/library.v1.LibraryService/UpdateWishlistItem',
+                request_serializer=library_dot_v1_dot_library__service__pb2.UpdateWishlistItemRequest.SerializeToString,
+                response_deserializer=library_dot_v1_dot_library__service__pb2.UpdateWishlistItemResponse.FromString,
+                _registered_method=True)
+        self.UpdateCategory = channel.unary_unary(
+                '/library.v1.LibraryService/UpdateCategory',
+                request_serializer=library_dot_v1_dot_library__service__pb2.UpdateCategoryRequest.SerializeToString,
+                response_deserializer=library_dot_v1_dot_library__service__pb2.UpdateCategoryResponse.FromString,
+                _registered_method=True)
+        self.DeleteCategory = channel.unary_unary(
+                '/library.v1.LibraryService/DeleteCategory',
+                request_serializer=library_dot_v1_dot_library__service__pb2.DeleteCategoryRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.ListFamilyLinks = channel.unary_unary(
                 '/library.v1.LibraryService/ListFamilyLinks',
@@ -205,10 +221,11 @@ class LibraryServiceServicer:
     def GrantEntitlements(self, request, context):
         """Internal (service role, gRPC only). Grants products to a user, e.g. after a purchase, gift or key
         activation. Products the user already owns are left as they are (no second item, no event).
-        Each newly added item emits `com.platform.library.item.added.v1`.
+        Each newly added item emits `com.platform.library.item.added.v1`; a newly owned product that was on
+        the user's wishlist leaves it (emitting `com.platform.library.wishlist.item.removed.v1`).
 
-        Idempotent per `order_id` (the same order is applied once, like the payment event consumer) and per
-        `request_id` (a replay returns the first response).
+        Idempotent per `order_id` (the same order is applied once, like the payment event consumer: both
+        compare the order id's canonical UUID form) and per `request_id` (a replay returns the first response).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -216,7 +233,10 @@ class LibraryServiceServicer:
 
     def RevokeEntitlement(self, request, context):
         """Internal (service role, gRPC only). Revokes a user's entitlement to a product (refund, chargeback,
-        ...). Idempotent: revoking a product the user does not own succeeds with `revoked = false`.
+        ...). Idempotent: revoking a product the user does not own succeeds with `revoked = false`. A real
+        revocation emits `com.platform.library.item.revoked.v1`; the item keeps its history (playtime,
+        achievements, categories), hidden while revoked and back if the product is granted again, and play
+        after the revocation is not credited. The payment service's refund event does the same per order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -234,6 +254,43 @@ class LibraryServiceServicer:
         """Internal (service role, gRPC only). Inserts or updates entries of the local product-metadata cache
         (the same cache `com.platform.catalog.product.updated.v1` feeds). An entry whose `updated_at` is
         older than the cached one is skipped, so out-of-order deliveries never roll metadata back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWishlistItem(self, request, context):
+        """--- Wishlist and category updates (additive, issue 12) ---
+
+        Changes the priority and/or notes of a product on the caller's wishlist in place (AIP-134), keeping
+        its id and added time. Emits one `com.platform.library.wishlist.item.updated.v1` when something
+        changed (an update to the values already stored emits nothing).
+
+        Errors: NOT_FOUND WISHLIST_ITEM_NOT_FOUND (the product is not on the caller's wishlist); INVALID_ARGUMENT
+        VALIDATION_FAILED (unknown mask path, nothing to update).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCategory(self, request, context):
+        """Renames one of the caller's categories (AIP-134; `name` is the only updatable field). Names stay
+        unique per user, compared case-insensitively after trimming; changing only the case of a category's
+        own name is allowed.
+
+        Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id or another user's category); ALREADY_EXISTS
+        CATEGORY_ALREADY_EXISTS (another of the caller's categories has that name); INVALID_ARGUMENT
+        VALIDATION_FAILED (bad name, unknown mask path).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCategory(self, request, context):
+        """Deletes one of the caller's categories (AIP-135). Library items in it stay in the library and keep
+        their other categories.
+
+        Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id, another user's category, or already deleted).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -354,6 +411,21 @@ def add_LibraryServiceServicer_to_server(servicer, server):
                     servicer.UpsertProducts,
                     request_deserializer=library_dot_v1_dot_library__service__pb2.UpsertProductsRequest.FromString,
                     response_serializer=library_dot_v1_dot_library__service__pb2.UpsertProductsResponse.SerializeToString,
+            ),
+            'UpdateWishlistItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWishlistItem,
+                    request_deserializer=library_dot_v1_dot_library__service__pb2.UpdateWishlistItemRequest.FromString,
+                    response_serializer=library_dot_v1_dot_library__service__pb2.UpdateWishlistItemResponse.SerializeToString,
+            ),
+            'UpdateCategory': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCategory,
+                    request_deserializer=library_dot_v1_dot_library__service__pb2.UpdateCategoryRequest.FromString,
+                    response_serializer=library_dot_v1_dot_library__service__pb2.UpdateCategoryResponse.SerializeToString,
+            ),
+            'DeleteCategory': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCategory,
+                    request_deserializer=library_dot_v1_dot_library__service__pb2.DeleteCategoryRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'ListFamilyLinks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFamilyLinks,
@@ -689,6 +761,87 @@ class LibraryService:
             '/library.v1.LibraryService/UpsertProducts',
             library_dot_v1_dot_library__service__pb2.UpsertProductsRequest.SerializeToString,
             library_dot_v1_dot_library__service__pb2.UpsertProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWishlistItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/library.v1.LibraryService/UpdateWishlistItem',
+            library_dot_v1_dot_library__service__pb2.UpdateWishlistItemRequest.SerializeToString,
+            library_dot_v1_dot_library__service__pb2.UpdateWishlistItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCategory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/library.v1.LibraryService/UpdateCategory',
+            library_dot_v1_dot_library__service__pb2.UpdateCategoryRequest.SerializeToString,
+            library_dot_v1_dot_library__service__pb2.UpdateCategoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCategory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/library.v1.LibraryService/DeleteCategory',
+            library_dot_v1_dot_library__service__pb2.DeleteCategoryRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from library.v1 import family_sharing_pb2 as _family_sharing_pb2
 from library.v1 import library_service_pb2 as _library_service_pb2
@@ -78,14 +79,18 @@ class LibraryServiceStub:
     GrantEntitlements: _grpc.UnaryUnaryMultiCallable[_library_service_pb2.GrantEntitlementsRequest, _library_service_pb2.GrantEntitlementsResponse]
     """Internal (service role, gRPC only). Grants products to a user, e.g. after a purchase, gift or key
     activation. Products the user already owns are left as they are (no second item, no event).
-    Each newly added item emits `com.platform.library.item.added.v1`.
+    Each newly added item emits `com.platform.library.item.added.v1`; a newly owned product that was on
+    the user's wishlist leaves it (emitting `com.platform.library.wishlist.item.removed.v1`).
 
-    Idempotent per `order_id` (the same order is applied once, like the payment event consumer) and per
-    `request_id` (a replay returns the first response).
+    Idempotent per `order_id` (the same order is applied once, like the payment event consumer: both
+    compare the order id's canonical UUID form) and per `request_id` (a replay returns the first response).
     """
     RevokeEntitlement: _grpc.UnaryUnaryMultiCallable[_library_service_pb2.RevokeEntitlementRequest, _library_service_pb2.RevokeEntitlementResponse]
     """Internal (service role, gRPC only). Revokes a user's entitlement to a product (refund, chargeback,
-    ...). Idempotent: revoking a product the user does not own succeeds with `revoked = false`.
+    ...). Idempotent: revoking a product the user does not own succeeds with `revoked = false`. A real
+    revocation emits `com.platform.library.item.revoked.v1`; the item keeps its history (playtime,
+    achievements, categories), hidden while revoked and back if the product is granted again, and play
+    after the revocation is not credited. The payment service's refund event does the same per order.
     """
     CheckEntitlement: _grpc.UnaryUnaryMultiCallable[_library_service_pb2.CheckEntitlementRequest, _library_service_pb2.CheckEntitlementResponse]
     """Internal (service role, gRPC only). Tells whether a user owns a product (used by peer services and by
@@ -95,6 +100,31 @@ class LibraryServiceStub:
     """Internal (service role, gRPC only). Inserts or updates entries of the local product-metadata cache
     (the same cache `com.platform.catalog.product.updated.v1` feeds). An entry whose `updated_at` is
     older than the cached one is skipped, so out-of-order deliveries never roll metadata back.
+    """
+    UpdateWishlistItem: _grpc.UnaryUnaryMultiCallable[_library_service_pb2.UpdateWishlistItemRequest, _library_service_pb2.UpdateWishlistItemResponse]
+    """--- Wishlist and category updates (additive, issue 12) ---
+
+    Changes the priority and/or notes of a product on the caller's wishlist in place (AIP-134), keeping
+    its id and added time. Emits one `com.platform.library.wishlist.item.updated.v1` when something
+    changed (an update to the values already stored emits nothing).
+
+    Errors: NOT_FOUND WISHLIST_ITEM_NOT_FOUND (the product is not on the caller's wishlist); INVALID_ARGUMENT
+    VALIDATION_FAILED (unknown mask path, nothing to update).
+    """
+    UpdateCategory: _grpc.UnaryUnaryMultiCallable[_library_service_pb2.UpdateCategoryRequest, _library_service_pb2.UpdateCategoryResponse]
+    """Renames one of the caller's categories (AIP-134; `name` is the only updatable field). Names stay
+    unique per user, compared case-insensitively after trimming; changing only the case of a category's
+    own name is allowed.
+
+    Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id or another user's category); ALREADY_EXISTS
+    CATEGORY_ALREADY_EXISTS (another of the caller's categories has that name); INVALID_ARGUMENT
+    VALIDATION_FAILED (bad name, unknown mask path).
+    """
+    DeleteCategory: _grpc.UnaryUnaryMultiCallable[_library_service_pb2.DeleteCategoryRequest, _empty_pb2.Empty]
+    """Deletes one of the caller's categories (AIP-135). Library items in it stay in the library and keep
+    their other categories.
+
+    Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id, another user's category, or already deleted).
     """
     ListFamilyLinks: _grpc.UnaryUnaryMultiCallable[_family_sharing_pb2.ListFamilyLinksRequest, _family_sharing_pb2.ListFamilyLinksResponse]
     """---- Family sharing (SPEC section 6; messages in family_sharing.proto) ----
@@ -178,14 +208,18 @@ class LibraryServiceAsyncStub(LibraryServiceStub):
     GrantEntitlements: _aio.UnaryUnaryMultiCallable[_library_service_pb2.GrantEntitlementsRequest, _library_service_pb2.GrantEntitlementsResponse]  # type: ignore[assignment]
     """Internal (service role, gRPC only). Grants products to a user, e.g. after a purchase, gift or key
     activation. Products the user already owns are left as they are (no second item, no event).
-    Each newly added item emits `com.platform.library.item.added.v1`.
+    Each newly added item emits `com.platform.library.item.added.v1`; a newly owned product that was on
+    the user's wishlist leaves it (emitting `com.platform.library.wishlist.item.removed.v1`).
 
-    Idempotent per `order_id` (the same order is applied once, like the payment event consumer) and per
-    `request_id` (a replay returns the first response).
+    Idempotent per `order_id` (the same order is applied once, like the payment event consumer: both
+    compare the order id's canonical UUID form) and per `request_id` (a replay returns the first response).
     """
     RevokeEntitlement: _aio.UnaryUnaryMultiCallable[_library_service_pb2.RevokeEntitlementRequest, _library_service_pb2.RevokeEntitlementResponse]  # type: ignore[assignment]
     """Internal (service role, gRPC only). Revokes a user's entitlement to a product (refund, chargeback,
-    ...). Idempotent: revoking a product the user does not own succeeds with `revoked = false`.
+    ...). Idempotent: revoking a product the user does not own succeeds with `revoked = false`. A real
+    revocation emits `com.platform.library.item.revoked.v1`; the item keeps its history (playtime,
+    achievements, categories), hidden while revoked and back if the product is granted again, and play
+    after the revocation is not credited. The payment service's refund event does the same per order.
     """
     CheckEntitlement: _aio.UnaryUnaryMultiCallable[_library_service_pb2.CheckEntitlementRequest, _library_service_pb2.CheckEntitlementResponse]  # type: ignore[assignment]
     """Internal (service role, gRPC only). Tells whether a user owns a product (used by peer services and by
@@ -195,6 +229,31 @@ class LibraryServiceAsyncStub(LibraryServiceStub):
     """Internal (service role, gRPC only). Inserts or updates entries of the local product-metadata cache
     (the same cache `com.platform.catalog.product.updated.v1` feeds). An entry whose `updated_at` is
     older than the cached one is skipped, so out-of-order deliveries never roll metadata back.
+    """
+    UpdateWishlistItem: _aio.UnaryUnaryMultiCallable[_library_service_pb2.UpdateWishlistItemRequest, _library_service_pb2.UpdateWishlistItemResponse]  # type: ignore[assignment]
+    """--- Wishlist and category updates (additive, issue 12) ---
+
+    Changes the priority and/or notes of a product on the caller's wishlist in place (AIP-134), keeping
+    its id and added time. Emits one `com.platform.library.wishlist.item.updated.v1` when something
+    changed (an update to the values already stored emits nothing).
+
+    Errors: NOT_FOUND WISHLIST_ITEM_NOT_FOUND (the product is not on the caller's wishlist); INVALID_ARGUMENT
+    VALIDATION_FAILED (unknown mask path, nothing to update).
+    """
+    UpdateCategory: _aio.UnaryUnaryMultiCallable[_library_service_pb2.UpdateCategoryRequest, _library_service_pb2.UpdateCategoryResponse]  # type: ignore[assignment]
+    """Renames one of the caller's categories (AIP-134; `name` is the only updatable field). Names stay
+    unique per user, compared case-insensitively after trimming; changing only the case of a category's
+    own name is allowed.
+
+    Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id or another user's category); ALREADY_EXISTS
+    CATEGORY_ALREADY_EXISTS (another of the caller's categories has that name); INVALID_ARGUMENT
+    VALIDATION_FAILED (bad name, unknown mask path).
+    """
+    DeleteCategory: _aio.UnaryUnaryMultiCallable[_library_service_pb2.DeleteCategoryRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes one of the caller's categories (AIP-135). Library items in it stay in the library and keep
+    their other categories.
+
+    Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id, another user's category, or already deleted).
     """
     ListFamilyLinks: _aio.UnaryUnaryMultiCallable[_family_sharing_pb2.ListFamilyLinksRequest, _family_sharing_pb2.ListFamilyLinksResponse]  # type: ignore[assignment]
     """---- Family sharing (SPEC section 6; messages in family_sharing.proto) ----
@@ -323,10 +382,11 @@ class LibraryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_library_service_pb2.GrantEntitlementsResponse, _abc.Awaitable[_library_service_pb2.GrantEntitlementsResponse]]:
         """Internal (service role, gRPC only). Grants products to a user, e.g. after a purchase, gift or key
         activation. Products the user already owns are left as they are (no second item, no event).
-        Each newly added item emits `com.platform.library.item.added.v1`.
+        Each newly added item emits `com.platform.library.item.added.v1`; a newly owned product that was on
+        the user's wishlist leaves it (emitting `com.platform.library.wishlist.item.removed.v1`).
 
-        Idempotent per `order_id` (the same order is applied once, like the payment event consumer) and per
-        `request_id` (a replay returns the first response).
+        Idempotent per `order_id` (the same order is applied once, like the payment event consumer: both
+        compare the order id's canonical UUID form) and per `request_id` (a replay returns the first response).
         """
 
     @_abc_1.abstractmethod
@@ -336,7 +396,10 @@ class LibraryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_library_service_pb2.RevokeEntitlementResponse, _abc.Awaitable[_library_service_pb2.RevokeEntitlementResponse]]:
         """Internal (service role, gRPC only). Revokes a user's entitlement to a product (refund, chargeback,
-        ...). Idempotent: revoking a product the user does not own succeeds with `revoked = false`.
+        ...). Idempotent: revoking a product the user does not own succeeds with `revoked = false`. A real
+        revocation emits `com.platform.library.item.revoked.v1`; the item keeps its history (playtime,
+        achievements, categories), hidden while revoked and back if the product is granted again, and play
+        after the revocation is not credited. The payment service's refund event does the same per order.
         """
 
     @_abc_1.abstractmethod
@@ -358,6 +421,49 @@ class LibraryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Internal (service role, gRPC only). Inserts or updates entries of the local product-metadata cache
         (the same cache `com.platform.catalog.product.updated.v1` feeds). An entry whose `updated_at` is
         older than the cached one is skipped, so out-of-order deliveries never roll metadata back.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateWishlistItem(
+        self,
+        request: _library_service_pb2.UpdateWishlistItemRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_library_service_pb2.UpdateWishlistItemResponse, _abc.Awaitable[_library_service_pb2.UpdateWishlistItemResponse]]:
+        """--- Wishlist and category updates (additive, issue 12) ---
+
+        Changes the priority and/or notes of a product on the caller's wishlist in place (AIP-134), keeping
+        its id and added time. Emits one `com.platform.library.wishlist.item.updated.v1` when something
+        changed (an update to the values already stored emits nothing).
+
+        Errors: NOT_FOUND WISHLIST_ITEM_NOT_FOUND (the product is not on the caller's wishlist); INVALID_ARGUMENT
+        VALIDATION_FAILED (unknown mask path, nothing to update).
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateCategory(
+        self,
+        request: _library_service_pb2.UpdateCategoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_library_service_pb2.UpdateCategoryResponse, _abc.Awaitable[_library_service_pb2.UpdateCategoryResponse]]:
+        """Renames one of the caller's categories (AIP-134; `name` is the only updatable field). Names stay
+        unique per user, compared case-insensitively after trimming; changing only the case of a category's
+        own name is allowed.
+
+        Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id or another user's category); ALREADY_EXISTS
+        CATEGORY_ALREADY_EXISTS (another of the caller's categories has that name); INVALID_ARGUMENT
+        VALIDATION_FAILED (bad name, unknown mask path).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteCategory(
+        self,
+        request: _library_service_pb2.DeleteCategoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes one of the caller's categories (AIP-135). Library items in it stay in the library and keep
+        their other categories.
+
+        Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id, another user's category, or already deleted).
         """
 
     @_abc_1.abstractmethod

@@ -230,7 +230,8 @@ class OfflineSession(_message.Message):
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """When play ended: after `start_time`, not in the future (small clock skew tolerated), at most 24 h
-        after `start_time`.
+        after `start_time`. `start_time` must not be before the product was acquired nor older than the
+        server's offline-session age limit (default 30 days).
         """
 
     def __init__(
@@ -323,6 +324,10 @@ class OfflineSessionResult(_message.Message):
         """`end_time` is not after `start_time`."""
         PRODUCT_NOT_OWNED: OfflineSessionResult._RejectionReason.ValueType  # 4
         """The caller does not own the product."""
+        BEFORE_ACQUISITION: OfflineSessionResult._RejectionReason.ValueType  # 5
+        """`start_time` is before the caller acquired the product."""
+        TOO_OLD: OfflineSessionResult._RejectionReason.ValueType  # 6
+        """`start_time` is older than the server's offline-session age limit (default 30 days)."""
 
     class RejectionReason(_RejectionReason, metaclass=_RejectionReasonEnumTypeWrapper):
         """Why a session was rejected."""
@@ -337,6 +342,10 @@ class OfflineSessionResult(_message.Message):
     """`end_time` is not after `start_time`."""
     PRODUCT_NOT_OWNED: OfflineSessionResult.RejectionReason.ValueType  # 4
     """The caller does not own the product."""
+    BEFORE_ACQUISITION: OfflineSessionResult.RejectionReason.ValueType  # 5
+    """`start_time` is before the caller acquired the product."""
+    TOO_OLD: OfflineSessionResult.RejectionReason.ValueType  # 6
+    """`start_time` is older than the server's offline-session age limit (default 30 days)."""
 
     CLIENT_SESSION_ID_FIELD_NUMBER: _builtins.int
     PRODUCT_ID_FIELD_NUMBER: _builtins.int

@@ -117,7 +117,8 @@ class PlaytimeTrackerServiceServicer:
         """Records sessions played while offline. Idempotent per `client_session_id`. Each session gets its own
         result: a malformed request (missing ids, more than 100 sessions) is INVALID_ARGUMENT as a whole, but
         a session that breaks a rule (ends in the future, lasts more than 24 h, ends before it starts,
-        product not owned) is only rejected in its result and the others are still recorded. Time that
+        product not owned, starts before the product was acquired or longer ago than the server's age limit,
+        default 30 days) is only rejected in its result and the others are still recorded. Time that
         overlaps already credited time of the same product is not counted twice.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
