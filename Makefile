@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv system-deps gen gen-check lint buf-lint buf-breaking buf-baseline envoy-validate \
-        stack-up stack-down migrate run test test-only test-scale bench token
+        stack-up stack-down migrate run test test-recovery test-only test-scale bench token
 
 help:
 	@echo "make run    - start the local stack and the service (foreground)"
@@ -61,6 +61,11 @@ run: stack-up migrate
 
 test: venv system-deps
 	@bash scripts/test.sh
+
+# The backup/restore drills (tests/recovery/) on a stack instance of their own (they destroy its database
+# and its Redis data); CI runs it after `make test`. ARGS picks tests (default: all of tests/recovery).
+test-recovery: venv system-deps
+	@bash scripts/test-recovery.sh $(ARGS)
 
 # pytest alone against a stack that is already up (for development; `make test` is what CI runs).
 test-only: venv

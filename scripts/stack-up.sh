@@ -9,6 +9,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/env.sh"
 source "$ROOT_DIR/scripts/lib/stack.sh"
+source "$ROOT_DIR/scripts/lib/pgbackrest.sh"
 
 PY="$ROOT_DIR/.venv/bin/python"
 [ -x "$PY" ] || { stack_err "no virtualenv at $ROOT_DIR/.venv: run \`make venv\`"; exit 1; }
@@ -19,6 +20,7 @@ for bin in "$WEED" "$ENVOY" "$TANSU_BIN"; do
 done
 [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] || { stack_err "PostgreSQL not installed: run \`make system-deps\`"; exit 1; }
 command -v redis-server >/dev/null || { stack_err "redis-server not installed: run \`make system-deps\`"; exit 1; }
+command -v pgbackrest >/dev/null || { stack_err "pgbackrest not installed: run \`make system-deps\`"; exit 1; }
 
 mkdir -p "$LOCAL_DIR" "$RUN_DIR" "$LOG_DIR"
 START=$SECONDS
@@ -42,16 +44,20 @@ ensure_port_free() {
 if [ ! -f "$JWT_PRIVATE_KEY_FILE" ] || [ ! -f "$JWT_JWKS_FILE" ]; then
     "$PY" "$ROOT_DIR/scripts/lib/stack_tools.py" keys
 fi
+# ---------------------------------------------------------------- local CA + S3 certificate (once)
+"$PY" "$ROOT_DIR/scripts/lib/stack_tools.py" tls
 
 # ---------------------------------------------------------------- Redis
 start_redis() {
     if stack_pid redis >/dev/null; then return; fi
     ensure_port_free redis "$REDIS_PORT"
     mkdir -p "$LOCAL_DIR/redis"
-    # appendonly: a restart keeps the data (active play sessions, download progress, notification streams)
+    # appendonly + fsync every second: a restart or crash keeps the data (active play sessions, download
+    # progress, notification streams) up to the last second. RDB snapshots on top ($REDIS_SAVE: after 1 h
+    # with a change, 5 min with 100, 1 min with 10000): the file to copy away as Redis's backup.
     stack_start_bg redis redis-server \
         --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
-        --dir "$LOCAL_DIR/redis" --appendonly yes --appendfsync everysec --save "" \
+        --dir "$LOCAL_DIR/redis" --appendonly yes --appendfsync everysec --save "$REDIS_SAVE" \
         --daemonize no --logfile "" --databases 16
     STARTED+=(redis)
 }
@@ -70,30 +76,38 @@ start_kafka() {
 # ---------------------------------------------------------------- S3 (SeaweedFS `weed mini`)
 start_s3() {
     if stack_pid s3 >/dev/null; then return; fi
-    ensure_port_free s3 "$S3_PORT" "$SEAWEED_MASTER_PORT" "$SEAWEED_VOLUME_PORT" "$SEAWEED_FILER_PORT"
+    ensure_port_free s3 "$S3_PORT" "$S3_TLS_PORT" "$SEAWEED_MASTER_PORT" "$SEAWEED_VOLUME_PORT" "$SEAWEED_FILER_PORT"
     local dir="$LOCAL_DIR/seaweedfs"
     mkdir -p "$dir/data"
     # weed mini saves its flags (and ports it picked itself when one was busy) to mini.options and reloads
     # them on the next start: drop it so that the flags below, i.e. the environment, always win.
     rm -f "$dir/data/mini.options"
-    # The S3 identity the service uses (Admin on every bucket); rewritten each start so env changes apply.
+    # The S3 identities: the service's (Admin on every bucket) and pgBackRest's (its own bucket only);
+    # rewritten each start so env changes apply.
     "$PY" - "$dir/s3.json" <<'PYEOF'
 import json, os, sys
+backups = os.environ["BACKUP_S3_BUCKET"]
 config = {"identities": [{
     "name": "library",
     "credentials": [{"accessKey": os.environ["S3_ACCESS_KEY_ID"], "secretKey": os.environ["S3_SECRET_ACCESS_KEY"]}],
     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+}, {
+    "name": "backup",
+    "credentials": [{"accessKey": os.environ["BACKUP_S3_ACCESS_KEY_ID"], "secretKey": os.environ["BACKUP_S3_SECRET_ACCESS_KEY"]}],
+    "actions": [f"{action}:{backups}" for action in ("Read", "Write", "List", "Tagging")],
 }]}
 with open(sys.argv[1], "w") as f:
     json.dump(config, f, indent=2)
 PYEOF
     chmod 600 "$dir/s3.json"
-    # Every port weed opens is pinned (see env.sh).
+    # Every port weed opens is pinned (see env.sh). HTTPS on $S3_TLS_PORT beside HTTP on $S3_PORT, with the
+    # certificate of the local CA (stack_tools.py tls).
     stack_start_bg s3 "$WEED" mini \
         -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.telemetry=false -webdav=false -admin.ui=false \
         -s3.config="$dir/s3.json" \
         -s3.port="$S3_PORT" -s3.port.grpc="$S3_GRPC_PORT" -s3.port.iceberg=0 -s3.port.lance=0 \
+        -s3.port.https="$S3_TLS_PORT" -s3.cert.file="$S3_TLS_DIR/cert.pem" -s3.key.file="$S3_TLS_DIR/key.pem" \
         -master.port="$SEAWEED_MASTER_PORT" -master.port.grpc="$SEAWEED_MASTER_GRPC_PORT" \
         -volume.port="$SEAWEED_VOLUME_PORT" -volume.port.grpc="$SEAWEED_VOLUME_GRPC_PORT" \
         -filer.port="$SEAWEED_FILER_PORT" -filer.port.grpc="$SEAWEED_FILER_GRPC_PORT" \
@@ -143,23 +157,16 @@ start_postgres() {
         }
     fi
     ln -sfn "$PG_LOG" "$LOG_DIR/postgres.log"
+    pgbr_write_config
     if pg_running; then return; fi
     ensure_port_free postgres "$PG_PORT"
-    # Settings on the command line so that env overrides (PG_PORT, PG_MAX_CONNECTIONS) apply without editing
-    # the cluster.
-    # Durability settings stay at their defaults (fsync, full_page_writes, synchronous_commit).
-    local opts="-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PG_DIR"
-    opts+=" -c max_connections=$PG_MAX_CONNECTIONS -c shared_buffers=256MB"
-    opts+=" -c log_min_messages=warning -c log_connections=off"
-    pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -o "$opts" -w -t "$STACK_TIMEOUT" start >/dev/null || {
+    pg_start_cluster || {
         stack_err "pg_ctl start failed"
         stack_log_tail "$PG_LOG"
         exit 1
     }
     STARTED+=(postgres)
 }
-
-pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres; }
 
 setup_postgres() {
     local psql=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA)
@@ -216,6 +223,17 @@ if ! setup_out="$("$PY" "$ROOT_DIR/scripts/lib/stack_tools.py" setup --timeout "
 fi
 [ -n "$setup_out" ] && printf '%s\n' "$setup_out"
 
+# ---------------------------------------------------------------- pgBackRest stanza (WAL archiving)
+# Idempotent. It fails when the repository holds another cluster's backups (the data directory was deleted
+# and initdb made a new cluster): then this cluster's WAL is not archived, and nothing is deleted for you.
+if ! stanza_out="$(pgbr stanza-create 2>&1)"; then
+    printf '%s\n' "$stanza_out" >&2
+    stack_err "pgbackrest: stanza-create failed, WAL archiving of this cluster does not work (see above)."
+    stack_err "If the S3 store was started before it served HTTPS on $S3_TLS_PORT: \`make stack-down && make stack-up\`."
+    stack_err "If the repository holds backups of an earlier cluster: \`scripts/restore --to latest --yes\` brings it back;"
+    stack_err "\`scripts/backup --drop-repository --yes\` deletes those backups and starts archiving this cluster."
+fi
+
 if [ "${#STARTED[@]}" -eq 0 ]; then
     summary="already running"
 else
@@ -227,6 +245,8 @@ local stack up ($summary, $((SECONDS - START))s):
   redis     127.0.0.1:$REDIS_PORT   aof in $LOCAL_DIR/redis
   kafka     127.0.0.1:$KAFKA_PORT   tansu (in-memory), topics: ${KAFKA_TOPICS//,/ }
   s3        $S3_ENDPOINT_URL   bucket $S3_BUCKET, key $S3_ACCESS_KEY_ID (seaweedfs, data $LOCAL_DIR/seaweedfs)
+            https://127.0.0.1:$S3_TLS_PORT (CA $S3_TLS_DIR/ca.pem)
+  backups   pgbackrest stanza $BACKUP_STANZA in s3://$BACKUP_S3_BUCKET, WAL archived (archive_timeout ${PG_ARCHIVE_TIMEOUT}s); scripts/backup, scripts/restore
   envoy     http://127.0.0.1:$ENVOY_PORT (REST + gRPC + WS)   admin :$ENVOY_ADMIN_PORT   -> grpc $GRPC_UPSTREAMS, ws 127.0.0.1:$WS_PORT
   jwt       $JWT_JWKS_FILE (kid $JWT_KID)   token: scripts/mint-token --user <uuid>
   logs      $LOG_DIR

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the local stack and the benchmark need (PostgreSQL, Redis, h2load, wrk,
-# curl, runuser). Idempotent and fast when everything is present; runs `apt-get update` at most once.
+# Installs the Debian packages the local stack and the benchmark need (PostgreSQL, pgBackRest, Redis,
+# h2load, wrk, curl, runuser). Idempotent and fast when everything is present; runs `apt-get update` at most once.
 # CI runs as root with no standard input.
 set -euo pipefail
 
 missing=()
 have_initdb() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
 have_initdb || missing+=(postgresql)
+# backups and WAL archiving of the cluster (scripts/backup, scripts/restore, docs/OPERATIONS.md)
+command -v pgbackrest >/dev/null 2>&1 || missing+=(pgbackrest)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)

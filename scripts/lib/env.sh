@@ -3,9 +3,11 @@
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export ROOT_DIR
 # A checkout's own overrides (e.g. other ports, so that two checkouts' stacks can run side by side):
-# `.env.local` at the checkout's root, shell syntax, not committed.
-# shellcheck disable=SC1091
-[ -f "$ROOT_DIR/.env.local" ] && source "$ROOT_DIR/.env.local"
+# `.env.local` at the checkout's root, shell syntax, not committed. STACK_ENV_FILE names another file
+# instead (scripts/test-recovery.sh runs a second stack instance that way).
+STACK_ENV_FILE="${STACK_ENV_FILE:-$ROOT_DIR/.env.local}"
+# shellcheck disable=SC1090
+[ -f "$STACK_ENV_FILE" ] && source "$STACK_ENV_FILE"
 export LOCAL_DIR="${LOCAL_DIR:-$ROOT_DIR/.local}"
 # PostgreSQL refuses root and needs a data directory the postgres user can reach: keep it under /tmp,
 # one per checkout.
@@ -25,6 +27,8 @@ export PG_PORT="${PG_PORT:-15432}"
 export REDIS_PORT="${REDIS_PORT:-16379}"
 export KAFKA_PORT="${KAFKA_PORT:-19092}"
 export S3_PORT="${S3_PORT:-18333}"
+# the S3 gateway's HTTPS port (same store; pgBackRest speaks S3 only over TLS)
+export S3_TLS_PORT="${S3_TLS_PORT:-$((S3_PORT + 1))}"
 
 # service configuration (read by server/core/config.py)
 export DATABASE_URL="${DATABASE_URL:-postgresql+psycopg://library@127.0.0.1:$PG_PORT/library}"
@@ -43,6 +47,20 @@ export JWT_LEEWAY_SECONDS="${JWT_LEEWAY_SECONDS:-30}"
 # Envoy edge: allowed CORS origins (comma-separated, * = any: development), largest REST request body.
 export CORS_ALLOWED_ORIGINS="${CORS_ALLOWED_ORIGINS:-*}"
 export ENVOY_MAX_REQUEST_BYTES="${ENVOY_MAX_REQUEST_BYTES:-1048576}"
+
+# Backups (scripts/backup, scripts/restore, docs/OPERATIONS.md): pgBackRest's repository is a bucket of its
+# own in the S3 store, reached over HTTPS with a key of its own; the retention of full backups (days) and of
+# the WAL archive (in full backups: with one full a day, 7 = 7 days of point-in-time recovery); the
+# archive_timeout that bounds the RPO at low traffic (seconds); what `scripts/backup --check` calls too old.
+export BACKUP_S3_BUCKET="${BACKUP_S3_BUCKET:-library-backups}"
+export BACKUP_S3_ACCESS_KEY_ID="${BACKUP_S3_ACCESS_KEY_ID:-library-backup}"
+export BACKUP_S3_SECRET_ACCESS_KEY="${BACKUP_S3_SECRET_ACCESS_KEY:-library-backup-secret}"
+export BACKUP_STANZA="${BACKUP_STANZA:-library}"
+export BACKUP_RETENTION_FULL_DAYS="${BACKUP_RETENTION_FULL_DAYS:-30}"
+export BACKUP_RETENTION_WAL_FULLS="${BACKUP_RETENTION_WAL_FULLS:-7}"
+export PG_ARCHIVE_TIMEOUT="${PG_ARCHIVE_TIMEOUT:-60}"
+export BACKUP_MAX_AGE_HOURS="${BACKUP_MAX_AGE_HOURS:-26}"
+export WAL_ARCHIVE_MAX_AGE_SECONDS="${WAL_ARCHIVE_MAX_AGE_SECONDS:-900}"
 
 # --- local stack internals (scripts/stack-up.sh) ---
 # How long stack-up.sh (and run.sh / test.sh) waits for a component to answer, in seconds.
@@ -67,6 +85,10 @@ export SEAWEED_ADMIN_GRPC_PORT="${SEAWEED_ADMIN_GRPC_PORT:-$((SEAWEED_ADMIN_PORT
 # (nothing inside weed mini dials the S3 gateway's gRPC port by convention)
 export S3_GRPC_PORT="${S3_GRPC_PORT:-21334}"
 # Kafka (Tansu) topics created by stack-up (the broker keeps them in memory: a restart loses them).
+# Redis RDB snapshot schedule (redis `save`: "seconds changes" pairs), on top of the AOF (fsync every second).
+export REDIS_SAVE="${REDIS_SAVE:-3600 1 300 100 60 10000}"
+# the local CA and the S3 gateway's certificate (created once by stack-up)
+export S3_TLS_DIR="${S3_TLS_DIR:-$LOCAL_DIR/tls}"
 export KAFKA_TOPICS="${KAFKA_TOPICS:-com.platform.library.events.v1,com.platform.download.events.v1,com.platform.payment.events.v1,com.platform.catalog.events.v1}"
 export KAFKA_TOPIC_PARTITIONS="${KAFKA_TOPIC_PARTITIONS:-3}"
 if [ -z "${TANSU_BIN:-}" ]; then

@@ -26,6 +26,20 @@ pg_running() {
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
+# pg_start_cluster : starts the cluster in $PG_DATA (pg_ctl -w) with the stack's settings, WAL archiving
+# included (scripts/lib/pgbackrest.sh must be sourced). Settings are on the command line so that env
+# overrides (PG_PORT, PG_MAX_CONNECTIONS, PG_ARCHIVE_TIMEOUT) apply without editing the cluster.
+# Durability settings stay at their defaults (fsync, full_page_writes, synchronous_commit).
+pg_start_cluster() {
+    local opts="-c port=$PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PG_DIR"
+    opts+=" -c max_connections=$PG_MAX_CONNECTIONS -c shared_buffers=256MB"
+    opts+=" -c log_min_messages=warning -c log_connections=off"
+    opts+=" $(pg_archive_opts)"
+    pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -o "$opts" -w -t "$STACK_TIMEOUT" start >/dev/null
+}
+
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres; }
+
 stack_err() { printf 'ERROR: %s\n' "$*" >&2; }
 
 # _proc_start_time PID -> prints the process start time (clock ticks since boot) or nothing.

@@ -366,14 +366,6 @@ class PlaytimeRepository:
             query = query.with_for_update()
         return await self._session.scalar(query)
 
-    async def lock_active(self, session_id: uuid.UUID) -> PlaytimeSession | None:
-        """The session if still active, locked; None if it ended or another worker holds it."""
-        return await self._session.scalar(
-            select(PlaytimeSession)
-            .where(PlaytimeSession.id == session_id, PlaytimeSession.ended_at.is_(None))
-            .with_for_update(skip_locked=True)
-        )
-
     async def active_on_device(
         self, user_id: uuid.UUID, product_id: uuid.UUID, device_id: str
     ) -> PlaytimeSession | None:

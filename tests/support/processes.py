@@ -42,8 +42,9 @@ async def wait_for_port(port: int, timeout: float = 15.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def wait_serving(target: str, timeout: float = 30.0) -> None:
-    """Waits until the gRPC server at `target` reports SERVING on the standard health service."""
+async def wait_serving(target: str, timeout: float = 90.0) -> None:
+    """Waits until the gRPC server at `target` reports SERVING on the standard health service (a server
+    starting on a busy 2-core machine beside the session's own can take over 30 s)."""
     deadline = asyncio.get_running_loop().time() + timeout
     async with grpc.aio.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -86,9 +87,14 @@ class PrivateBroker:
         )
         await wait_for_port(self.port)
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "the broker is not running"
+        return self._proc.pid
+
     async def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
+            self._proc.kill()
             await asyncio.wait_for(self._proc.wait(), timeout=10)
             self._proc = None
 
@@ -119,6 +125,11 @@ class PrivateRedis:
         )
         await wait_for_port(self.port)
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "redis is not running"
+        return self._proc.pid
+
     async def stop(self) -> None:
         if self._proc is not None:
             self._proc.kill()
@@ -138,7 +149,12 @@ def python_server(log_name: str, **env: str):
         finally:
             if proc.poll() is None:
                 proc.terminate()
-                proc.wait(timeout=30)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:  # never leave a server behind for later tests to meet
+                    proc.kill()
+                    proc.wait(timeout=10)
+                    raise
 
 
 def create_scratch_database(database_url: str) -> str:
