@@ -168,12 +168,11 @@ class Playtime:
         """Ends a session whose reclaim grace period is over, credited up to the deadline (as reaped)."""
         async with self._uow() as uow:
             repo = PlaytimeRepository(uow)
-            row = await repo.lock_active(session_id)
-            if row is not None:
-                live = await self.live.get(session_id)
-                now = server_now(self._clock)
-                await crediting.close_sessions(uow, [(row, live)], now, self.policy, by_client=False)
-                await uow.commit()
+            rows = await repo.lock_active_many([session_id])  # none: it ended meanwhile
+            live = await self.live.get(session_id)
+            now = server_now(self._clock)
+            await crediting.close_sessions(uow, [(r, live) for r in rows], now, self.policy, by_client=False)
+            await uow.commit()
         await self.live.delete(session_id)
 
     async def end(self, user_id: uuid.UUID, session_id: uuid.UUID, product_id: uuid.UUID) -> EndedSession:
