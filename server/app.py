@@ -42,12 +42,12 @@ from server.core.call_pipeline import CallPipeline
 from server.core.config import Settings
 from server.core.db import DbTimeouts, create_engine, create_pool, create_sessionmaker
 from server.core.deps import Deps
-from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
 from server.core.rate_limit import RateLimiter, parse_limits
 from server.core.redis import create_redis
+from server.core.retention import RetentionJob, event_retention_rules
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 from server.downloads.consumers import download_consumers
@@ -55,6 +55,7 @@ from server.downloads.servicer import DownloadServiceServicer
 from server.downloads.sessions import DownloadSessions, run_promoter
 from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
+from server.library.retention import library_retention_rules
 from server.library.sales import run_sale_fanout
 from server.library.servicer import LibraryServiceServicer
 from server.playtime.servicer import PlaytimeTrackerServiceServicer
@@ -88,13 +89,7 @@ class Application:
             max_connections=settings.redis_pool_size,
             timeout=settings.redis_timeout_seconds,
         )
-        relay = OutboxRelay(
-            sessions,
-            redis,
-            lambda: KafkaPublisher(settings.kafka_bootstrap_servers),
-            poll_seconds=settings.outbox_poll_seconds,
-            stream_maxlen=settings.notification_stream_maxlen,
-        )
+        relay = OutboxRelay.from_settings(settings, redis)
         pool = create_pool(settings.database_url, size=settings.db_pool_size, timeouts=db_timeouts)
         uow = UnitOfWorkFactory(sessions, settings.event_source, relay.wake, pool)
         store = ObjectStore(settings)  # opened in start(): one long-lived client per process
@@ -154,6 +149,14 @@ class Application:
         """Background workers of this process: the outbox relay, consumers, reapers."""
         sweeper = SessionSweeper(self.deps)
         downloads = DownloadSessions(self.deps)
+        settings = self.settings
+        retention = RetentionJob(
+            self.deps.uow,
+            [*event_retention_rules(settings), *library_retention_rules(settings)],
+            self.deps.clock,
+            batch_size=settings.retention_batch_size,
+            interval_seconds=settings.retention_interval_seconds,
+        )
         return [
             ("outbox-relay", self.relay.run()),
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
@@ -167,6 +170,7 @@ class Application:
             ("playtime-reaper", sweeper.run_reaper()),
             ("playtime-checkpointer", sweeper.run_checkpointer()),
             ("cloud-save-sweeper", SaveSweeper(self.deps).run()),
+            ("retention", retention.run()),
         ]
 
     async def start(self) -> None:
@@ -205,12 +209,25 @@ class Application:
         """Drains in-flight RPCs (up to the grace period), then stops workers and closes pools."""
         if self.server is not None:
             await self.server.stop(self.settings.shutdown_grace_seconds)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         await self.deps.store.close()
         self.limiter.close()
         tracing.shutdown()
         await self.redis.aclose()
         await self.pool.close()
         await self.engine.dispose()
+
+
+async def cancel_all(tasks: list[asyncio.Task], *, rounds: int = 5, wait_seconds: float = 2.0) -> None:
+    """Cancels the workers and waits for them, cancelling again those still running: a cancellation can be
+    swallowed on its way (redis-py's timeout wrapper loses one on Python 3.11), and a stop must never hang
+    on a worker that missed it. Workers still running after `rounds` are left to the process's exit."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(rounds):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait_seconds)
+    if pending:
+        log.warning("workers did not stop", extra={"workers": sorted(task.get_name() for task in pending)})

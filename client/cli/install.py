@@ -38,7 +38,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from client.cli.common import bearer_token, command, connect, error, print_json
+from client.cli.common import bearer_token, command, connect, error, mib, print_json
 from client.engine.engine import (
     DownloadCancelled,
     DownloadFailed,
@@ -180,10 +180,6 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _mib(n: float) -> str:
-    return f"{n / 1024 / 1024:,.1f} MiB"
-
-
 def _outcome_table(outcome: Outcome) -> Table:
     c = outcome.counters
     table = Table(title=f"{outcome.product_id}: {outcome.version_name}", show_header=False)
@@ -195,8 +191,8 @@ def _outcome_table(outcome: Outcome) -> Table:
         return table
     table.add_row("files written", f"{len(outcome.written):,}")
     table.add_row("files removed", f"{len(outcome.removed):,}")
-    table.add_row("downloaded", f"{c.fetched_chunks:,} chunks, {_mib(c.fetched_bytes)}")
-    table.add_row("copied from disk", f"{c.copied_chunks:,} chunks, {_mib(c.copied_bytes)}")
+    table.add_row("downloaded", f"{c.fetched_chunks:,} chunks, {mib(c.fetched_bytes)}")
+    table.add_row("copied from disk", f"{c.copied_chunks:,} chunks, {mib(c.copied_bytes)}")
     if c.resumed_chunks:
         table.add_row("kept from the interrupted run", f"{c.resumed_chunks:,} chunks")
     if c.retries or c.link_refreshes:
@@ -254,7 +250,7 @@ async def _update(args: argparse.Namespace) -> int:
         table.add_row(
             u.product_id,
             version,
-            _mib(o.counters.fetched_bytes) if o else "-",
+            mib(o.counters.fetched_bytes) if o else "-",
             str(len(o.written)) if o else "-",
             str(len(o.removed)) if o else "-",
         )
@@ -295,7 +291,7 @@ async def _verify(args: argparse.Namespace) -> int:
         Console().print(table)
         if not args.repair:
             console.print(
-                f"run `verify {args.product} --repair` to fetch {_mib(result.repair_bytes)} and fix them"
+                f"run `verify {args.product} --repair` to fetch {mib(result.repair_bytes)} and fix them"
             )
     return EXIT_DAMAGED if result.damaged and not args.repair else 0
 

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from client.cli.common import command, connect, error, print_json
+from client.cli.common import command, connect, error, mib, print_json
 from client.sdk.publishing import PublishReport, UploadError, publish
 from server.downloads.builds import BuildError, list_files
 
@@ -118,10 +118,6 @@ def _as_json(report: PublishReport) -> dict:
     }
 
 
-def _mib(n: float) -> str:
-    return f"{n / 1024 / 1024:,.1f} MiB"
-
-
 def _table(report: PublishReport) -> Table:
     v = report.version
     table = Table(title=f"published {v.version_name} ({v.branch})", show_header=False)
@@ -129,13 +125,13 @@ def _table(report: PublishReport) -> Table:
     table.add_column(justify="right")
     table.add_row("version id", v.version_id)
     table.add_row("files", f"{report.file_count:,}")
-    table.add_row("bytes", _mib(report.total_bytes))
+    table.add_row("bytes", mib(report.total_bytes))
     table.add_row("chunks (distinct)", f"{report.distinct_chunks:,}")
-    table.add_row("new chunks uploaded", f"{report.uploaded_chunks:,} ({_mib(report.uploaded_bytes)})")
+    table.add_row("new chunks uploaded", f"{report.uploaded_chunks:,} ({mib(report.uploaded_bytes)})")
     table.add_row("deduplicated chunks", f"{report.deduplicated_chunks:,}")
-    table.add_row("download size", _mib(v.download_size_bytes))
-    table.add_row("prepare throughput", f"{_mib(report.prepare_throughput)}/s")
+    table.add_row("download size", mib(v.download_size_bytes))
+    table.add_row("prepare throughput", f"{mib(report.prepare_throughput)}/s")
     if report.uploaded_bytes:
-        table.add_row("upload throughput", f"{_mib(report.uploaded_bytes / report.upload_seconds)}/s")
+        table.add_row("upload throughput", f"{mib(report.uploaded_bytes / report.upload_seconds)}/s")
     table.add_row("server verification", f"{report.commit_seconds:.1f} s")
     return table

@@ -202,7 +202,7 @@ class Engine:
                 int(payload.get("bandwidthLimitKbps") or 0), int(payload.get("maxConcurrentDownloads") or 1)
             )
         elif kind == STATUS_CHANGED and payload.get("downloadSessionId") == self.download_id:
-            await self._set_status(str(payload.get("newStatus", "")))
+            await self.observe_status(str(payload.get("newStatus", "")))
 
     async def apply_settings(self, bandwidth_kbps: int, max_concurrent_downloads: int) -> None:
         rate = bytes_per_second(bandwidth_kbps)
@@ -211,7 +211,7 @@ class Engine:
             self.limit_changes.append((time.monotonic(), rate))
         await self.gate.set_limit(connections_for(max_concurrent_downloads))
 
-    async def _set_status(self, status: str) -> None:
+    async def observe_status(self, status: str) -> None:
         if status == self.status:
             return
         self.status = status
@@ -303,7 +303,7 @@ class Engine:
         self.download_id = outcome.download_id = session.download_id
         self.installs.put(product_id, directory)
         try:
-            await self._set_status(status_name(session.status))
+            await self.observe_status(status_name(session.status))
             await self._wait_until_downloading()
             files, changing, links = await self._manifest(session.download_id)
             plan = build_plan(files, changing if record else None, record.files if record else None, state)
@@ -363,7 +363,7 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), 2.0)
             if not changed.is_set():  # no news over the socket: ask
-                await self._set_status(status_name((await self.downloads.get(self.download_id)).status))
+                await self.observe_status(status_name((await self.downloads.get(self.download_id)).status))
 
     async def _manifest(self, download_id: str) -> tuple[list[FileSpec], set[str], Links]:
         async def renew(token: str) -> dict[str, Link]:
@@ -692,7 +692,7 @@ class _Reporter:
             self._id, self.downloaded, completed_chunks=chunks, completed_files=files
         )
         del self.chunks[: len(chunks)], self.files[: len(files)]
-        await self._engine._set_status(status_name(reply.status))
+        await self._engine.observe_status(status_name(reply.status))
 
     async def final(self) -> None:
         reply = await self._engine.downloads.complete(self._id, self.downloaded, completed_files=self.files)

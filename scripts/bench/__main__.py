@@ -32,6 +32,8 @@ Published content (publish throughput, update bytes, manifests, update checks):
 scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
 Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 5;
 BENCH_SAVES_SMALL_N, 30).
+The outbox relay draining a backlog vs bare sends, and commit→published lag: scripts/bench/outbox.py
+(BENCH_OUTBOX_ROUNDS, 3; BENCH_OUTBOX_ROWS, 4000; BENCH_OUTBOX_SINGLES, 50).
 Library extras (RecordOfflineSessions x100 vs bare SQL, a sale's fan-out vs a bare outbox INSERT):
 scripts/bench/library_extras.py (BENCH_OFFLINE_CALLS, 20; BENCH_SALE_WISHERS, 20000).
 The launcher's downloads (install vs bare GETs, the bandwidth cap, kill -9): scripts/bench/launcher.py
@@ -70,6 +72,7 @@ from scripts.bench import (
     launcher,
     library_extras,
     loadgen,
+    outbox,
     pgstats,
 )
 from scripts.bench.procs import (
@@ -418,6 +421,7 @@ class Bench:
         summary["interceptor"] = interceptor.run(self)  # scripts/bench/interceptor.py
         summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
         summary["cloud_saves"] = cloud_saves.run(self)  # scripts/bench/cloud_saves.py
+        summary["outbox"] = outbox.run(self)  # scripts/bench/outbox.py
         summary["library_extras"] = library_extras.run(self)  # scripts/bench/library_extras.py
         summary["launcher"] = launcher.run(self)  # scripts/bench/launcher.py
         return summary

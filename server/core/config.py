@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 
 _FALSE = ("0", "false", "no")
+
+
+def libpq_url(database_url: str) -> str:
+    """The SQLAlchemy URL (`postgresql+psycopg://…`) as libpq takes it."""
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
 
 
 class ConfigurationError(ValueError):
@@ -66,8 +72,30 @@ class Settings:
     otel_traces_sampler_arg: float = 0.1
     otel_exporter_otlp_endpoint: str = ""
     otel_service_name: str = "library-service"
+    # The outbox relay (server/core/events/relay.py): idle poll period, rows per batch, refusals of one row
+    # before it is dead-lettered, the first hold of a partition after a refusal (doubled per attempt), how
+    # often partition ownership is rebalanced, and how long one send may take (Kafka delivery, Redis).
     outbox_poll_seconds: float = 0.5
+    outbox_batch_size: int = 200
+    outbox_max_attempts: int = 5
+    outbox_retry_backoff_seconds: float = 0.5
+    outbox_rebalance_seconds: float = 2.0
+    outbox_send_timeout_seconds: float = 10.0
     notification_stream_maxlen: int = 1000
+    # A user's notification stream expires this long after the last notification added to it.
+    notification_stream_ttl_seconds: int = 7 * 24 * 3600
+    # Idempotent consumers (server/core/events/consumer.py): attempts at one event before it is
+    # dead-lettered, and the first retry delay (doubled per attempt).
+    consumer_max_attempts: int = 5
+    consumer_retry_backoff_seconds: float = 0.2
+    # Retention (server/core/retention.py): how long each kind of row is kept, how many rows one delete
+    # takes, and how often the job runs.
+    outbox_retention_seconds: int = 7 * 24 * 3600
+    processed_events_retention_seconds: int = 30 * 24 * 3600
+    request_replays_retention_seconds: int = 7 * 24 * 3600
+    applied_orders_retention_seconds: int = 90 * 24 * 3600
+    retention_batch_size: int = 1000
+    retention_interval_seconds: float = 60.0
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
     workers_enabled: bool = True

@@ -8,7 +8,6 @@ paths that load entities and change them.
 
 from __future__ import annotations
 
-import re
 import time
 import weakref
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
 from server.core import context
+from server.core.config import libpq_url
 
 # Stable constraint names, so Alembic revisions are reproducible.
 NAMING_CONVENTION = {
@@ -78,11 +78,6 @@ async def db_of(handle: Db | AsyncSession) -> Db:
         return handle
     connection = await handle.connection()
     return Db((await connection.get_raw_connection()).driver_connection)
-
-
-def libpq_url(database_url: str) -> str:
-    """The SQLAlchemy URL (`postgresql+psycopg://…`) as libpq takes it."""
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
 
 
 class DatabaseTimeout(OperationalError):

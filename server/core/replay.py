@@ -35,7 +35,9 @@ class RequestReplay(Base):
     method: Mapped[str] = mapped_column(String(64), primary_key=True)
     request_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,8 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from server.core import context, tracing
 from server.core.db import Db
+from server.core.events.channels import CHANNEL_KAFKA, CHANNEL_NOTIFICATION
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC, make_cloud_event
-from server.core.events.tables import CHANNEL_KAFKA, CHANNEL_NOTIFICATION, OutboxMessage
+from server.core.events.tables import OutboxMessage
 
 
 def notification_stream(user_id: uuid.UUID | str) -> str:
@@ -109,18 +110,36 @@ class UnitOfWork:
         )
 
     async def commit(self) -> None:
-        if self._messages:
-            await self.db.execute_many(
-                _INSERT_OUTBOX, [(m.id, m.channel, m.topic, m.key, Jsonb(m.payload)) for m in self._messages]
-            )
         if self._session is not None:
             await self._session.flush()
+        if self._messages:
+            await self._write_outbox()
         await self._connection.commit()
         if self._messages:
             self._messages = []
             self._on_commit()
 
+    async def _write_outbox(self) -> None:
+        """Inserts the outbox rows, first taking a lock per key (one of 1024 buckets of keys) until the
+        commit: two commits that write rows of one user are serialized, so a row's `seq` order is its commit
+        order within the user, which is what the relay publishes in (events/relay.py). Taken last (after
+        the flush), holding it only over these inserts and the commit; in one order, so two such commits
+        never deadlock; bucketed, so a commit for thousands of users (a sale's fan-out, a checkpoint) holds
+        a bounded number of locks. One round trip."""
+        conn = self.db.conn
+        keys = sorted({m.key for m in self._messages})
+        async with conn.pipeline(), conn.cursor() as cur:
+            await cur.execute(_LOCK_KEYS, (keys,))
+            await cur.executemany(
+                _INSERT_OUTBOX, [(m.id, m.channel, m.topic, m.key, Jsonb(m.payload)) for m in self._messages]
+            )
 
+
+# The two-key space of advisory locks; class 7140 is the outbox's commit order (events/leases.py: 7150+).
+_LOCK_KEYS = (
+    "SELECT pg_advisory_xact_lock(7140, b)"
+    " FROM (SELECT DISTINCT hashtext(k) & 1023 AS b FROM unnest(%s::text[]) AS k ORDER BY 1) AS ordered"
+)
 _INSERT_OUTBOX = "INSERT INTO outbox (id, channel, topic, key, payload) VALUES (%s, %s, %s, %s, %s)"
 
 

@@ -38,5 +38,7 @@ def download_consumers(deps: Deps, sessions: DownloadSessions) -> list[KafkaEven
             bootstrap_servers=settings.kafka_bootstrap_servers,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            max_attempts=settings.consumer_max_attempts,
+            retry_backoff_seconds=settings.consumer_retry_backoff_seconds,
         )
     ]

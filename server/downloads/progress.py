@@ -27,7 +27,7 @@ from server.downloads import session_rules as rules
 
 # KEYS[1] session hash, KEYS[2] the user's notification stream.
 # ARGV: user id, now (ms), downloaded bytes, speed time constant (ms), notification interval (ms),
-#       ttl (ms), stream maxlen, notification type, download id.
+#       ttl (ms), stream maxlen, notification type, download id, stream ttl (s: set on each XADD).
 # Returns {1, status, downloaded, speed, total} (a report on a session that is not downloading changes
 # nothing),
 # {0} no live state (seed it and retry), {-1} not this user's, {-2, total} beyond the total.
@@ -71,6 +71,7 @@ if notified == nil or now - notified >= tonumber(ARGV[5]) then
     totalSizeBytes = total, progressPercentage = pct, speedBytesPerSecond = math.floor(speed),
     etaSeconds = eta})
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'type', ARGV[8], 'payload', payload)
+  redis.call('EXPIRE', KEYS[2], ARGV[10])
 end
 return {1, status, ARGV[3], speed_text, h[3]}
 """
@@ -127,10 +128,16 @@ def files_key(user_id: uuid.UUID, download_id: uuid.UUID) -> str:
 
 class LiveProgress:
     def __init__(
-        self, redis: Redis, *, stream_maxlen: int, notify_interval_ms: int = rules.PROGRESS_NOTIFY_INTERVAL_MS
+        self,
+        redis: Redis,
+        *,
+        stream_maxlen: int,
+        stream_ttl_seconds: int,
+        notify_interval_ms: int = rules.PROGRESS_NOTIFY_INTERVAL_MS,
     ):
         self._redis = redis
         self._stream_maxlen = stream_maxlen
+        self._stream_ttl_seconds = stream_ttl_seconds  # as the outbox relay sets it (events/senders.py)
         self._notify_interval_ms = notify_interval_ms
         self._tau_ms = int(rules.SPEED_TIME_CONSTANT_SECONDS * 1000)
         self._report = BatchedScript(redis, _REPORT)
@@ -150,6 +157,7 @@ class LiveProgress:
                 self._stream_maxlen,
                 rules.PROGRESS_NOTIFICATION,
                 str(download_id),
+                self._stream_ttl_seconds,
             ],
         )
         code = ReportCode(int(reply[0]))

@@ -84,7 +84,11 @@ class DownloadSessions:
     def __init__(self, deps: Deps):
         self._uow = deps.uow
         self._clock = deps.clock
-        self.live = LiveProgress(deps.redis, stream_maxlen=deps.settings.notification_stream_maxlen)
+        self.live = LiveProgress(
+            deps.redis,
+            stream_maxlen=deps.settings.notification_stream_maxlen,
+            stream_ttl_seconds=deps.settings.notification_stream_ttl_seconds,
+        )
 
     # ------------------------------------------------------------------ reads
     async def list(

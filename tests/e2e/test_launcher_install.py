@@ -134,10 +134,11 @@ async def test_not_enough_disk_space_is_a_clear_error_before_anything_starts(pro
 async def test_verify_names_damaged_files_and_repair_fetches_only_their_bad_chunks(product, player, tmp_path):
     user, state = player
     p, games = str(product.product_id), tmp_path / "games"
-    async with Connection(mint(str(user)), ENVOY_GRPC) as conn:
-        engine = Engine(conn, "", installs=Installs(state))
-        await engine.install(p, version="2.0", directory=games)
-        assert (await engine.verify(p)).damaged == []
+    code, out, err = await launcher(user, state, "install", p, "--version", "2.0", "--dir", str(games))
+    assert code == 0, err
+    assert "files written" in out and "2.0" in out  # the human table
+    code, out, err = await launcher(user, state, "verify", p)
+    assert (code, out.strip()) == (0, f"all {len(product.versions['2.0'])} files verified")
 
     flip_byte(games / "bin/big.dat", 3 * MiB)  # in the middle of one chunk
     (games / "docs/readme.txt").unlink()

@@ -23,7 +23,7 @@ from gateway.streams import connections_key
 from scripts.devtokens import mint
 from server.core.config import Settings
 from server.core.events.kafka import KafkaPublisher
-from server.core.events.relay import OutboxRelay
+from server.core.events.relay import OutboxRelay, RelayOptions
 from server.core.uow import UnitOfWorkFactory, notification_stream
 from tests.support.gateway import start_gateway
 
@@ -128,22 +128,30 @@ async def test_a_new_connection_gets_only_new_notifications(gateway, redis):
 
 async def test_unit_of_work_notification_reaches_the_socket(gateway, redis, settings, sessions):
     """The production path: uow.notify → outbox row → relay → stream → socket."""
-    relay = OutboxRelay(sessions, redis, lambda: KafkaPublisher(settings.kafka_bootstrap_servers))
-    uow_factory = UnitOfWorkFactory(sessions, "/library-service/test", lambda: None)
+    # A relay of this process shares the outbox's partitions with the service's own relay (when one runs):
+    # whichever owns the user's partition publishes the notification.
+    relay = OutboxRelay(
+        settings.database_url,
+        redis,
+        lambda: KafkaPublisher(settings.kafka_bootstrap_servers),
+        RelayOptions(rebalance_seconds=0.5),
+    )
+    uow_factory = UnitOfWorkFactory(sessions, "/library-service/test", relay.wake)
     user = uuid.uuid4()
+    task = asyncio.create_task(relay.run())
     try:
         async with _open(gateway, str(user)) as ws:
             async with uow_factory() as uow:
                 uow.notify(user, "gameSettingsUpdated", {"productId": "p1", "etag": "e1"})
                 await uow.commit()
-            await relay.relay_once()  # the service's own relay may publish it first; either way it arrives
-            frame = await _recv(ws, timeout=10)
+            frame = await _recv(ws, timeout=20)
             assert frame["type"] == "gameSettingsUpdated"
             assert frame["payload"] == {"productId": "p1", "etag": "e1"}
             [(entry_id, _)] = await redis.xrange(notification_stream(user))
             assert frame["id"] == entry_id.decode()
     finally:
-        relay._reset_publisher()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_users_receive_only_their_own_notifications(gateway, other_gateway, redis):

@@ -87,9 +87,14 @@ class PrivateBroker:
         )
         await wait_for_port(self.port)
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "the broker is not running"
+        return self._proc.pid
+
     async def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
+            self._proc.kill()
             await asyncio.wait_for(self._proc.wait(), timeout=10)
             self._proc = None
 
@@ -120,6 +125,11 @@ class PrivateRedis:
         )
         await wait_for_port(self.port)
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "redis is not running"
+        return self._proc.pid
+
     async def stop(self) -> None:
         if self._proc is not None:
             self._proc.kill()
@@ -139,7 +149,12 @@ def python_server(log_name: str, **env: str):
         finally:
             if proc.poll() is None:
                 proc.terminate()
-                proc.wait(timeout=30)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:  # never leave a server behind for later tests to meet
+                    proc.kill()
+                    proc.wait(timeout=10)
+                    raise
 
 
 def create_scratch_database(database_url: str) -> str:

@@ -1,147 +1,281 @@
-"""The outbox relay worker: publishes committed outbox rows, then marks them published.
+"""The outbox relay: publishes committed outbox rows, then marks them published.
 
-Kafka messages are structured CloudEvents keyed by user id, sent by an idempotent producer with acks=all
-(events/kafka.py).
-Notifications go to the user's Redis stream through a script that adds each notification once, even when
-a batch is retried. Delivery is at least once to Kafka (consumers dedupe by event id); a broker outage
-only delays rows, which stay pending and are retried with backoff. Several relays may run at once: rows
-are claimed with FOR UPDATE SKIP LOCKED.
+Kafka rows and notification rows are relayed by two independent loops (`ChannelRelay`), each with its own
+connection, batches and backoff: Kafka down delays only the Kafka rows, Redis down only the notifications,
+and neither channel's batch is re-sent because the other failed.
+
+Order: rows are partitioned by a hash of their key (the user id, OUTBOX_PARTITIONS), a channel loop relays
+only the partitions it owns (events/leases.py: advisory locks, exactly one owner per partition, a dead
+process's partitions taken over), and it reads its partitions' pending rows in `seq` order. Commits that
+write rows of one key are serialized by the unit of work (server/core/uow.py), so `seq` order is commit order
+per user: one user's events reach Kafka, and their notifications the user's stream, in commit order however
+many processes relay.
+
+Delivery is at least once (consumers dedupe by event id; notifications are added once per id by the stream
+script). A channel that is down (no answer, timeouts) leaves its rows pending and is retried with backoff
+without limit. A row the channel answers and refuses (too large, an invalid topic, not a notification) is
+counted; its partition is held back with backoff (the rows behind it wait, keeping the order) and after
+`max_attempts` refusals the row moves to `outbox_dead_letters` with its error, and its partition moves on.
+`scripts/dead-letters` lists and replays dead letters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
+import psycopg
 from redis.asyncio import Redis
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.core import metrics
-from server.core.events.kafka import KafkaMessage, KafkaPublisher
-from server.core.events.tables import CHANNEL_KAFKA, OutboxMessage
+from server.core.config import Settings, libpq_url
+from server.core.events.channels import CHANNEL_KAFKA, CHANNEL_NOTIFICATION
+from server.core.events.kafka import Delivery, KafkaPublisher, Refused, Unsent
+from server.core.events.leases import PartitionLeases
+from server.core.events.senders import KafkaSender, PendingRow, StreamSender
 
 log = logging.getLogger(__name__)
 
-# Adds a notification to the user's stream unless this notification id was added before.
-_XADD_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[4])) then
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', tonumber(ARGV[3]), '*',
-                    'type', ARGV[1], 'payload', ARGV[2])
-end
-return false
+_BODY = {
+    CHANNEL_KAFKA: "NULL, payload::text",
+    CHANNEL_NOTIFICATION: "payload->>'type', (payload->'payload')::text",
+}
+_PENDING = """
+SELECT seq, id::text, partition, topic, key, {body}, attempts, created_at FROM outbox
+WHERE channel = %s AND partition = ANY(%s) AND published_at IS NULL
+ORDER BY seq LIMIT %s
 """
-_DEDUPE_TTL_SECONDS = 7 * 24 * 3600
+_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE seq = ANY(%s)"
+_COUNT_REFUSAL = "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE seq = %s"
+_DEAD_LETTER = """
+WITH moved AS (DELETE FROM outbox WHERE seq = %s RETURNING *)
+INSERT INTO outbox_dead_letters (seq, id, channel, topic, key, payload, created_at, attempts, error)
+SELECT seq, id, channel, topic, key, payload, created_at, attempts + 1, %s FROM moved
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOptions:
+    poll_seconds: float = 0.5
+    batch_size: int = 200
+    stream_maxlen: int = 1000
+    stream_ttl_seconds: int = 7 * 24 * 3600
+    max_attempts: int = 5
+    retry_backoff_seconds: float = 0.5
+    rebalance_seconds: float = 2.0
+    send_timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RelayOptions:
+        return cls(
+            poll_seconds=settings.outbox_poll_seconds,
+            batch_size=settings.outbox_batch_size,
+            stream_maxlen=settings.notification_stream_maxlen,
+            stream_ttl_seconds=settings.notification_stream_ttl_seconds,
+            max_attempts=settings.outbox_max_attempts,
+            retry_backoff_seconds=settings.outbox_retry_backoff_seconds,
+            rebalance_seconds=settings.outbox_rebalance_seconds,
+            send_timeout_seconds=settings.outbox_send_timeout_seconds,
+        )
+
+
+class Sender(Protocol):
+    async def send(self, rows: list[PendingRow]) -> list[Delivery]: ...
+
+    def reset(self) -> None: ...
 
 
 class OutboxRelay:
+    """Both channels' relays of this process; `wake` after a commit that wrote outbox rows."""
+
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        database_url: str,
         redis: Redis,
         publisher_factory: Callable[[], KafkaPublisher],
-        *,
-        poll_seconds: float = 0.5,
-        batch_size: int = 200,
-        stream_maxlen: int = 1000,
+        options: RelayOptions = RelayOptions(),
     ):
-        self._sessions = sessions
-        self._redis = redis
-        self._publisher_factory = publisher_factory
-        self._publisher: KafkaPublisher | None = None
-        self._poll_seconds = poll_seconds
-        self._batch_size = batch_size
-        self._stream_maxlen = stream_maxlen
+        self.channels = {
+            CHANNEL_KAFKA: ChannelRelay(CHANNEL_KAFKA, database_url, KafkaSender(publisher_factory), options),
+            CHANNEL_NOTIFICATION: ChannelRelay(
+                CHANNEL_NOTIFICATION,
+                database_url,
+                StreamSender(
+                    redis,
+                    maxlen=options.stream_maxlen,
+                    ttl_seconds=options.stream_ttl_seconds,
+                    timeout_seconds=options.send_timeout_seconds,
+                ),
+                options,
+            ),
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis: Redis) -> OutboxRelay:
+        options = RelayOptions.from_settings(settings)
+        delivery_timeout_ms = int(options.send_timeout_seconds * 1000)
+        return cls(
+            settings.database_url,
+            redis,
+            lambda: KafkaPublisher(settings.kafka_bootstrap_servers, delivery_timeout_ms=delivery_timeout_ms),
+            options,
+        )
+
+    def wake(self) -> None:
+        for channel in self.channels.values():
+            channel.wake()
+
+    async def aclose(self) -> None:
+        """Releases what a relay that is not running holds (its connections, so its partitions)."""
+        for channel in self.channels.values():
+            await channel.aclose()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for name, channel in self.channels.items():
+                group.create_task(channel.run(), name=f"outbox-relay-{name}")
+
+
+class ChannelRelay:
+    """Relays the pending rows of one channel in the partitions this process owns."""
+
+    def __init__(self, channel: str, database_url: str, sender: Sender, options: RelayOptions):
+        self.channel = channel
+        self._conninfo = libpq_url(database_url)
+        self._sender = sender
+        self._options = options
+        self._leases = PartitionLeases(channel)
+        self._conn: psycopg.AsyncConnection | None = None
+        self._rebalanced_at = float("-inf")
+        self._held: dict[int, float] = {}  # partition -> monotonic time its refused row may be retried
         self._wakeup = asyncio.Event()
-        self._xadd_once = redis.register_script(_XADD_ONCE)
+        self._pending_sql = _PENDING.format(body=_BODY[channel])
+
+    @property
+    def owned(self) -> frozenset[int]:
+        return self._leases.owned
 
     def wake(self) -> None:
         self._wakeup.set()
 
     async def run(self) -> None:
-        backoff = self._poll_seconds
+        backoff = self._options.poll_seconds
         try:
             while True:
+                self._wakeup.clear()
                 try:
-                    relayed = await self.relay_once()
-                    backoff = self._poll_seconds
+                    full = await self.relay_once()
+                    backoff = self._options.poll_seconds
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.warning("outbox relay failed; will retry", exc_info=True)
-                    self._reset_publisher()
-                    relayed = 0
+                except Exception as error:
+                    log.warning("outbox relay (%s) failed; will retry", self.channel, exc_info=True)
+                    if isinstance(error, psycopg.OperationalError):
+                        await self._disconnect()  # a new connection, and the leases with it
+                    metrics.OUTBOX_RELAY_FAILURES.labels(self.channel).inc()
+                    self._sender.reset()
+                    full = False
                     backoff = min(backoff * 2, 5.0)
-                if relayed < self._batch_size:
-                    self._wakeup.clear()
+                if not full:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), timeout=backoff)
+                        await asyncio.wait_for(self._wakeup.wait(), timeout=self._next_wait(backoff))
         finally:
-            self._reset_publisher()
+            await self.aclose()
 
-    async def relay_once(self) -> int:
-        """Publishes one batch of pending rows; returns how many were published."""
-        async with self._sessions() as session, session.begin():
-            rows = (
-                await session.scalars(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.published_at.is_(None))
-                    .order_by(OutboxMessage.seq)
-                    .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
+    async def aclose(self) -> None:
+        self._sender.reset()
+        await self._disconnect()
+
+    async def relay_once(self) -> bool:
+        """One batch of this channel's pending rows; True when the batch was full (more may be waiting).
+        Raises when the channel or the database failed (the caller backs off)."""
+        conn = await self._connection()
+        if time.monotonic() - self._rebalanced_at >= self._options.rebalance_seconds:
+            await self.rebalance()
+        now = time.monotonic()
+        self._held = {p: until for p, until in self._held.items() if until > now}
+        partitions = sorted(self._leases.owned - self._held.keys())
+        if not partitions:
+            metrics.OUTBOX_LAG.labels(self.channel).set(0.0)
+            return False
+        records = await (
+            await conn.execute(self._pending_sql, (self.channel, partitions, self._options.batch_size))
+        ).fetchall()
+        if not records:
+            metrics.OUTBOX_LAG.labels(self.channel).set(0.0)
+            return False
+        lag = (datetime.now(UTC) - records[0][-1]).total_seconds()
+        metrics.OUTBOX_LAG.labels(self.channel).set(max(0.0, lag))
+        rows = [PendingRow(*record[:-1]) for record in records]
+        deliveries = await self._sender.send(rows)
+        await self._settle(conn, rows, deliveries)
+        unsent = [d for d in deliveries if isinstance(d, Unsent)]
+        if unsent:
+            raise ChannelUnavailable(f"{len(unsent)} of {len(rows)} rows not sent: {unsent[0].error}")
+        return len(rows) == self._options.batch_size
+
+    async def rebalance(self) -> frozenset[int]:
+        conn = await self._connection()
+        owned = await self._leases.rebalance(conn)
+        self._rebalanced_at = time.monotonic()
+        metrics.OUTBOX_PARTITIONS_OWNED.labels(self.channel).set(len(owned))
+        return owned
+
+    async def _settle(
+        self, conn: psycopg.AsyncConnection, rows: list[PendingRow], deliveries: list[Delivery]
+    ):
+        """Marks the sent rows published; counts refusals, dead-lettering a row at its last attempt."""
+        sent = [row.seq for row, d in zip(rows, deliveries, strict=True) if d is None]
+        refused = [(row, d.error) for row, d in zip(rows, deliveries, strict=True) if isinstance(d, Refused)]
+        async with conn.transaction():
+            if sent:
+                await conn.execute(_MARK_PUBLISHED, (sent,))
+            for row, error in refused:
+                error = error.replace("\x00", "")[:2000]
+                if row.attempts + 1 >= self._options.max_attempts:
+                    await conn.execute(_DEAD_LETTER, (row.seq, error))
+                else:
+                    await conn.execute(_COUNT_REFUSAL, (error, row.seq))
+                    delay = self._options.retry_backoff_seconds * 2**row.attempts
+                    self._held[row.partition] = time.monotonic() + delay
+        metrics.OUTBOX_PUBLISHED.labels(self.channel).inc(len(sent))
+        for row, error in refused:
+            if row.attempts + 1 >= self._options.max_attempts:
+                metrics.OUTBOX_DEAD_LETTERED.labels(self.channel).inc()
+                log.error(
+                    "outbox row moved to outbox_dead_letters",
+                    extra={"channel": self.channel, "outbox_id": row.id, "error": error},
                 )
-            ).all()
-            if not rows:
-                metrics.OUTBOX_LAG.set(0.0)
-                return 0
-            metrics.OUTBOX_LAG.set(max(0.0, (datetime.now(UTC) - rows[0].created_at).total_seconds()))
-            await self._publish(rows)
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.seq.in_([row.seq for row in rows]))
-                .values(published_at=func.now())
-            )
-        metrics.OUTBOX_PUBLISHED.inc(len(rows))
-        return len(rows)
 
-    async def _publish(self, rows: list[OutboxMessage]) -> None:
-        kafka_rows = [row for row in rows if row.channel == CHANNEL_KAFKA]
-        if kafka_rows:
-            if self._publisher is None:
-                self._publisher = self._publisher_factory()
-            await self._publisher.publish(
-                [
-                    KafkaMessage(
-                        topic=row.topic,
-                        key=row.key.encode(),
-                        value=json.dumps(row.payload, separators=(",", ":")).encode(),
-                        headers=(("content-type", b"application/cloudevents+json"),),
-                    )
-                    for row in kafka_rows
-                ]
-            )
-        notifications = [row for row in rows if row.channel != CHANNEL_KAFKA]
-        if notifications:  # one round trip for the batch, not one per notification
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for row in notifications:
-                    await self._xadd_once(
-                        keys=[row.topic, f"{row.topic}:sent:{row.id}"],
-                        args=[
-                            row.payload["type"],
-                            json.dumps(row.payload["payload"], separators=(",", ":")),
-                            self._stream_maxlen,
-                            _DEDUPE_TTL_SECONDS,
-                        ],
-                        client=pipe,
-                    )
-                await pipe.execute()
+    def _next_wait(self, backoff: float) -> float:
+        """Until the next poll: the backoff, sooner when a held partition or a rebalance is due."""
+        now = time.monotonic()
+        due = [until - now for until in self._held.values()]
+        due.append(self._rebalanced_at + self._options.rebalance_seconds - now)
+        return max(0.01, min(backoff, *due))
 
-    def _reset_publisher(self) -> None:
-        """Drops a publisher after a failure; the next batch starts a fresh one."""
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            publisher.close()
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            await self._disconnect()
+        if self._conn is None:
+            self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            self._rebalanced_at = float("-inf")
+        return self._conn
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        self._leases.forget()
+        metrics.OUTBOX_PARTITIONS_OWNED.labels(self.channel).set(0)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+class ChannelUnavailable(Exception):
+    """Some rows of a batch were not sent because the channel (Kafka, Redis) did not take them."""
