@@ -250,9 +250,6 @@ async def test_the_schema_fuzzer_finds_no_server_error_and_no_response_contradic
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "Selected: " in result.stdout and " passed" in result.stdout
     statuses = _accepted_per_operation(har)
-    import shutil
-
-    shutil.copy(har, ROOT / ".local" / "fuzz.har")  # DEBUG
     assert set(CROSS_FIELD_RULES) <= set(statuses)
     never_accepted = {
         operation: dict(counts)
