@@ -55,6 +55,7 @@ from server.downloads.servicer import DownloadServiceServicer
 from server.downloads.sessions import DownloadSessions, run_promoter
 from server.game_settings.servicer import GameSettingsSyncServiceServicer
 from server.library.consumers import library_consumers
+from server.library.family_consumers import family_consumers
 from server.library.retention import library_retention_rules
 from server.library.sales import run_sale_fanout
 from server.library.servicer import LibraryServiceServicer
@@ -160,6 +161,7 @@ class Application:
         return [
             ("outbox-relay", self.relay.run()),
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
+            *((consumer.name, consumer.run()) for consumer in family_consumers(self.deps)),
             ("wishlist-sale-fanout", run_sale_fanout(self.deps)),
             *((consumer.name, consumer.run()) for consumer in achievement_consumers(self.deps)),
             *((consumer.name, consumer.run()) for consumer in download_consumers(self.deps, downloads)),

@@ -7,6 +7,7 @@ from server.core.db import Base
 from server.core.events import tables as event_tables
 from server.downloads import content_tables, session_tables, settings_tables
 from server.game_settings import tables as game_settings_tables
+from server.library import family_tables
 from server.library import tables as library_tables
 from server.playtime import tables as playtime_tables
 
@@ -16,6 +17,7 @@ __all__ = [
     "cloud_save_tables",
     "content_tables",
     "event_tables",
+    "family_tables",
     "game_settings_tables",
     "library_tables",
     "playtime_tables",

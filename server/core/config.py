@@ -136,6 +136,10 @@ class Settings:
     download_chunk_url_expiry_seconds: int = 900
     # Re-run the queues of users with waiting downloads this often (a schedule window opened, a limit rose).
     download_queue_promote_seconds: float = 30.0
+    # Family sharing (SPEC §6): active links an owner may have; how long a borrower keeps playing (credited)
+    # after the owner starts playing from the same library.
+    family_max_active_links: int = 5
+    family_reclaim_grace_seconds: int = 300
     # WebSocket notification relay (gateway/, SPEC §8)
     ws_host: str = "127.0.0.1"
     ws_port: int = 8765

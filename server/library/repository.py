@@ -27,7 +27,7 @@ NAME_ASC, LAST_PLAYED_DESC, ADDED_AT_DESC = "name_asc", "last_played_desc", "add
 # A product's columns as `product_info` reads them (p: products, left-joined: all NULL when not cached).
 _PRODUCT = (
     "p.product_id, p.name, p.product_type, p.cover_image_url, p.icon_url, p.developer, p.publisher, "
-    "p.release_date, p.genres, p.updated_at"
+    "p.release_date, p.genres, p.updated_at, p.base_product_id"
 )
 # An item's columns as `_item_view` reads them, then its product's, then its category ids (by name).
 _ITEM = (
@@ -36,7 +36,7 @@ _ITEM = (
     f"li.is_hidden, {_PRODUCT}, "
     "ARRAY(SELECT lic.category_id FROM library_item_categories lic "
     "JOIN library_categories c ON c.id = lic.category_id WHERE lic.library_item_id = li.id "
-    "ORDER BY lower(c.name), c.id)"
+    "ORDER BY lower(c.name), c.id), li.lender_user_id"
 )
 _ACTIVE_ITEMS = "library_items li LEFT JOIN products p ON p.product_id = li.product_id"
 _ACTIVE = "li.user_id = %s AND li.revoked_at IS NULL"
@@ -87,6 +87,7 @@ def product_info(row: Sequence[Any]) -> ProductInfo | None:
         release_date=row[7],
         genres=row[8],
         updated_at=row[9],
+        base_product_id=row[10],
     )
 
 
@@ -94,7 +95,7 @@ def _item_view(row: Sequence[Any]) -> LibraryItemView:
     return LibraryItemView(
         id=row[0],
         product_id=row[1],
-        product=product_info(row[10:20]),
+        product=product_info(row[10:21]),
         acquisition_type=row[2],
         acquisition_timestamp=row[3],
         added_to_library_at=row[4],
@@ -103,7 +104,8 @@ def _item_view(row: Sequence[Any]) -> LibraryItemView:
         installation_status=row[7],
         installed_version_id=row[8],
         is_hidden=row[9],
-        category_ids=row[20],
+        category_ids=row[21],
+        lender_user_id=row[22],
     )
 
 
@@ -228,7 +230,8 @@ async def add_item(
     added_at: datetime,
     order_id: str | None,
 ) -> bool:
-    """Adds the product to the library, or restores a revoked entitlement; False when already owned."""
+    """Adds the product to the library, restores a revoked entitlement or makes a borrowed one the user's
+    own; False when already owned."""
     values = dict(
         acquisition_type=acquisition_type,
         acquisition_timestamp=acquired_at,
@@ -248,9 +251,17 @@ async def add_item(
         .where(
             LibraryItem.user_id == user_id,
             LibraryItem.product_id == product_id,
-            LibraryItem.revoked_at.is_not(None),
+            # a borrowed (family-shared) game the user now gets becomes their own, playtime and all
+            LibraryItem.revoked_at.is_not(None) | (LibraryItem.acquisition_type == "family_shared"),
         )
-        .values(revoked_at=None, revoke_reason=None, revoked_order_id=None, is_hidden=False, **values)
+        .values(
+            revoked_at=None,
+            revoke_reason=None,
+            revoked_order_id=None,
+            is_hidden=False,
+            lender_user_id=None,
+            **values,
+        )
         .returning(LibraryItem.id)
     )
     return restored is not None

@@ -206,6 +206,7 @@ _CATALOG_FIELDS = {
     "publisher": ("publisher", str),
     "releaseDate": ("release_date", lambda v: parse_time(v) if v else None),
     "genres": ("genres", lambda v: [str(g) for g in v]),
+    "baseProductId": ("base_product_id", lambda v: uuid.UUID(str(v)) if v else None),
 }
 
 

@@ -18,6 +18,7 @@ from server.core.deps import Deps
 from server.core.protoconv import timestamp
 from server.core.validation import Validator, page_size, parse_uuid
 from server.library import rules, use_cases
+from server.library.family_servicer import FamilySharingRpcs
 from server.library.views import CategoryView, LibraryItemView, ProductInfo, WishlistItemView
 
 _Acquisition = pb.LibraryItem.AcquisitionType
@@ -57,6 +58,7 @@ def _product(info: ProductInfo | None, product_id: uuid.UUID) -> pb.Product:
             info.release_date,
             tuple(info.genres),
             info.updated_at,
+            info.base_product_id,
         )
     )
 
@@ -66,7 +68,9 @@ def _product_message(fields: tuple) -> pb.Product:
     """The message of a cached product, by all its fields: the same few products appear in many users'
     libraries, and a message costs more to build than its fields cost to hash. Callers copy it (a message
     field set from it), never change it."""
-    product_id, name, product_type, cover, icon, developer, publisher, released, genres, updated = fields
+    product_id, name, product_type, cover, icon, developer, publisher, released, genres, updated, base = (
+        fields
+    )
     return pb.Product(
         product_id=str(product_id),
         name=name,
@@ -78,6 +82,7 @@ def _product_message(fields: tuple) -> pb.Product:
         release_date=timestamp(released),
         genres=genres,
         updated_at=timestamp(updated),
+        base_product_id=str(base or ""),
     )
 
 
@@ -95,6 +100,7 @@ def _item(view: LibraryItemView) -> pb.LibraryItem:
         installed_version_id=str(view.installed_version_id or ""),
         is_hidden=view.is_hidden,
         category_ids=[str(c) for c in view.category_ids],
+        lender_user_id=str(view.lender_user_id or ""),
     )
 
 
@@ -140,11 +146,12 @@ def _product_row(v: Validator, field: str, product: pb.Product, now: datetime) -
             f"{field}.release_date", product.release_date, required=False, allow_future=True
         ),
         "genres": list(product.genres),
+        "base_product_id": parse_uuid(product.base_product_id),
         "updated_at": v.timestamp(f"{field}.updated_at", product.updated_at, now=now, required=False) or now,
     }
 
 
-class LibraryServiceServicer(library_service_pb2_grpc.LibraryServiceServicer):
+class LibraryServiceServicer(FamilySharingRpcs, library_service_pb2_grpc.LibraryServiceServicer):
     def __init__(self, deps: Deps):
         self._deps = deps
 

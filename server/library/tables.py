@@ -40,6 +40,8 @@ class Product(Base):
     publisher: Mapped[str] = mapped_column(Text, server_default="")
     release_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     genres: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    # A DLC's base game (family sharing lends a DLC only with its base game).
+    base_product_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -66,10 +68,17 @@ class LibraryItem(Base):
     # Audit of the last revocation (refund, chargeback, ...): why, and which order it refunded.
     revoke_reason: Mapped[str | None] = mapped_column(String(32))
     revoked_order_id: Mapped[str | None] = mapped_column(Text)
+    # Family sharing: the lender of a borrowed item (acquisition `family_shared`); NULL for owned items.
+    lender_user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
     __table_args__ = (
         UniqueConstraint("user_id", "product_id"),
         Index("ix_library_items_user_added", "user_id", "added_to_library_at"),
+        Index(
+            "ix_library_items_lender",
+            "lender_user_id",
+            postgresql_where=text("lender_user_id IS NOT NULL"),
+        ),
     )
 
 

@@ -25,6 +25,7 @@ class ProductInfo:
     release_date: datetime | None = None
     genres: list[str] = field(default_factory=list)
     updated_at: datetime | None = None
+    base_product_id: uuid.UUID | None = None  # a DLC's base game
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class LibraryItemView:
     installed_version_id: uuid.UUID | None
     is_hidden: bool
     category_ids: list[uuid.UUID]
+    lender_user_id: uuid.UUID | None = None  # family sharing: who lends a borrowed (family_shared) item
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,8 @@ async def close_sessions(
     plans = []
     for row, live in closing:
         if live is not None:
-            state = rules.advance(live.state, now, policy) if by_client else live.state
+            # a reclaimed family-shared game is credited up to its grace deadline only
+            state = rules.advance(live.state, live.at_most_until(now), policy) if by_client else live.state
             plans.append((row, live, state.segments(), state.last_heartbeat))
         else:
             plans.append((row, live, [], row.last_heartbeat_at))

@@ -4,6 +4,7 @@ One hash per session, times in epoch milliseconds on the server's clock:
   user, product, device   who plays what where (a heartbeat must name the same user and product)
   seg_start, last         the open credited segment: its start and the last heartbeat
   closed                  segments closed by an uncredited gap, as "start-end," entries
+  until                   family sharing: the owner reclaimed the game; nothing after this is credited
 A heartbeat is one EVALSHA of `_HEARTBEAT` (auto-pipelined with concurrent heartbeats), which applies
 `rules.advance` atomically. The key expires
 when nobody heartbeats it for `ttl` (longer than the reaper needs to notice a silent session).
@@ -37,32 +38,36 @@ from server.playtime.rules import AccrualPolicy, Interval, LiveSession
 # KEYS[1] session hash. ARGV: user id, product id, now (ms), longest credited gap (ms), ttl (ms), the
 # heartbeat limit's GCRA emission interval and tolerance (ms; interval 0 = no limit).
 # Returns 1 (recorded), 0 (no such session for this user), -1 (the session is of another product),
-# {-2, ms to wait} (heartbeats come faster than the limit allows; nothing recorded).
+# {-2, ms to wait} (heartbeats come faster than the limit allows; nothing recorded), -3 (recorded up to
+# the session's `until`, which has passed: the session is over).
 # Mirrors rules.advance. Times stay strings: Lua would print large numbers in exponent form.
 _HEARTBEAT = (
     GCRA_LUA
     + """
-local s = redis.call('HMGET', KEYS[1], 'user', 'product', 'seg_start', 'last', 'tat')
+local s = redis.call('HMGET', KEYS[1], 'user', 'product', 'seg_start', 'last', 'tat', 'until')
 if not s[1] or s[1] ~= ARGV[1] then return 0 end
 if s[2] ~= ARGV[2] then return -1 end
-local now, last = tonumber(ARGV[3]), tonumber(s[4])
+local now, last, at = tonumber(ARGV[3]), tonumber(s[4]), ARGV[3]
 if ARGV[6] ~= '0' then
   local tat, wait = gcra(tonumber(s[5]), now, tonumber(ARGV[6]), tonumber(ARGV[7]))
   if not tat then return {-2, wait} end
   redis.call('HSET', KEYS[1], 'tat', string.format('%d', tat))
 end
+local over = s[6] and now > tonumber(s[6])
+if over then now, at = tonumber(s[6]), s[6] end
 if now > last then
   if now - last > tonumber(ARGV[4]) then
     if last > tonumber(s[3]) then
       local closed = redis.call('HGET', KEYS[1], 'closed') or ''
       redis.call('HSET', KEYS[1], 'closed', closed .. s[3] .. '-' .. s[4] .. ',')
     end
-    redis.call('HSET', KEYS[1], 'seg_start', ARGV[3], 'last', ARGV[3])
+    redis.call('HSET', KEYS[1], 'seg_start', at, 'last', at)
   else
-    redis.call('HSET', KEYS[1], 'last', ARGV[3])
+    redis.call('HSET', KEYS[1], 'last', at)
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if over then return -3 end
 return 1
 """
 )
@@ -82,9 +87,17 @@ SCHEDULES = (REAP_SCHEDULE, CHECKPOINT_SCHEDULE)
 
 
 class HeartbeatOutcome(enum.IntEnum):
+    RECLAIMED = -3
     PRODUCT_MISMATCH = -1
     NOT_FOUND = 0
     RECORDED = 1
+
+
+# KEYS[1] session hash, ARGV[1] the deadline (ms). Sets it unless the session has one or is gone: 1 if set.
+_RECLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSETNX', KEYS[1], 'until', ARGV[1])
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +106,15 @@ class LiveRecord:
     product_id: uuid.UUID
     device_id: str
     state: LiveSession
+    credit_until: datetime | None = None  # family sharing: the owner reclaimed the game (sharing.py)
+
+    def reclaim_over(self, now: datetime) -> bool:
+        """Whether the grace period of a reclaimed game has passed (the session is over)."""
+        return self.credit_until is not None and now >= self.credit_until
+
+    def at_most_until(self, now: datetime) -> datetime:
+        """`now`, or the end of the grace period when that came first: no later time is credited."""
+        return now if self.credit_until is None else min(now, self.credit_until)
 
 
 def accrual_policy(deps: Deps) -> AccrualPolicy:
@@ -168,6 +190,7 @@ def _decode(fields: dict[bytes, bytes]) -> LiveRecord | None:
         product_id=uuid.UUID(fields[b"product"].decode()),
         device_id=fields[b"device"].decode(),
         state=LiveSession(_time(fields[b"seg_start"]), _time(fields[b"last"]), closed),
+        credit_until=_time(fields[b"until"]) if b"until" in fields else None,
     )
 
 
@@ -189,6 +212,7 @@ class LiveSessions:
         self._max_gap_ms = str(int(policy.max_credited_gap.total_seconds() * 1000))
         self._ttl_ms = int(ttl.total_seconds() * 1000)
         self._heartbeat = BatchedScript(redis, _HEARTBEAT)
+        self._reclaim = redis.register_script(_RECLAIM)
 
     async def open(self, session_id: uuid.UUID, record: LiveRecord) -> None:
         key = _key(session_id)
@@ -226,6 +250,11 @@ class LiveSessions:
         if type(result) is list:
             raise retry_after(int(result[1]))
         return HeartbeatOutcome(int(result))
+
+    async def reclaim(self, session_id: uuid.UUID, until: datetime) -> bool:
+        """Credits the session up to `until` at most (family sharing); False when it had a deadline
+        already, or is not live."""
+        return bool(await self._reclaim(keys=[_key(session_id)], args=[_ms(until)]))
 
     async def get(self, session_id: uuid.UUID) -> LiveRecord | None:
         return _decode(await self._redis.hgetall(_key(session_id)))
@@ -267,6 +296,11 @@ class LiveSessions:
         """Moves sessions still on `schedule` (ZADD XX: an ended session is not put back)."""
         if when:
             await self._redis.zadd(schedule, {str(s): _ms(t) for s, t in when.items()}, xx=True)
+
+    async def due_by(self, schedule: str, when: dict[uuid.UUID, datetime]) -> None:
+        """Makes sessions still on `schedule` due no later than `when` (ZADD XX LT)."""
+        if when:
+            await self._redis.zadd(schedule, {str(s): _ms(t) for s, t in when.items()}, xx=True, lt=True)
 
     async def schedule_missing(self, session_ids: list[uuid.UUID], now: datetime) -> None:
         """Puts sessions the schedules lack on both, due now (ZADD NX: others keep their place)."""

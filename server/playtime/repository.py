@@ -31,6 +31,7 @@ class ActiveSession:
     id: uuid.UUID
     product_id: uuid.UUID
     device_id: str
+    user_id: uuid.UUID | None = None
 
 
 _RECENT = (
@@ -267,6 +268,16 @@ async def active_sessions_of(
         rows = await db.all(f"{_ACTIVE} AND product_id = ANY(%s)", (user_id, product_ids))
     else:
         rows = await db.all(_ACTIVE, (user_id,))
+    return [ActiveSession(*row) for row in rows]
+
+
+async def active_sessions_of_users(db: Db, user_ids: list[uuid.UUID]) -> list[ActiveSession]:
+    """The active sessions of these users (family sharing: who plays from one library)."""
+    rows = await db.all(
+        "SELECT id, product_id, device_id, user_id FROM playtime_sessions "
+        "WHERE ended_at IS NULL AND user_id = ANY(%s)",
+        (user_ids,),
+    )
     return [ActiveSession(*row) for row in rows]
 
 

@@ -3,9 +3,11 @@
 Neither scans the active sessions: each takes the sessions due on its Redis schedule (server/playtime/
 live.py), a batch at a time under a lease, so the work spreads over every server process and each pass
 costs what is due, not what is active.
-Reaper: a session silent for more than 3x the heartbeat interval is closed, credited up to its last
-heartbeat; one that is not silent yet goes back to the schedule at its true deadline. A session Redis no
-longer knows (Redis lost its data) is judged by its last checkpointed heartbeat in the database.
+Reaper: a session silent for more than 3x the heartbeat interval, or a reclaimed family-shared one whose
+grace period is over (server/playtime/sharing.py), is closed, credited up to its last heartbeat (never
+past the grace deadline); one that is not silent yet goes back to the schedule at its true deadline. A
+session Redis no longer knows (Redis lost its data) is judged by its last checkpointed heartbeat in the
+database.
 Checkpointer: a due session's live segments are credited to Postgres, a batch per transaction, and the
 session is due again a checkpoint period later, so losing Redis costs at most one checkpoint interval.
 Reconciliation: if Redis lost its data, the schedules went with it; a marker key tells, and the first
@@ -20,7 +22,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from server.core import metrics
 from server.core.deps import Deps
@@ -28,6 +30,7 @@ from server.playtime import crediting, repository, rules
 from server.playtime.live import (
     CHECKPOINT_SCHEDULE,
     REAP_SCHEDULE,
+    LiveRecord,
     accrual_policy,
     checkpoint_every,
     live_sessions,
@@ -78,9 +81,9 @@ class SessionSweeper:
                 known = await repository.active_heartbeats(db, unknown)
             await self._live.unschedule([s for s in unknown if s not in known])  # ended meanwhile
             last.update(known)
-        silent = [s for s, heartbeat in last.items() if rules.is_silent(heartbeat, now, self._policy)]
+        silent = [s for s, heartbeat in last.items() if self._over(live.get(s), heartbeat, now)]
         await self._live.reschedule(
-            REAP_SCHEDULE, {s: h + self._policy.silence_limit for s, h in last.items() if s not in silent}
+            REAP_SCHEDULE, {s: self._deadline(live.get(s), h) for s, h in last.items() if s not in silent}
         )
         if silent:
             await self._reap(silent)
@@ -97,11 +100,23 @@ class SessionSweeper:
             for row in rows:
                 record = live.get(row.id)
                 last = record.state.last_heartbeat if record is not None else row.last_heartbeat_at
-                if rules.is_silent(last, now, self._policy):  # else a heartbeat arrived meanwhile
+                if self._over(record, last, now):  # else a heartbeat arrived meanwhile
                     closing.append((row, record))
             await crediting.close_sessions(uow, closing, now, self._policy, by_client=False)
             await uow.commit()
         await self._live.forget([row.id for row, _ in closing])
+
+    def _over(self, record: LiveRecord | None, last_heartbeat: datetime, now: datetime) -> bool:
+        """Whether the session ends now: silent, or reclaimed and past its grace period."""
+        reclaimed = record is not None and record.reclaim_over(now)
+        return reclaimed or rules.is_silent(last_heartbeat, now, self._policy)
+
+    def _deadline(self, record: LiveRecord | None, last_heartbeat: datetime) -> datetime:
+        """When the session is due again: when it would be silent, or its grace period ends if sooner."""
+        silent_at = last_heartbeat + self._policy.silence_limit
+        if record is not None and record.credit_until is not None:
+            return min(silent_at, record.credit_until)
+        return silent_at
 
     async def checkpoint_due(self) -> int:
         """One batch of the checkpoint schedule; how many sessions were due."""

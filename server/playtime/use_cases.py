@@ -13,8 +13,8 @@ from server.core.db import Db
 from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.validation import CLOCK_SKEW
-from server.library.entitlements import acquired_at, owned_product_ids, require_owned
-from server.playtime import crediting, repository, rules
+from server.library.entitlements import acquired_at, owned_product_ids
+from server.playtime import crediting, repository, rules, sharing
 from server.playtime.live import HeartbeatOutcome, LiveRecord, accrual_policy, live_sessions, server_now
 from server.playtime.repository import PlaytimeRepository
 from server.playtime.tables import (
@@ -100,6 +100,7 @@ class Playtime:
         self._offline_max_age_days = deps.settings.playtime_offline_max_age_days
         self.policy = accrual_policy(deps)
         self.live = live_sessions(deps)
+        self._grace = timedelta(seconds=deps.settings.family_reclaim_grace_seconds)
 
     async def start(
         self, user_id: uuid.UUID, product_id: uuid.UUID, device_id: str, client_session_id: uuid.UUID | None
@@ -117,7 +118,7 @@ class Playtime:
         replaced: uuid.UUID | None = None
         async with self._uow() as uow:
             repo = PlaytimeRepository(uow)
-            await require_owned(uow.db, user_id, product_id)
+            await sharing.claim_library(uow, self.live, user_id, product_id, now, self.policy, self._grace)
             current = await repo.active_on_device(user_id, product_id, device_id)
             if current is not None:
                 live = await self.live.get(current.id)
@@ -152,12 +153,27 @@ class Playtime:
         return started
 
     async def heartbeat(self, user_id: uuid.UUID, session_id: uuid.UUID, product_id: uuid.UUID) -> None:
-        """Redis only: one script call, no database."""
+        """Redis only: one script call, no database (but for the one heartbeat that finds the grace period
+        of a reclaimed family-shared game over: it ends the session)."""
         outcome = await self.live.heartbeat(session_id, user_id, product_id, server_now(self._clock))
         if outcome is HeartbeatOutcome.NOT_FOUND:
             raise session_not_found()
         if outcome is HeartbeatOutcome.PRODUCT_MISMATCH:
             raise product_mismatch()
+        if outcome is HeartbeatOutcome.RECLAIMED:
+            await self._end_reclaimed(session_id)
+            raise sharing.GameInUse("the owner reclaimed this family-shared game; the session has ended")
+
+    async def _end_reclaimed(self, session_id: uuid.UUID) -> None:
+        """Ends a session whose reclaim grace period is over, credited up to the deadline (as reaped)."""
+        async with self._uow() as uow:
+            repo = PlaytimeRepository(uow)
+            rows = await repo.lock_active_many([session_id])  # none: it ended meanwhile
+            live = await self.live.get(session_id)
+            now = server_now(self._clock)
+            await crediting.close_sessions(uow, [(r, live) for r in rows], now, self.policy, by_client=False)
+            await uow.commit()
+        await self.live.delete(session_id)
 
     async def end(self, user_id: uuid.UUID, session_id: uuid.UUID, product_id: uuid.UUID) -> EndedSession:
         """Idempotent: an ended or reaped session returns the result it ended with."""

@@ -22,6 +22,13 @@ ROUTES = {
     ("GET", f"{LIB}/wishlist"): "LibraryService_ListWishlist",
     ("POST", f"{LIB}/wishlist"): "LibraryService_AddWishlistItem",
     ("DELETE", f"{LIB}/wishlist/{{product_id}}"): "LibraryService_RemoveWishlistItem",
+    # family sharing (SPEC §5, additive): list / invite, and the transitions of one link
+    ("GET", f"{LIB}/family/links"): "LibraryService_ListFamilyLinks",
+    ("POST", f"{LIB}/family/links"): "LibraryService_CreateFamilyLink",
+    **{
+        ("POST", f"{LIB}/family/links/{{link_id}}/{action.lower()}"): f"LibraryService_{action}FamilyLink"
+        for action in ("Accept", "Decline", "Cancel", "Revoke")
+    },
     ("GET", f"{LIB}/playtime"): "PlaytimeTrackerService_GetPlaytimeStats",
     ("POST", f"{LIB}/playtime/sessions/start"): "PlaytimeTrackerService_StartPlaytimeSession",
     ("POST", f"{LIB}/playtime/sessions/heartbeat"): "PlaytimeTrackerService_RecordPlaytimeHeartbeat",

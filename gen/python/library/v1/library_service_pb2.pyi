@@ -70,6 +70,7 @@ class Product(_message.Message):
     RELEASE_DATE_FIELD_NUMBER: _builtins.int
     GENRES_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    BASE_PRODUCT_ID_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """Product id (UUID) in the catalog."""
     name: _builtins.str
@@ -84,6 +85,10 @@ class Product(_message.Message):
     """Developer display name."""
     publisher: _builtins.str
     """Publisher display name."""
+    base_product_id: _builtins.str
+    """Family sharing: for a DLC, the product id (UUID) of its base game. A lender's DLC is lent only with
+    its base game (never to a user who owns the base game). Empty when not a DLC or unknown.
+    """
     @_builtins.property
     def release_date(self) -> _timestamp_pb2.Timestamp:
         """Release date (midnight UTC of the release day); unset when unknown or unreleased."""
@@ -111,10 +116,11 @@ class Product(_message.Message):
         release_date: _timestamp_pb2.Timestamp | None = ...,
         genres: _abc.Iterable[_builtins.str] | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        base_product_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["release_date", b"release_date", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cover_image_url", b"cover_image_url", "developer", b"developer", "genres", b"genres", "icon_url", b"icon_url", "name", b"name", "product_id", b"product_id", "product_type", b"product_type", "publisher", b"publisher", "release_date", b"release_date", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_product_id", b"base_product_id", "cover_image_url", b"cover_image_url", "developer", b"developer", "genres", b"genres", "icon_url", b"icon_url", "name", b"name", "product_id", b"product_id", "product_type", b"product_type", "publisher", b"publisher", "release_date", b"release_date", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -206,6 +212,7 @@ class LibraryItem(_message.Message):
     INSTALLED_VERSION_ID_FIELD_NUMBER: _builtins.int
     IS_HIDDEN_FIELD_NUMBER: _builtins.int
     CATEGORY_IDS_FIELD_NUMBER: _builtins.int
+    LENDER_USER_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Library item id (UUID)."""
     product_id: _builtins.str
@@ -220,6 +227,8 @@ class LibraryItem(_message.Message):
     """Installed product version id (UUID); empty when not installed or unknown."""
     is_hidden: _builtins.bool
     """Whether the user hid the item from the main library view (ownership is kept)."""
+    lender_user_id: _builtins.str
+    """Family sharing: the lender's user id (UUID) when `acquisition_type` is FAMILY_SHARED; else empty."""
     @_builtins.property
     def product(self) -> Global___Product:
         """Cached product metadata; only `product_id` is set when the product is not in the cache yet."""
@@ -255,10 +264,11 @@ class LibraryItem(_message.Message):
         installed_version_id: _builtins.str = ...,
         is_hidden: _builtins.bool = ...,
         category_ids: _abc.Iterable[_builtins.str] | None = ...,
+        lender_user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acquisition_timestamp", b"acquisition_timestamp", "added_to_library_at", b"added_to_library_at", "last_played_timestamp", b"last_played_timestamp", "product", b"product"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquisition_timestamp", b"acquisition_timestamp", "acquisition_type", b"acquisition_type", "added_to_library_at", b"added_to_library_at", "category_ids", b"category_ids", "id", b"id", "installation_status", b"installation_status", "installed_version_id", b"installed_version_id", "is_hidden", b"is_hidden", "last_played_timestamp", b"last_played_timestamp", "product", b"product", "product_id", b"product_id", "total_playtime_seconds", b"total_playtime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquisition_timestamp", b"acquisition_timestamp", "acquisition_type", b"acquisition_type", "added_to_library_at", b"added_to_library_at", "category_ids", b"category_ids", "id", b"id", "installation_status", b"installation_status", "installed_version_id", b"installed_version_id", "is_hidden", b"is_hidden", "last_played_timestamp", b"last_played_timestamp", "lender_user_id", b"lender_user_id", "product", b"product", "product_id", b"product_id", "total_playtime_seconds", b"total_playtime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

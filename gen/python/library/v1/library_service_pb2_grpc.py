@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from library.v1 import family_sharing_pb2 as library_dot_v1_dot_family__sharing__pb2
 from library.v1 import library_service_pb2 as library_dot_v1_dot_library__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -110,6 +111,36 @@ class LibraryServiceStub:
                 '/library.v1.LibraryService/DeleteCategory',
                 request_serializer=library_dot_v1_dot_library__service__pb2.DeleteCategoryRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListFamilyLinks = channel.unary_unary(
+                '/library.v1.LibraryService/ListFamilyLinks',
+                request_serializer=library_dot_v1_dot_family__sharing__pb2.ListFamilyLinksRequest.SerializeToString,
+                response_deserializer=library_dot_v1_dot_family__sharing__pb2.ListFamilyLinksResponse.FromString,
+                _registered_method=True)
+        self.CreateFamilyLink = channel.unary_unary(
+                '/library.v1.LibraryService/CreateFamilyLink',
+                request_serializer=library_dot_v1_dot_family__sharing__pb2.CreateFamilyLinkRequest.SerializeToString,
+                response_deserializer=library_dot_v1_dot_family__sharing__pb2.CreateFamilyLinkResponse.FromString,
+                _registered_method=True)
+        self.AcceptFamilyLink = channel.unary_unary(
+                '/library.v1.LibraryService/AcceptFamilyLink',
+                request_serializer=library_dot_v1_dot_family__sharing__pb2.AcceptFamilyLinkRequest.SerializeToString,
+                response_deserializer=library_dot_v1_dot_family__sharing__pb2.AcceptFamilyLinkResponse.FromString,
+                _registered_method=True)
+        self.DeclineFamilyLink = channel.unary_unary(
+                '/library.v1.LibraryService/DeclineFamilyLink',
+                request_serializer=library_dot_v1_dot_family__sharing__pb2.DeclineFamilyLinkRequest.SerializeToString,
+                response_deserializer=library_dot_v1_dot_family__sharing__pb2.DeclineFamilyLinkResponse.FromString,
+                _registered_method=True)
+        self.CancelFamilyLink = channel.unary_unary(
+                '/library.v1.LibraryService/CancelFamilyLink',
+                request_serializer=library_dot_v1_dot_family__sharing__pb2.CancelFamilyLinkRequest.SerializeToString,
+                response_deserializer=library_dot_v1_dot_family__sharing__pb2.CancelFamilyLinkResponse.FromString,
+                _registered_method=True)
+        self.RevokeFamilyLink = channel.unary_unary(
+                '/library.v1.LibraryService/RevokeFamilyLink',
+                request_serializer=library_dot_v1_dot_family__sharing__pb2.RevokeFamilyLinkRequest.SerializeToString,
+                response_deserializer=library_dot_v1_dot_family__sharing__pb2.RevokeFamilyLinkResponse.FromString,
                 _registered_method=True)
 
 
@@ -265,6 +296,64 @@ class LibraryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFamilyLinks(self, request, context):
+        """---- Family sharing (SPEC section 6; messages in family_sharing.proto) ----
+        A link is visible to its two users only; another user's link id is NOT_FOUND
+        FAMILY_SHARING_LINK_NOT_FOUND. An illegal transition (e.g. accepting a link that is not
+        PENDING_APPROVAL) is FAILED_PRECONDITION FAMILY_SHARING_LINK_INVALID_STATE; the right user on the
+        wrong side (e.g. the owner accepting their own invite) is PERMISSION_DENIED. Each change emits a
+        `com.platform.library.family.link.<invited|accepted|declined|cancelled|revoked>.v1` event.
+
+        Lists the caller's family links: those the caller owns and those shared with the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateFamilyLink(self, request, context):
+        """Invites `shared_user_id` to borrow the caller's library (PENDING_APPROVAL).
+
+        Errors: ALREADY_EXISTS FAMILY_SHARING_LINK_ALREADY_EXISTS (a pending or active link from the caller
+        to that user exists); INVALID_ARGUMENT VALIDATION_FAILED (inviting oneself); RESOURCE_EXHAUSTED
+        FAMILY_SHARING_LINK_LIMIT_EXCEEDED (the caller has the maximum number of active links).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptFamilyLink(self, request, context):
+        """The shared user accepts a pending invite (ACTIVE): the owner's shareable games join the caller's
+        library at once, acquisition FAMILY_SHARED with the owner as `lender_user_id`.
+
+        Errors: RESOURCE_EXHAUSTED FAMILY_SHARING_LINK_LIMIT_EXCEEDED (the owner has the maximum number of
+        active links), and those of the section comment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeclineFamilyLink(self, request, context):
+        """The shared user declines a pending invite (REVOKED, end reason DECLINED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelFamilyLink(self, request, context):
+        """The owner cancels a pending invite (REVOKED, end reason CANCELLED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeFamilyLink(self, request, context):
+        """Either side revokes an active link (REVOKED): the borrowed games leave the shared user's library at
+        once (each emits `com.platform.library.item.revoked.v1`, which cancels its downloads).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LibraryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -337,6 +426,36 @@ def add_LibraryServiceServicer_to_server(servicer, server):
                     servicer.DeleteCategory,
                     request_deserializer=library_dot_v1_dot_library__service__pb2.DeleteCategoryRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListFamilyLinks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFamilyLinks,
+                    request_deserializer=library_dot_v1_dot_family__sharing__pb2.ListFamilyLinksRequest.FromString,
+                    response_serializer=library_dot_v1_dot_family__sharing__pb2.ListFamilyLinksResponse.SerializeToString,
+            ),
+            'CreateFamilyLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFamilyLink,
+                    request_deserializer=library_dot_v1_dot_family__sharing__pb2.CreateFamilyLinkRequest.FromString,
+                    response_serializer=library_dot_v1_dot_family__sharing__pb2.CreateFamilyLinkResponse.SerializeToString,
+            ),
+            'AcceptFamilyLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptFamilyLink,
+                    request_deserializer=library_dot_v1_dot_family__sharing__pb2.AcceptFamilyLinkRequest.FromString,
+                    response_serializer=library_dot_v1_dot_family__sharing__pb2.AcceptFamilyLinkResponse.SerializeToString,
+            ),
+            'DeclineFamilyLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeclineFamilyLink,
+                    request_deserializer=library_dot_v1_dot_family__sharing__pb2.DeclineFamilyLinkRequest.FromString,
+                    response_serializer=library_dot_v1_dot_family__sharing__pb2.DeclineFamilyLinkResponse.SerializeToString,
+            ),
+            'CancelFamilyLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelFamilyLink,
+                    request_deserializer=library_dot_v1_dot_family__sharing__pb2.CancelFamilyLinkRequest.FromString,
+                    response_serializer=library_dot_v1_dot_family__sharing__pb2.CancelFamilyLinkResponse.SerializeToString,
+            ),
+            'RevokeFamilyLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeFamilyLink,
+                    request_deserializer=library_dot_v1_dot_family__sharing__pb2.RevokeFamilyLinkRequest.FromString,
+                    response_serializer=library_dot_v1_dot_family__sharing__pb2.RevokeFamilyLinkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -723,6 +842,168 @@ class LibraryService:
             '/library.v1.LibraryService/DeleteCategory',
             library_dot_v1_dot_library__service__pb2.DeleteCategoryRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFamilyLinks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/library.v1.LibraryService/ListFamilyLinks',
+            library_dot_v1_dot_family__sharing__pb2.ListFamilyLinksRequest.SerializeToString,
+            library_dot_v1_dot_family__sharing__pb2.ListFamilyLinksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateFamilyLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/library.v1.LibraryService/CreateFamilyLink',
+            library_dot_v1_dot_family__sharing__pb2.CreateFamilyLinkRequest.SerializeToString,
+            library_dot_v1_dot_family__sharing__pb2.CreateFamilyLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptFamilyLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/library.v1.LibraryService/AcceptFamilyLink',
+            library_dot_v1_dot_family__sharing__pb2.AcceptFamilyLinkRequest.SerializeToString,
+            library_dot_v1_dot_family__sharing__pb2.AcceptFamilyLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeclineFamilyLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/library.v1.LibraryService/DeclineFamilyLink',
+            library_dot_v1_dot_family__sharing__pb2.DeclineFamilyLinkRequest.SerializeToString,
+            library_dot_v1_dot_family__sharing__pb2.DeclineFamilyLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelFamilyLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/library.v1.LibraryService/CancelFamilyLink',
+            library_dot_v1_dot_family__sharing__pb2.CancelFamilyLinkRequest.SerializeToString,
+            library_dot_v1_dot_family__sharing__pb2.CancelFamilyLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeFamilyLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/library.v1.LibraryService/RevokeFamilyLink',
+            library_dot_v1_dot_family__sharing__pb2.RevokeFamilyLinkRequest.SerializeToString,
+            library_dot_v1_dot_family__sharing__pb2.RevokeFamilyLinkResponse.FromString,
             options,
             channel_credentials,
             insecure,

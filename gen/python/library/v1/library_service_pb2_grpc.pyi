@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
+from library.v1 import family_sharing_pb2 as _family_sharing_pb2
 from library.v1 import library_service_pb2 as _library_service_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -125,6 +126,38 @@ class LibraryServiceStub:
 
     Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id, another user's category, or already deleted).
     """
+    ListFamilyLinks: _grpc.UnaryUnaryMultiCallable[_family_sharing_pb2.ListFamilyLinksRequest, _family_sharing_pb2.ListFamilyLinksResponse]
+    """---- Family sharing (SPEC section 6; messages in family_sharing.proto) ----
+    A link is visible to its two users only; another user's link id is NOT_FOUND
+    FAMILY_SHARING_LINK_NOT_FOUND. An illegal transition (e.g. accepting a link that is not
+    PENDING_APPROVAL) is FAILED_PRECONDITION FAMILY_SHARING_LINK_INVALID_STATE; the right user on the
+    wrong side (e.g. the owner accepting their own invite) is PERMISSION_DENIED. Each change emits a
+    `com.platform.library.family.link.<invited|accepted|declined|cancelled|revoked>.v1` event.
+
+    Lists the caller's family links: those the caller owns and those shared with the caller.
+    """
+    CreateFamilyLink: _grpc.UnaryUnaryMultiCallable[_family_sharing_pb2.CreateFamilyLinkRequest, _family_sharing_pb2.CreateFamilyLinkResponse]
+    """Invites `shared_user_id` to borrow the caller's library (PENDING_APPROVAL).
+
+    Errors: ALREADY_EXISTS FAMILY_SHARING_LINK_ALREADY_EXISTS (a pending or active link from the caller
+    to that user exists); INVALID_ARGUMENT VALIDATION_FAILED (inviting oneself); RESOURCE_EXHAUSTED
+    FAMILY_SHARING_LINK_LIMIT_EXCEEDED (the caller has the maximum number of active links).
+    """
+    AcceptFamilyLink: _grpc.UnaryUnaryMultiCallable[_family_sharing_pb2.AcceptFamilyLinkRequest, _family_sharing_pb2.AcceptFamilyLinkResponse]
+    """The shared user accepts a pending invite (ACTIVE): the owner's shareable games join the caller's
+    library at once, acquisition FAMILY_SHARED with the owner as `lender_user_id`.
+
+    Errors: RESOURCE_EXHAUSTED FAMILY_SHARING_LINK_LIMIT_EXCEEDED (the owner has the maximum number of
+    active links), and those of the section comment.
+    """
+    DeclineFamilyLink: _grpc.UnaryUnaryMultiCallable[_family_sharing_pb2.DeclineFamilyLinkRequest, _family_sharing_pb2.DeclineFamilyLinkResponse]
+    """The shared user declines a pending invite (REVOKED, end reason DECLINED)."""
+    CancelFamilyLink: _grpc.UnaryUnaryMultiCallable[_family_sharing_pb2.CancelFamilyLinkRequest, _family_sharing_pb2.CancelFamilyLinkResponse]
+    """The owner cancels a pending invite (REVOKED, end reason CANCELLED)."""
+    RevokeFamilyLink: _grpc.UnaryUnaryMultiCallable[_family_sharing_pb2.RevokeFamilyLinkRequest, _family_sharing_pb2.RevokeFamilyLinkResponse]
+    """Either side revokes an active link (REVOKED): the borrowed games leave the shared user's library at
+    once (each emits `com.platform.library.item.revoked.v1`, which cancels its downloads).
+    """
 
 @_typing.type_check_only
 class LibraryServiceAsyncStub(LibraryServiceStub):
@@ -221,6 +254,38 @@ class LibraryServiceAsyncStub(LibraryServiceStub):
     their other categories.
 
     Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id, another user's category, or already deleted).
+    """
+    ListFamilyLinks: _aio.UnaryUnaryMultiCallable[_family_sharing_pb2.ListFamilyLinksRequest, _family_sharing_pb2.ListFamilyLinksResponse]  # type: ignore[assignment]
+    """---- Family sharing (SPEC section 6; messages in family_sharing.proto) ----
+    A link is visible to its two users only; another user's link id is NOT_FOUND
+    FAMILY_SHARING_LINK_NOT_FOUND. An illegal transition (e.g. accepting a link that is not
+    PENDING_APPROVAL) is FAILED_PRECONDITION FAMILY_SHARING_LINK_INVALID_STATE; the right user on the
+    wrong side (e.g. the owner accepting their own invite) is PERMISSION_DENIED. Each change emits a
+    `com.platform.library.family.link.<invited|accepted|declined|cancelled|revoked>.v1` event.
+
+    Lists the caller's family links: those the caller owns and those shared with the caller.
+    """
+    CreateFamilyLink: _aio.UnaryUnaryMultiCallable[_family_sharing_pb2.CreateFamilyLinkRequest, _family_sharing_pb2.CreateFamilyLinkResponse]  # type: ignore[assignment]
+    """Invites `shared_user_id` to borrow the caller's library (PENDING_APPROVAL).
+
+    Errors: ALREADY_EXISTS FAMILY_SHARING_LINK_ALREADY_EXISTS (a pending or active link from the caller
+    to that user exists); INVALID_ARGUMENT VALIDATION_FAILED (inviting oneself); RESOURCE_EXHAUSTED
+    FAMILY_SHARING_LINK_LIMIT_EXCEEDED (the caller has the maximum number of active links).
+    """
+    AcceptFamilyLink: _aio.UnaryUnaryMultiCallable[_family_sharing_pb2.AcceptFamilyLinkRequest, _family_sharing_pb2.AcceptFamilyLinkResponse]  # type: ignore[assignment]
+    """The shared user accepts a pending invite (ACTIVE): the owner's shareable games join the caller's
+    library at once, acquisition FAMILY_SHARED with the owner as `lender_user_id`.
+
+    Errors: RESOURCE_EXHAUSTED FAMILY_SHARING_LINK_LIMIT_EXCEEDED (the owner has the maximum number of
+    active links), and those of the section comment.
+    """
+    DeclineFamilyLink: _aio.UnaryUnaryMultiCallable[_family_sharing_pb2.DeclineFamilyLinkRequest, _family_sharing_pb2.DeclineFamilyLinkResponse]  # type: ignore[assignment]
+    """The shared user declines a pending invite (REVOKED, end reason DECLINED)."""
+    CancelFamilyLink: _aio.UnaryUnaryMultiCallable[_family_sharing_pb2.CancelFamilyLinkRequest, _family_sharing_pb2.CancelFamilyLinkResponse]  # type: ignore[assignment]
+    """The owner cancels a pending invite (REVOKED, end reason CANCELLED)."""
+    RevokeFamilyLink: _aio.UnaryUnaryMultiCallable[_family_sharing_pb2.RevokeFamilyLinkRequest, _family_sharing_pb2.RevokeFamilyLinkResponse]  # type: ignore[assignment]
+    """Either side revokes an active link (REVOKED): the borrowed games leave the shared user's library at
+    once (each emits `com.platform.library.item.revoked.v1`, which cancels its downloads).
     """
 
 class LibraryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -399,6 +464,74 @@ class LibraryServiceServicer(metaclass=_abc_1.ABCMeta):
         their other categories.
 
         Errors: NOT_FOUND CATEGORY_NOT_FOUND (unknown id, another user's category, or already deleted).
+        """
+
+    @_abc_1.abstractmethod
+    def ListFamilyLinks(
+        self,
+        request: _family_sharing_pb2.ListFamilyLinksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_family_sharing_pb2.ListFamilyLinksResponse, _abc.Awaitable[_family_sharing_pb2.ListFamilyLinksResponse]]:
+        """---- Family sharing (SPEC section 6; messages in family_sharing.proto) ----
+        A link is visible to its two users only; another user's link id is NOT_FOUND
+        FAMILY_SHARING_LINK_NOT_FOUND. An illegal transition (e.g. accepting a link that is not
+        PENDING_APPROVAL) is FAILED_PRECONDITION FAMILY_SHARING_LINK_INVALID_STATE; the right user on the
+        wrong side (e.g. the owner accepting their own invite) is PERMISSION_DENIED. Each change emits a
+        `com.platform.library.family.link.<invited|accepted|declined|cancelled|revoked>.v1` event.
+
+        Lists the caller's family links: those the caller owns and those shared with the caller.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateFamilyLink(
+        self,
+        request: _family_sharing_pb2.CreateFamilyLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_family_sharing_pb2.CreateFamilyLinkResponse, _abc.Awaitable[_family_sharing_pb2.CreateFamilyLinkResponse]]:
+        """Invites `shared_user_id` to borrow the caller's library (PENDING_APPROVAL).
+
+        Errors: ALREADY_EXISTS FAMILY_SHARING_LINK_ALREADY_EXISTS (a pending or active link from the caller
+        to that user exists); INVALID_ARGUMENT VALIDATION_FAILED (inviting oneself); RESOURCE_EXHAUSTED
+        FAMILY_SHARING_LINK_LIMIT_EXCEEDED (the caller has the maximum number of active links).
+        """
+
+    @_abc_1.abstractmethod
+    def AcceptFamilyLink(
+        self,
+        request: _family_sharing_pb2.AcceptFamilyLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_family_sharing_pb2.AcceptFamilyLinkResponse, _abc.Awaitable[_family_sharing_pb2.AcceptFamilyLinkResponse]]:
+        """The shared user accepts a pending invite (ACTIVE): the owner's shareable games join the caller's
+        library at once, acquisition FAMILY_SHARED with the owner as `lender_user_id`.
+
+        Errors: RESOURCE_EXHAUSTED FAMILY_SHARING_LINK_LIMIT_EXCEEDED (the owner has the maximum number of
+        active links), and those of the section comment.
+        """
+
+    @_abc_1.abstractmethod
+    def DeclineFamilyLink(
+        self,
+        request: _family_sharing_pb2.DeclineFamilyLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_family_sharing_pb2.DeclineFamilyLinkResponse, _abc.Awaitable[_family_sharing_pb2.DeclineFamilyLinkResponse]]:
+        """The shared user declines a pending invite (REVOKED, end reason DECLINED)."""
+
+    @_abc_1.abstractmethod
+    def CancelFamilyLink(
+        self,
+        request: _family_sharing_pb2.CancelFamilyLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_family_sharing_pb2.CancelFamilyLinkResponse, _abc.Awaitable[_family_sharing_pb2.CancelFamilyLinkResponse]]:
+        """The owner cancels a pending invite (REVOKED, end reason CANCELLED)."""
+
+    @_abc_1.abstractmethod
+    def RevokeFamilyLink(
+        self,
+        request: _family_sharing_pb2.RevokeFamilyLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_family_sharing_pb2.RevokeFamilyLinkResponse, _abc.Awaitable[_family_sharing_pb2.RevokeFamilyLinkResponse]]:
+        """Either side revokes an active link (REVOKED): the borrowed games leave the shared user's library at
+        once (each emits `com.platform.library.item.revoked.v1`, which cancels its downloads).
         """
 
 def add_LibraryServiceServicer_to_server(servicer: LibraryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
