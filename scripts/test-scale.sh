@@ -6,4 +6,4 @@ cd "$ROOT_DIR"
 trap 'bash scripts/stack-down.sh >/dev/null 2>&1 || true' EXIT
 bash scripts/stack-up.sh
 python -m alembic upgrade heads
-python -m pytest -m scale -s tests/integration/test_playtime_scale.py "$@"
+python -m pytest -m scale -s tests/integration/test_playtime_scale.py tests/integration/test_gateway_scale.py "$@"

@@ -92,6 +92,7 @@ def _inbox_callback(inbox: dict, sockets: list[SwarmSocket]):
     return for_socket
 
 
+@pytest.mark.scale
 async def test_ten_thousand_sockets_through_envoy_then_all_dropped_at_once(relay, edges, redis):
     users = [str(uuid.uuid4()) for _ in range(SOCKETS // PER_USER)]
     tokens = [mint(user) for user in users]
