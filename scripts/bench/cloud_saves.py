@@ -85,7 +85,7 @@ class _Sync:
     async def bare_put(self, body: bytes, sha256: str) -> float:
         key = f"bench/bare/{uuid.uuid4()}"
         self.bare_keys.append(key)
-        upload = await self._store.presign_put(key, size=len(body), sha256_hex=sha256, expires_in=300)
+        upload = self._store.presign_put(key, size=len(body), sha256_hex=sha256, expires_in=300)
         started = time.perf_counter()
         put = await self._http.put(upload.url, content=body, headers=upload.headers)
         elapsed = time.perf_counter() - started
