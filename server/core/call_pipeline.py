@@ -13,7 +13,6 @@ import inspect
 import logging
 import time
 import types
-from typing import Any
 
 import grpc
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
@@ -92,8 +91,7 @@ class CallPipeline:
         check = self._rules.check_for(request_type) if request_type is not None else None
         if self._limiter is not None:
             behavior = self._limiter.guard(method, behavior)  # unchanged unless `method` has a limit
-        latency = metrics.RPC_LATENCY.labels(method)
-        handled: dict[grpc.StatusCode, Any] = {}  # the counter's child per status code, looked up once
+        stats = metrics.RPCS.of(method)
         verifier = self._verifier
         is_async = inspect.iscoroutinefunction(behavior)
 
@@ -148,11 +146,7 @@ class CallPipeline:
                     await abort_with(ctx, unavailable)
             finally:
                 elapsed = time.perf_counter() - started
-                latency.observe(elapsed)
-                counter = handled.get(code)
-                if counter is None:
-                    counter = handled[code] = metrics.RPC_HANDLED.labels(method, code.name)
-                counter.inc()
+                stats.observe(elapsed, code)
                 if log.isEnabledFor(logging.INFO):
                     log.info(
                         "rpc",

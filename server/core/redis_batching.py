@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from hashlib import sha1
 from typing import Any
 
@@ -141,7 +141,17 @@ class BatchedScript:
         self._tasks: set[asyncio.Task] = set()
 
     async def __call__(self, *, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        evalsha = hiredis.pack_command((b"EVALSHA", self._sha, len(keys), *keys, *args))
+        variable = (*keys, *args)
+        evalsha = hiredis.pack_command((b"EVALSHA", self._sha, len(keys), *variable))
+        return await self._run(evalsha, len(keys), variable, ())
+
+    def prepare(self, keys: int, *tail: Any) -> PreparedScript:
+        """Calls of this script with `keys` keys whose arguments always end in `tail` (settings): the
+        constant part of the command is packed once, not per call."""
+        return PreparedScript(self, keys, tail)
+
+    async def _run(self, evalsha: bytes, keys: int, variable: Sequence[Any], tail: Sequence[Any]) -> Any:
+        """Sends `evalsha` (`variable` = the keys and the arguments before `tail`); EVAL after NOSCRIPT."""
         try:
             reply = await self._submit(evalsha)
         except RedisConnectionError:
@@ -149,7 +159,7 @@ class BatchedScript:
         if isinstance(reply, ResponseError):
             if not str(reply).startswith("NOSCRIPT"):
                 raise reply
-            reply = await self._submit(hiredis.pack_command((b"EVAL", self._source, len(keys), *keys, *args)))
+            reply = await self._submit(hiredis.pack_command((b"EVAL", self._source, keys, *variable, *tail)))
             if isinstance(reply, ResponseError):
                 raise reply
         return reply
@@ -229,3 +239,27 @@ class BatchedScript:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _without_header(packed: bytes) -> bytes:
+    """A packed command's arguments without its `*<count>` line."""
+    return packed[packed.index(b"\n") + 1 :]
+
+
+class PreparedScript:
+    """`await prepared(*keys_and_args)` = `await script(keys=..., args=[*args, *tail])`, with the command's
+    head (EVALSHA, the script's hash, the key count) and `tail` packed once. hiredis packs an argument in
+    about 0.3 µs (an integer more), a heartbeat sends eleven: this halves that."""
+
+    def __init__(self, script: BatchedScript, keys: int, tail: Sequence[Any]) -> None:
+        self._script = script
+        self._keys = keys
+        self._tail = tuple(tail)
+        self._count = 3 + len(self._tail)  # EVALSHA, hash, key count; then the variable part
+        self._head = _without_header(hiredis.pack_command((b"EVALSHA", script._sha, keys)))
+        self._packed_tail = _without_header(hiredis.pack_command(self._tail)) if self._tail else b""
+
+    def __call__(self, *variable: Any) -> Awaitable[Any]:
+        body = _without_header(hiredis.pack_command(variable))
+        command = b"*%d\r\n%b%b%b" % (self._count + len(variable), self._head, body, self._packed_tail)
+        return self._script._run(command, self._keys, variable, self._tail)

@@ -58,8 +58,8 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
             v = Validator()
             v.timestamp("current_timestamp", request.current_timestamp, now=server_now(self._deps.clock))
             v.check()
-        session_id, product_id = parse_uuid(request.session_id), parse_uuid(request.product_id)
-        await self._playtime.heartbeat(user_id, session_id, product_id)
+        # The contract checked both ids (string.uuid): lowercased, they are the canonical text Redis holds.
+        await self._playtime.heartbeat(user_id, request.session_id.lower(), request.product_id.lower())
         return _EMPTY
 
     async def EndPlaytimeSession(self, request: pb.EndPlaytimeSessionRequest, context):
