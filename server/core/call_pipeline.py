@@ -24,7 +24,6 @@ from server.core.contract_rules import ContractRules
 from server.core.errors import (
     DomainError,
     InvalidArgument,
-    Unauthenticated,
     Unimplemented,
     dependency_unavailable,
     internal_status,
@@ -104,10 +103,9 @@ class CallPipeline:
             principal_token = None
             code = grpc.StatusCode.OK
             try:
-                token = auth.bearer_token(authorization)
-                if token is None:
-                    raise Unauthenticated("missing bearer token")
-                principal = verifier.cached(token) or await verifier.authenticate(token)
+                principal = verifier.cached_header(authorization) or await verifier.authenticate_header(
+                    authorization
+                )
                 principal_token = auth.set_current_principal(principal)
                 if request is MALFORMED:
                     raise malformed_request()

@@ -9,7 +9,7 @@ from google.protobuf import empty_pb2
 
 from library.v1 import playtime_service_pb2 as pb
 from library.v1 import playtime_service_pb2_grpc
-from server.core.auth import current_user_id
+from server.core.auth import current_user_id, current_user_id_text
 from server.core.deps import Deps
 from server.core.protoconv import timestamp
 from server.core.validation import Validator, parse_uuid
@@ -53,12 +53,13 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
         )
 
     async def RecordPlaytimeHeartbeat(self, request: pb.RecordPlaytimeHeartbeatRequest, context):
-        user_id = current_user_id()
+        user_id = current_user_id_text()
         if request.HasField("current_timestamp"):
             v = Validator()
             v.timestamp("current_timestamp", request.current_timestamp, now=server_now(self._deps.clock))
             v.check()
-        # The contract checked both ids (string.uuid): lowercased, they are the canonical text Redis holds.
+        # The contract checked both ids (string.uuid): lowercased, they are the canonical text Redis holds,
+        # as the user's is (no UUID made and printed again per heartbeat).
         await self._playtime.heartbeat(user_id, request.session_id.lower(), request.product_id.lower())
         return _EMPTY
 

@@ -153,11 +153,11 @@ class Playtime:
         return started
 
     async def heartbeat(
-        self, user_id: uuid.UUID, session_id: uuid.UUID | str, product_id: uuid.UUID | str
+        self, user_id: uuid.UUID | str, session_id: uuid.UUID | str, product_id: uuid.UUID | str
     ) -> None:
         """Redis only: one script call, no database (but for the one heartbeat that finds the grace period
         of a reclaimed family-shared game over: it ends the session). The ids may be canonical UUID text
-        (the servicer's: what Redis holds, with no UUID made and printed again per heartbeat)."""
+        (the servicer's: what Redis holds)."""
         outcome = await self.live.heartbeat(session_id, user_id, product_id, self._clock())  # ms on the clock
         if outcome is HeartbeatOutcome.RECORDED:
             return
