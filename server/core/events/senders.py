@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from server.core.events.kafka import Delivery, Held, KafkaMessage, KafkaPublisher, Refused, Unsent
+from server.core.redis import queue_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +106,11 @@ class StreamSender:
                     deliveries[index] = Refused("not a notification: it has no type or no payload")
                     stopped_keys.add(row.key)
                 else:
-                    await self._xadd_once(
+                    queue_script(
+                        pipe,
+                        self._xadd_once,
                         keys=[row.topic, f"{row.topic}:sent:{row.id}"],
                         args=[row.kind, row.body, self._maxlen, _DEDUPE_TTL_SECONDS, self._ttl_seconds],
-                        client=pipe,
                     )
                     queued.append(index)
             if queued:
