@@ -164,8 +164,8 @@ class PrivateRedisCluster:
     async def start(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="redis-cluster-")
         for port, bus in zip(self.ports, self._bus_ports, strict=True):
-            flags = {"bind": "127.0.0.1", "port": port, "save": "", "appendonly": "no", "cluster-enabled": "yes"}
-            flags |= {"cluster-port": bus, "cluster-config-file": f"nodes-{port}.conf", "dir": self._dir.name}
+            flags = {"bind": "127.0.0.1", "port": port, "save": "", "appendonly": "no", "dir": self._dir.name}
+            flags |= {"cluster-enabled": "yes", "cluster-port": bus, "cluster-config-file": f"{port}.conf"}
             flags["notify-keyspace-events"] = "Kt"
             args = [item for name, value in flags.items() for item in (f"--{name}", str(value))]
             self._procs.append(
