@@ -70,6 +70,14 @@ end
 return false
 """
 _DEDUPE_TTL_SECONDS = 7 * 24 * 3600
+
+
+def sent_marker(stream: str, row_id: str) -> str:
+    """The key saying this outbox row was added to `stream`: in the stream's slot (its hash tag), as the
+    script that writes both needs on a Redis Cluster."""
+    return f"{stream}:sent:{row_id}"
+
+
 # Redis answers that say the server is not able to take writes now, not that the row is wrong.
 _REDIS_UNAVAILABLE = (
     "OOM",
@@ -109,7 +117,7 @@ class StreamSender:
                     queue_script(
                         pipe,
                         self._xadd_once,
-                        keys=[row.topic, f"{row.topic}:sent:{row.id}"],
+                        keys=[row.topic, sent_marker(row.topic, row.id)],
                         args=[row.kind, row.body, self._maxlen, _DEDUPE_TTL_SECONDS, self._ttl_seconds],
                     )
                     queued.append(index)
