@@ -20,6 +20,7 @@ stack_start_bg gateway python -m gateway
 stack_wait gateway "$LOG_DIR/gateway.log" port_open "$WS_PORT"
 python -m pytest -p no:cacheprovider \
     tests/unit/test_redis_slots.py \
+    tests/integration/test_redis_cluster.py \
     tests/integration/test_playtime.py \
     tests/integration/test_heartbeat_accrual.py \
     tests/integration/test_rate_limits.py \

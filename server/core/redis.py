@@ -22,7 +22,10 @@ call up to twice `timeout`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -32,12 +35,67 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
 
 from server.core.config import ConfigurationError, Settings
 
 RETRIES = 3
 CLUSTER_RETRIES = 1
 MODES = ("single", "cluster")
+
+SUBSCRIBER_HEADROOM = 8  # connections per node beyond the calls' (pub/sub subscribers hold one each)
+_holding: ContextVar[bool] = ContextVar("holding_a_redis_slot", default=False)
+
+
+class WaitingRedisCluster(RedisCluster):
+    """A RedisCluster whose callers wait for a connection (up to the timeout), as the single client's
+    blocking pool makes them: redis-py's cluster nodes refuse with MaxConnectionsError at once when their
+    pool is used up. At most `calls` commands and pipeline executions run at a time, each holding at most
+    one connection per node, so no node's pool runs out (it has SUBSCRIBER_HEADROOM more, for subscribers).
+    A call made while one is held (redis-py re-sends a pipeline's redirected commands one by one) does not
+    wait again."""
+
+    _calls: asyncio.Semaphore | None = None
+    _wait_seconds = 0.0
+
+    def bound_waits(self, calls: int, wait_seconds: float) -> None:
+        self._calls = asyncio.Semaphore(calls)
+        self._wait_seconds = wait_seconds
+
+    @contextlib.asynccontextmanager
+    async def _slot(self):
+        if self._calls is None or _holding.get():
+            yield
+            return
+        try:
+            if self._calls.locked():
+                await asyncio.wait_for(self._calls.acquire(), self._wait_seconds)
+            else:  # free: no timer, no task
+                await self._calls.acquire()
+        except TimeoutError:
+            raise MaxConnectionsError(f"no Redis connection free within {self._wait_seconds:g} s") from None
+        token = _holding.set(True)
+        try:
+            yield
+        finally:
+            _holding.reset(token)
+            self._calls.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._slot():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def waiting_execute(*args: Any, **kwargs: Any) -> list[Any]:
+            async with self._slot():
+                return await execute(*args, **kwargs)
+
+        pipe.execute = waiting_execute  # type: ignore[method-assign]
+        return pipe
+
 
 RedisClient = Redis | RedisCluster
 
@@ -49,14 +107,16 @@ def create_redis(
     REDIS_TIMEOUT_SECONDS; the WebSocket relay keeps the default, above its XREAD BLOCK time)."""
     backoff = ExponentialWithJitterBackoff(base=0.01, cap=0.5)
     if cluster:
-        return RedisCluster.from_url(
+        client = WaitingRedisCluster.from_url(
             url,
-            max_connections=max_connections,
+            max_connections=max_connections + SUBSCRIBER_HEADROOM,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,
             retry=Retry(backoff, CLUSTER_RETRIES),
         )
+        client.bound_waits(max_connections, timeout)
+        return client
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
