@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.protocol import StreamId, format_stream_id, parse_stream_id
@@ -90,7 +91,7 @@ async def ensure_keyspace_events(redis: RedisClient) -> None:
         await _ensure_keyspace_events_on(redis, node)
 
 
-async def _ensure_keyspace_events_on(redis: RedisClient, node) -> None:
+async def _ensure_keyspace_events_on(redis: RedisClient, node: RedisClient | ClusterNode) -> None:
     name = "notify-keyspace-events"
     try:
         current = await config_get(redis, node, name)

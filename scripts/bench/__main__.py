@@ -42,7 +42,7 @@ The WebSocket relay at 10,000 idle sockets through Envoy (memory, delivery laten
 scripts/bench/websocket.py (BENCH_WS_SOCKETS, 10000; BENCH_WS_RATE, 1000; BENCH_WS_SECONDS, 10;
 BENCH_WS_EDGES, 2).
 The heartbeat against a private 3-master Redis Cluster beside the single Redis, both vs echo:
-scripts/bench/redis_cluster.py (BENCH_CLUSTER_ROUNDS, 3).
+scripts/bench/redis_cluster.py (BENCH_CLUSTER_ROUNDS, 3; alone: python -m scripts.bench.redis_cluster).
 
 The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
 BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a

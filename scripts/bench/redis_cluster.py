@@ -205,3 +205,13 @@ def _report(bench, runs: dict[str, list[loadgen.LoadResult]], codes: dict[str, d
         "ratios": ratios,
         "goals": goals,
     }
+
+
+if __name__ == "__main__":  # alone: python -m scripts.bench.redis_cluster (with the stack's environment)
+    from scripts.bench.__main__ import Bench, Config
+
+    _bench = Bench(Config())
+    try:
+        run(_bench)
+    finally:
+        _bench.procs.stop_all()
