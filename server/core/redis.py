@@ -13,11 +13,11 @@ costs a call at most about `timeout`, never `timeout` once per retry.
 
 Cluster mode (REDIS_MODE=cluster, REDIS_URL naming any node): a `RedisCluster`, which learns the slot map
 from that node and sends each command to the master of its key's slot (following MOVED / ASK); callers
-wait for one of `max_connections` calls in flight, as with the blocking pool (WaitingRedisCluster). The cluster rule every caller keeps (docs/ARCHITECTURE.md): the keys
-of one script call, one MULTI/EXEC or one multi-key command share a hash tag (one slot); pipelines may mix
-slots (redis-py sends one sub-pipeline per node). redis-py's cluster client retries a reply timeout once
-on a freshly resolved node (it cannot tell a hung master from a failed-over one), so a hung node costs a
-call up to twice `timeout`.
+wait for one of `max_connections` calls in flight, as with the blocking pool (WaitingRedisCluster). The
+cluster rule every caller keeps (docs/ARCHITECTURE.md): the keys of one script call, one MULTI/EXEC or
+one multi-key command share a hash tag (one slot); pipelines may mix slots (redis-py sends one
+sub-pipeline per node). redis-py's cluster client retries a reply timeout once on a freshly resolved node
+(it cannot tell a hung master from a failed-over one), so a hung node costs a call up to twice `timeout`.
 """
 
 from __future__ import annotations
