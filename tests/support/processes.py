@@ -71,11 +71,6 @@ class PrivateBroker:
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._proc: asyncio.subprocess.Process | None = None
 
-    cluster = False
-
-    def client(self, **kwargs):
-        return create_redis(self.url, **kwargs)
-
     async def start(self) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
         self._proc = await asyncio.create_subprocess_exec(
@@ -115,6 +110,11 @@ class PrivateRedis:
         self.password = password
         self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self._proc: asyncio.subprocess.Process | None = None
+
+    cluster = False
+
+    def client(self, **kwargs):
+        return create_redis(self.url, **kwargs)
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
