@@ -43,6 +43,7 @@ from server.core.call_pipeline import CallPipeline, PipelineInterceptor
 from server.core.config import Settings
 from server.core.db import DbTimeouts, create_engine, create_pool, create_sessionmaker
 from server.core.deps import Deps
+from server.core.events.dead_letters import DeadLetterGauges
 from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
@@ -159,6 +160,14 @@ class Application:
         )
         return [
             ("outbox-relay", self.relay.run()),
+            (
+                "dead-letter-gauges",
+                DeadLetterGauges(
+                    settings.database_url,
+                    DbTimeouts.from_settings(settings),
+                    refresh_seconds=settings.dead_letter_gauges_refresh_seconds,
+                ).run(),
+            ),
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
             *((consumer.name, consumer.run()) for consumer in family_consumers(self.deps)),
             ("wishlist-sale-fanout", run_sale_fanout(self.deps)),

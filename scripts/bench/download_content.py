@@ -1,6 +1,6 @@
 """Bench cases: published content (SPEC §10), each a ratio against a baseline measured in the same run.
 
-publish      chunk + hash + compress (server/downloads/builds.py, one worker thread: per core) vs
+publish      chunk + hash + compress (content_store/builds.py, one worker thread: per core) vs
              hashlib.sha256 + zstd at the same level over the same bytes in 1 MiB blocks, CPU seconds;
              goal >= 0.8. The build is half text-like (compressible) and half random (like packed
              assets), BENCH_PUBLISH_MIB MiB (128). The wall throughput on every core is printed too.
@@ -29,12 +29,12 @@ import grpc
 import psycopg
 import zstandard
 
+from content_store.builds import scan
+from content_store.chunking import ZSTD_LEVEL, cut
 from download.v1 import download_service_pb2 as pb
 from download.v1 import download_service_pb2_grpc
 from library.v1 import library_service_pb2, library_service_pb2_grpc
 from scripts.bench import fixtures
-from server.downloads.builds import scan
-from server.downloads.chunking import ZSTD_LEVEL, cut
 
 GOAL_PUBLISH = 0.8
 GOAL_VS_SQL = 3.0

@@ -1,10 +1,11 @@
 """A build on local disk, prepared for publishing: every file cut with the store's FastCDC parameters, every
 chunk hashed and compressed, every file hashed, in parallel across cores.
 
-Shared by the `publish` CLI (client/sdk/publishing.py) and PublishProductVersion (publishing.py), so both
-cut, name and compress exactly alike. hashlib, zstandard and pyfastcdc release the GIL on large buffers,
-so a thread pool scales across cores without copying the bytes to other processes. Compressed chunks
-are kept in memory up to a budget; beyond it they are compressed again when uploaded.
+Shared by the `publish` CLI (client/sdk/publishing.py) and PublishProductVersion
+(server/downloads/publishing.py), so both cut, name and compress exactly alike. hashlib, zstandard and
+pyfastcdc release the GIL on large buffers, so a thread pool scales across cores without copying the bytes
+to other processes. Compressed chunks are kept in memory up to a budget; beyond it they are compressed
+again when uploaded.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.downloads.chunking import ChunkRef, FileEntry, chunk_id, compress, cut, path_problem
+from content_store.chunking import ChunkRef, FileEntry, chunk_id, compress, cut, path_problem
 
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 
