@@ -14,11 +14,11 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from content_store.chunking import SHA256_HEX, path_problem
 from download.v1 import download_service_pb2 as pb
 from server.core.errors import NotFound
 from server.core.validation import Validator
 from server.downloads import content_repository as repo
-from server.downloads.chunking import SHA256_HEX, path_problem
 from server.downloads.content_tables import ProductVersion, TransferTotals
 
 DEFAULT_BRANCH = "public"

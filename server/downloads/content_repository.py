@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.downloads.chunking import FileEntry
+from content_store.chunking import FileEntry
 from server.downloads.content_tables import (
     STATE_COMMITTED,
     FileChunk,
