@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, or_, select, text
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,6 +44,26 @@ class SaveRepository:
         return await self.session.scalar(
             _GET_LOCKED if lock else _GET, {"savegame_id": savegame_id, "user_id": user_id}
         )
+
+    async def locked_with_head(
+        self, user_id: uuid.UUID, savegame_id: uuid.UUID, product_id: uuid.UUID, slot_name: str
+    ) -> tuple[SaveGameRow | None, SaveGameRow | None]:
+        """`get(lock=True)` and `head` of the slot the save game was reserved for (a pending row keeps its
+        slot for good), in one statement. The head row is locked too: harmless, as every writer of the
+        slot holds the owner lock anyway."""
+        row = head = None
+        params = {
+            "savegame_id": savegame_id,
+            "user_id": user_id,
+            "product_id": product_id,
+            "slot_name": slot_name,
+        }
+        for found, is_head in await self.session.execute(_LOCKED_WITH_HEAD, params):
+            if found.id == savegame_id:
+                row = found
+            if is_head:
+                head = found
+        return row, head
 
     async def head(self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str) -> SaveGameRow | None:
         return await self.session.scalar(
@@ -180,6 +200,15 @@ _SLOT = (
     S.slot_name == bindparam("slot_name"),
 )
 _HEAD = select(S).where(*_SLOT, S.status == COMMITTED).order_by(S.version_number.desc()).limit(1)
+_HEAD_ID = (
+    select(S.id).where(*_SLOT, S.status == COMMITTED).order_by(S.version_number.desc()).limit(1)
+).scalar_subquery()
+_LOCKED_WITH_HEAD = (
+    select(S, (S.id == _HEAD_ID).label("is_head"))
+    .where(or_(and_(S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id")), S.id == _HEAD_ID))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 _HELD_NOW = _held(bindparam("now", type_=S.reserved_until.type))
 _USAGE = (
     select(

@@ -317,7 +317,7 @@ class CloudSaves:
         conflict candidate (then raises ConflictResolutionRequired after the commit).
 
         One transaction: the row is read, the store asked (holding no lock yet), then the owner and row
-        locks are taken and the row re-read before anything is decided."""
+        locks are taken and the row re-read, with its slot's head, before anything is decided."""
         conflict: tuple[SaveGame, SaveGame] | None = None
         async with self._deps.uow() as uow:
             repo = SaveRepository(uow.session)
@@ -333,7 +333,7 @@ class CloudSaves:
                 and stored.sha256_hex == row.file_hash_sha256
             )
             await repo.lock_owner(user_id, row.product_id)
-            row = await repo.get(user_id, savegame_id, lock=True)
+            row, head = await repo.locked_with_head(user_id, savegame_id, row.product_id, row.slot_name)
             now = self._deps.clock()
             if row is not None and row.status != PENDING:
                 return await self._settled(repo, row)
@@ -349,17 +349,16 @@ class CloudSaves:
                     "the stored object is missing or its size or SHA-256 differs; upload the file again",
                     metadata={"savegameId": str(savegame_id)},
                 )
-            result, conflict = await self._place(uow, repo, row, now)
+            result, conflict = await self._place(uow, repo, row, head, now)
             await uow.commit()
         if conflict is not None:
             raise ConflictResolutionRequired(*conflict)
         return result
 
     async def _place(
-        self, uow: UnitOfWork, repo: SaveRepository, row: SaveGameRow, now: datetime
+        self, uow: UnitOfWork, repo: SaveRepository, row: SaveGameRow, head: SaveGameRow | None, now: datetime
     ) -> tuple[Confirmation, tuple[SaveGame, SaveGame] | None]:
         """A verified upload: the new head, discarded by a policy, or a conflict candidate."""
-        head = await repo.head(row.user_id, row.product_id, row.slot_name)
         if head is None or row.base_version == head.version_number:
             await self._make_head(uow, repo, row, head, now)
             return Confirmation(view(row), True, False, view(row)), None
