@@ -28,6 +28,17 @@ class Usage:
     head_versions: dict[str, int]  # slot → its head's version number
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    product_id: uuid.UUID
+    slot_name: str
+    status: str
+    reserved_until: datetime
+    s3_object_key: str
+    file_size_bytes: int
+    file_hash_sha256: str
+
+
 class SaveRepository:
     def __init__(self, session: AsyncSession):
         self.session = session
@@ -44,6 +55,19 @@ class SaveRepository:
         return await self.session.scalar(
             _GET_LOCKED if lock else _GET, {"savegame_id": savegame_id, "user_id": user_id}
         )
+
+    async def upload(self, user_id: uuid.UUID, savegame_id: uuid.UUID) -> Upload | None:
+        """What a confirm checks before it takes any lock: the caller's save game, read lightly (no ORM
+        row); another user's is None, exactly like an absent one."""
+        found = (
+            await self.session.execute(_UPLOAD, {"savegame_id": savegame_id, "user_id": user_id})
+        ).first()
+        return None if found is None else Upload(*found)
+
+    async def insert(self, **values) -> None:
+        """Inserts a save game row from its column values (no ORM object: the upload URL's reservation is
+        written and never read back in its transaction)."""
+        await self.session.execute(_INSERT, values)
 
     async def locked_with_head(
         self, user_id: uuid.UUID, savegame_id: uuid.UUID, product_id: uuid.UUID, slot_name: str
@@ -192,6 +216,10 @@ _LOCK_OWNER = text(
     "INSERT INTO savegame_owners (user_id, product_id) VALUES (:user_id, :product_id)"
     " ON CONFLICT (user_id, product_id) DO UPDATE SET user_id = excluded.user_id"
 )
+_UPLOAD = select(*(getattr(S, name) for name in Upload.__dataclass_fields__)).where(
+    S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id")
+)
+_INSERT = insert(S.__table__)
 _GET = select(S).where(S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id"))
 _GET_LOCKED = _GET.with_for_update().execution_options(populate_existing=True)
 _SLOT = (

@@ -267,26 +267,24 @@ class CloudSaves:
                 sha256_hex=request.file_hash_sha256,
                 expires_in=self._upload_expiry,
             )
-            repo.add(
-                SaveGameRow(
-                    id=savegame_id,
-                    user_id=user_id,
-                    product_id=request.product_id,
-                    slot_name=request.slot_name,
-                    status=PENDING,
-                    base_version=request.base_version,
-                    file_size_bytes=request.file_size_bytes,
-                    file_hash_sha256=request.file_hash_sha256,
-                    s3_object_key=object_key,
-                    client_modified_at=request.client_modified_at,
-                    device_id=request.device_id,
-                    playtime_seconds=request.playtime_seconds,
-                    progress_percentage=request.progress_percentage,
-                    description=request.description,
-                    conflict_policy=request.conflict_policy,
-                    reserved_until=upload.expires_at + self._grace,
-                    updated_at=now,
-                )
+            await repo.insert(
+                id=savegame_id,
+                user_id=user_id,
+                product_id=request.product_id,
+                slot_name=request.slot_name,
+                status=PENDING,
+                base_version=request.base_version,
+                file_size_bytes=request.file_size_bytes,
+                file_hash_sha256=request.file_hash_sha256,
+                s3_object_key=object_key,
+                client_modified_at=request.client_modified_at,
+                device_id=request.device_id,
+                playtime_seconds=request.playtime_seconds,
+                progress_percentage=request.progress_percentage,
+                description=request.description,
+                conflict_policy=request.conflict_policy,
+                reserved_until=upload.expires_at + self._grace,
+                updated_at=now,
             )
             await replay.remember(uow, key, Reservation(savegame_id))
             await uow.commit()
@@ -321,19 +319,23 @@ class CloudSaves:
         conflict: tuple[SaveGame, SaveGame] | None = None
         async with self._deps.uow() as uow:
             repo = SaveRepository(uow.session)
-            row = await repo.get(user_id, savegame_id)
-            if row is not None and row.status != PENDING:
+            upload = await repo.upload(user_id, savegame_id)
+            if (
+                upload is not None
+                and upload.status != PENDING
+                and (row := await repo.get(user_id, savegame_id))
+            ):
                 return await self._settled(repo, row)
-            if row is None or row.reserved_until <= self._deps.clock():
+            if upload is None or upload.status != PENDING or upload.reserved_until <= self._deps.clock():
                 raise savegame_not_found("no such upload, or its reservation expired")
-            stored = await self._store.head(row.s3_object_key)
+            stored = await self._store.head(upload.s3_object_key)
             intact = (
                 stored is not None
-                and stored.size == row.file_size_bytes
-                and stored.sha256_hex == row.file_hash_sha256
+                and stored.size == upload.file_size_bytes
+                and stored.sha256_hex == upload.file_hash_sha256
             )
-            await repo.lock_owner(user_id, row.product_id)
-            row, head = await repo.locked_with_head(user_id, savegame_id, row.product_id, row.slot_name)
+            await repo.lock_owner(user_id, upload.product_id)
+            row, head = await repo.locked_with_head(user_id, savegame_id, upload.product_id, upload.slot_name)
             now = self._deps.clock()
             if row is not None and row.status != PENDING:
                 return await self._settled(repo, row)
