@@ -45,7 +45,7 @@ BENCH_WS_EDGES, 2).
 The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
 BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
 comma-separated mix (default: everything). Their knobs: BENCH_DB_DURATION (5), BENCH_DB_WARMUP (1),
-BENCH_DB_ROUNDS (3), BENCH_DB_CLIENTS (8), BENCH_DB_ECHO_PORT (50073).
+BENCH_DB_ROUNDS (3), BENCH_DB_CLIENTS (8), BENCH_DB_ECHO_PORT (50073), BENCH_DB_PROFILE (py-spy output dir).
 """
 
 from __future__ import annotations

@@ -74,13 +74,18 @@ class Settings:
     otel_service_name: str = "library-service"
     # The outbox relay (server/core/events/relay.py): idle poll period, rows per batch, refusals of one row
     # before it is dead-lettered, the first hold of a partition after a refusal (doubled per attempt), how
-    # often partition ownership is rebalanced, and how long one send may take (Kafka delivery, Redis).
+    # often partition leases are renewed and rebalanced, how long a lease lasts unrenewed (a hung relay's
+    # partitions are taken over after it; keep it above the send timeout, so a slow send is not a hang), and
+    # how long one send may take (Kafka delivery, Redis).
     outbox_poll_seconds: float = 0.5
     outbox_batch_size: int = 200
     outbox_max_attempts: int = 5
     outbox_retry_backoff_seconds: float = 0.5
     outbox_rebalance_seconds: float = 2.0
+    outbox_lease_seconds: float = 15.0
     outbox_send_timeout_seconds: float = 10.0
+    # How often the dead-letter gauges are recounted without a change announced (each change recounts).
+    dead_letter_gauges_refresh_seconds: float = 60.0
     notification_stream_maxlen: int = 1000
     # A user's notification stream expires this long after the last notification added to it.
     notification_stream_ttl_seconds: int = 7 * 24 * 3600

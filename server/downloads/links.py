@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from content_store.chunking import object_key
 from server.core.s3 import ObjectStore
-from server.downloads.chunking import object_key
 from server.downloads.content_repository import ChunkRow
 
 

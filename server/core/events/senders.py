@@ -58,15 +58,18 @@ class KafkaSender:
 
 
 # Adds a notification to the user's stream unless this notification id was added before, and (re)sets the
-# stream's expiry: the stream of a user who gets no notification for that long goes away.
+# stream's expiry: the stream of a user who gets no notification for that long goes away. The id is recorded
+# only once the XADD succeeded: an XADD Redis refuses (WRONGTYPE) stops the script before, so the row can be
+# sent again (a replayed dead letter) instead of being taken for added.
 _XADD_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[4])) then
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', tonumber(ARGV[3]), '*',
-                        'type', ARGV[1], 'payload', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-  return id
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return false
 end
-return false
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', tonumber(ARGV[3]), '*',
+                      'type', ARGV[1], 'payload', ARGV[2])
+redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[4]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+return id
 """
 _DEDUPE_TTL_SECONDS = 7 * 24 * 3600
 # Redis answers that say the server is not able to take writes now, not that the row is wrong.
