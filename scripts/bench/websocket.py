@@ -19,7 +19,8 @@ and the publisher (`python -m scripts.bench.ws_publisher`). It reports:
   close     every socket dropped at once (RST): time until the relay's connection count and its users'
             slots are back to zero (goal: both zero)
 
-BENCH_WS_PROFILE=relay.svg (.json for speedscope, .txt for collapsed stacks) records the relay with py-spy while it publishes.
+BENCH_WS_PROFILE=relay.svg (.json for speedscope, .txt for collapsed stacks) records the relay with py-spy
+while it publishes. BENCH_WS_EDGES=0 connects the swarm to the relay directly.
 """
 
 from __future__ import annotations
