@@ -6,8 +6,9 @@ All state lives in Redis, so any gateway instance can serve any user:
   the reads of many connections in one pipeline (CoalescedRanges): no connection holds a Redis connection
   while it waits.
 - Redis keyspace notifications (`notify-keyspace-events` with K and t) announce every XADD on
-  `__keyspace@<db>__:notifications:{<user>}`; each gateway process has one subscriber for them
-  (gateway.hub), which tells the user's connections to read.
+  `__keyspace@<db>__:notifications:{<user>}`; each gateway process has one subscriber for them (one per
+  master of a Redis Cluster: notifications are node-local) (gateway.hub), which tells the user's
+  connections to read.
 - `notifications:{<user>}:connections` is a sorted set of the user's open connections (member = connection
   id, score = expiry in Redis server milliseconds). Instances refresh their members while connected, so a
   crashed instance's connections stop counting after CONNECTION_TTL_MS.
@@ -20,11 +21,12 @@ import itertools
 import logging
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.protocol import StreamId, format_stream_id, parse_stream_id
 from server.core.config import ConfigurationError
+from server.core.redis import RedisClient, config_get, config_set, primaries, queue_script
 from server.core.uow import notification_stream
 
 log = logging.getLogger(__name__)
@@ -87,23 +89,29 @@ def keyspace_pattern(db: int) -> str:
     return keyspace_prefix(db) + "*}"
 
 
-async def ensure_keyspace_events(redis: Redis) -> None:
-    """Turns on the keyspace notifications the hub relies on (keeping flags others set); refuses to start
-    when Redis does not allow CONFIG and they are off (managed Redis: set them in its parameter group)."""
+async def ensure_keyspace_events(redis: RedisClient) -> None:
+    """Turns on the keyspace notifications the hub relies on (keeping flags others set), on every master
+    of a cluster (they are node-local); refuses to start when Redis does not allow CONFIG and they are off
+    (managed Redis: set them in its parameter group)."""
+    for node in await primaries(redis):
+        await _ensure_keyspace_events_on(redis, node)
+
+
+async def _ensure_keyspace_events_on(redis: RedisClient, node: RedisClient | ClusterNode) -> None:
+    name = "notify-keyspace-events"
     try:
-        current = (await redis.config_get("notify-keyspace-events")).get("notify-keyspace-events", "")
+        current = await config_get(redis, node, name)
     except ResponseError as exc:
         raise ConfigurationError(
             f"cannot read notify-keyspace-events ({exc}); configure Redis with "
             f"notify-keyspace-events containing {KEYSPACE_FLAGS!r}"
         ) from None
-    current = current.decode() if isinstance(current, bytes) else current
     # A (all classes) includes t; K must be there in any case.
     if "K" in current and ("t" in current or "A" in current):
         return
     wanted = current + "".join(flag for flag in KEYSPACE_FLAGS if flag not in current)
     try:
-        await redis.config_set("notify-keyspace-events", wanted)
+        await config_set(redis, node, name, wanted)
     except RedisError as exc:
         raise ConfigurationError(
             f"Redis has notify-keyspace-events={current!r} and refused to add {KEYSPACE_FLAGS!r} ({exc})"
@@ -174,7 +182,7 @@ class CoalescedRanges:
 
 
 class NotificationStreams:
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: RedisClient):
         self._redis = redis
         self._ranges = CoalescedRanges(redis)
         self._acquire = redis.register_script(_ACQUIRE)
@@ -211,9 +219,8 @@ class NotificationStreams:
         for start in range(0, len(slots), REFRESH_BATCH):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for user_id, connection_id in slots[start : start + REFRESH_BATCH]:
-                    await self._refresh(
-                        keys=[connections_key(user_id)], args=[connection_id, CONNECTION_TTL_MS], client=pipe
-                    )
+                    key = connections_key(user_id)
+                    queue_script(pipe, self._refresh, keys=[key], args=[connection_id, CONNECTION_TTL_MS])
                 await pipe.execute()
 
     async def release_slots(self, slots: Sequence[tuple[str, str]]) -> None:
