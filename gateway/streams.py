@@ -125,7 +125,7 @@ class CoalescedRanges:
     checkout, a timeout wrapper and a round trip (about 200 µs of the relay's CPU, most of a delivery);
     in a pipeline it costs a few µs. Each caller gets a future of its own, so none can cancel another's."""
 
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: RedisClient):
         self._redis = redis
         self._queued: dict[tuple[str, str, str], list[asyncio.Future]] = {}
         self._in_flight: set[asyncio.Task] = set()
