@@ -12,6 +12,7 @@ import uvloop
 from prometheus_client import start_http_server
 
 from gateway.app import Gateway
+from gateway.heap import HeapKeeper
 from server.core.auth import TokenVerifier
 from server.core.config import ConfigurationError, Settings
 from server.core.logs import configure_logging
@@ -49,9 +50,12 @@ async def main() -> None:
     if settings.ws_metrics_port:
         start_http_server(settings.ws_metrics_port, addr=settings.ws_host)
     await gateway.start()
+    heap = HeapKeeper()  # this process only (not the tests' in-process relays): gc.freeze is process-wide
+    heap.start()
     try:
         await stop.wait()
     finally:
+        await heap.stop()
         await gateway.stop(settings.shutdown_grace_seconds)
         await redis.aclose()
 
