@@ -101,6 +101,25 @@ ERRORS = {
 }
 
 
+# Rules across fields that buf.validate's standard rules cannot state; the server checks them in the
+# servicer (named beside each). A schema states them as alternatives, so that a generated client, or a fuzzer
+# that fills every optional property, still makes only requests the server accepts.
+CROSS_FIELD_SCHEMAS = {
+    # server/cloud_saves/servicer.py: new_slot_name is required with KEEP_BOTH and must be empty otherwise.
+    "library.v1.ResolveSaveGameConflictRequest": {
+        "oneOf": [
+            {"properties": {"resolution": {"enum": ["KEEP_BOTH"]}}, "required": ["newSlotName"]},
+            {
+                "properties": {
+                    "resolution": {"enum": ["KEEP_CLOUD", "KEEP_LOCAL"]},
+                    "newSlotName": {"maxLength": 0},
+                }
+            },
+        ]
+    },
+}
+
+
 def _doc(text: str) -> str:
     lines = [line.removeprefix(" ").rstrip() for line in text.splitlines()]
     return "\n".join(lines).strip()
@@ -304,7 +323,7 @@ class Generator:
             schema["required"] = required
         if self.docs.get(name):
             schema["description"] = self.docs[name]
-        return schema
+        return schema | CROSS_FIELD_SCHEMAS.get(name.lstrip("."), {})
 
     # ------------------------------------------------------------------ operations
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import start_http_server
@@ -38,15 +39,16 @@ from server.cloud_saves.servicer import CloudSaveServiceServicer
 from server.cloud_saves.sweeper import SaveSweeper
 from server.core import tracing
 from server.core.auth import TokenVerifier
-from server.core.call_pipeline import CallPipeline
+from server.core.call_pipeline import CallPipeline, PipelineInterceptor
 from server.core.config import Settings
 from server.core.db import DbTimeouts, create_engine, create_pool, create_sessionmaker
 from server.core.deps import Deps
+from server.core.events.dead_letters import DeadLetterGauges
 from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
 from server.core.rate_limit import RateLimiter, parse_limits
-from server.core.redis import create_redis
+from server.core.redis import redis_from_settings
 from server.core.retention import RetentionJob, event_retention_rules
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
@@ -85,11 +87,7 @@ class Application:
         db_timeouts = DbTimeouts.from_settings(settings)
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size, timeouts=db_timeouts)
         sessions = create_sessionmaker(engine)
-        redis = create_redis(
-            settings.redis_url,
-            max_connections=settings.redis_pool_size,
-            timeout=settings.redis_timeout_seconds,
-        )
+        redis = redis_from_settings(settings)
         relay = OutboxRelay.from_settings(settings, redis)
         pool = create_pool(settings.database_url, size=settings.db_pool_size, timeouts=db_timeouts)
         uow = UnitOfWorkFactory(sessions, settings.event_source, relay.wake, pool)
@@ -99,7 +97,7 @@ class Application:
         verifier = TokenVerifier.from_settings(settings)
         return cls(settings, engine, pool, redis, relay, deps, verifier, limiter)
 
-    def _register_services(self, methods: MethodTable) -> None:
+    def _register_services(self, methods: MethodTable) -> list[ServiceDescriptor]:
         """Every v1 service. A capability not built yet keeps its generated base servicer, whose methods
         answer UNIMPLEMENTED."""
         registrations = [
@@ -140,11 +138,13 @@ class Application:
                 DownloadServiceServicer(self.deps),
             ),
         ]
-        pipeline = CallPipeline(self.verifier, self.limiter)
+        services = []
         for pb2_module, name, add, servicer in registrations:
             service = pb2_module.DESCRIPTOR.services_by_name[name]
-            add(pipeline.wrap_servicer(servicer, service), methods)
+            add(servicer, methods)
+            services.append(service)
             self.service_names.append(service.full_name)
+        return services
 
     def _workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """Background workers of this process: the outbox relay, consumers, reapers."""
@@ -160,6 +160,14 @@ class Application:
         )
         return [
             ("outbox-relay", self.relay.run()),
+            (
+                "dead-letter-gauges",
+                DeadLetterGauges(
+                    settings.database_url,
+                    DbTimeouts.from_settings(settings),
+                    refresh_seconds=settings.dead_letter_gauges_refresh_seconds,
+                ).run(),
+            ),
             *((consumer.name, consumer.run()) for consumer in library_consumers(self.deps)),
             *((consumer.name, consumer.run()) for consumer in family_consumers(self.deps)),
             ("wishlist-sale-fanout", run_sale_fanout(self.deps)),
@@ -178,11 +186,12 @@ class Application:
     async def start(self) -> None:
         settings = self.settings
         await self.deps.store.open()
+        methods = MethodTable()
+        services = self._register_services(methods)
         server = grpc.aio.server(
+            interceptors=[PipelineInterceptor(CallPipeline(self.verifier, self.limiter), methods, services)],
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
         )
-        methods = MethodTable()
-        self._register_services(methods)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, methods)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from client.cli.common import command, connect, error, mib, print_json
 from client.sdk.publishing import PublishReport, UploadError, publish
-from server.downloads.builds import BuildError, list_files
+from content_store.builds import BuildError, list_files
 
 
 def register(groups: argparse._SubParsersAction) -> None:

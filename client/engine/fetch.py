@@ -16,7 +16,7 @@ import httpx
 
 from client.engine.plan import ChunkJob
 from client.engine.throttle import Gate, Throttle
-from server.downloads.chunking import ChunkContentError, decompress_chunk
+from content_store.chunking import ChunkContentError, decompress_chunk
 
 ATTEMPTS = 6
 LINK_REFRESHES = 3

@@ -1,5 +1,5 @@
 """Publishing a build (what the `publish` CLI runs): prepare the directory locally (cut, hash, compress in
-parallel; server/downloads/builds.py, the store's own rules), BeginVersionUpload, PUT only the chunks the
+parallel; content_store/builds.py, the store's own rules), BeginVersionUpload, PUT only the chunks the
 store lacks through their presigned links (bounded concurrency, retries), CommitVersionUpload.
 
 Interrupted and run again, Begin resumes the same version and lists only what is still missing.
@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 
 from client.sdk.connection import Connection
+from content_store.builds import Build, scan
 from download.v1 import download_service_pb2 as pb
 from download.v1 import download_service_pb2_grpc
-from server.downloads.builds import Build, scan
 
 UPLOAD_CONCURRENCY = 8
 UPLOAD_ATTEMPTS = 5

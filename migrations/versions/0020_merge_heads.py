@@ -6,7 +6,12 @@ Create Date: 2026-12-01
 """
 
 revision = "0020_merge_heads"
-down_revision = ("0016_family_sharing", "0017_library_extras", "0018_outbox_partitions", "0019_playtime_scale")
+down_revision = (
+    "0016_family_sharing",
+    "0017_library_extras",
+    "0018_outbox_partitions",
+    "0019_playtime_scale",
+)
 branch_labels = None
 depends_on = None
 

@@ -32,6 +32,7 @@ import datetime as dt
 import os
 import pickle
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -168,6 +169,9 @@ class DbConfig:
     rounds: int = int(os.environ.get("BENCH_DB_ROUNDS", 3))
     write_clients: int = int(os.environ.get("BENCH_DB_CLIENTS", 8))
     echo_port: int = int(os.environ.get("BENCH_DB_ECHO_PORT", 50073))
+    # a directory: py-spy records the service under each case's load into it (its CPU figures then carry
+    # the sampler's cost: profile and measure in separate runs)
+    profile: str = os.environ.get("BENCH_DB_PROFILE", "")
 
 
 # ---------------------------------------------------------------------------------------------- calls
@@ -382,6 +386,7 @@ class DbBench:
             bodies.append(path)
             logs.append(self.work / f"db-{case.name}-{i}.h2load.log")
         common = dict(duration=cfg.duration, warmup=cfg.warmup, target=f"{target} {case.name}")
+        profiler = self._profile(case, process) if metrics_port and cfg.profile else None
         if not case.per_client:
             result = loadgen.h2load(
                 urls,
@@ -417,6 +422,8 @@ class DbBench:
                     raise part
             result = _merge(case.name, parts, logs)  # type: ignore[arg-type]
         result.cpu = meter.report(result.requests)
+        if profiler is not None:
+            profiler.wait()
         for log in logs:
             log.unlink(missing_ok=True)
         if metrics_port:
@@ -430,6 +437,31 @@ class DbBench:
             bad = fixtures.unexpected_calls(total, "OK", result)
             result.bad_grpc_status = bad if total else result.requests
         return result
+
+    def _profile(self, case: DbCase, process: str) -> subprocess.Popen:
+        """py-spy (collapsed stacks of the busy threads) on `process` for the length of one load."""
+        out = Path(self.cfg.profile)
+        out.mkdir(parents=True, exist_ok=True)
+        rounds = len(self.results[case.name]["service"].rounds)
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--nonblocking",  # Python frames only, sampled without stopping the process
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--duration",
+                str(round(self.cfg.duration + self.cfg.warmup)),
+                "--pid",
+                str(self.bench.procs.pid(process)),
+                "--output",
+                str(out / f"{case.name}-{rounds + 1}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def run(self) -> dict:
         bench, cfg = self.bench, self.cfg

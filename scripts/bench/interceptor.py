@@ -1,14 +1,15 @@
-"""Bench case: the call pipeline as a grpc.aio server interceptor vs as today's registration-time wrapper
-(CallPipeline.wrap_servicer), side by side on the measured RPC (the heartbeat).
+"""Bench case: the call pipeline as the service applies it, a grpc.aio server interceptor
+(server/core/call_pipeline.PipelineInterceptor), vs wrapping each servicer method at registration, side by
+side on the measured RPC (the heartbeat).
 
 The design card names `grpc-interceptor`'s AsyncServerInterceptor; that is a thin layer over
-grpc.aio.ServerInterceptor, used here directly (no extra dependency). `python -m scripts.bench.interceptor`
-runs the same Application as `python -m server`, except that the servicers are registered unwrapped and
-one interceptor applies the same pipeline (auth, rate limits, tracing, error mapping, metrics, access log)
-to every v1 call. The interceptor builds each method's wrapped handler once and reuses it, so the
-difference measured is what grpc.aio's interceptor machinery costs per call, not extra pipeline work.
+grpc.aio.ServerInterceptor, which the service uses directly (no extra dependency). The interceptor builds
+each method's wrapped handler once and looks it up per call, so the difference measured is what grpc.aio's
+interceptor machinery costs per call, not extra pipeline work. `python -m scripts.bench.interceptor` runs
+the same Application as `python -m server`, except that the same wrapped handlers are registered in place
+of the servicers' and the server has no interceptor.
 
-Two processes (wrapper: `python -m server`; interceptor: this module), WORKERS_ENABLED=0, then
+Two processes (interceptor: `python -m server`; wrapper: this module), WORKERS_ENABLED=0, then
 BENCH_INTERCEPTOR_ROUNDS rounds (3) of h2load on each, back to back; the ratio is the median of the
 within-round ratios interceptor / wrapper (req/s), with the server CPU per call of each.
 """
@@ -19,69 +20,38 @@ import os
 import signal
 import statistics
 import sys
-import types
 
 import grpc
-from google.protobuf import descriptor_pool
 
 from scripts.bench import fixtures, loadgen
 from scripts.bench.procs import pick_port
 
-_PIPELINED = ("/library.v1.", "/download.v1.")
-
-
-class PipelineInterceptor(grpc.aio.ServerInterceptor):
-    """The call pipeline around every v1 call, applied per call by grpc.aio's interceptor chain."""
-
-    def __init__(self, pipeline) -> None:
-        self._pipeline = pipeline
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or not method.startswith(_PIPELINED):
-            return handler  # health, reflection (streaming), unknown methods: as registered
-        descriptor = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self._pipeline.wrap(method, handler.unary_unary, descriptor.input_type),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._handlers[method] = wrapped
-        return wrapped
-
 
 def serve() -> None:
-    """`python -m server`, with the pipeline moved from registration into an interceptor."""
+    """`python -m server`, with the pipeline's handlers registered in place of the servicers' methods."""
     import uvloop
 
     import server.app as app_module
-    from server.core.call_pipeline import CallPipeline
     from server.core.config import Settings
     from server.core.logs import configure_logging
 
+    def wrap_at_registration(pipeline, methods, services):
+        """Stands in for PipelineInterceptor: replaces the registered handlers, adds no interceptor."""
+        for service in services:
+            wrapped = {}
+            for method in service.methods:
+                path = f"/{service.full_name}/{method.name}"
+                wrapped[method.name] = pipeline.wrap_handler(path, methods.handler(path), method.input_type)
+            methods.add_registered_method_handlers(service.full_name, wrapped)
+
+    make_server = grpc.aio.server
+    app_module.PipelineInterceptor = wrap_at_registration
+    app_module.grpc.aio.server = lambda interceptors=(), **kw: make_server(
+        interceptors=[i for i in interceptors if i is not None], **kw
+    )
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     app = app_module.Application.build(settings)
-    pipeline = CallPipeline(app.verifier, app.limiter)
-
-    class Unwrapped:
-        """Stands in for CallPipeline at registration: the servicer's own methods, not wrapped."""
-
-        def __init__(self, *args) -> None:
-            pass
-
-        def wrap_servicer(self, servicer, service):
-            methods = {m.name: getattr(servicer, m.name) for m in service.methods}
-            return types.SimpleNamespace(**methods)
-
-    make_server = grpc.aio.server
-    app_module.CallPipeline = Unwrapped
-    app_module.grpc.aio.server = lambda **kw: make_server(interceptors=[PipelineInterceptor(pipeline)], **kw)
 
     async def main() -> None:
         import asyncio
@@ -116,7 +86,7 @@ def run(bench) -> dict:
             "METRICS_PORT": str(metrics_port),
             "WORKERS_ENABLED": "0",
         }
-        module = "server" if name == "wrapper" else "scripts.bench.interceptor"
+        module = "server" if name == "interceptor" else "scripts.bench.interceptor"
         bench.procs.start(f"pipeline-{name}", [sys.executable, "-m", module], env)
         target = f"127.0.0.1:{grpc_port}"
         bench.procs.wait_ready(f"pipeline-{name}", lambda t=target: fixtures.wait_serving(t))

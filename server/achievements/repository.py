@@ -102,7 +102,7 @@ async def record_progress(
     return bool(unlocked)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StatusRow:
     definition: Definition
     progress: Progress

@@ -20,7 +20,7 @@ def normalised_max_progress(value: int) -> int:
     return max(value, 1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Definition:
     product_id: str
     api_name: str
@@ -33,7 +33,7 @@ class Definition:
     display_order: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Progress:
     """One user's stored state on one achievement (absent row = `Progress()`)."""
 
@@ -81,7 +81,7 @@ def unlock_rate(unlocked_users: int, owners: int) -> float:
     return min(1.0, unlocked_users / owners)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Status:
     """The caller's view of one achievement, as the contract's AchievementStatus."""
 

@@ -11,28 +11,32 @@ from server.achievements import use_cases
 from server.achievements.rules import Definition, Status, normalised_max_progress
 from server.core.auth import current_user_id, require_service
 from server.core.deps import Deps
-from server.core.protoconv import timestamp
+from server.core.protoconv import add_all, timestamp
 from server.core.validation import Validator, page_size, parse_uuid
 
 MAX_PRODUCTS_PER_LISTING = 50
 
 
+def _status_fields(status: Status) -> dict:
+    return {
+        "product_id": status.product_id,
+        "achievement_api_name": status.api_name,
+        "display_name": status.display_name,
+        "description": status.description,
+        "hidden": status.hidden,
+        "icon_url": status.icon_url,
+        "icon_locked_url": status.icon_locked_url,
+        "progress": status.progress,
+        "max_progress": status.max_progress,
+        "progress_percentage": status.progress_percentage,
+        "is_unlocked": status.is_unlocked,
+        "unlocked_at": timestamp(status.unlocked_at),
+        "global_unlock_rate": status.global_unlock_rate,
+    }
+
+
 def _status_pb(status: Status) -> pb.AchievementStatus:
-    return pb.AchievementStatus(
-        product_id=status.product_id,
-        achievement_api_name=status.api_name,
-        display_name=status.display_name,
-        description=status.description,
-        hidden=status.hidden,
-        icon_url=status.icon_url,
-        icon_locked_url=status.icon_locked_url,
-        progress=status.progress,
-        max_progress=status.max_progress,
-        progress_percentage=status.progress_percentage,
-        is_unlocked=status.is_unlocked,
-        unlocked_at=timestamp(status.unlocked_at),
-        global_unlock_rate=status.global_unlock_rate,
-    )
+    return pb.AchievementStatus(**_status_fields(status))
 
 
 class AchievementServiceServicer(achievement_service_pb2_grpc.AchievementServiceServicer):
@@ -49,11 +53,11 @@ class AchievementServiceServicer(achievement_service_pb2_grpc.AchievementService
         page = await use_cases.list_statuses(
             self._deps, user_id, product_ids, page_size(request.page_size), request.page_token
         )
-        return pb.ListAchievementStatusesResponse(
-            achievement_statuses=[_status_pb(s) for s in page.statuses],
-            next_page_token=page.next_page_token,
-            total_size=page.total_size,
+        response = pb.ListAchievementStatusesResponse(
+            next_page_token=page.next_page_token, total_size=page.total_size
         )
+        add_all(response.achievement_statuses, page.statuses, _status_fields)
+        return response
 
     async def UpdateAchievementProgress(self, request: pb.UpdateAchievementProgressRequest, context):
         user_id = current_user_id()

@@ -161,10 +161,13 @@ async def _merge(
     if owned is None:
         owned = await owned_product_ids(db, user_id, product_ids)
     owners = await owner_counts(db, product_ids)
+    # by the definitions' product id text: a few products per call, many rows
+    owned_text = {str(p) for p in owned}
+    owners_text = {str(p): n for p, n in owners.items()}
     statuses = []
     for row in rows:
-        product_id = uuid.UUID(row.definition.product_id)
-        progress = row.progress if product_id in owned else Progress()
-        rate = unlock_rate(row.unlocked_count, owners.get(product_id, 0))
+        product_id = row.definition.product_id
+        progress = row.progress if product_id in owned_text else Progress()
+        rate = unlock_rate(row.unlocked_count, owners_text.get(product_id, 0))
         statuses.append(status_of(row.definition, progress, rate))
     return statuses

@@ -1,5 +1,8 @@
 """SQL of cloud saves. Every change to a user's saves of one product runs after `lock_owner`, so quota,
-version numbers and conflict detection are decided by one transaction at a time per (user, product)."""
+version numbers and conflict detection are decided by one transaction at a time per (user, product).
+
+The statements of the save sync (upload URL + confirm) are built once, with bound parameters: building
+and cache-keying an ORM statement per call cost more CPU than running it."""
 
 from __future__ import annotations
 
@@ -8,12 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.cloud_saves.rules import COMMITTED, CONFLICT, HELD, PENDING
-from server.cloud_saves.tables import ObjectDeletion, SaveGameOwner, SaveGameRow
+from server.cloud_saves.tables import ObjectDeletion, SaveGameRow
 
 S = SaveGameRow
 
@@ -25,35 +28,70 @@ class Usage:
     head_versions: dict[str, int]  # slot → its head's version number
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    product_id: uuid.UUID
+    slot_name: str
+    status: str
+    reserved_until: datetime
+    s3_object_key: str
+    file_size_bytes: int
+    file_hash_sha256: str
+
+
 class SaveRepository:
     def __init__(self, session: AsyncSession):
         self.session = session
 
     async def lock_owner(self, user_id: uuid.UUID, product_id: uuid.UUID) -> None:
         """Takes the (user, product) row lock, creating the row on first use, in one statement."""
-        stmt = insert(SaveGameOwner).values(user_id=user_id, product_id=product_id)
-        await self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[SaveGameOwner.user_id, SaveGameOwner.product_id],
-                set_={"user_id": stmt.excluded.user_id},
-            )
-        )
+        await self.session.execute(_LOCK_OWNER, {"user_id": user_id, "product_id": product_id})
 
     async def get(
         self, user_id: uuid.UUID, savegame_id: uuid.UUID, *, lock: bool = False
     ) -> SaveGameRow | None:
-        """The caller's save game; another user's is None, exactly like an absent one."""
-        query = select(S).where(S.id == savegame_id, S.user_id == user_id)
-        if lock:  # and refreshed: the session may hold an older read of the row
-            query = query.with_for_update().execution_options(populate_existing=True)
-        return await self.session.scalar(query)
+        """The caller's save game; another user's is None, exactly like an absent one. `lock`: FOR UPDATE,
+        and refreshed (the session may hold an older read of the row)."""
+        return await self.session.scalar(
+            _GET_LOCKED if lock else _GET, {"savegame_id": savegame_id, "user_id": user_id}
+        )
+
+    async def upload(self, user_id: uuid.UUID, savegame_id: uuid.UUID) -> Upload | None:
+        """What a confirm checks before it takes any lock: the caller's save game, read lightly (no ORM
+        row); another user's is None, exactly like an absent one."""
+        found = (
+            await self.session.execute(_UPLOAD, {"savegame_id": savegame_id, "user_id": user_id})
+        ).first()
+        return None if found is None else Upload(*found)
+
+    async def insert(self, **values) -> None:
+        """Inserts a save game row from its column values (no ORM object: the upload URL's reservation is
+        written and never read back in its transaction)."""
+        await self.session.execute(_INSERT, values)
+
+    async def locked_with_head(
+        self, user_id: uuid.UUID, savegame_id: uuid.UUID, product_id: uuid.UUID, slot_name: str
+    ) -> tuple[SaveGameRow | None, SaveGameRow | None]:
+        """`get(lock=True)` and `head` of the slot the save game was reserved for (a pending row keeps its
+        slot for good), in one statement. The head row is locked too: harmless, as every writer of the
+        slot holds the owner lock anyway."""
+        row = head = None
+        params = {
+            "savegame_id": savegame_id,
+            "user_id": user_id,
+            "product_id": product_id,
+            "slot_name": slot_name,
+        }
+        for found, is_head in await self.session.execute(_LOCKED_WITH_HEAD, params):
+            if found.id == savegame_id:
+                row = found
+            if is_head:
+                head = found
+        return row, head
 
     async def head(self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str) -> SaveGameRow | None:
         return await self.session.scalar(
-            select(S)
-            .where(*_slot(user_id, product_id, slot_name), S.status == COMMITTED)
-            .order_by(S.version_number.desc())
-            .limit(1)
+            _HEAD, {"user_id": user_id, "product_id": product_id, "slot_name": slot_name}
         )
 
     async def version(
@@ -85,17 +123,7 @@ class SaveRepository:
     async def usage(self, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime) -> Usage:
         """What the user holds in the product (retained versions, conflict candidates, unexpired
         reservations) and each slot's head version, in one query."""
-        held = _held(now)
-        rows = await self.session.execute(
-            select(
-                S.slot_name,
-                func.coalesce(func.sum(S.file_size_bytes).filter(held), 0),
-                func.count().filter(held),
-                func.max(S.version_number).filter(S.status == COMMITTED),
-            )
-            .where(S.user_id == user_id, S.product_id == product_id)
-            .group_by(S.slot_name)
-        )
+        rows = await self.session.execute(_USAGE, {"user_id": user_id, "product_id": product_id, "now": now})
         usage = Usage(0, set(), {})
         for name, total, count, head in rows:
             usage.used_bytes += int(total)
@@ -133,19 +161,19 @@ class SaveRepository:
     async def prune(
         self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str, *, below: int, now: datetime
     ) -> int:
-        """Deletes the slot's committed versions numbered below `below` and queues their objects."""
-        pruned = (
-            await self.session.execute(
-                delete(S)
-                .where(
-                    *_slot(user_id, product_id, slot_name), S.status == COMMITTED, S.version_number < below
-                )
-                .returning(S.s3_object_key, S.reserved_until)
-            )
-        ).all()
-        for key, reserved_until in pruned:
-            await self.queue_deletion(key, delete_after=max(now, reserved_until))
-        return len(pruned)
+        """Deletes the slot's committed versions numbered below `below` and queues their objects, in one
+        statement."""
+        result = await self.session.execute(
+            _PRUNE,
+            {
+                "user_id": user_id,
+                "product_id": product_id,
+                "slot_name": slot_name,
+                "below": below,
+                "now": now,
+            },
+        )
+        return result.rowcount
 
     async def expired_reservations(self, now: datetime, limit: int) -> Sequence[SaveGameRow]:
         """Pending rows past their reservation, locked; rows another transaction holds are skipped."""
@@ -178,7 +206,57 @@ def _slot(user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str):
     return S.user_id == user_id, S.product_id == product_id, S.slot_name == slot_name
 
 
-def _held(now: datetime):
+def _held(now):
     return or_(
         S.status.in_([s for s in HELD if s != PENDING]), (S.status == PENDING) & (S.reserved_until > now)
     )
+
+
+_LOCK_OWNER = text(
+    "INSERT INTO savegame_owners (user_id, product_id) VALUES (:user_id, :product_id)"
+    " ON CONFLICT (user_id, product_id) DO UPDATE SET user_id = excluded.user_id"
+)
+_UPLOAD = select(*(getattr(S, name) for name in Upload.__dataclass_fields__)).where(
+    S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id")
+)
+_INSERT = insert(S.__table__)
+_GET = select(S).where(S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id"))
+_GET_LOCKED = _GET.with_for_update().execution_options(populate_existing=True)
+_SLOT = (
+    S.user_id == bindparam("user_id"),
+    S.product_id == bindparam("product_id"),
+    S.slot_name == bindparam("slot_name"),
+)
+_HEAD = select(S).where(*_SLOT, S.status == COMMITTED).order_by(S.version_number.desc()).limit(1)
+_HEAD_ID = (
+    select(S.id).where(*_SLOT, S.status == COMMITTED).order_by(S.version_number.desc()).limit(1)
+).scalar_subquery()
+_LOCKED_WITH_HEAD = (
+    select(S, (S.id == _HEAD_ID).label("is_head"))
+    .where(or_(and_(S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id")), S.id == _HEAD_ID))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_HELD_NOW = _held(bindparam("now", type_=S.reserved_until.type))
+_USAGE = (
+    select(
+        S.slot_name,
+        func.coalesce(func.sum(S.file_size_bytes).filter(_HELD_NOW), 0),
+        func.count().filter(_HELD_NOW),
+        func.max(S.version_number).filter(S.status == COMMITTED),
+    )
+    .where(S.user_id == bindparam("user_id"), S.product_id == bindparam("product_id"))
+    .group_by(S.slot_name)
+)
+# The pruned rows' objects are queued in the same statement, each no earlier than its row's reservation
+# (the same rule as `queue_deletion`); rowcount is the number of rows pruned.
+_PRUNE = text(
+    "WITH pruned AS ("
+    " DELETE FROM savegames WHERE user_id = :user_id AND product_id = :product_id"
+    f" AND slot_name = :slot_name AND status = '{COMMITTED}' AND version_number < :below"
+    " RETURNING s3_object_key, greatest(CAST(:now AS timestamptz), reserved_until) AS delete_after)"
+    " INSERT INTO savegame_object_deletions (s3_object_key, delete_after)"
+    " SELECT s3_object_key, delete_after FROM pruned"
+    " ON CONFLICT (s3_object_key) DO UPDATE"
+    " SET delete_after = greatest(savegame_object_deletions.delete_after, excluded.delete_after)"
+)

@@ -40,6 +40,9 @@ class Settings:
     db_statement_timeout_seconds: float = 5.0
     db_lock_timeout_seconds: float = 3.0
     redis_url: str = "redis://127.0.0.1:16379/0"
+    # "single" (one Redis) or "cluster" (a Redis Cluster; REDIS_URL names any of its nodes): every client of
+    # the server and the relay (server/core/redis.py).
+    redis_mode: str = "single"
     redis_pool_size: int = 64
     # Longest wait for Redis (connect, a reply, a pooled connection), for every client of the server.
     redis_timeout_seconds: float = 2.0
@@ -74,13 +77,18 @@ class Settings:
     otel_service_name: str = "library-service"
     # The outbox relay (server/core/events/relay.py): idle poll period, rows per batch, refusals of one row
     # before it is dead-lettered, the first hold of a partition after a refusal (doubled per attempt), how
-    # often partition ownership is rebalanced, and how long one send may take (Kafka delivery, Redis).
+    # often partition leases are renewed and rebalanced, how long a lease lasts unrenewed (a hung relay's
+    # partitions are taken over after it; keep it above the send timeout, so a slow send is not a hang), and
+    # how long one send may take (Kafka delivery, Redis).
     outbox_poll_seconds: float = 0.5
     outbox_batch_size: int = 200
     outbox_max_attempts: int = 5
     outbox_retry_backoff_seconds: float = 0.5
     outbox_rebalance_seconds: float = 2.0
+    outbox_lease_seconds: float = 15.0
     outbox_send_timeout_seconds: float = 10.0
+    # How often the dead-letter gauges are recounted without a change announced (each change recounts).
+    dead_letter_gauges_refresh_seconds: float = 60.0
     notification_stream_maxlen: int = 1000
     # A user's notification stream expires this long after the last notification added to it.
     notification_stream_ttl_seconds: int = 7 * 24 * 3600

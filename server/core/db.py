@@ -123,8 +123,9 @@ class BoundedConnection(AsyncConnection):
     reply_bound: float = 6.0
 
     async def wait(self, gen, interval: float = 0.1, timeout: float | None = None):
-        if timeout is None:
-            timeout = context.time_left(self.reply_bound, margin=0.05)
+        if timeout is not None:  # a wait the caller bounded itself (`notifies`): no answer is expected
+            return await super().wait(gen, interval, timeout)
+        timeout = context.time_left(self.reply_bound, margin=0.05)
         try:
             return await super().wait(gen, interval, timeout)
         except _WaitTimeout:

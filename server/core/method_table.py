@@ -8,7 +8,7 @@ generated `add_*Servicer_to_server` functions register both ways; a `MethodTable
 in those calls and keeps only a path → handler dict, which the server consults as one generic handler: one
 dict lookup per call.
 
-It also makes request parsing total for the methods behind the call pipeline: grpc.aio answers a
+`tolerant` makes request parsing total for the methods behind the call pipeline: grpc.aio answers a
 deserializer's exception with UNKNOWN (and the parser's text), so those methods get a deserializer that
 returns `MALFORMED` instead, which the pipeline answers as INVALID_ARGUMENT VALIDATION_FAILED.
 """
@@ -21,11 +21,9 @@ import grpc
 
 # What a tolerant deserializer returns for bytes that do not parse as the method's request type.
 MALFORMED = object()
-# Set on a behavior that handles MALFORMED itself (the call pipeline's wrappers).
-HANDLES_MALFORMED = "handles_malformed_requests"
 
 
-def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
+def tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
     def parse_or_malformed(data: bytes) -> object:
         try:
             return parse(data)
@@ -44,11 +42,12 @@ class MethodTable(grpc.GenericRpcHandler):
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         return self._handlers.get(handler_call_details.method)
 
+    def handler(self, method: str) -> grpc.RpcMethodHandler:
+        """The handler registered for `/package.Service/Method`."""
+        return self._handlers[method]
+
     def add_registered_method_handlers(self, service: str, method_handlers: dict) -> None:
         for name, handler in method_handlers.items():
-            behavior = handler.unary_unary
-            if getattr(behavior, HANDLES_MALFORMED, False) and handler.request_deserializer is not None:
-                handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
             self._handlers[f"/{service}/{name}"] = handler
 
     def add_generic_rpc_handlers(self, handlers) -> None:

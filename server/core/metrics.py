@@ -93,6 +93,11 @@ OUTBOX_RELAY_FAILURES = Counter(
 OUTBOX_PARTITIONS_OWNED = Gauge(
     "outbox_partitions_owned", "Outbox partitions this process relays.", ["channel"]
 )
+OUTBOX_LEASES_LOST = Counter(
+    "outbox_leases_lost_total",
+    "Batches whose partition lease another relay had taken over before they were marked (left to it).",
+    ["channel"],
+)
 OUTBOX_DEAD_LETTERED = Counter(
     "outbox_dead_lettered_total",
     "Outbox rows moved to outbox_dead_letters after bounded attempts.",

@@ -2,8 +2,8 @@
 
 Each rule names a table, its time column and how long rows are kept; a pass deletes the expired rows of
 every rule in small batches, each its own short transaction (`FOR UPDATE SKIP LOCKED`, so several server
-processes prune side by side without waiting on each other or on the writers). The pass also refreshes the
-dead-letter gauges. `prune(now)` is one pass at a given time (tests pass a controlled clock).
+processes prune side by side without waiting on each other or on the writers). `prune(now)` is one pass at a
+given time (tests pass a controlled clock).
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ class RetentionJob:
         while True:
             try:
                 await self.prune(self._clock())
-                await self.count_dead_letters()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -87,15 +86,3 @@ class RetentionJob:
             metrics.RETENTION_PRUNED.labels(rule.table).inc(total)
             deleted[rule.table] = total
         return deleted
-
-    async def count_dead_letters(self) -> None:
-        async with self._uow.read() as db:
-            outbox = await db.all("SELECT channel, count(*) FROM outbox_dead_letters GROUP BY channel")
-            consumers = await db.all("SELECT consumer, count(*) FROM consumer_dead_letters GROUP BY consumer")
-        for gauge, counts in (
-            (metrics.OUTBOX_DEAD_LETTERS, outbox),
-            (metrics.CONSUMER_DEAD_LETTERS, consumers),
-        ):
-            gauge.clear()
-            for label, count in counts:
-                gauge.labels(label).set(count)

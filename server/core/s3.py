@@ -3,7 +3,13 @@
 What capabilities get from it: presigned PUTs bound to the bytes (object key, exact `Content-Length` and
 `x-amz-checksum-sha256`, so the store itself refuses any other body or length), presigned GETs, `get`
 of a whole small object, `head`
-with the SHA-256 the store computed (`ChecksumMode='ENABLED'`), copy, delete and listing.
+with the SHA-256 the store computed (`x-amz-checksum-mode: ENABLED`), copy, delete and listing.
+
+`head` is on every save confirm and chunk-publish check, so it skips botocore: a SigV4-signed HEAD (the
+same hand-made signature as the presigned URLs, server/core/s3_presign.py) over one pooled aiohttp
+session of the process. Through aiobotocore the same HEAD cost about 3.4 ms of CPU and 13 ms of wall time
+here (its request pipeline: endpoint rules, event hooks, signing, response parsing), by hand 0.7 ms and
+7 ms. Everything else keeps aiobotocore.
 
 Presigned URLs are bearer credentials: nothing here logs them, and callers must not either. A store that
 cannot be reached (refused connection, timeout, a 5xx answer) raises `StoreUnavailable` (UNAVAILABLE,
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import aioboto3
+import aiohttp
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,6 +37,10 @@ from server.core.errors import Unavailable
 from server.core.s3_presign import Presigner
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+# What a HEAD signs and sends: without it the store does not report the object's SHA-256.
+_CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}
+# A HEAD's signature is used at once; a minute covers any clock skew between us and the store.
+_HEAD_SIGNATURE_SECONDS = 60
 
 
 class StoreUnavailable(Unavailable):
@@ -91,7 +102,7 @@ async def _store_call(seconds: float) -> AsyncIterator[None]:
         if status >= 500:
             raise StoreUnavailable() from exc
         raise
-    except BotoCoreError as exc:  # connection refused/closed, connect and read timeouts
+    except (BotoCoreError, aiohttp.ClientError) as exc:  # connection refused/closed, connect/read timeouts
         raise StoreUnavailable() from exc
 
 
@@ -101,6 +112,12 @@ class ObjectStore:
     def __init__(self, settings: Settings):
         self.bucket = settings.s3_bucket
         self._timeout = settings.s3_timeout_seconds
+        self._attempts = max(1, settings.s3_max_attempts)
+        self._http_timeout = aiohttp.ClientTimeout(
+            sock_connect=settings.s3_connect_timeout_seconds, sock_read=settings.s3_read_timeout_seconds
+        )
+        self._pool_size = settings.s3_max_pool_connections
+        self._http: aiohttp.ClientSession | None = None
         self._session = aioboto3.Session()
         self._client_args = {
             "endpoint_url": settings.s3_endpoint_url,
@@ -135,11 +152,18 @@ class ObjectStore:
             self._client = await self._exit.enter_async_context(
                 self._session.client("s3", **self._client_args)
             )
+            self._http = await self._exit.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=self._pool_size),
+                    timeout=self._http_timeout,
+                    auto_decompress=False,
+                )
+            )
         return self
 
     async def close(self) -> None:
         await self._exit.aclose()
-        self._client = None
+        self._client = self._http = None
 
     async def __aenter__(self) -> ObjectStore:
         return await self.open()
@@ -173,16 +197,37 @@ class ObjectStore:
         return [PresignedDownload(sign(key, expires_in=expires_in, now=now), expires_at) for key in keys]
 
     async def head(self, key: str) -> StoredObject | None:
-        """Size and stored SHA-256 of `key`; None when there is no such object."""
+        """Size and stored SHA-256 of `key`; None when there is no such object. A refused connection or a
+        5xx is tried again (S3_MAX_ATTEMPTS in all, as botocore would), all within S3_TIMEOUT_SECONDS."""
+        if self._http is None:
+            raise RuntimeError("ObjectStore.open() was not called")
         async with _store_call(self._timeout):
-            try:
-                reply = await self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES:
-                    return None
-                raise
+            for attempt in range(1, self._attempts + 1):
+                url = self._presigner.url(
+                    key,
+                    expires_in=_HEAD_SIGNATURE_SECONDS,
+                    now=utc_now(),
+                    method="HEAD",
+                    headers=_CHECKSUM_MODE,
+                )
+                try:
+                    async with self._http.head(url, headers=_CHECKSUM_MODE, allow_redirects=False) as reply:
+                        status, headers = reply.status, reply.headers
+                except aiohttp.ClientConnectionError:
+                    if attempt == self._attempts:
+                        raise
+                    continue
+                if status < 500 or attempt == self._attempts:
+                    break
+        if status == 404:
+            return None
+        if status >= 500:
+            raise StoreUnavailable()
+        if status != 200:  # a request of ours the store refused (credentials, clock): not the caller's fault
+            raise RuntimeError(f"the object store answered HEAD with HTTP {status}")
         return StoredObject(
-            size=reply["ContentLength"], sha256_hex=_hex_of_header(reply.get("ChecksumSHA256"))
+            size=int(headers["Content-Length"]),
+            sha256_hex=_hex_of_header(headers.get("x-amz-checksum-sha256")),
         )
 
     async def get(self, key: str) -> bytes | None:

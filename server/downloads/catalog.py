@@ -14,12 +14,12 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from content_store.chunking import SHA256_HEX, path_problem
 from download.v1 import download_service_pb2 as pb
 from server.core.errors import NotFound
 from server.core.validation import Validator
 from server.downloads import content_repository as repo
-from server.downloads.chunking import SHA256_HEX, path_problem
-from server.downloads.content_tables import ProductVersion
+from server.downloads.content_tables import ProductVersion, TransferTotals
 
 DEFAULT_BRANCH = "public"
 MAX_INSTALLED_FILES = 100_000
@@ -113,17 +113,97 @@ async def transfer_plan(
     *,
     installed_version_id: uuid.UUID | None = None,
     installed_files: Sequence[InstalledFile] | None = None,
+    download_id: uuid.UUID | None = None,
 ) -> TransferPlan:
     """Bytes and counts to download and write to install `version_id` (a committed version) over what
-    the client has: an installed version of the same product, or files on disk (whose chunks the server
-    knows when they match a file of any committed version of the product). An installed version of
-    another product, or an unknown one, counts as nothing installed."""
+    the client has: an installed version of the same product, or else files on disk (whose chunks the
+    server knows when they match a file of any committed version of the product). An installed version
+    of another product, or an unknown one, counts as nothing installed.
+
+    The totals of a version pair are computed once and then read by key. Files on disk are recorded for
+    the download `download_id` (given when a session is being started: its manifest pages then read what
+    the client has from there, so they agree with these totals)."""
     target = await repo.version(session, version_id)
     if target is None:
         raise version_not_found()
-    had_chunks, had_files = await _what_client_has(session, target, installed_version_id, installed_files)
-    download_bytes, download_count = await repo.chunks_to_fetch_totals(session, version_id, had_chunks)
-    write_bytes, write_count = await repo.files_to_write_totals(session, version_id, had_files)
+    if installed_version_id is not None:
+        installed = await repo.committed_version(session, target.product_id, installed_version_id)
+        if installed is not None:
+            return await _over_version(session, target, installed.version_id)
+    if not installed_files:
+        return await _plan(session, target, repo.NOTHING_HAD_CHUNKS, repo.NOTHING_HAD_FILES)
+    assert download_id is not None, "files on disk are recorded for the download being started"
+    recorded_for = download_id
+    await repo.keep_files_on_disk(
+        session,
+        recorded_for,
+        version_id,
+        [f.path for f in installed_files],
+        [f.sha256 for f in installed_files],
+    )
+    await repo.hold_chunks_on_disk(
+        session,
+        recorded_for,
+        version_id,
+        target.product_id,
+        [f.sha256 for f in installed_files],
+        [f.size_bytes for f in installed_files],
+    )
+    return await _plan(
+        session, target, repo.had_chunks_of_session(recorded_for), repo.had_files_of_session(recorded_for)
+    )
+
+
+def what_client_has(
+    download_id: uuid.UUID, installed_version_id: uuid.UUID | None
+) -> tuple[repo.HadChunks, repo.HadFiles]:
+    """What the client of a started download has, as its transfer plan counted it: the installed version
+    it named, or else the files on disk recorded for it (none recorded: nothing)."""
+    if installed_version_id is not None:
+        return repo.had_chunks_of_version(installed_version_id), repo.had_files_of_version(
+            installed_version_id
+        )
+    return repo.had_chunks_of_session(download_id), repo.had_files_of_session(download_id)
+
+
+async def _over_version(
+    session: AsyncSession, target: ProductVersion, installed_version_id: uuid.UUID
+) -> TransferPlan:
+    stored = await repo.stored_totals(session, target.version_id, installed_version_id)
+    if stored is None:
+        plan = await _plan(
+            session,
+            target,
+            repo.had_chunks_of_version(installed_version_id),
+            repo.had_files_of_version(installed_version_id),
+        )
+        await repo.store_totals(
+            session,
+            TransferTotals(
+                version_id=target.version_id,
+                installed_version_id=installed_version_id,
+                bytes_to_download=plan.bytes_to_download,
+                chunks_to_download=plan.chunks_to_download,
+                bytes_to_write=plan.bytes_to_write,
+                files_to_write=plan.files_to_write,
+            ),
+        )
+        return plan
+    return TransferPlan(
+        bytes_to_download=stored.bytes_to_download,
+        chunks_to_download=stored.chunks_to_download,
+        bytes_to_write=stored.bytes_to_write,
+        files_to_write=stored.files_to_write,
+        file_count=target.file_count,
+        chunk_count=target.chunk_count,
+    )
+
+
+async def _plan(
+    session: AsyncSession, target: ProductVersion, had_chunks: repo.HadChunks, had_files: repo.HadFiles
+) -> TransferPlan:
+    download_bytes, download_count = await repo.chunks_to_fetch_totals(session, target.version_id, had_chunks)
+    write_bytes, write_count = await repo.files_to_write_totals(session, target.version_id, had_files)
     return TransferPlan(
         bytes_to_download=download_bytes,
         chunks_to_download=download_count,
@@ -132,30 +212,6 @@ async def transfer_plan(
         file_count=target.file_count,
         chunk_count=target.chunk_count,
     )
-
-
-async def _what_client_has(
-    session: AsyncSession,
-    target: ProductVersion,
-    installed_version_id: uuid.UUID | None,
-    installed_files: Sequence[InstalledFile] | None,
-) -> tuple[repo.HadChunks, repo.HadFiles]:
-    if installed_version_id is not None:
-        installed = await repo.committed_version(session, target.product_id, installed_version_id)
-        if installed is not None:
-            return repo.had_chunks_of_version(installed.version_id), repo.had_files_of_version(
-                installed.version_id
-            )
-    if installed_files:
-        return (
-            repo.had_chunks_of_files(
-                target.product_id,
-                [f.sha256 for f in installed_files],
-                [f.size_bytes for f in installed_files],
-            ),
-            repo.had_files_listed([f.path for f in installed_files], [f.sha256 for f in installed_files]),
-        )
-    return repo.NOTHING_HAD_CHUNKS, repo.NOTHING_HAD_FILES
 
 
 def installed_files(

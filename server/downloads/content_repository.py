@@ -7,16 +7,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, exists, false, func, insert, or_, select, text, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.downloads.chunking import FileEntry
+from content_store.chunking import FileEntry
 from server.downloads.content_tables import (
     STATE_COMMITTED,
     FileChunk,
     ProductVersion,
     StoredChunk,
+    TransferTotals,
     VersionChunk,
     VersionFile,
 )
@@ -200,7 +202,7 @@ async def adopt_verified_objects(session: AsyncSession, version_id: uuid.UUID) -
     best = (
         select(StoredChunk.chunk_id, StoredChunk.compressed_sha256, StoredChunk.compressed_size_bytes)
         .where(StoredChunk.verified.is_(True))
-        .distinct(StoredChunk.chunk_id)
+        .ext(distinct_on(StoredChunk.chunk_id))
         .order_by(StoredChunk.chunk_id, StoredChunk.compressed_size_bytes, StoredChunk.compressed_sha256)
         .subquery()
     )
@@ -295,13 +297,68 @@ async def latest_ids(session: AsyncSession, product_id: uuid.UUID) -> set[uuid.U
     rows = await session.scalars(
         select(ProductVersion.version_id)
         .where(ProductVersion.product_id == product_id, ProductVersion.state == STATE_COMMITTED)
-        .distinct(ProductVersion.branch)
+        .ext(distinct_on(ProductVersion.branch))
         .order_by(ProductVersion.branch, ProductVersion.published_at.desc(), ProductVersion.version_id.desc())
     )
     return set(rows)
 
 
 # -- transfer plans --------------------------------------------------------------------------------------
+#
+# What a client lacks is a set difference between the target version's rows and what the client has. It is
+# computed as one aggregate over both sets together (UNION ALL, GROUP BY the key), never as a join: a
+# join's plan depends on row estimates, and an estimate of one row per version (a version just inserted,
+# or a generic plan over many small versions) made the planner pick a nested loop of 10,000 x 10,000
+# comparisons for a 10,000-chunk version (67 s measured). A grouping is a hash or sort of the rows, linear
+# whatever the estimates.
+
+
+@dataclass(frozen=True, slots=True)
+class HadChunks:
+    """A `SELECT chunk_id …` of the chunk ids a client already has."""
+
+    sql: str
+    params: dict
+
+
+@dataclass(frozen=True, slots=True)
+class HadFiles:
+    """A `SELECT path, sha256 …` of the file contents a client already has at their paths."""
+
+    sql: str
+    params: dict
+
+
+NOTHING_HAD_CHUNKS = HadChunks("SELECT NULL::text AS chunk_id WHERE false", {})
+NOTHING_HAD_FILES = HadFiles("SELECT NULL::text AS path, NULL::text AS sha256 WHERE false", {})
+
+
+def had_chunks_of_version(installed_version_id: uuid.UUID) -> HadChunks:
+    return HadChunks(
+        "SELECT chunk_id FROM download_version_chunks WHERE version_id = :had_version",
+        {"had_version": installed_version_id},
+    )
+
+
+def had_files_of_version(installed_version_id: uuid.UUID) -> HadFiles:
+    return HadFiles(
+        "SELECT path, sha256 FROM download_version_files WHERE version_id = :had_version",
+        {"had_version": installed_version_id},
+    )
+
+
+def had_chunks_of_session(download_id: uuid.UUID) -> HadChunks:
+    return HadChunks(
+        "SELECT chunk_id FROM download_session_held_chunks WHERE download_id = :had_download",
+        {"had_download": download_id},
+    )
+
+
+def had_files_of_session(download_id: uuid.UUID) -> HadFiles:
+    return HadFiles(
+        "SELECT path, sha256 FROM download_session_kept_files WHERE download_id = :had_download",
+        {"had_download": download_id},
+    )
 
 
 async def chunks_to_fetch_totals(
@@ -311,9 +368,10 @@ async def chunks_to_fetch_totals(
     row = (
         await session.execute(
             text(
-                "SELECT coalesce(sum(vc.compressed_size_bytes), 0), count(*) "
-                "FROM download_version_chunks vc WHERE vc.version_id = :target "
-                f"AND NOT EXISTS ({had.sql} AND h.chunk_id = vc.chunk_id)"
+                "SELECT coalesce(sum(g.size), 0), count(*) FROM (SELECT max(u.size) AS size FROM ("
+                "SELECT chunk_id, compressed_size_bytes AS size FROM download_version_chunks "
+                f"WHERE version_id = :target UNION ALL SELECT h.chunk_id, NULL FROM ({had.sql}) h"
+                ") u GROUP BY u.chunk_id HAVING bool_and(u.size IS NOT NULL)) g"
             ),
             {"target": version_id, **had.params},
         )
@@ -328,9 +386,10 @@ async def files_to_write_totals(
     row = (
         await session.execute(
             text(
-                "SELECT coalesce(sum(f.size_bytes), 0), count(*) FROM download_version_files f "
-                f"WHERE f.version_id = :target AND NOT EXISTS ({had.sql} "
-                "AND h.path = f.path AND h.sha256 = f.sha256)"
+                "SELECT coalesce(sum(g.size), 0), count(*) FROM (SELECT max(u.size) AS size FROM ("
+                "SELECT path, sha256, size_bytes AS size FROM download_version_files "
+                f"WHERE version_id = :target UNION ALL SELECT h.path, h.sha256, NULL FROM ({had.sql}) h"
+                ") u GROUP BY u.path, u.sha256 HAVING bool_and(u.size IS NOT NULL)) g"
             ),
             {"target": version_id, **had.params},
         )
@@ -338,59 +397,72 @@ async def files_to_write_totals(
     return int(row[0]), int(row[1])
 
 
-@dataclass(frozen=True, slots=True)
-class HadChunks:
-    """A correlated `SELECT 1 FROM … h WHERE …` over the chunk ids a client already has (alias h)."""
-
-    sql: str
-    params: dict
+async def stored_totals(
+    session: AsyncSession, version_id: uuid.UUID, installed_version_id: uuid.UUID
+) -> TransferTotals | None:
+    return await session.get(TransferTotals, (version_id, installed_version_id))
 
 
-@dataclass(frozen=True, slots=True)
-class HadFiles:
-    """A correlated `SELECT 1 FROM … h WHERE …` over the (path, sha256) a client already has (alias h)."""
-
-    sql: str
-    params: dict
-
-
-NOTHING_HAD_CHUNKS = HadChunks("SELECT 1 FROM (SELECT NULL::text AS chunk_id) h WHERE false", {})
-NOTHING_HAD_FILES = HadFiles(
-    "SELECT 1 FROM (SELECT NULL::text AS path, NULL::text AS sha256) h WHERE false", {}
-)
-
-
-def had_chunks_of_version(installed_version_id: uuid.UUID) -> HadChunks:
-    return HadChunks(
-        "SELECT 1 FROM download_version_chunks h WHERE h.version_id = :installed",
-        {"installed": installed_version_id},
+async def store_totals(session: AsyncSession, totals: TransferTotals) -> None:
+    """Keeps the first totals of a pair (a concurrent first computation found the same numbers)."""
+    await session.execute(
+        pg_insert(TransferTotals)
+        .values(
+            version_id=totals.version_id,
+            installed_version_id=totals.installed_version_id,
+            bytes_to_download=totals.bytes_to_download,
+            chunks_to_download=totals.chunks_to_download,
+            bytes_to_write=totals.bytes_to_write,
+            files_to_write=totals.files_to_write,
+        )
+        .on_conflict_do_nothing()
     )
 
 
-def had_files_of_version(installed_version_id: uuid.UUID) -> HadFiles:
-    return HadFiles(
-        "SELECT 1 FROM download_version_files h WHERE h.version_id = :installed",
-        {"installed": installed_version_id},
+async def keep_files_on_disk(
+    session: AsyncSession, download_id: uuid.UUID, version_id: uuid.UUID, paths: list[str], hashes: list[str]
+) -> None:
+    """Records the version's files the client has on disk at their path with their content."""
+    await session.execute(
+        text(
+            "INSERT INTO download_session_kept_files (download_id, path, sha256) "
+            "SELECT :download, u.path, u.sha256 FROM ("
+            "SELECT path, sha256, true AS wanted FROM download_version_files WHERE version_id = :target "
+            "UNION ALL SELECT l.path, l.sha256, false FROM "
+            "unnest(CAST(:paths AS text[]), CAST(:hashes AS text[])) AS l(path, sha256)"
+            ") u GROUP BY u.path, u.sha256 HAVING bool_or(u.wanted) AND bool_or(NOT u.wanted)"
+        ),
+        {"download": download_id, "target": version_id, "paths": paths, "hashes": hashes},
     )
 
 
-def had_files_listed(paths: list[str], hashes: list[str]) -> HadFiles:
-    return HadFiles(
-        "SELECT 1 FROM unnest(CAST(:had_paths AS text[]), CAST(:had_hashes AS text[])) AS h(path, sha256) "
-        "WHERE true",
-        {"had_paths": paths, "had_hashes": hashes},
-    )
-
-
-def had_chunks_of_files(product_id: uuid.UUID, hashes: list[str], sizes: list[int]) -> HadChunks:
-    """Chunks of any committed file of the product whose content (SHA-256 and size) the client has."""
-    return HadChunks(
-        "SELECT 1 FROM download_file_chunks h JOIN download_version_files hf ON hf.file_id = h.file_id "
-        "JOIN download_product_versions hv ON hv.version_id = hf.version_id "
-        "JOIN unnest(CAST(:had_hashes AS text[]), CAST(:had_sizes AS bigint[])) AS l(sha256, size_bytes) "
-        "ON l.sha256 = hf.sha256 AND l.size_bytes = hf.size_bytes "
-        "WHERE hv.product_id = :had_product AND hv.state = 'committed'",
-        {"had_product": product_id, "had_hashes": hashes, "had_sizes": sizes},
+async def hold_chunks_on_disk(
+    session: AsyncSession,
+    download_id: uuid.UUID,
+    version_id: uuid.UUID,
+    product_id: uuid.UUID,
+    hashes: list[str],
+    sizes: list[int],
+) -> None:
+    """Records the version's distinct chunks the client has on disk: those of any committed file of the
+    product whose content (SHA-256 and size) is one of the client's files. Equal content is cut into the
+    same chunks, so one such file per content is read (by the content index)."""
+    await session.execute(
+        text(
+            "INSERT INTO download_session_held_chunks (download_id, chunk_id) "
+            "SELECT :download, u.chunk_id FROM ("
+            "SELECT chunk_id, true AS wanted FROM download_version_chunks WHERE version_id = :target "
+            "UNION ALL SELECT fc.chunk_id, false FROM "
+            "unnest(CAST(:hashes AS text[]), CAST(:sizes AS bigint[])) AS l(sha256, size_bytes) "
+            "CROSS JOIN LATERAL (SELECT hf.file_id FROM download_version_files hf "
+            "JOIN download_product_versions hv ON hv.version_id = hf.version_id "
+            "WHERE hf.sha256 = l.sha256 AND hf.size_bytes = l.size_bytes "
+            "AND hv.product_id = :product AND hv.state = 'committed' LIMIT 1) f "
+            "JOIN download_file_chunks fc ON fc.file_id = f.file_id"
+            ") u GROUP BY u.chunk_id HAVING bool_or(u.wanted) AND bool_or(NOT u.wanted)"
+        ),
+        {"download": download_id, "target": version_id, "product": product_id}
+        | {"hashes": hashes, "sizes": sizes},
     )
 
 
@@ -403,7 +475,7 @@ class FileRow:
     path: str
     size_bytes: int
     sha256: str
-    installed: bool = False  # the installed version has this content at this path
+    installed: bool = False  # the client has this content at this path
     chunk_count: int = 0
 
 
@@ -413,60 +485,43 @@ async def version_files(
     *,
     after_path: str | None = None,
     limit: int | None = None,
-    installed_version_id: uuid.UUID | None = None,
+    had: HadFiles = NOTHING_HAD_FILES,
 ) -> list[FileRow]:
-    """The version's files ordered by path (a page of them after `after_path`, if given)."""
-    same = VersionFile.__table__.alias("same")
-    have = (
-        exists().where(
-            same.c.version_id == installed_version_id,
-            same.c.path == VersionFile.path,
-            same.c.sha256 == VersionFile.sha256,
-        )
-        if installed_version_id is not None
-        else false()
+    """The version's files ordered by path (a page of them after `after_path`, if given), each with
+    whether the client has it (one probe of what it has per file)."""
+    sql = (
+        "SELECT f.file_id, f.path, f.size_bytes, f.sha256, "
+        f"EXISTS (SELECT 1 FROM ({had.sql}) h WHERE h.path = f.path AND h.sha256 = f.sha256), "
+        "(SELECT count(*) FROM download_file_chunks c WHERE c.file_id = f.file_id) "
+        "FROM download_version_files f WHERE f.version_id = :version"
     )
-    chunk_count = select(func.count()).where(FileChunk.file_id == VersionFile.file_id).scalar_subquery()
-    query = select(
-        VersionFile.file_id, VersionFile.path, VersionFile.size_bytes, VersionFile.sha256, have, chunk_count
-    ).where(VersionFile.version_id == version_id)
+    params = {"version": version_id, **had.params}
     if after_path is not None:
-        query = query.where(VersionFile.path > after_path)
-    query = query.order_by(VersionFile.path)
+        sql += " AND f.path > :after_path"
+        params["after_path"] = after_path
+    sql += " ORDER BY f.path"
     if limit is not None:
-        query = query.limit(limit)
-    return [FileRow(*row) for row in await session.execute(query)]
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    return [FileRow(*row) for row in await session.execute(text(sql), params)]
 
 
 async def file_chunks(
-    session: AsyncSession,
-    file_ids: Sequence[uuid.UUID],
-    *,
-    installed_version_id: uuid.UUID | None = None,
+    session: AsyncSession, file_ids: Sequence[uuid.UUID], *, had: HadChunks = NOTHING_HAD_CHUNKS
 ) -> dict[uuid.UUID, list[tuple[ChunkRow, bool]]]:
     """Each file's chunks in offset order with the object serving them (one range scan of the primary
-    key per file), and whether the installed version already holds that chunk."""
+    key per file), and whether the client already has that chunk."""
     if not file_ids:
         return {}
-    held = VersionChunk.__table__.alias("held")
-    have = (
-        exists().where(held.c.version_id == installed_version_id, held.c.chunk_id == FileChunk.chunk_id)
-        if installed_version_id is not None
-        else false()
-    )
     rows = await session.execute(
-        select(
-            FileChunk.file_id,
-            FileChunk.position,
-            FileChunk.chunk_id,
-            FileChunk.offset,
-            FileChunk.size_bytes,
-            FileChunk.compressed_size_bytes,
-            FileChunk.compressed_sha256,
-            have,
-        )
-        .where(FileChunk.file_id.in_(list(file_ids)))
-        .order_by(FileChunk.file_id, FileChunk.position)
+        text(
+            'SELECT fc.file_id, fc.position, fc.chunk_id, fc."offset", fc.size_bytes, '
+            "fc.compressed_size_bytes, fc.compressed_sha256, "
+            f"EXISTS (SELECT 1 FROM ({had.sql}) h WHERE h.chunk_id = fc.chunk_id) "
+            "FROM download_file_chunks fc WHERE fc.file_id = ANY(CAST(:files AS uuid[])) "
+            "ORDER BY fc.file_id, fc.position"
+        ),
+        {"files": list(file_ids), **had.params},
     )
     chunks: dict[uuid.UUID, list[tuple[ChunkRow, bool]]] = {file_id: [] for file_id in file_ids}
     for row in rows:

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from google.protobuf import timestamp_pb2
 
+from content_store.chunking import ChunkRef, FileEntry
 from download.v1 import download_service_pb2 as pb
 from server.core.auth import current_user_id, require_service
 from server.core.deps import Deps
@@ -20,7 +21,6 @@ from server.core.replay import request_key
 from server.core.validation import Validator
 from server.downloads import catalog, manifests, publishing, updates, verification, versions
 from server.downloads.catalog import DEFAULT_BRANCH, VersionSummary
-from server.downloads.chunking import ChunkRef, FileEntry
 from server.downloads.links import ChunkLink
 
 VERSION_NAME_MAX_LEN = 64

@@ -66,7 +66,11 @@ class VersionFile(Base):
     """One file of a version (seed FileMetadata): path, size and SHA-256."""
 
     __tablename__ = "download_version_files"
-    __table_args__ = (UniqueConstraint("version_id", "path"),)
+    __table_args__ = (
+        UniqueConstraint("version_id", "path"),
+        # Files on disk are matched by content (catalog.transfer_plan over installed files).
+        Index("ix_download_version_files_sha256", "sha256", "size_bytes"),
+    )
 
     file_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     version_id: Mapped[uuid.UUID] = mapped_column(
@@ -164,3 +168,74 @@ class UpdateNotice(Base):
     product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     version_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TransferTotals(Base):
+    """What installing `version_id` over `installed_version_id` costs (catalog.TransferPlan's totals),
+    computed the first time a client asks and read by key after: committed versions never change."""
+
+    __tablename__ = "download_transfer_totals"
+
+    version_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey(
+            "download_product_versions.version_id",
+            ondelete="CASCADE",
+            name="fk_download_transfer_totals_version",
+        ),
+        primary_key=True,
+    )
+    installed_version_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey(
+            "download_product_versions.version_id",
+            ondelete="CASCADE",
+            name="fk_download_transfer_totals_installed",
+        ),
+        primary_key=True,
+    )
+    bytes_to_download: Mapped[int] = mapped_column(BigInteger)
+    chunks_to_download: Mapped[int] = mapped_column(Integer)
+    bytes_to_write: Mapped[int] = mapped_column(BigInteger)
+    files_to_write: Mapped[int] = mapped_column(Integer)
+
+
+class SessionHeldChunk(Base):
+    """A distinct chunk of a download's version that its client already has in files on disk (a session
+    started with installed files rather than an installed version): not to be downloaded."""
+
+    __tablename__ = "download_session_held_chunks"
+
+    download_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey(
+            "download_sessions.id",
+            ondelete="CASCADE",
+            deferrable=True,
+            initially="DEFERRED",
+            name="fk_download_session_held_chunks_session",
+        ),
+        primary_key=True,
+    )
+    chunk_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class SessionKeptFile(Base):
+    """A file of a download's version that its client already has at its path with its content (a session
+    started with installed files): not to be written."""
+
+    __tablename__ = "download_session_kept_files"
+
+    download_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True),
+        ForeignKey(
+            "download_sessions.id",
+            ondelete="CASCADE",
+            deferrable=True,
+            initially="DEFERRED",
+            name="fk_download_session_kept_files_session",
+        ),
+        primary_key=True,
+    )
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))

@@ -1,6 +1,7 @@
 """GetDownloadManifest: a page of a version's files (by path) with their chunks, each chunk with its sizes,
 a signed expiring link and whether the client must download it; each file with whether it must be
-written, both relative to the installed version.
+written, both relative to what the client had when the download started (the installed version it named,
+or else its files on disk), exactly as the session's totals counted it.
 
 A page holds at most `page_size` files and stops early once it holds MAX_CHUNKS_PER_PAGE chunks (it always
 holds at least one file), which keeps responses well inside gRPC's message limits.
@@ -16,7 +17,7 @@ from server.core.deps import Deps
 from server.core.errors import FailedPrecondition
 from server.core.pagination import decode_page_token, encode_page_token, invalid_page_token, query_fingerprint
 from server.downloads import content_repository as repo
-from server.downloads.catalog import version_not_found
+from server.downloads.catalog import version_not_found, what_client_has
 from server.downloads.links import file_links
 from server.downloads.session_repository import SessionRepository
 from server.downloads.session_rules import CANCELLED
@@ -80,21 +81,20 @@ async def manifest_page(
             raise download_not_found()
         if download.status == CANCELLED:
             raise FailedPrecondition("the download was cancelled; start a new one for a manifest")
-        version_id, installed_version_id = download.version_id, download.installed_version_id
+        version_id = download.version_id
         version = await repo.version(uow.session, version_id)
         if version is None:
             raise version_not_found()
+        had_chunks, had_files = what_client_has(download.id, download.installed_version_id)
         rows = await repo.version_files(
             uow.session,
             version_id,
             after_path=cursor[0] if cursor else None,
             limit=page_size + 1,
-            installed_version_id=installed_version_id,
+            had=had_files,
         )
         page = _within_budget(rows, page_size)
-        chunks = await repo.file_chunks(
-            uow.session, [r.file_id for r in page], installed_version_id=installed_version_id
-        )
+        chunks = await repo.file_chunks(uow.session, [r.file_id for r in page], had=had_chunks)
     links = await file_links(
         deps.redis,
         deps.store,

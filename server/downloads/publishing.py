@@ -16,14 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from content_store import builds
+from content_store.chunking import FileEntry, file_list_problems, object_key
 from server.core import replay
 from server.core.deps import Deps
 from server.core.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
 from server.core.replay import RequestKey
-from server.downloads import builds, verifier
 from server.downloads import content_repository as repo
+from server.downloads import verifier
 from server.downloads.catalog import VersionSummary, version_not_found
-from server.downloads.chunking import FileEntry, file_list_problems, object_key
 from server.downloads.content_tables import STATE_COMMITTED, STATE_UPLOADING, ProductVersion
 
 # How many chunk ids an incomplete commit names in its error (the rest are counted).

@@ -134,17 +134,19 @@ class DownloadSessions:
             )
             if request.installed_version_id is not None:
                 await _require_version_of(uow, request.product_id, request.installed_version_id)
+            download_id = uuid.uuid4()
             plan = await catalog.transfer_plan(
                 uow.session,
                 version.version_id,
                 installed_version_id=request.installed_version_id,
                 installed_files=request.installed_files or None,
+                download_id=download_id,
             )
             now = self._clock()
             repo = SessionRepository(uow.session)
             await repo.lock_user_queue(user_id)
             row = DownloadSession(
-                id=uuid.uuid4(),
+                id=download_id,
                 user_id=user_id,
                 product_id=request.product_id,
                 version_id=version.version_id,

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from content_store.chunking import object_key
 from server.core import replay
 from server.core.deps import Deps
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC, rfc3339
 from server.core.replay import request_key
 from server.downloads import catalog
 from server.downloads import content_repository as repo
-from server.downloads.chunking import object_key
 from server.downloads.content_tables import VerificationResult
 from server.downloads.links import ChunkLink
 from server.library.entitlements import require_owned

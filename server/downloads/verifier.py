@@ -13,8 +13,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from content_store.chunking import ChunkContentError, chunk_id, decompress_chunk, object_key
 from server.core.s3 import ObjectStore
-from server.downloads.chunking import ChunkContentError, chunk_id, decompress_chunk, object_key
 from server.downloads.content_repository import PendingChunk
 
 # Chunks read and checked at once (each holds up to one compressed chunk in memory).

@@ -97,8 +97,9 @@ class Listing:
         cursor: Sequence[Any] | None,
         page_size: int,
     ) -> tuple[list[tuple[Any, ...]], list[Any] | None, int]:
-        """One page of rows (the selected columns only), the next cursor (None on the last page) and the
-        number of rows the conditions match over all pages."""
+        """One page of rows, the next cursor (None on the last page) and the number of rows the conditions
+        match over all pages. A row starts with the selected columns; what follows them (the sort keys, a
+        count) is left on it, unread, rather than sliced off row by row."""
         keys = self.keys
         where = " AND ".join(conditions)
         key_columns = ", ".join(k.expr for k in keys)
@@ -111,7 +112,6 @@ class Listing:
             )
             rows = await db.all(sql, [*bound, page_size + 1])
             total = rows[0][-1] if rows else 0
-            rows = [row[:-1] for row in rows]
         else:
             total = await db.value(f"SELECT count(*) FROM {self.source} WHERE {where}", bound)
             condition = after(keys, cursor, bound)
@@ -123,5 +123,6 @@ class Listing:
         next_cursor = None
         if len(rows) > page_size:
             rows = rows[:page_size]
-            next_cursor = [_encode(value) for value in rows[-1][-len(keys) :]]
-        return [row[: -len(keys)] for row in rows], next_cursor, int(total or 0)
+            start = len(rows[-1]) - len(keys) - (cursor is None)  # the sort keys, before the count if any
+            next_cursor = [_encode(value) for value in rows[-1][start : start + len(keys)]]
+        return rows, next_cursor, int(total or 0)

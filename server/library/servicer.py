@@ -15,7 +15,7 @@ from library.v1 import library_service_pb2 as pb
 from library.v1 import library_service_pb2_grpc
 from server.core.auth import current_user_id, require_service
 from server.core.deps import Deps
-from server.core.protoconv import timestamp
+from server.core.protoconv import add_all, timestamp
 from server.core.validation import Validator, page_size, parse_uuid
 from server.library import rules, use_cases
 from server.library.family_servicer import FamilySharingRpcs
@@ -41,6 +41,10 @@ def _wire(enum, value: str) -> int:
 @functools.cache
 def _numbers(enum) -> dict[str, int]:
     return dict(enum.items())
+
+
+_ACQUISITION = _numbers(_Acquisition)  # looked up per listed item: the dicts themselves, not _wire
+_INSTALLATION = _numbers(_Installation)
 
 
 def _product(info: ProductInfo | None, product_id: uuid.UUID) -> pb.Product:
@@ -86,37 +90,49 @@ def _product_message(fields: tuple) -> pb.Product:
     )
 
 
+def _item_fields(view: LibraryItemView) -> dict:
+    return {
+        "id": str(view.id),
+        "product_id": str(view.product_id),
+        "product": _product(view.product, view.product_id),
+        "acquisition_type": _ACQUISITION.get(view.acquisition_type.upper(), 0),
+        "acquisition_timestamp": timestamp(view.acquisition_timestamp),
+        "added_to_library_at": timestamp(view.added_to_library_at),
+        "last_played_timestamp": timestamp(view.last_played_timestamp),
+        "total_playtime_seconds": view.total_playtime_seconds,
+        "installation_status": _INSTALLATION.get(view.installation_status.upper(), 0),
+        "installed_version_id": str(view.installed_version_id or ""),
+        "is_hidden": view.is_hidden,
+        "category_ids": [str(c) for c in view.category_ids],
+        "lender_user_id": str(view.lender_user_id or ""),
+    }
+
+
 def _item(view: LibraryItemView) -> pb.LibraryItem:
-    return pb.LibraryItem(
-        id=str(view.id),
-        product_id=str(view.product_id),
-        product=_product(view.product, view.product_id),
-        acquisition_type=_wire(_Acquisition, view.acquisition_type),
-        acquisition_timestamp=timestamp(view.acquisition_timestamp),
-        added_to_library_at=timestamp(view.added_to_library_at),
-        last_played_timestamp=timestamp(view.last_played_timestamp),
-        total_playtime_seconds=view.total_playtime_seconds,
-        installation_status=_wire(_Installation, view.installation_status),
-        installed_version_id=str(view.installed_version_id or ""),
-        is_hidden=view.is_hidden,
-        category_ids=[str(c) for c in view.category_ids],
-        lender_user_id=str(view.lender_user_id or ""),
-    )
+    return pb.LibraryItem(**_item_fields(view))
+
+
+def _category_fields(view: CategoryView) -> dict:
+    return {"id": str(view.id), "name": view.name, "created_at": timestamp(view.created_at)}
 
 
 def _category(view: CategoryView) -> pb.Category:
-    return pb.Category(id=str(view.id), name=view.name, created_at=timestamp(view.created_at))
+    return pb.Category(**_category_fields(view))
+
+
+def _wish_fields(view: WishlistItemView) -> dict:
+    return {
+        "id": str(view.id),
+        "product_id": str(view.product_id),
+        "product": _product(view.product, view.product_id),
+        "added_timestamp": timestamp(view.added_timestamp),
+        "priority": view.priority,
+        "notes": view.notes,
+    }
 
 
 def _wish(view: WishlistItemView) -> pb.WishlistItem:
-    return pb.WishlistItem(
-        id=str(view.id),
-        product_id=str(view.product_id),
-        product=_product(view.product, view.product_id),
-        added_timestamp=timestamp(view.added_timestamp),
-        priority=view.priority,
-        notes=view.notes,
-    )
+    return pb.WishlistItem(**_wish_fields(view))
 
 
 def _distinct(v: Validator, field: str, ids: list[uuid.UUID]) -> None:
@@ -169,11 +185,11 @@ class LibraryServiceServicer(FamilySharingRpcs, library_service_pb2_grpc.Library
             page_token=request.page_token,
         )
         page = await use_cases.list_library_items(self._deps, user_id, query)
-        return pb.ListLibraryItemsResponse(
-            items=[_item(i) for i in page.items],
-            next_page_token=page.next_page_token,
-            total_size=page.total_size,
+        response = pb.ListLibraryItemsResponse(
+            next_page_token=page.next_page_token, total_size=page.total_size
         )
+        add_all(response.items, page.items, _item_fields)
+        return response
 
     async def UpdateLibraryItem(
         self, request: pb.UpdateLibraryItemRequest, context
@@ -208,11 +224,9 @@ class LibraryServiceServicer(FamilySharingRpcs, library_service_pb2_grpc.Library
         page = await use_cases.list_categories(
             self._deps, user_id, page_size(request.page_size), request.page_token
         )
-        return pb.ListCategoriesResponse(
-            categories=[_category(c) for c in page.items],
-            next_page_token=page.next_page_token,
-            total_size=page.total_size,
-        )
+        response = pb.ListCategoriesResponse(next_page_token=page.next_page_token, total_size=page.total_size)
+        add_all(response.categories, page.items, _category_fields)
+        return response
 
     async def CreateCategory(self, request: pb.CreateCategoryRequest, context) -> pb.CreateCategoryResponse:
         user_id = current_user_id()
@@ -228,11 +242,9 @@ class LibraryServiceServicer(FamilySharingRpcs, library_service_pb2_grpc.Library
         user_id = current_user_id()
         size = page_size(request.page_size)
         page = await use_cases.list_wishlist(self._deps, user_id, size, request.page_token)
-        return pb.ListWishlistResponse(
-            items=[_wish(i) for i in page.items],
-            next_page_token=page.next_page_token,
-            total_size=page.total_size,
-        )
+        response = pb.ListWishlistResponse(next_page_token=page.next_page_token, total_size=page.total_size)
+        add_all(response.items, page.items, _wish_fields)
+        return response
 
     async def AddWishlistItem(
         self, request: pb.AddWishlistItemRequest, context
@@ -313,10 +325,11 @@ class LibraryServiceServicer(FamilySharingRpcs, library_service_pb2_grpc.Library
             order_id=_order_id(request.order_id),
             request_id=parse_uuid(request.request_id),
         )
-        return pb.GrantEntitlementsResponse(
-            library_items=[_item(i) for i in result.library_items],
-            newly_granted_product_ids=[str(p) for p in result.newly_granted_product_ids],
+        response = pb.GrantEntitlementsResponse(
+            newly_granted_product_ids=[str(p) for p in result.newly_granted_product_ids]
         )
+        add_all(response.library_items, result.library_items, _item_fields)
+        return response
 
     async def RevokeEntitlement(
         self, request: pb.RevokeEntitlementRequest, context

@@ -1,5 +1,9 @@
-"""What the library's use cases return: plain, immutable values (no ORM rows), so the servicer can map them
-to protos and the replay store can keep them as JSON."""
+"""What the library's use cases return: plain values (no ORM rows), so the servicer can map them to protos
+and the replay store can keep them as JSON.
+
+The values made per listed row are slotted dataclasses, not frozen ones (nobody changes them; a frozen
+dataclass pays an `object.__setattr__` per field, several microseconds per row of a page of 50):
+docs/ARCHITECTURE.md, "Database access"."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ProductInfo:
     """Cached catalog metadata. `product_type` is the catalog value (`game`, `dlc`, ...) or ''."""
 
@@ -28,7 +32,7 @@ class ProductInfo:
     base_product_id: uuid.UUID | None = None  # a DLC's base game
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LibraryItemView:
     id: uuid.UUID
     product_id: uuid.UUID
@@ -45,14 +49,14 @@ class LibraryItemView:
     lender_user_id: uuid.UUID | None = None  # family sharing: who lends a borrowed (family_shared) item
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CategoryView:
     id: uuid.UUID
     name: str
     created_at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WishlistItemView:
     id: uuid.UUID
     product_id: uuid.UUID

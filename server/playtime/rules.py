@@ -182,6 +182,10 @@ class StoredTotals:
     device_us: dict[str, int] = field(default_factory=dict)
 
 
+NOTHING_STORED = StoredTotals()
+UNPLAYED = ProductStats(total_seconds=0, last_two_weeks_seconds=0, last_played_at=None, device_seconds=[])
+
+
 def stats_from_totals(
     stored: StoredTotals,
     stored_recent: list[DeviceInterval],
@@ -193,6 +197,8 @@ def stats_from_totals(
     """`product_stats` of (every stored interval + `live`), from the stored totals, the stored intervals
     that end inside the window or overlap a live segment (`stored_recent`), and the live segments of active
     sessions (which may repeat what their checkpoints stored)."""
+    if stored is NOTHING_STORED and not stored_recent and not live:
+        return UNPLAYED  # most products of a library (a statistics call covers them all)
     total_us, device_us = stored.total_us, dict(stored.device_us)
     existing = [p.interval for p in stored_recent]
     by_device: dict[str, list[Interval]] = {}

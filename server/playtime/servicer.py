@@ -5,13 +5,15 @@ The contract's field rules are enforced by the call pipeline; what is checked he
 
 from __future__ import annotations
 
+import functools
+
 from google.protobuf import empty_pb2
 
 from library.v1 import playtime_service_pb2 as pb
 from library.v1 import playtime_service_pb2_grpc
 from server.core.auth import current_user_id, current_user_id_text
 from server.core.deps import Deps
-from server.core.protoconv import timestamp
+from server.core.protoconv import add_all, timestamp
 from server.core.validation import Validator, parse_uuid
 from server.playtime import rules
 from server.playtime.live import server_now
@@ -22,16 +24,16 @@ _EMPTY = empty_pb2.Empty()
 _Result = pb.OfflineSessionResult
 
 
-def _stats_pb(item: ProductPlaytime, *, last_two_weeks: bool) -> pb.ProductPlaytimeStats:
+def _stats_fields(item: ProductPlaytime, *, last_two_weeks: bool) -> dict:
     stats = item.stats
-    return pb.ProductPlaytimeStats(
-        product_id=str(item.product_id),
-        total_playtime_seconds=stats.total_seconds,
-        last_two_weeks_seconds=stats.last_two_weeks_seconds,
-        period_playtime_seconds=stats.period_seconds(last_two_weeks),
-        device_totals=[pb.DevicePlaytime(device_id=d, playtime_seconds=s) for d, s in stats.device_seconds],
-        last_played_at=timestamp(stats.last_played_at),
-    )
+    return {
+        "product_id": str(item.product_id),
+        "total_playtime_seconds": stats.total_seconds,
+        "last_two_weeks_seconds": stats.last_two_weeks_seconds,
+        "period_playtime_seconds": stats.period_seconds(last_two_weeks),
+        "device_totals": [{"device_id": d, "playtime_seconds": s} for d, s in stats.device_seconds],
+        "last_played_at": timestamp(stats.last_played_at),
+    }
 
 
 class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerServiceServicer):
@@ -91,7 +93,7 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
                 sessions.append(OfflineSession(client_session_id, product_id, s.device_id, interval))
         v.check()
         results, stats = await self._playtime.record_offline(user_id, sessions)
-        return pb.RecordOfflineSessionsResponse(
+        response = pb.RecordOfflineSessionsResponse(
             results=[
                 _Result(
                     client_session_id=str(r.client_session_id),
@@ -102,8 +104,9 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
                 )
                 for r in results
             ],
-            stats=[_stats_pb(s, last_two_weeks=False) for s in stats],
         )
+        add_all(response.stats, stats, functools.partial(_stats_fields, last_two_weeks=False))
+        return response
 
     async def GetPlaytimeStats(self, request: pb.GetPlaytimeStatsRequest, context):
         user_id = current_user_id()
@@ -112,7 +115,6 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
         v.check()
         last_two_weeks = request.period == pb.GetPlaytimeStatsRequest.LAST_2_WEEKS
         stats, computed_at = await self._playtime.stats(user_id, product_ids, last_two_weeks=last_two_weeks)
-        return pb.GetPlaytimeStatsResponse(
-            stats=[_stats_pb(s, last_two_weeks=last_two_weeks) for s in stats],
-            computed_at=timestamp(computed_at),
-        )
+        response = pb.GetPlaytimeStatsResponse(computed_at=timestamp(computed_at))
+        add_all(response.stats, stats, functools.partial(_stats_fields, last_two_weeks=last_two_weeks))
+        return response

@@ -308,7 +308,7 @@ class Playtime:
             ProductPlaytime(
                 p,
                 rules.stats_from_totals(
-                    stored.get(p, rules.StoredTotals()),
+                    stored.get(p, rules.NOTHING_STORED),
                     recent[p],
                     live[p],
                     now,

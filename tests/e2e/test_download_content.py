@@ -22,12 +22,12 @@ import pytest
 
 from client.sdk.connection import Connection
 from client.sdk.publishing import begin_request, upload_missing
+from content_store.builds import scan
+from content_store.chunking import cut, decompress_chunk, object_key
 from download.v1 import download_service_pb2_grpc
 from scripts.devtokens import mint
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC
 from server.core.s3_presign import Presigner
-from server.downloads.builds import scan
-from server.downloads.chunking import cut, decompress_chunk, object_key
 from tests.support.kafka import TopicReader, about, assert_cloud_event
 from tests.support.ownership import grant
 from tests.support.processes import ROOT

@@ -20,9 +20,9 @@ from client.engine.throttle import MIN_BURST
 from client.sdk.connection import Connection
 from client.sdk.download_settings import DownloadSettingsChange, DownloadSettingsClient
 from client.sdk.downloads import DownloadsClient, Status
+from content_store.chunking import cut
 from scripts.devtokens import mint
 from server.app import Application
-from server.downloads.chunking import cut
 from tests.support.launcher import (
     ENVOY_GRPC,
     MiB,

@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from client.sdk.publishing import begin_request
+from content_store.builds import scan
+from content_store.chunking import compress, object_key
 from download.v1 import download_service_pb2 as pb
 from download.v1 import download_service_pb2_grpc
 from server.core.s3 import ObjectStore
 from server.downloads import catalog
-from server.downloads.builds import scan
-from server.downloads.chunking import compress, object_key
 from tests.support.auth import service_metadata, user_metadata
 from tests.support.grpc_errors import failure
 from tests.support.ownership import grant

@@ -138,6 +138,35 @@ async def test_totals_skip_the_chunks_of_files_already_on_disk(downloads, sessio
     assert started.total_size_bytes == compressed_size(lack[0])
 
 
+async def test_the_manifest_honours_the_files_on_disk_as_the_totals_do(downloads, sessions):
+    """A file on disk at its path with its content is not written; one whose content is on disk at
+    another path is written, from chunks that need no download; what the client lacks is both."""
+    user = uuid.uuid4()
+    kept, moved, lack = [b"k" * 5000], [b"m" * 3000, b"n" * 1000], [b"l" * 4000, b"m" * 3000]
+    product, _ = await owned_game(sessions, user, {"kept.bin": kept, "moved.bin": moved, "lack.bin": lack})
+    on_disk = [
+        pb.InstalledFile(path=path, size_bytes=len(content), sha256=hashlib.sha256(content).hexdigest())
+        for path, content in (("kept.bin", b"".join(kept)), ("old/moved.bin", b"".join(moved)))
+    ]
+    started = await start(downloads, user, product, installed_files=on_disk)
+    assert started.total_size_bytes == compressed_size(lack[0])
+
+    page = await downloads.GetDownloadManifest(
+        pb.GetDownloadManifestRequest(download_id=started.download_id), metadata=user_metadata(user)
+    )
+    files = {f.path: f for f in page.files}
+    assert {path: f.write_required for path, f in files.items()} == {
+        "kept.bin": False,
+        "moved.bin": True,
+        "lack.bin": True,
+    }
+    needed = {c.chunk_hash for f in page.files for c in f.chunks if c.download_required}
+    assert needed == {hashlib.sha256(lack[0]).hexdigest()}
+    assert sum(c.compressed_size_bytes for f in page.files for c in f.chunks if c.chunk_hash in needed) == (
+        started.total_size_bytes
+    )
+
+
 async def test_the_queue_holds_max_concurrent_and_promotes_by_priority_then_age(downloads, sessions):
     user = uuid.uuid4()
     await set_max_concurrent(downloads, user, 2)

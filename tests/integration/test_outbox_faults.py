@@ -7,9 +7,8 @@ Every fault is undone on the way out of its block (SIGCONT / restart), so later 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import subprocess
-import sys
 import uuid
 from collections import Counter, defaultdict
 
@@ -21,10 +20,18 @@ from server.core import metrics
 from server.core.events.channels import CHANNEL_KAFKA, CHANNEL_NOTIFICATION
 from server.core.events.cloudevents import make_cloud_event
 from server.core.events.consumer import KafkaEventConsumer
-from tests.support.faults import HOWS, outage
+from tests.support.faults import HOWS, outage, suspended
 from tests.support.kafka import TopicReader, about
-from tests.support.outbox import EVENT_TYPE, TOPIC, RelayProcesses, change, relay_pids
-from tests.support.processes import ROOT
+from tests.support.outbox import (
+    EVENT_TYPE,
+    FAST,
+    TOPIC,
+    RelayProcesses,
+    change,
+    dead_letters_script,
+    lease_owners,
+    owner_pid,
+)
 from tests.support.waiting import wait_until
 
 
@@ -155,9 +162,9 @@ async def test_a_dead_lettered_row_is_replayed_by_the_script(world):
             {"id": event["id"], "topic": TOPIC, "key": str(user_id), "payload": json.dumps(event)},
         )
         await conn.execute(text("DELETE FROM outbox WHERE seq = :seq"), {"seq": seq})
-    listed = _script(world, "list", "outbox", "--json")
+    listed = dead_letters_script(world, "list", "outbox", "--json")
     assert [row["error"] for row in listed if row["id"] == seq] == ["UNKNOWN_TOPIC_OR_PART"]
-    assert _script(world, "replay", "outbox", str(seq), "--json") == {"replayed": [seq]}
+    assert dead_letters_script(world, "replay", "outbox", str(seq), "--json") == {"replayed": [seq]}
     async with world.relay(), TopicReader(world.broker.bootstrap, TOPIC) as reader:
         [received] = await reader.wait_for(lambda e: e["id"] == event["id"])
     assert received == event
@@ -165,18 +172,6 @@ async def test_a_dead_lettered_row_is_replayed_by_the_script(world):
         assert not await conn.scalar(
             text("SELECT count(*) FROM outbox_dead_letters WHERE seq = :s"), {"s": seq}
         )
-
-
-def _script(world, *args: str):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "dead-letters"), *args],
-        env=world.relay_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +252,123 @@ async def test_a_relay_killed_mid_batch_loses_and_duplicates_nothing_at_the_cons
     assert max(handled.values()) == 1, "nothing handled twice"
 
 
+async def test_a_hung_relay_process_loses_its_partitions_and_nothing_is_lost_or_reordered(
+    world, relay_processes
+):
+    """SIGSTOP: the process keeps its Postgres session; only its leases' expiry frees its partitions."""
+    event_type = "com.platform.library.test.hung.v1"
+    alive = [proc for proc in relay_processes.procs if proc.poll() is None]
+    assert len(alive) >= 2, "the relay processes of this module"
+    victim = alive[0]
+    await wait_until(lambda: _owners_are(world, len(alive)), what="the relays to share the partitions")
+    users = await _users_relayed_by(world, victim.pid)
+    mine = {str(u) for u in users}
+    uow = world.uow()
+    handled: Counter[str] = Counter()
+
+    async def count(_uow, event):
+        handled[event["id"]] += 1
+
+    consumer = KafkaEventConsumer(
+        name=f"test-hung-{uuid.uuid4().hex[:8]}",
+        topics=[TOPIC],
+        handlers={event_type: count},
+        uow_factory=uow,
+        bootstrap_servers=world.broker.bootstrap,
+    )
+    task = asyncio.create_task(consumer.run())
+    written = []
+    try:
+        async with TopicReader(world.broker.bootstrap, TOPIC) as reader:
+            with contextlib.ExitStack() as stopped:
+                for n in range(20):
+                    written += await asyncio.gather(
+                        *(change(uow, u, f"{n}", n=n, event_type=event_type) for u in users)
+                    )
+                    if n == 4:  # while it relays the first events, mid-batch or not
+                        stopped.enter_context(suspended(victim.pid))
+                ids = {e["id"] for e in written}
+                await wait_until(
+                    lambda: ids <= set(handled), what="the hung relay's users' events in Kafka", timeout=60
+                )
+                await wait_until(
+                    lambda: _streams_complete(world, users, 20), what="their notifications", timeout=30
+                )
+                woken_at = await _db_now(world)
+            # Woken up: once it renewed its membership it has finished whatever batch it was in (its
+            # late sends are in Kafka), so a sentinel per user behind them shows everything it sent.
+            await wait_until(
+                lambda: _renewed_since(world, victim.pid, woken_at), what="the woken relay to rejoin"
+            )
+            sentinels = await asyncio.gather(
+                *(change(uow, u, "20", n=20, event_type=event_type) for u in users)
+            )
+            ids |= {e["id"] for e in sentinels}
+            sentinel_ids = {e["id"] for e in sentinels}
+            await reader.wait_for(lambda e: e["id"] in sentinel_ids, count=len(users), timeout=30)
+        await wait_until(lambda: ids <= set(handled), what="the sentinels at the consumer")
+        await wait_until(lambda: _streams_complete(world, users, 21), what="the sentinel notifications")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert victim.poll() is None, "the hung relay survives"
+    assert set(handled) == ids, "nothing lost"
+    assert max(handled.values()) == 1, "nothing handled twice"
+    first_seen: dict[str, list[int]] = defaultdict(list)
+    for event in reader.events:
+        if event.get("subject") in mine and event["data"]["n"] not in first_seen[event["subject"]]:
+            first_seen[event["subject"]].append(event["data"]["n"])
+    assert {u: first_seen[u] for u in mine} == {u: list(range(21)) for u in mine}, "Kafka: commit order"
+    for user_id in users:
+        assert [p["n"] for _, p in await world.stream(user_id)] == list(range(21)), "stream: commit order"
+
+
+async def _users_relayed_by(world, pid: int) -> list[uuid.UUID]:
+    """Three users whose Kafka partition and three whose notification partition the process owns."""
+    kafka, notification = await asyncio.gather(
+        lease_owners(world, CHANNEL_KAFKA), lease_owners(world, CHANNEL_NOTIFICATION)
+    )
+    wanted = {
+        channel: {p for p, owner in owners.items() if owner_pid(owner) == pid}
+        for channel, owners in ((CHANNEL_KAFKA, kafka), (CHANNEL_NOTIFICATION, notification))
+    }
+    assert all(wanted.values()), f"process {pid} owns partitions of both channels"
+    candidates = [uuid.uuid4() for _ in range(500)]
+    async with world.engine.connect() as conn:
+        partitions = (
+            (
+                await conn.execute(
+                    text("SELECT hashtext(k) & 31 FROM unnest(CAST(:keys AS text[])) AS k"),
+                    {"keys": [str(u) for u in candidates]},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    chosen: list[uuid.UUID] = []
+    for channel in wanted:
+        chosen += [u for u, p in zip(candidates, partitions, strict=True) if p in wanted[channel]][:3]
+    return list(dict.fromkeys(chosen))
+
+
+async def _db_now(world):
+    async with world.engine.connect() as conn:
+        return await conn.scalar(text("SELECT now()"))
+
+
+async def _renewed_since(world, pid: int, moment) -> bool:
+    """Both channel relays of the process renewed their membership after `moment`."""
+    async with world.engine.connect() as conn:
+        renewed = await conn.scalar(
+            text(
+                "SELECT count(*) FROM outbox_relay_members WHERE split_part(owner, ':', 2)::int = :pid"
+                " AND expires_at - :lease * interval '1 second' > :moment"
+            ),
+            {"pid": pid, "lease": FAST.lease_seconds, "moment": moment},
+        )
+    return renewed == 2
+
+
 async def _dead_letters_of(world, user_id: uuid.UUID, count: int) -> bool:
     async with world.engine.connect() as conn:
         found = await conn.scalar(
@@ -276,6 +388,6 @@ async def _streams_complete(world, users: list[uuid.UUID], count: int) -> bool:
 
 async def _owners_are(world, count: int) -> bool:
     kafka, notification = await asyncio.gather(
-        relay_pids(world, CHANNEL_KAFKA), relay_pids(world, CHANNEL_NOTIFICATION)
+        lease_owners(world, CHANNEL_KAFKA), lease_owners(world, CHANNEL_NOTIFICATION)
     )
-    return len(kafka) == count and len(notification) == count
+    return len(set(kafka.values())) == count and len(set(notification.values())) == count

@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.events.kafka import KafkaPublisher
-from server.core.events.leases import partition_lock_class
 from server.core.events.relay import OutboxRelay, RelayOptions
 from server.core.redis import create_redis
 from server.core.uow import UnitOfWorkFactory, notification_stream
@@ -37,6 +36,7 @@ FAST = RelayOptions(
     max_attempts=3,
     retry_backoff_seconds=0.05,
     rebalance_seconds=0.5,
+    lease_seconds=2.0,
     send_timeout_seconds=2.0,
 )
 
@@ -92,6 +92,7 @@ class OutboxWorld:
             "OUTBOX_POLL_SECONDS": str(FAST.poll_seconds),
             "OUTBOX_BATCH_SIZE": str(FAST.batch_size),
             "OUTBOX_REBALANCE_SECONDS": str(FAST.rebalance_seconds),
+            "OUTBOX_LEASE_SECONDS": str(FAST.lease_seconds),
             "OUTBOX_SEND_TIMEOUT_SECONDS": str(FAST.send_timeout_seconds),
             **overrides,
         }
@@ -162,15 +163,32 @@ class RelayProcesses:
             proc.wait(timeout=10)
 
 
-async def relay_pids(world: OutboxWorld, channel: str) -> set[int]:
-    """Backends holding partition locks of a channel's class in the world's database (events/leases.py)."""
+async def lease_owners(world: OutboxWorld, channel: str) -> dict[int, str]:
+    """Partition -> owner of the channel's live leases in the world's database (events/leases.py)."""
     async with world.engine.connect() as conn:
         rows = await conn.execute(
             text(
-                "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
-                " AND classid::bigint = :cls AND database = (SELECT oid FROM pg_database"
-                " WHERE datname = current_database())"
+                "SELECT partition, owner FROM outbox_leases"
+                " WHERE channel = :channel AND owner IS NOT NULL AND expires_at > now()"
             ),
-            {"cls": partition_lock_class(channel)},
+            {"channel": channel},
         )
-        return {row[0] for row in rows}
+        return {row[0]: row[1] for row in rows}
+
+
+def owner_pid(owner: str) -> int:
+    """The process id in a lease owner's name (host:pid:tag)."""
+    return int(owner.split(":")[-2])
+
+
+def dead_letters_script(world: OutboxWorld, *args: str) -> Any:
+    """Runs `scripts/dead-letters ARGS --json`-style commands on the world; their JSON output."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "dead-letters"), *args],
+        env=world.relay_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

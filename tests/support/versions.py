@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.downloads.content_tables import (
@@ -108,3 +109,83 @@ async def publish(
             for chunk_id, chunk in distinct.items()
         )
     return Published(version_id, sum(compressed_size(c) for c in distinct.values()), file_ids, sizes)
+
+
+MiB = 1024 * 1024
+
+
+async def publish_bulk(
+    sessions: async_sessionmaker[AsyncSession],
+    product_id: uuid.UUID,
+    *,
+    files: int,
+    chunks_per_file: int,
+    variant: str = "",
+    every: int = 0,
+    published_at: datetime | None = None,
+) -> uuid.UUID:
+    """A big committed version inserted in a few set-based statements (no bytes): `files` files of
+    `chunks_per_file` chunks of 1 MiB (compressed 512 KiB), all distinct. With `variant`, the first chunk
+    of every `every`-th file (and so that file's content) differs from the version without it."""
+    version_id = uuid.uuid4()
+    differs = "(:every > 0 AND f % :every = 0 AND c = 0)"
+    params = {
+        "version": version_id,
+        "product": product_id,
+        "seed": str(product_id),
+        "variant": variant,
+        "every": every,
+        "files": files,
+        "per": chunks_per_file,
+        "mib": MiB,
+    }
+    cut = (
+        "SELECT f, c, encode(sha256(convert_to(:seed || ':' || "
+        f"CASE WHEN {differs} THEN :variant ELSE '' END || ':' || f || ':' || c, 'UTF8')), 'hex') AS chunk "
+        "FROM generate_series(0, :files - 1) f, generate_series(0, :per - 1) c"
+    )
+    async with sessions() as session, session.begin():
+        session.add(
+            ProductVersion(
+                version_id=version_id,
+                product_id=product_id,
+                version_name=f"bulk-{version_id.hex[:8]}",
+                branch="public",
+                release_notes="",
+                state=STATE_COMMITTED,
+                total_size_bytes=files * chunks_per_file * MiB,
+                file_count=files,
+                chunk_count=files * chunks_per_file,
+                published_at=published_at or datetime.now(UTC),
+            )
+        )
+        await session.flush()
+        await session.execute(
+            text(
+                "INSERT INTO download_version_files (file_id, version_id, path, size_bytes, sha256) "
+                "SELECT gen_random_uuid(), :version, 'data/file-' || lpad(f::text, 6, '0'), :per * :mib, "
+                "encode(sha256(convert_to(:seed || ':' || CASE WHEN :every > 0 AND f % :every = 0 "
+                "THEN :variant ELSE '' END || ':' || f, 'UTF8')), 'hex') "
+                "FROM generate_series(0, :files - 1) f"
+            ),
+            params,
+        )
+        await session.execute(
+            text(
+                'INSERT INTO download_file_chunks (file_id, position, chunk_id, "offset", size_bytes, '
+                "compressed_size_bytes, compressed_sha256) "
+                "SELECT vf.file_id, s.c, s.chunk, s.c * :mib, :mib, :mib / 2, s.chunk "
+                f"FROM ({cut}) s JOIN download_version_files vf "
+                "ON vf.version_id = :version AND vf.path = 'data/file-' || lpad(s.f::text, 6, '0')"
+            ),
+            params,
+        )
+        await session.execute(
+            text(
+                "INSERT INTO download_version_chunks (version_id, chunk_id, size_bytes, "
+                "compressed_size_bytes, compressed_sha256) "
+                f"SELECT :version, s.chunk, :mib, :mib / 2, s.chunk FROM ({cut}) s"
+            ),
+            params,
+        )
+    return version_id

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from server.downloads.chunking import (
+from content_store.chunking import (
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
     ChunkContentError,

@@ -14,7 +14,7 @@ from client.engine.fetch import Counters, Fetcher, FetchError, Link, Links
 from client.engine.journal import Journal, chunk_record, file_record, header, parse
 from client.engine.plan import Assembly, Chunk, ChunkJob, FileSpec, Source, build_plan
 from client.engine.throttle import MIN_BURST, Gate, Throttle, TokenBucket, bytes_per_second
-from server.downloads.chunking import compress
+from content_store.chunking import compress
 
 A, B, C, D, E = (ch * 64 for ch in "abcde")
 

@@ -248,3 +248,17 @@ def test_a_required_enum_does_not_offer_its_unspecified_value(doc):
 def test_response_schemas_describe_what_the_server_fills_without_request_rules(doc):
     item = doc["components"]["schemas"]["library.v1.LibraryItem"]
     assert "format" not in item["properties"]["productId"]
+
+
+def test_a_rule_across_fields_is_stated_as_alternatives_that_cover_every_value_once(doc):
+    """ResolveSaveGameConflict: new_slot_name with KEEP_BOTH only (the servicer's rule), so a client that
+    follows the schema never sends it with KEEP_CLOUD / KEEP_LOCAL, nor KEEP_BOTH without it."""
+    resolve = op(doc, "POST", f"{LIB}/savegames/{{product_id}}/slots/{{slot_name}}/resolve")
+    schema = resolve["requestBody"]["content"]["application/json"]["schema"]
+    branches = {v: b for b in schema["oneOf"] for v in b["properties"]["resolution"]["enum"]}
+    assert sorted(branches) == sorted(schema["properties"]["resolution"]["enum"])
+    assert sum(len(b["properties"]["resolution"]["enum"]) for b in schema["oneOf"]) == len(branches)
+    assert branches["KEEP_BOTH"]["required"] == ["newSlotName"]
+    for other in ("KEEP_CLOUD", "KEEP_LOCAL"):
+        assert branches[other]["properties"]["newSlotName"]["maxLength"] == 0
+    assert schema["properties"]["newSlotName"]["pattern"].endswith("{1,64}$")  # so "" is refused too

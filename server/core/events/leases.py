@@ -1,86 +1,140 @@
-"""Which outbox partitions a relay owns: Postgres session-level advisory locks on the relay's own connection.
+"""Which outbox partitions a relay owns: leases in `outbox_leases`, renewed by their owner, with a fencing
+epoch.
 
-One lock per (channel, partition): exactly one connection in the whole cluster holds it, so exactly one
-process relays a partition at a time, and one user's rows (one partition) are relayed in order. When a
-process dies its connection closes and Postgres releases its locks; the survivors take the partitions over
-at their next rebalance. Each relay also holds a member lock, so every relay can count the relays of its
-channel and keep its fair share (ceil(partitions / members)): it takes free partitions up to that share and
-releases what it holds beyond it, between batches, never in the middle of one.
+A lease is one row per (channel, partition): its owner (`relay_identity`: host, pid and a random tag of one
+channel relay), an `epoch` that grows by one each time the partition changes hands, and `expires_at`. The
+owner renews its leases at every rebalance (OUTBOX_REBALANCE_SECONDS) and in the transaction that marks a
+batch sent; a lease is free once it expired, its owner released it, or its owner's Postgres backend is gone
+(a process that died: taken over at the next rebalance, without waiting for the expiry). A relay that hangs
+(SIGSTOP, an event loop stuck) stops renewing, so its leases expire (OUTBOX_LEASE_SECONDS) and the others
+take its partitions; the relays of a channel count each other by the member rows they renew the same way,
+so a hung relay also stops counting in the fair share (ceil(partitions / live members)).
 
-What a relay owns is read back from `pg_locks` at every rebalance rather than remembered, so the relay never
-believes it holds a lock its session does not.
+Fencing: a relay marks rows sent (or counts a refusal, or dead-letters) only in a transaction that first
+renews the leases of the batch's partitions *with the epochs it read them under* (`confirm`). A relay that
+wakes up after losing a lease finds the epoch changed, marks nothing of that partition and drops it; what it
+had already sent before noticing is a duplicate the idempotent consumers (and the stream script) absorb.
+Order per user holds: the new owner reads the rows the old one never marked, in `seq` order, and a lease
+row locked by a confirming transaction cannot change hands until that transaction ends.
+
+All times are the database's (`now()`), so the relays' clocks never need to agree.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
+import uuid
 
 from psycopg import AsyncConnection
 
-from server.core.events.channels import CHANNELS, OUTBOX_PARTITIONS
+from server.core.events.channels import OUTBOX_PARTITIONS
 
-# First keys of the two-key advisory locks (that key space never overlaps the one-key locks used elsewhere).
-_PARTITION_CLASS = 7150
-_MEMBER_CLASS = 7160
-
-_HOLDERS = """
-SELECT objid::int, pid = pg_backend_pid() FROM pg_locks
-WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = %s
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+# A lease is taken over when it expired, was released (owner NULL) or its owner's backend is gone.
+_FREE = "(owner IS NULL OR expires_at < now() OR backend_pid NOT IN (SELECT pid FROM pg_stat_activity))"
+_JOIN = """
+INSERT INTO outbox_relay_members (channel, owner, backend_pid, expires_at)
+VALUES (%(channel)s, %(owner)s, pg_backend_pid(), now() + %(lease)s * interval '1 second')
+ON CONFLICT (channel, owner)
+DO UPDATE SET backend_pid = excluded.backend_pid, expires_at = excluded.expires_at
 """
-_MEMBERS = """
-SELECT count(DISTINCT pid) FROM pg_locks
-WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = %s
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+_LIVE_MEMBERS = f"""
+WITH gone AS (DELETE FROM outbox_relay_members WHERE channel = %(channel)s AND {_FREE} RETURNING owner)
+SELECT count(*) FROM outbox_relay_members
+WHERE channel = %(channel)s AND owner NOT IN (SELECT owner FROM gone)
+"""
+_RENEW = """
+UPDATE outbox_leases SET expires_at = now() + %(lease)s * interval '1 second', backend_pid = pg_backend_pid()
+WHERE channel = %(channel)s AND owner = %(owner)s
+RETURNING partition, epoch
+"""
+_RELEASE = """
+UPDATE outbox_leases SET owner = NULL, backend_pid = NULL, expires_at = '-infinity'
+WHERE channel = %(channel)s AND owner = %(owner)s AND partition = ANY(%(partitions)s)
+"""
+# Free partitions, searched from a place of the relay's own (relays joining at once rarely collide);
+# SKIP LOCKED: a lease another relay is taking or confirming right now is not free.
+_TAKE = f"""
+UPDATE outbox_leases SET owner = %(owner)s, epoch = epoch + 1, backend_pid = pg_backend_pid(),
+    expires_at = now() + %(lease)s * interval '1 second'
+WHERE channel = %(channel)s AND partition IN (
+    SELECT partition FROM outbox_leases WHERE channel = %(channel)s AND {_FREE}
+    ORDER BY (partition + %(partitions)s - %(start)s) %% %(partitions)s LIMIT %(wanted)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING partition, epoch
+"""
+_CONFIRM = """
+UPDATE outbox_leases SET expires_at = now() + %(lease)s * interval '1 second', backend_pid = pg_backend_pid()
+WHERE channel = %(channel)s AND owner = %(owner)s
+  AND (partition, epoch) IN (SELECT * FROM unnest(%(partitions)s::smallint[], %(epochs)s::bigint[]))
+RETURNING partition
+"""
+_LEAVE = """
+WITH released AS (
+    UPDATE outbox_leases SET owner = NULL, backend_pid = NULL, expires_at = '-infinity'
+    WHERE channel = %(channel)s AND owner = %(owner)s
+)
+DELETE FROM outbox_relay_members WHERE channel = %(channel)s AND owner = %(owner)s
 """
 
 
-def partition_lock_class(channel: str) -> int:
-    """The first key of a channel's partition locks (the second is the partition)."""
-    return _PARTITION_CLASS + CHANNELS.index(channel)
+def relay_identity() -> str:
+    """Who owns a lease, as `outbox_leases.owner` shows it: host, process id and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class PartitionLeases:
-    """The partitions of one channel held by one relay connection (`owned`, refreshed by `rebalance`)."""
+    """The leases of one channel held by one relay (`owned`: partition -> epoch, refreshed by `rebalance`
+    and `confirm`). Every method runs on the relay's own connection."""
 
-    def __init__(self, channel: str, partitions: int = OUTBOX_PARTITIONS):
-        self._partition_class = partition_lock_class(channel)
-        self._member_class = _MEMBER_CLASS + CHANNELS.index(channel)
+    def __init__(self, channel: str, lease_seconds: float, partitions: int = OUTBOX_PARTITIONS):
+        self.owner = relay_identity()
+        self.owned: dict[int, int] = {}
         self._partitions = partitions
-        self.owned: frozenset[int] = frozenset()
-        self._joined: AsyncConnection | None = None
+        self._start = uuid.uuid4().int % partitions
+        self._params = {"channel": channel, "owner": self.owner, "lease": lease_seconds}
 
-    async def rebalance(self, conn: AsyncConnection) -> frozenset[int]:
-        """Joins the channel's relays on `conn` (once per connection), then takes free partitions up to the
-        fair share and releases any beyond it. Returns the partitions owned now."""
-        if self._joined is not conn:
-            await conn.execute("SELECT pg_advisory_lock(%s, pg_backend_pid())", (self._member_class,))
-            self._joined = conn
-        members = (await (await conn.execute(_MEMBERS, (self._member_class,))).fetchone())[0]
-        share = math.ceil(self._partitions / max(1, members))
-        holders = await (await conn.execute(_HOLDERS, (self._partition_class,))).fetchall()
-        mine = sorted(p for p, is_mine in holders if is_mine)
-        taken = {p for p, _ in holders}
-        for partition in mine[share:]:
-            await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (self._partition_class, partition))
-        owned = set(mine[:share])
-        # Start the search at a different place per connection, so relays joining at once rarely collide.
-        start = (await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0] % self._partitions
-        for offset in range(self._partitions):
-            if len(owned) >= share:
-                break
-            partition = (start + offset) % self._partitions
-            if partition in taken:
-                continue
-            cur = await conn.execute(
-                "SELECT pg_try_advisory_lock(%s, %s)", (self._partition_class, partition)
-            )
-            if (await cur.fetchone())[0]:
-                owned.add(partition)
-        self.owned = frozenset(owned)
-        return self.owned
+    async def rebalance(self, conn: AsyncConnection) -> dict[int, int]:
+        """Renews this relay's membership and leases, releases the leases beyond its fair share and takes
+        free ones up to it, in one transaction. Returns the leases owned now (read back, never assumed)."""
+        params = self._params
+        async with conn.transaction():
+            await conn.execute(_JOIN, params)
+            members = (await (await conn.execute(_LIVE_MEMBERS, params)).fetchone())[0]
+            share = math.ceil(self._partitions / max(1, members))
+            owned = dict(await (await conn.execute(_RENEW, params)).fetchall())
+            beyond = sorted(owned)[share:]
+            if beyond:
+                await conn.execute(_RELEASE, {**params, "partitions": beyond})
+                for partition in beyond:
+                    del owned[partition]
+            if len(owned) < share:
+                wanted = share - len(owned)
+                take = {**params, "partitions": self._partitions, "start": self._start, "wanted": wanted}
+                taken = await conn.execute(_TAKE, take)
+                owned.update(await taken.fetchall())
+        self.owned = owned
+        return owned
+
+    async def confirm(self, conn: AsyncConnection, partitions: set[int]) -> set[int]:
+        """Inside the caller's transaction: renews and locks the leases of `partitions` still held under the
+        epochs this relay knows, and returns those; the others were lost (another relay took them over) and
+        are dropped from `owned`."""
+        ordered = sorted(partitions)
+        cur = await conn.execute(
+            _CONFIRM, {**self._params, "partitions": ordered, "epochs": [self.owned[p] for p in ordered]}
+        )
+        held = {row[0] for row in await cur.fetchall()}
+        for partition in partitions - held:
+            self.owned.pop(partition, None)
+        return held
+
+    async def release_all(self, conn: AsyncConnection) -> None:
+        """Gives every lease and the membership up (a relay stopping), so others take over at once."""
+        await conn.execute(_LEAVE, self._params)
+        self.owned = {}
 
     def forget(self) -> None:
-        """The connection is gone, and its locks with it."""
-        self.owned = frozenset()
-        self._joined = None
+        """The connection is gone: what is owned is read back at the next rebalance."""
+        self.owned = {}

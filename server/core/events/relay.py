@@ -5,11 +5,16 @@ connection, batches and backoff: Kafka down delays only the Kafka rows, Redis do
 and neither channel's batch is re-sent because the other failed.
 
 Order: rows are partitioned by a hash of their key (the user id, OUTBOX_PARTITIONS), a channel loop relays
-only the partitions it owns (events/leases.py: advisory locks, exactly one owner per partition, a dead
-process's partitions taken over), and it reads its partitions' pending rows in `seq` order. Commits that
-write rows of one key are serialized by the unit of work (server/core/uow.py), so `seq` order is commit order
-per user: one user's events reach Kafka, and their notifications the user's stream, in commit order however
-many processes relay.
+only the partitions it holds a lease on (events/leases.py: one owner per partition, renewed while the owner
+makes progress, taken over when it dies or hangs, fenced by an epoch), and it reads its partitions' pending
+rows in `seq` order. Commits that write rows of one key are serialized by the unit of work
+(server/core/uow.py), so `seq` order is commit order per user: one user's events reach Kafka, and their
+notifications the user's stream, in commit order however many processes relay, and a relay that lost its
+lease can only repeat rows (never mark them, or skip ahead of them).
+
+The relay's connections are bounded like every other (server/core/db.py DbTimeouts: connect, statement and
+lock timeouts, no wait on a hung server beyond them) and a session idle inside a transaction is ended by
+Postgres after the lease period, so a relay stopped mid-transaction cannot keep lease rows locked.
 
 Delivery is at least once (consumers dedupe by event id; notifications are added once per id by the stream
 script). A channel that is down (no answer, timeouts) leaves its rows pending and is retried with backoff
@@ -24,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -35,6 +41,7 @@ from redis.asyncio import Redis
 
 from server.core import metrics
 from server.core.config import Settings, libpq_url
+from server.core.db import DbTimeouts
 from server.core.events.channels import CHANNEL_KAFKA, CHANNEL_NOTIFICATION
 from server.core.events.kafka import Delivery, KafkaPublisher, Refused, Unsent
 from server.core.events.leases import PartitionLeases
@@ -69,7 +76,9 @@ class RelayOptions:
     max_attempts: int = 5
     retry_backoff_seconds: float = 0.5
     rebalance_seconds: float = 2.0
+    lease_seconds: float = 15.0
     send_timeout_seconds: float = 10.0
+    db_timeouts: DbTimeouts = field(default_factory=DbTimeouts)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RelayOptions:
@@ -81,8 +90,19 @@ class RelayOptions:
             max_attempts=settings.outbox_max_attempts,
             retry_backoff_seconds=settings.outbox_retry_backoff_seconds,
             rebalance_seconds=settings.outbox_rebalance_seconds,
+            lease_seconds=settings.outbox_lease_seconds,
             send_timeout_seconds=settings.outbox_send_timeout_seconds,
+            db_timeouts=DbTimeouts.from_settings(settings),
         )
+
+    def connect_kwargs(self, channel: str) -> dict[str, object]:
+        """libpq settings of a relay connection: the service's timeouts, plus an end to a session left idle
+        inside a transaction (a relay stopped mid-batch) after a lease period, and a name saying whose."""
+        kwargs = self.db_timeouts.connect_kwargs()
+        idle_ms = int(self.lease_seconds * 1000)
+        kwargs["options"] = f"{kwargs['options']} -c idle_in_transaction_session_timeout={idle_ms}"
+        kwargs["application_name"] = f"outbox-relay {channel} pid {os.getpid()}"
+        return kwargs
 
 
 class Sender(Protocol):
@@ -143,14 +163,16 @@ class OutboxRelay:
 
 
 class ChannelRelay:
-    """Relays the pending rows of one channel in the partitions this process owns."""
+    """Relays the pending rows of one channel in the partitions this relay holds leases on."""
 
     def __init__(self, channel: str, database_url: str, sender: Sender, options: RelayOptions):
         self.channel = channel
         self._conninfo = libpq_url(database_url)
+        self._connect_kwargs = options.connect_kwargs(channel)
+        self._connection_class = options.db_timeouts.connection_class()
         self._sender = sender
         self._options = options
-        self._leases = PartitionLeases(channel)
+        self._leases = PartitionLeases(channel, options.lease_seconds)
         self._conn: psycopg.AsyncConnection | None = None
         self._rebalanced_at = float("-inf")
         self._held: dict[int, float] = {}  # partition -> monotonic time its refused row may be retried
@@ -159,7 +181,12 @@ class ChannelRelay:
 
     @property
     def owned(self) -> frozenset[int]:
-        return self._leases.owned
+        return frozenset(self._leases.owned)
+
+    @property
+    def owner(self) -> str:
+        """This relay's name in `outbox_leases.owner`."""
+        return self._leases.owner
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -177,19 +204,29 @@ class ChannelRelay:
                 except Exception as error:
                     log.warning("outbox relay (%s) failed; will retry", self.channel, exc_info=True)
                     if isinstance(error, psycopg.OperationalError):
-                        await self._disconnect()  # a new connection, and the leases with it
+                        await self._disconnect()  # a new connection (the leases are read back on it)
                     metrics.OUTBOX_RELAY_FAILURES.labels(self.channel).inc()
                     self._sender.reset()
                     full = False
                     backoff = min(backoff * 2, 5.0)
                 if not full:
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+                    # arrives as the wakeup is set, and the loop would outlive its stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), timeout=self._next_wait(backoff))
+                        async with asyncio.timeout(self._next_wait(backoff)):
+                            await self._wakeup.wait()
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
+        """Gives the leases up (others take the partitions over at once) and closes the connection."""
         self._sender.reset()
+        conn = self._conn
+        if conn is not None and not (conn.closed or conn.broken):
+            try:
+                await self._leases.release_all(conn)
+            except Exception:  # the leases expire on their own
+                log.warning("outbox relay (%s) could not release its leases", self.channel, exc_info=True)
         await self._disconnect()
 
     async def relay_once(self) -> bool:
@@ -200,7 +237,7 @@ class ChannelRelay:
             await self.rebalance()
         now = time.monotonic()
         self._held = {p: until for p, until in self._held.items() if until > now}
-        partitions = sorted(self._leases.owned - self._held.keys())
+        partitions = sorted(self._leases.owned.keys() - self._held.keys())
         if not partitions:
             metrics.OUTBOX_LAG.labels(self.channel).set(0.0)
             return False
@@ -222,28 +259,37 @@ class ChannelRelay:
 
     async def rebalance(self) -> frozenset[int]:
         conn = await self._connection()
-        owned = await self._leases.rebalance(conn)
+        await self._leases.rebalance(conn)
         self._rebalanced_at = time.monotonic()
-        metrics.OUTBOX_PARTITIONS_OWNED.labels(self.channel).set(len(owned))
-        return owned
+        metrics.OUTBOX_PARTITIONS_OWNED.labels(self.channel).set(len(self._leases.owned))
+        return self.owned
 
     async def _settle(
         self, conn: psycopg.AsyncConnection, rows: list[PendingRow], deliveries: list[Delivery]
     ):
-        """Marks the sent rows published; counts refusals, dead-lettering a row at its last attempt."""
-        sent = [row.seq for row, d in zip(rows, deliveries, strict=True) if d is None]
-        refused = [(row, d.error) for row, d in zip(rows, deliveries, strict=True) if isinstance(d, Refused)]
+        """Marks the sent rows published and counts refusals, dead-lettering a row at its last attempt, in
+        one transaction that first confirms this relay still holds the rows' partitions (fencing): rows of
+        a partition lost meanwhile are left to its new owner, which sends them again."""
         async with conn.transaction():
+            held = await self._leases.confirm(conn, {row.partition for row in rows})
+            outcomes = [(row, d) for row, d in zip(rows, deliveries, strict=True) if row.partition in held]
+            sent = [row.seq for row, d in outcomes if d is None]
+            refused = [(row, _error_text(d)) for row, d in outcomes if isinstance(d, Refused)]
             if sent:
                 await conn.execute(_MARK_PUBLISHED, (sent,))
             for row, error in refused:
-                error = error.replace("\x00", "")[:2000]
                 if row.attempts + 1 >= self._options.max_attempts:
                     await conn.execute(_DEAD_LETTER, (row.seq, error))
                 else:
                     await conn.execute(_COUNT_REFUSAL, (error, row.seq))
-                    delay = self._options.retry_backoff_seconds * 2**row.attempts
-                    self._held[row.partition] = time.monotonic() + delay
+        lost = len(rows) - len(outcomes)
+        if lost:
+            metrics.OUTBOX_LEASES_LOST.labels(self.channel).inc()
+            metrics.OUTBOX_PARTITIONS_OWNED.labels(self.channel).set(len(self._leases.owned))
+            log.warning(
+                "outbox relay lost partitions to another relay; their rows are left to it",
+                extra={"channel": self.channel, "rows": lost},
+            )
         metrics.OUTBOX_PUBLISHED.labels(self.channel).inc(len(sent))
         for row, error in refused:
             if row.attempts + 1 >= self._options.max_attempts:
@@ -252,6 +298,9 @@ class ChannelRelay:
                     "outbox row moved to outbox_dead_letters",
                     extra={"channel": self.channel, "outbox_id": row.id, "error": error},
                 )
+            else:
+                delay = self._options.retry_backoff_seconds * 2**row.attempts
+                self._held[row.partition] = time.monotonic() + delay
 
     def _next_wait(self, backoff: float) -> float:
         """Until the next poll: the backoff, sooner when a held partition or a rebalance is due."""
@@ -264,7 +313,9 @@ class ChannelRelay:
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             await self._disconnect()
         if self._conn is None:
-            self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            self._conn = await self._connection_class.connect(
+                self._conninfo, autocommit=True, **self._connect_kwargs
+            )
             self._rebalanced_at = float("-inf")
         return self._conn
 
@@ -275,6 +326,10 @@ class ChannelRelay:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+def _error_text(refusal: Refused) -> str:
+    return refusal.error.replace("\x00", "")[:2000]
 
 
 class ChannelUnavailable(Exception):

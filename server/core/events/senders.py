@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from server.core.events.kafka import Delivery, Held, KafkaMessage, KafkaPublisher, Refused, Unsent
+from server.core.redis import queue_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +59,28 @@ class KafkaSender:
 
 
 # Adds a notification to the user's stream unless this notification id was added before, and (re)sets the
-# stream's expiry: the stream of a user who gets no notification for that long goes away.
+# stream's expiry: the stream of a user who gets no notification for that long goes away. The id is recorded
+# only once the XADD succeeded: an XADD Redis refuses (WRONGTYPE) stops the script before, so the row can be
+# sent again (a replayed dead letter) instead of being taken for added.
 _XADD_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[4])) then
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', tonumber(ARGV[3]), '*',
-                        'type', ARGV[1], 'payload', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-  return id
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return false
 end
-return false
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', tonumber(ARGV[3]), '*',
+                      'type', ARGV[1], 'payload', ARGV[2])
+redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[4]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+return id
 """
 _DEDUPE_TTL_SECONDS = 7 * 24 * 3600
+
+
+def sent_marker(stream: str, row_id: str) -> str:
+    """The key saying this outbox row was added to `stream`: in the stream's slot (its hash tag), as the
+    script that writes both needs on a Redis Cluster."""
+    return f"{stream}:sent:{row_id}"
+
+
 # Redis answers that say the server is not able to take writes now, not that the row is wrong.
 _REDIS_UNAVAILABLE = (
     "OOM",
@@ -105,14 +117,16 @@ class StreamSender:
                     deliveries[index] = Refused("not a notification: it has no type or no payload")
                     stopped_keys.add(row.key)
                 else:
-                    await self._xadd_once(
-                        keys=[row.topic, f"{row.topic}:sent:{row.id}"],
+                    queue_script(
+                        pipe,
+                        self._xadd_once,
+                        keys=[row.topic, sent_marker(row.topic, row.id)],
                         args=[row.kind, row.body, self._maxlen, _DEDUPE_TTL_SECONDS, self._ttl_seconds],
-                        client=pipe,
                     )
                     queued.append(index)
             if queued:
-                results = await asyncio.wait_for(pipe.execute(raise_on_error=False), self._timeout_seconds)
+                async with asyncio.timeout(self._timeout_seconds):  # (wait_for may drop a cancellation)
+                    results = await pipe.execute(raise_on_error=False)
                 for index, result in zip(queued, results, strict=True):
                     deliveries[index] = _redis_delivery(result)
         return deliveries

@@ -74,6 +74,32 @@ class OutboxDeadLetter(Base):
     dead_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class OutboxLease(Base):
+    """Who relays a partition of a channel (events/leases.py): the owner, its fencing epoch (one more at
+    every change of hands), until when the lease holds unrenewed, and the owner's backend (a lease of a
+    backend that is gone is free at once). One row per (channel, partition), made by the migration."""
+
+    __tablename__ = "outbox_leases"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    partition: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    owner: Mapped[str | None] = mapped_column(Text)
+    epoch: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    backend_pid: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("'-infinity'"))
+
+
+class OutboxRelayMember(Base):
+    """A live relay of a channel, renewed like its leases: the relays count each other for the fair share."""
+
+    __tablename__ = "outbox_relay_members"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    owner: Mapped[str] = mapped_column(Text, primary_key=True)
+    backend_pid: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ProcessedEvent(Base):
     __tablename__ = "processed_events"
 
