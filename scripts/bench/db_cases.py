@@ -434,7 +434,7 @@ class DbBench:
                 ).items():
                     total[code] = total.get(code, 0) + n
             result.grpc_codes = total
-            bad = fixtures.unexpected_calls(total, "OK", result)
+            bad = fixtures.unexpected_calls(total, "OK", result.in_flight_at_end)
             result.bad_grpc_status = bad if total else result.requests
         return result
 

@@ -28,7 +28,6 @@ from library.v1 import (
     playtime_service_pb2,
     playtime_service_pb2_grpc,
 )
-from scripts.bench import loadgen
 from scripts.devtokens import mint
 
 # Fixed ids: repeated runs reuse the same user, product and (while it is active) play session.
@@ -207,13 +206,13 @@ def handled_codes(metrics_port: int, method: str) -> dict[str, int]:
     return codes
 
 
-def unexpected_calls(codes: dict[str, int], expected: str, result: loadgen.LoadResult) -> int:
+def unexpected_calls(codes: dict[str, int], expected: str, in_flight_at_end: int) -> int:
     """How many calls of a run (per-code counts from the service, all its processes) answered other than
-    `expected`. CANCELLED calls up to what the load generator had in flight when its timed run stopped (it
-    resets those streams or connections, through Envoy too: at most one call each) are the run's end, not
-    failures; more CANCELLED than that, or any other code, are counted."""
+    `expected`. CANCELLED calls up to what the load generator had in flight when its timed runs stopped
+    (LoadResult.in_flight_at_end: it resets those streams or connections, through Envoy too, at most one
+    call each) are the runs' end, not failures; more CANCELLED than that, or any other code, are counted."""
     other = sum(n for code, n in codes.items() if code not in (expected, "CANCELLED"))
-    return other + max(0, codes.get("CANCELLED", 0) - result.in_flight_at_end)
+    return other + max(0, codes.get("CANCELLED", 0) - in_flight_at_end)
 
 
 def codes_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
