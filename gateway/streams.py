@@ -84,6 +84,11 @@ def connections_key(user_id: str) -> str:
     return f"{notification_stream(user_id)}:connections"
 
 
+def open_keys(user_id: str) -> list[str]:
+    """The keys of a handshake's script (_OPEN): the user's slots and stream, one hash tag."""
+    return [connections_key(user_id), notification_stream(user_id)]
+
+
 def keyspace_prefix(db: int) -> str:
     """Keyspace channels of the notification streams are this prefix + user id + `}`."""
     return f"__keyspace@{db}__:{notification_stream('')[:-1]}"
@@ -211,8 +216,7 @@ class NotificationStreams:
         newest entry of the user's stream (a new connection delivers only what comes after it; 0-0 if
         none), in one round trip."""
         admitted, newest = await self._open(
-            keys=[connections_key(user_id), notification_stream(user_id)],
-            args=[cap, connection_id, CONNECTION_TTL_MS],
+            keys=open_keys(user_id), args=[cap, connection_id, CONNECTION_TTL_MS]
         )
         newest = newest.decode() if isinstance(newest, bytes) else newest
         return bool(admitted), (parse_stream_id(newest) if newest else None) or (0, 0)
