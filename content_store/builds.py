@@ -1,5 +1,7 @@
 """A build on local disk, prepared for publishing: every file cut with the store's FastCDC parameters, every
-chunk hashed and compressed, every file hashed, in parallel across cores.
+chunk hashed and compressed, every file hashed, in parallel across cores. The work is what the contract
+needs and no more: a distinct chunk is compressed (and its object hashed) once however often it repeats,
+and a file of one chunk takes that chunk's id as its hash instead of being hashed again.
 
 Shared by the `publish` CLI (client/sdk/publishing.py) and PublishProductVersion
 (server/downloads/publishing.py), so both cut, name and compress exactly alike. hashlib, zstandard and
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -76,9 +79,25 @@ def list_files(root: Path) -> list[str]:
     return sorted(found)
 
 
-def _hash_and_compress(data: memoryview) -> tuple[str, bytes, str]:
-    blob = compress(data)
-    return chunk_id(data), blob, hashlib.sha256(blob).hexdigest()
+class _Compressions:
+    """Each distinct chunk of a build is compressed once, by the first worker that hashes it; a repeat
+    (a duplicate file, a repeated asset) takes that one's compressed size and SHA-256."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._first: dict[str, Future[tuple[int, str]]] = {}
+
+    def prepare(self, data: memoryview) -> tuple[str, bytes | None, Future[tuple[int, str]]]:
+        """(chunk id, its compressed bytes if this call compressed it, (size, SHA-256) of those bytes)."""
+        cid = chunk_id(data)
+        mine: Future[tuple[int, str]] = Future()
+        with self._lock:
+            first = self._first.setdefault(cid, mine)
+        if first is not mine:
+            return cid, None, first
+        blob = compress(data)
+        mine.set_result((len(blob), hashlib.sha256(blob).hexdigest()))
+        return cid, blob, mine
 
 
 def _hash_file(data: memoryview | bytes) -> str:
@@ -95,12 +114,13 @@ def scan(
     """Prepares every file under `root`. `on_bytes(n)` is called (from worker threads) as chunks finish."""
     root = Path(root)
     build = Build(root, [], {})
+    compressions = _Compressions()
     cache_room = [cache_bytes]
     window: deque[_PendingFile] = deque()
     in_flight = 0
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="publish") as pool:
         for path in list_files(root):
-            pending = _submit(pool, root, path, on_bytes)
+            pending = _submit(pool, compressions, root, path, on_bytes)
             window.append(pending)
             in_flight += pending.size
             while window and (len(window) > MAX_FILES_IN_FLIGHT or in_flight > MAX_BYTES_IN_FLIGHT):
@@ -119,32 +139,41 @@ MAX_BYTES_IN_FLIGHT = 1024 * 1024 * 1024
 class _PendingFile:
     path: str
     size: int
-    file_hash: Future[str]
-    chunks: list[tuple[int, int, Future[tuple[str, bytes, str]]]]
+    file_hash: Future[str] | None  # None: the file is one chunk, whose id is its hash
+    chunks: list[tuple[int, int, Future[tuple[str, bytes | None, Future[tuple[int, str]]]]]]
 
 
 def _submit(
-    pool: ThreadPoolExecutor, root: Path, path: str, on_bytes: Callable[[int], None] | None
+    pool: ThreadPoolExecutor,
+    compressions: _Compressions,
+    root: Path,
+    path: str,
+    on_bytes: Callable[[int], None] | None,
 ) -> _PendingFile:
     data, size = _read_only_view(root / path)
-    chunks = [(offset, len(piece), pool.submit(_hash_and_compress, piece)) for offset, piece in cut(data)]
+    chunks = [(offset, len(piece), pool.submit(compressions.prepare, piece)) for offset, piece in cut(data)]
     if on_bytes is not None:
         for _, length, future in chunks:
             future.add_done_callback(lambda _f, n=length: on_bytes(n))
-    return _PendingFile(path, size, pool.submit(_hash_file, data), chunks)
+    whole_file_is_one_chunk = len(chunks) == 1
+    return _PendingFile(
+        path, size, None if whole_file_is_one_chunk else pool.submit(_hash_file, data), chunks
+    )
 
 
 def _collect(build: Build, pending: _PendingFile, cache_room: list[int]) -> int:
     refs = []
     for offset, length, future in pending.chunks:
-        cid, blob, blob_hash = future.result()
-        refs.append(ChunkRef(cid, offset, length, len(blob), blob_hash))
+        cid, blob, compressed = future.result()
+        compressed_size, blob_hash = compressed.result()
+        refs.append(ChunkRef(cid, offset, length, compressed_size, blob_hash))
         if cid not in build.locations:
             build.locations[cid] = (pending.path, offset, length)
-            if len(blob) <= cache_room[0]:
-                build._cache[cid] = (blob, blob_hash)
-                cache_room[0] -= len(blob)
-    build.files.append(FileEntry(pending.path, pending.size, pending.file_hash.result(), tuple(refs)))
+        if blob is not None and compressed_size <= cache_room[0]:
+            build._cache[cid] = (blob, blob_hash)
+            cache_room[0] -= compressed_size
+    file_hash = pending.file_hash.result() if pending.file_hash is not None else refs[0].chunk_id
+    build.files.append(FileEntry(pending.path, pending.size, file_hash, tuple(refs)))
     return pending.size
 
 

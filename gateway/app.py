@@ -242,8 +242,9 @@ class Gateway:
         task.add_done_callback(self._closing.discard)
 
     async def _send(self, ws: ServerConnection, text: str) -> None:
-        try:
-            await asyncio.wait_for(ws.send(text), self._settings.ws_send_timeout_seconds)
+        try:  # asyncio.timeout, not wait_for: that would run each send in a task of its own
+            async with asyncio.timeout(self._settings.ws_send_timeout_seconds):
+                await ws.send(text)
         except TimeoutError:
             raise SlowConsumer from None
 
