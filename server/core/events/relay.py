@@ -210,8 +210,11 @@ class ChannelRelay:
                     full = False
                     backoff = min(backoff * 2, 5.0)
                 if not full:
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+                    # arrives as the wakeup is set, and the loop would outlive its stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), timeout=self._next_wait(backoff))
+                        async with asyncio.timeout(self._next_wait(backoff)):
+                            await self._wakeup.wait()
         finally:
             await self.aclose()
 

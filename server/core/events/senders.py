@@ -125,7 +125,8 @@ class StreamSender:
                     )
                     queued.append(index)
             if queued:
-                results = await asyncio.wait_for(pipe.execute(raise_on_error=False), self._timeout_seconds)
+                async with asyncio.timeout(self._timeout_seconds):  # (wait_for may drop a cancellation)
+                    results = await pipe.execute(raise_on_error=False)
                 for index, result in zip(queued, results, strict=True):
                     deliveries[index] = _redis_delivery(result)
         return deliveries
