@@ -172,7 +172,8 @@ def _report(bench, runs: dict[str, list[loadgen.LoadResult]], codes: dict[str, d
         "grpc_direct/echo (single Redis, server CPU)": by_cpu("single", "echo"),
     }
     failures = sum(r.failures for kind in ("single", "cluster") for r in runs[kind])
-    not_ok = sum(n for c in codes.values() for code, n in c.items() if code != "OK")
+    # CANCELLED: calls still in flight when h2load stopped and reset its streams (not failures)
+    not_ok = sum(n for c in codes.values() for code, n in c.items() if code not in ("OK", "CANCELLED"))
     cluster_ratio = ratios["grpc_direct/echo (Redis Cluster)"]
     goals = [
         {
@@ -181,7 +182,7 @@ def _report(bench, runs: dict[str, list[loadgen.LoadResult]], codes: dict[str, d
             "status": "PASS" if (cluster_ratio or 0) >= GOAL_VS_ECHO else "MISS",
         },
         {
-            "goal": "0 failed heartbeats, every one answered OK (both Redis kinds)",
+            "goal": "0 failed heartbeats, every one answered OK (both Redis kinds; h2load's cut-off aside)",
             "value": failures + not_ok,
             "status": "PASS" if failures + not_ok == 0 else "MISS",
         },
@@ -199,6 +200,7 @@ def _report(bench, runs: dict[str, list[loadgen.LoadResult]], codes: dict[str, d
         print(f"  {name:<46} {value:.2f}" if value is not None else f"  {name:<46} -")
     for goal in goals:
         print(f"  [{goal['status']}] {goal['goal']}: {goal['value']}")
+    print(f"  grpc-status of every heartbeat: {codes}")
     return {
         "rounds": {kind: [r.as_dict() for r in results] for kind, results in runs.items()},
         "grpc_codes": codes,
