@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv system-deps gen gen-check lint buf-lint buf-breaking buf-baseline envoy-validate \
-        stack-up stack-down migrate run test test-recovery test-only test-scale bench token
+        stack-up stack-down migrate run test test-recovery test-only test-scale test-cluster bench token
 
 help:
 	@echo "make run    - start the local stack and the service (foreground)"
@@ -74,6 +74,11 @@ test-only: venv
 # Scale tests (100,000 play sessions; minutes on a busy machine), outside `make test`; .ci/run runs both.
 test-scale: venv system-deps
 	@bash scripts/test-scale.sh
+
+# The Redis-dependent tests against a Redis Cluster (three masters started beside the stack; a few minutes);
+# .ci/run runs it after test-scale.
+test-cluster: venv system-deps
+	@bash scripts/test-cluster.sh
 
 bench: stack-up
 	@bash scripts/bench.sh

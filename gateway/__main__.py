@@ -12,10 +12,11 @@ import uvloop
 from prometheus_client import start_http_server
 
 from gateway.app import Gateway
+from gateway.heap import HeapKeeper
 from server.core.auth import TokenVerifier
 from server.core.config import ConfigurationError, Settings
 from server.core.logs import configure_logging
-from server.core.redis import create_redis
+from server.core.redis import redis_from_settings
 
 log = logging.getLogger("gateway")
 
@@ -40,7 +41,7 @@ async def main() -> None:
     raise_open_file_limit(settings.ws_max_connections + 256)
     verifier = TokenVerifier.from_settings(settings)
     # a burst of handshakes or closes queues for the pool rather than failing (503) after 5 s
-    redis = create_redis(settings.redis_url, max_connections=settings.ws_redis_pool_size, timeout=30.0)
+    redis = redis_from_settings(settings, max_connections=settings.ws_redis_pool_size, timeout=30.0)
     gateway = Gateway(settings, verifier, redis)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -49,9 +50,12 @@ async def main() -> None:
     if settings.ws_metrics_port:
         start_http_server(settings.ws_metrics_port, addr=settings.ws_host)
     await gateway.start()
+    heap = HeapKeeper()  # this process only (not the tests' in-process relays): gc.freeze is process-wide
+    heap.start()
     try:
         await stop.wait()
     finally:
+        await heap.stop()
         await gateway.stop(settings.shutdown_grace_seconds)
         await redis.aclose()
 

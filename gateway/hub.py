@@ -10,6 +10,10 @@ since its handshake pinned the cursor (the hub remembers recent events, so an id
 Redis call), and every time the subscription is (re)established all connections read (covering whatever
 was added while the subscriber was disconnected). The feed only says "look";
 the stream is the source of truth.
+
+Keyspace notifications are node-local: against a Redis Cluster the hub runs one subscriber per master
+(each stream lives on the master of its slot), and a feed (re)subscribing wakes every connection, as
+above. The masters are those of the slot map when the hub starts.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import asyncio
 import logging
 from typing import Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.streams import keyspace_pattern, keyspace_prefix
+from server.core.redis import RedisClient, keyspace_db, primaries, pubsub_on
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +40,9 @@ class Wakeable(Protocol):
 
 
 class NotificationHub:
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: RedisClient):
         self._redis = redis
-        db = int(redis.connection_pool.connection_kwargs.get("db", 0))
+        db = keyspace_db(redis)
         self._pattern = keyspace_pattern(db)
         self._prefix = keyspace_prefix(db).encode()
         self._members: dict[str, set[Wakeable]] = {}
@@ -49,7 +53,8 @@ class NotificationHub:
         self._recent: dict[str, int] = {}
         self._forgotten = 0
         self._subscribed = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._unsubscribed_feeds = 0  # feeds that have not subscribed once yet
+        self._tasks: list[asyncio.Task] = []
         self._stopping = False
 
     def __len__(self) -> int:
@@ -60,19 +65,25 @@ class NotificationHub:
         return len(self._members)
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Starts the subscriber and waits until it listens (connections may join from then on)."""
-        self._task = asyncio.create_task(self._run(), name="ws-notification-hub")
+        """Starts the subscribers and waits until they all listen (connections may join from then on)."""
+        nodes = await asyncio.wait_for(primaries(self._redis), timeout)
+        self._unsubscribed_feeds = len(nodes)
+        self._tasks = [
+            asyncio.create_task(self._run(node), name=f"ws-notification-hub-{n}")
+            for n, node in enumerate(nodes)
+        ]
         await asyncio.wait_for(self._subscribed.wait(), timeout)
 
     async def stop(self) -> None:
         """Stops the subscriber. Should the cancellation get lost inside the Redis client, the loop still
         ends by itself within POLL_SECONDS (it checks the flag)."""
         self._stopping = True
-        if self._task is None:
+        if not self._tasks:
             return
-        self._task.cancel()
-        await asyncio.wait({self._task}, timeout=1.0)
-        self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.wait(self._tasks, timeout=1.0)
+        self._tasks = []
 
     def mark(self) -> int:
         """Taken before a connection pins its cursor (handshake); given back to `join`."""
@@ -110,16 +121,22 @@ class NotificationHub:
             for member in tuple(members):
                 member.wake()
 
-    async def _run(self) -> None:
+    async def _run(self, node: object) -> None:
+        """One feed: the keyspace notifications of one Redis (one master of a cluster)."""
         backoff = 0.1
+        first = True
         while not self._stopping:
-            pubsub = self._redis.pubsub()
+            pubsub = pubsub_on(self._redis, node)
             try:
                 await pubsub.psubscribe(self._pattern)
                 while not self._stopping:
                     message = await pubsub.get_message(timeout=POLL_SECONDS)
                     if message is not None:
-                        self._handle(message)
+                        if message["type"] == "psubscribe":
+                            self._subscribed_feed(first)
+                            first = False
+                        else:
+                            self._handle(message)
                         backoff = 0.1
             except (RedisError, OSError):
                 log.warning("notification feed lost; resubscribing", exc_info=True)
@@ -129,18 +146,19 @@ class NotificationHub:
                 await pubsub.aclose()
 
     def _handle(self, message: dict) -> None:
-        kind = message["type"]
-        if kind == "pmessage":
-            if message["data"] == b"xadd":
-                channel: bytes = message["channel"]
-                if channel.startswith(self._prefix) and channel.endswith(b"}"):
-                    self._event(channel[len(self._prefix) : -1].decode())
-        elif kind == "psubscribe":
-            # (re)subscribed: anything added while nobody listened is read now
-            first = not self._subscribed.is_set()
-            self._subscribed.set()
-            if not first:
-                log.info("notification feed resubscribed", extra={"users": self.users})
-            self._seq += 1
-            self._forgotten = self._seq  # events while nobody listened are unknown
-            self._wake_all()
+        if message["type"] == "pmessage" and message["data"] == b"xadd":
+            channel: bytes = message["channel"]
+            if channel.startswith(self._prefix) and channel.endswith(b"}"):
+                self._event(channel[len(self._prefix) : -1].decode())
+
+    def _subscribed_feed(self, first: bool) -> None:
+        """A feed (re)subscribed: anything added while it did not listen is read now."""
+        if first:
+            self._unsubscribed_feeds -= 1
+            if self._unsubscribed_feeds == 0:
+                self._subscribed.set()
+        else:
+            log.info("notification feed resubscribed", extra={"users": self.users})
+        self._seq += 1
+        self._forgotten = self._seq  # events while nobody listened are unknown
+        self._wake_all()

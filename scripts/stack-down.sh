@@ -11,12 +11,13 @@ source "$ROOT_DIR/scripts/lib/stack.sh"
 # goes last, after PostgreSQL: a stopping cluster still archives its finished WAL segments into it.
 declare -a names=() pids=()
 ordered=(envoy)
+cluster=()
 for file in "$RUN_DIR"/*.pid; do
     [ -e "$file" ] || continue
     name="$(basename "$file" .pid)"
-    case "$name" in envoy | redis | kafka | s3) ;; *) ordered+=("$name") ;; esac
+    case "$name" in envoy | redis | kafka | s3) ;; redis-cluster-*) cluster+=("$name") ;; *) ordered+=("$name") ;; esac
 done
-ordered+=(kafka redis)
+ordered+=(kafka redis "${cluster[@]}")
 signal() {
     local name pid
     for name in "$@"; do

@@ -48,20 +48,40 @@ fi
 "$PY" "$ROOT_DIR/scripts/lib/stack_tools.py" tls
 
 # ---------------------------------------------------------------- Redis
+# appendonly + fsync every second: a restart or crash keeps the data (active play sessions, download
+# progress, notification streams) up to the last second. RDB snapshots on top ($REDIS_SAVE: after 1 h
+# with a change, 5 min with 100, 1 min with 10000): the file to copy away as Redis's backup.
+# Keyspace events for stream commands (Kt): the WebSocket relay's one subscriber per process learns
+# from them which users' notification streams grew (gateway/hub.py).
+# redis_start NAME PORT DIR [FLAG...] : one Redis of the stack (the single one, or a cluster node).
+redis_start() {
+    local name="$1" port="$2" dir="$3"
+    shift 3
+    mkdir -p "$dir"
+    stack_start_bg "$name" redis-server \
+        --bind 127.0.0.1 --port "$port" --protected-mode yes --notify-keyspace-events Kt \
+        --dir "$dir" --appendonly yes --appendfsync everysec --save "$REDIS_SAVE" \
+        --daemonize no --logfile "" --databases 16 "$@"
+    STARTED+=("$name")
+}
+
 start_redis() {
     if stack_pid redis >/dev/null; then return; fi
     ensure_port_free redis "$REDIS_PORT"
-    mkdir -p "$LOCAL_DIR/redis"
-    # appendonly + fsync every second: a restart or crash keeps the data (active play sessions, download
-    # progress, notification streams) up to the last second. RDB snapshots on top ($REDIS_SAVE: after 1 h
-    # with a change, 5 min with 100, 1 min with 10000): the file to copy away as Redis's backup.
-    # Keyspace events for stream commands (Kt): the WebSocket relay's one subscriber per process learns
-    # from them which users' notification streams grew (gateway/hub.py).
-    stack_start_bg redis redis-server \
-        --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes --notify-keyspace-events Kt \
-        --dir "$LOCAL_DIR/redis" --appendonly yes --appendfsync everysec --save "$REDIS_SAVE" \
-        --daemonize no --logfile "" --databases 16
-    STARTED+=(redis)
+    redis_start redis "$REDIS_PORT" "$LOCAL_DIR/redis"
+}
+
+# REDIS_CLUSTER=1: three cluster-enabled masters on REDIS_CLUSTER_PORT, +1, +2 (cluster bus: port + 10000),
+# each with the flags above, its nodes.conf and data under $LOCAL_DIR/redis-cluster/PORT.
+REDIS_CLUSTER_PORTS=("$REDIS_CLUSTER_PORT" "$((REDIS_CLUSTER_PORT + 1))" "$((REDIS_CLUSTER_PORT + 2))")
+start_redis_cluster() {
+    local port
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        if stack_pid "redis-cluster-$port" >/dev/null; then continue; fi
+        ensure_port_free "redis-cluster-$port" "$port" "$((port + 10000))"
+        redis_start "redis-cluster-$port" "$port" "$LOCAL_DIR/redis-cluster/$port" \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000
+    done
 }
 
 # ---------------------------------------------------------------- Kafka (Tansu, in-memory storage)
@@ -144,6 +164,32 @@ start_envoy() {
 
 # ---------------------------------------------------------------- PostgreSQL
 # (PG_BIN, PG_DATA, PG_LOG, pg and pg_running come from scripts/lib/stack.sh)
+
+# The cluster lives under /tmp, keyed by the checkout's path, while the object store, keys and backups live
+# in the checkout's .local: a new checkout at a path used before (a fresh clone, a recreated worktree) would
+# find an old cluster whose rows name objects its new store does not have (chunks "already uploaded", saves
+# that 404). Both sides record one stack id; a cluster with another id is dropped and made anew. A checkout
+# from before the ids (store data present, no id yet) adopts its cluster.
+claim_postgres_cluster() {
+    local id_file="$LOCAL_DIR/stack-id" owner_file="$PG_DIR/stack-id"
+    mkdir -p "$PG_DIR"
+    if [ ! -f "$id_file" ]; then
+        mkdir -p "$LOCAL_DIR"
+        "$PY" -c 'import uuid; print(uuid.uuid4())' >"$id_file"
+        if [ -d "$LOCAL_DIR/seaweedfs/data" ] && [ -f "$PG_DATA/PG_VERSION" ] && [ ! -f "$owner_file" ]; then
+            cp "$id_file" "$owner_file"
+        fi
+    fi
+    if [ -f "$PG_DATA/PG_VERSION" ] && ! cmp -s "$id_file" "$owner_file"; then
+        echo "postgres: $PG_DIR belongs to an earlier checkout at this path: making a new cluster"
+        if pg_running; then
+            pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w -t 30 stop >/dev/null || true
+        fi
+        rm -rf "$PG_DATA" "$PG_DIR/pgbackrest"
+    fi
+    cp "$id_file" "$owner_file"
+}
+
 start_postgres() {
     mkdir -p "$PG_DIR"
     chown postgres: "$PG_DIR"
@@ -183,13 +229,53 @@ setup_postgres() {
 }
 
 # ---------------------------------------------------------------- start everything, then wait
+claim_postgres_cluster # before start_s3 makes the store's directory
 start_redis
+[ "$REDIS_CLUSTER" = 1 ] && start_redis_cluster
 start_kafka
 start_s3
 start_envoy
 start_postgres
 
-redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
+redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "${1:-$REDIS_PORT}" ping 2>/dev/null)" = PONG ]; }
+cluster_info() { redis-cli -h 127.0.0.1 -p "$1" cluster info 2>/dev/null | tr -d '\r'; }
+cluster_ok() {
+    local port
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        cluster_info "$port" | grep -qx 'cluster_state:ok' || return 1
+        cluster_info "$port" | grep -qx "cluster_known_nodes:${#REDIS_CLUSTER_PORTS[@]}" || return 1
+    done
+}
+
+# Forms the cluster once (all 16384 slots over the three masters, no replicas); a formed one is left alone.
+# Nodes that know each other only partly (a node's data was deleted) are not repaired: that needs a reset.
+form_redis_cluster() {
+    local port nodes=() out
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        stack_wait "redis-cluster-$port" "$LOG_DIR/redis-cluster-$port.log" redis_ready "$port" || exit 1
+        nodes+=("127.0.0.1:$port")
+    done
+    cluster_ok && return
+    if cluster_info "${REDIS_CLUSTER_PORTS[0]}" | grep -qx 'cluster_known_nodes:1' &&
+        [ "$(redis-cli -p "${REDIS_CLUSTER_PORTS[0]}" dbsize)" = 0 ]; then
+        out="$(redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes 2>&1)" || {
+            printf '%s\n' "$out" >&2
+            stack_err "redis cluster: create failed"
+            exit 1
+        }
+        echo "redis cluster: created (${nodes[*]})"
+    fi
+    local deadline=$((SECONDS + STACK_TIMEOUT))
+    until cluster_ok; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            stack_err "redis cluster on ${nodes[*]} is not ok within ${STACK_TIMEOUT}s:"
+            cluster_info "${REDIS_CLUSTER_PORTS[0]}" | head -n 3 >&2
+            stack_err "stop the stack and delete $LOCAL_DIR/redis-cluster to form it again (its data is lost)"
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
 envoy_ready() { [ "$(curl -s --max-time 1 "http://127.0.0.1:$ENVOY_ADMIN_PORT/ready")" = LIVE ]; }
 
 wait_postgres() {
@@ -212,6 +298,7 @@ wait_postgres() {
 wait_postgres
 setup_postgres
 stack_wait redis "$LOG_DIR/redis.log" redis_ready || exit 1
+[ "$REDIS_CLUSTER" = 1 ] && form_redis_cluster
 stack_wait kafka "$LOG_DIR/kafka.log" port_open "$KAFKA_PORT" || exit 1
 stack_wait s3 "$LOG_DIR/s3.log" port_open "$S3_PORT" || exit 1
 stack_wait envoy "$LOG_DIR/envoy.log" envoy_ready || exit 1
@@ -241,11 +328,16 @@ if [ "${#STARTED[@]}" -eq 0 ]; then
 else
     summary="started ${STARTED[*]}"
 fi
+cluster_line=""
+if [ "$REDIS_CLUSTER" = 1 ]; then
+    cluster_line="  redis cluster  127.0.0.1 ports ${REDIS_CLUSTER_PORTS[*]} (3 masters; REDIS_MODE=$REDIS_MODE, REDIS_URL=$REDIS_URL)
+"
+fi
 cat <<EOF
 local stack up ($summary, $((SECONDS - START))s):
   postgres  127.0.0.1:$PG_PORT   db library, role library (trust)   data $PG_DATA
   redis     127.0.0.1:$REDIS_PORT   aof in $LOCAL_DIR/redis
-  kafka     127.0.0.1:$KAFKA_PORT   tansu (in-memory), topics: ${KAFKA_TOPICS//,/ }
+${cluster_line}  kafka     127.0.0.1:$KAFKA_PORT   tansu (in-memory), topics: ${KAFKA_TOPICS//,/ }
   s3        $S3_ENDPOINT_URL   bucket $S3_BUCKET, key $S3_ACCESS_KEY_ID (seaweedfs, data $LOCAL_DIR/seaweedfs)
             https://127.0.0.1:$S3_TLS_PORT (CA $S3_TLS_DIR/ca.pem)
   backups   pgbackrest stanza $BACKUP_STANZA in s3://$BACKUP_S3_BUCKET, WAL archived (archive_timeout ${PG_ARCHIVE_TIMEOUT}s); scripts/backup, scripts/restore

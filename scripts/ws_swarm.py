@@ -7,14 +7,25 @@ socket answers WebSocket pings by itself (the relay's keepalive) and hands every
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import json
+import sys
+import time
 from collections.abc import Callable, Iterable
 
+import uvloop
+from redis.asyncio import Redis
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
+
+from scripts.devtokens import mint
+from server.core.config import Settings
+from server.core.uow import notification_stream
 
 
 class HandshakeFailed(Exception):
@@ -135,3 +146,88 @@ async def open_all(
                 result.abort()
         raise failure
     return results  # type: ignore[return-value]
+
+
+# ---- `python -m scripts.ws_swarm`: the swarm as a process of its own (the WebSocket bench) ---------------
+#
+# Opens one socket per user of --users (a file of user ids, one a line; tokens minted here), spread over
+# --ports, and prints one JSON line `{"event": "open", ...}`. Every text frame's latency is its receive time
+# (time.time()) minus the `t` its payload carries (the publisher's time.time() at XADD: one clock, this
+# machine's). Then it answers commands read from stdin, one JSON line each on stdout:
+#   collect N TIMEOUT        the frames received since the last collect, once N arrived (or at TIMEOUT s)
+#   baseline USER N TIMEOUT  a bare XREAD BLOCK loop on USER's stream, from the start, until N entries
+#   abort                    every socket dropped at once (RST); exits
+
+
+async def _serve(tokens: list[str], ports: list[int], path: str) -> None:
+    def say(**fields) -> None:
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
+
+    frames: list[tuple[float, float]] = []  # (sent at, latency) per frame received
+    arrived = asyncio.Event()
+    wanted = 0
+
+    def on_text(_index: int) -> Callable[[str], None]:
+        def received(text: str) -> None:
+            now = time.time()
+            sent = json.loads(text)["payload"]["t"]
+            frames.append((sent, now - sent))
+            if len(frames) >= wanted:
+                arrived.set()
+
+        return received
+
+    started = time.perf_counter()
+    sockets = await open_all(
+        [(ports[i % len(ports)], token) for i, token in enumerate(tokens)], path=path, on_text=on_text
+    )
+    say(event="open", sockets=len(sockets), open_seconds=round(time.perf_counter() - started, 2))
+
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    redis = Redis.from_url(Settings.from_env().redis_url)
+    try:
+        while line := (await reader.readline()).decode().split():
+            command, args = line[0], line[1:]
+            if command == "collect":
+                wanted, timeout = int(args[0]), float(args[1])
+                if len(frames) < wanted:
+                    arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(arrived.wait(), timeout)
+                got, frames[:] = list(frames), []
+                say(event="collected", frames=got)
+            elif command == "baseline":
+                stream, n, timeout = notification_stream(args[0]), int(args[1]), float(args[2])
+                got, cursor, deadline = [], "0-0", loop.time() + timeout
+                while len(got) < n and loop.time() < deadline:
+                    for _, entries in await redis.xread({stream: cursor}, block=1000, count=100):
+                        for entry_id, fields in entries:
+                            now = time.time()
+                            cursor, sent = entry_id, json.loads(fields[b"payload"])["t"]
+                            got.append((sent, now - sent))
+                say(event="baseline", frames=got)
+            elif command == "abort":
+                for socket in sockets:
+                    socket.abort()
+                say(event="aborted")
+                return
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", required=True, help="file of user ids, one a line (one socket each)")
+    parser.add_argument("--ports", required=True, help="comma-separated edge ports, used in turn")
+    parser.add_argument("--path", default="/api/v1/ws/library")
+    args = parser.parse_args()
+    with open(args.users) as f:
+        tokens = [mint(line.strip()) for line in f if line.strip()]
+    uvloop.run(_serve(tokens, [int(p) for p in args.ports.split(",")], args.path))
+
+
+if __name__ == "__main__":
+    main()

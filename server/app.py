@@ -48,7 +48,7 @@ from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
 from server.core.rate_limit import RateLimiter, parse_limits
-from server.core.redis import create_redis
+from server.core.redis import redis_from_settings
 from server.core.retention import RetentionJob, event_retention_rules
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
@@ -87,11 +87,7 @@ class Application:
         db_timeouts = DbTimeouts.from_settings(settings)
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size, timeouts=db_timeouts)
         sessions = create_sessionmaker(engine)
-        redis = create_redis(
-            settings.redis_url,
-            max_connections=settings.redis_pool_size,
-            timeout=settings.redis_timeout_seconds,
-        )
+        redis = redis_from_settings(settings)
         relay = OutboxRelay.from_settings(settings, redis)
         pool = create_pool(settings.database_url, size=settings.db_pool_size, timeouts=db_timeouts)
         uow = UnitOfWorkFactory(sessions, settings.event_source, relay.wake, pool)

@@ -12,7 +12,7 @@ import pytest
 from library.v1 import achievement_service_pb2_grpc, game_settings_service_pb2_grpc
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
-from server.core.redis import create_redis
+from server.core.redis import redis_from_settings
 from tests.support.gateway import gateway_on_ws_port  # noqa: F401 (a fixture for every test module)
 from tests.support.ownership import grant
 from tests.support.processes import python_server, wait_serving
@@ -60,7 +60,7 @@ async def sessions(settings: Settings):
 
 @pytest.fixture(scope="session")
 async def redis(settings: Settings):
-    client = create_redis(settings.redis_url)
+    client = redis_from_settings(settings, timeout=5.0)
     yield client
     await client.aclose()
 

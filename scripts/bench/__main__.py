@@ -41,6 +41,8 @@ The launcher's downloads (install vs bare GETs, the bandwidth cap, kill -9): scr
 The WebSocket relay at 10,000 idle sockets through Envoy (memory, delivery latency, mass close):
 scripts/bench/websocket.py (BENCH_WS_SOCKETS, 10000; BENCH_WS_RATE, 1000; BENCH_WS_SECONDS, 10;
 BENCH_WS_EDGES, 2).
+The heartbeat against a private 3-master Redis Cluster beside the single Redis, both vs echo:
+scripts/bench/redis_cluster.py (BENCH_CLUSTER_ROUNDS, 3; alone: python -m scripts.bench.redis_cluster).
 
 The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
 BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
@@ -77,6 +79,7 @@ from scripts.bench import (
     loadgen,
     outbox,
     pgstats,
+    redis_cluster,
     websocket,
 )
 from scripts.bench.procs import (
@@ -429,6 +432,7 @@ class Bench:
         summary["library_extras"] = library_extras.run(self)  # scripts/bench/library_extras.py
         summary["launcher"] = launcher.run(self)  # scripts/bench/launcher.py
         summary["websocket"] = websocket.run(self)  # scripts/bench/websocket.py
+        summary["redis_cluster"] = redis_cluster.run(self)  # scripts/bench/redis_cluster.py
         return summary
 
     def pg_writes(self) -> dict:

@@ -2,24 +2,31 @@
 
 One relay process (`python -m gateway`) behind BENCH_WS_EDGES private Envoy edges (2): each proxied socket
 holds two of Envoy's file descriptors, and the hard open-file limit of this machine (20,000 per process)
-caps one Envoy below 10,000 sockets. The bench process opens BENCH_WS_SOCKETS sockets (10,000; one user
-each; cheap sans-I/O clients, scripts/ws_swarm.py) and reports:
+caps one Envoy below 10,000 sockets. The sockets and the notifications come from two more processes, so
+that neither the clients' nor the publisher's work runs on the loop that measures: the swarm
+(`python -m scripts.ws_swarm`: BENCH_WS_SOCKETS sockets, 10,000, one user each, cheap sans-I/O clients)
+and the publisher (`python -m scripts.bench.ws_publisher`). It reports:
 
   memory    the relay's RSS with every socket open and idle, and per socket over its RSS before them
   latency   BENCH_WS_RATE notifications per second (1,000) for BENCH_WS_SECONDS (10), each XADDed (as the
-            outbox relay does) to the stream of one random user: time from XADD to the frame at that
-            user's socket, p50 / p99 (goal: p99 <= 100 ms); the baseline beside it is the same stream
-            read by a bare XREAD BLOCK client in this process (Redis and the loop alone, no relay)
+            outbox relay does) to the stream of one random user: the frame's receive time at that user's
+            socket minus the time.time() the publisher stamped into it just before its XADD (one machine,
+            one clock), p50 / p99 / max (goal: p99 <= 100 ms), and when the slow ones were sent; the
+            baseline beside it is the same publisher to one stream read by a bare XREAD BLOCK loop in the
+            swarm process (Redis and the two processes alone, no relay)
+  cpu       CPU of the relay (per notification), the swarm, Redis and the edges over the publishing window,
+            the machine's busy share and load average beside them
   close     every socket dropped at once (RST): time until the relay's connection count and its users'
             slots are back to zero (goal: both zero)
+
+BENCH_WS_PROFILE=relay.svg (.json for speedscope, .txt for collapsed stacks) records the relay with py-spy
+while it publishes. BENCH_WS_EDGES=0 connects the swarm to the relay directly.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import random
 import re
 import statistics
 import subprocess
@@ -27,16 +34,21 @@ import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
-import uvloop
-from redis.asyncio import Redis
+from redis import Redis
 
 from gateway.streams import connections_key
-from scripts.bench.procs import ROOT, StartError, envoy_ready, pick_port, port_open
-from scripts.devtokens import mint
-from scripts.ws_swarm import SwarmSocket, open_all
+from scripts.bench.procs import (
+    ROOT,
+    CpuMeter,
+    StartError,
+    die_with_parent,
+    envoy_ready,
+    pick_port,
+    port_open,
+)
 from server.core.config import Settings
-from server.core.redis import create_redis
 from server.core.uow import notification_stream
 
 GOAL_P99_MS = 100.0
@@ -107,7 +119,7 @@ def _start(bench, knobs: dict) -> tuple[int, list[int]]:
         bench.procs.start(f"envoy-ws-{n}", cmd)
         bench.procs.wait_ready(f"envoy-ws-{n}", lambda a=admin: envoy_ready(a))
         edges.append(port)
-    return metrics_port, edges
+    return metrics_port, edges or [ws_port]  # BENCH_WS_EDGES=0: the sockets go to the relay directly
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -115,123 +127,184 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _publish(redis: Redis, users: list[str], rate: int, seconds: float) -> None:
-    """XADDs at `rate` per second to random users; each entry carries its send time (perf_counter)."""
-    loop = asyncio.get_running_loop()
-    start, total = loop.time(), int(rate * seconds)
-    pending: set[asyncio.Task] = set()
-    for n in range(total):
-        delay = start + n / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        payload = json.dumps({"t": time.perf_counter()})
-        task = asyncio.create_task(
-            redis.xadd(
-                notification_stream(random.choice(users)), {"type": "achievementUnlocked", "payload": payload}
+def _summary(frames: list[list[float]]) -> dict:
+    """p50 / p99 / max in ms of (sent at, latency) frames."""
+    latencies = [latency for _, latency in frames]
+    if not latencies:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    return {
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
+        "max_ms": round(max(latencies) * 1000, 2),
+    }
+
+
+def _slow_seconds(frames: list[list[float]], over_ms: float) -> list[float]:
+    """When (seconds into the run) the frames slower than `over_ms` were sent: shows whether the tail is
+    spread out or comes in bursts (a stall of the relay's loop delays everything in flight at once)."""
+    if not frames:
+        return []
+    first = min(sent for sent, _ in frames)
+    return sorted(round(sent - first, 2) for sent, latency in frames if latency * 1000 > over_ms)
+
+
+class _Swarm:
+    """scripts/ws_swarm.py as a process of its own: its sockets, driven by one-line commands."""
+
+    def __init__(self, bench, users_file: Path, edges: list[int]):
+        log_path = bench.procs.log_dir / "ws-swarm.log"
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "scripts.ws_swarm"),
+                    *("--users", str(users_file), "--ports", ",".join(map(str, edges))),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=ROOT,
+                text=True,
+                preexec_fn=die_with_parent,
             )
-        )
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    await asyncio.gather(*pending)
+        self.log_path = log_path
+
+    def reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the swarm exited ({self.proc.wait()}): see {self.log_path}")
+        return json.loads(line)
+
+    def command(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
 
-async def _baseline(redis: Redis, rate: int, seconds: float) -> list[float]:
-    """The same publishing, read back by one XREAD BLOCK loop on one stream: Redis and this loop alone."""
-    user = str(uuid.uuid4())
-    latencies: list[float] = []
-    total = int(rate * seconds)
-
-    async def read() -> None:
-        cursor = "$"
-        async with Redis(connection_pool=redis.connection_pool) as r:
-            while len(latencies) < total:
-                reply = await r.xread({notification_stream(user): cursor}, block=2000, count=100)
-                for _, entries in reply:
-                    for entry_id, fields in entries:
-                        cursor = entry_id
-                        latencies.append(time.perf_counter() - json.loads(fields[b"payload"])["t"])
-
-    task = asyncio.create_task(read())
-    await asyncio.sleep(0.2)
-    await _publish(redis, [user], rate, seconds)
-    await asyncio.wait_for(task, 30)
-    await redis.delete(notification_stream(user))
-    return latencies
+def _publish(args: list[str]) -> dict:
+    """Runs the publisher process (scripts/bench/ws_publisher.py) to its end; its report."""
+    out = subprocess.run(
+        [sys.executable, "-m", "scripts.bench.ws_publisher", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=die_with_parent,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"the publisher failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout)
 
 
-async def _measure(knobs: dict, relay_pid: int, metrics_port: int, edges: list[int]) -> dict:
-    settings = Settings.from_env()
-    # blocking pool: 1,000 XADDs a second wait for a connection instead of failing "Too many connections"
-    redis = create_redis(settings.redis_url, max_connections=64, timeout=30)
-    sockets_n = knobs["sockets"]
+def _slots(redis: Redis, users: list[str]) -> int:
+    with redis.pipeline(transaction=False) as pipe:
+        for user in users:
+            pipe.zcard(connections_key(user))
+        return sum(pipe.execute())
+
+
+def _profile(pid: int, seconds: float) -> subprocess.Popen | None:
+    """py-spy on the relay for the publishing window, when BENCH_WS_PROFILE names the output (.svg for a
+    flame graph, .json for speedscope, .txt for collapsed stacks)."""
+    out = os.environ.get("BENCH_WS_PROFILE")
+    if not out:
+        return None
+    fmt = {".json": "speedscope", ".txt": "raw"}.get(Path(out).suffix, "flamegraph")
+    return subprocess.Popen(
+        [
+            *(str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(pid)),
+            *("--duration", str(int(seconds)), "--rate", "250", "--format", fmt, "--output", out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _measure(bench, knobs: dict, relay_pid: int, metrics_port: int, edges: list[int]) -> dict:
+    redis = Redis.from_url(Settings.from_env().redis_url)
+    sockets_n, rate, seconds = knobs["sockets"], knobs["rate"], knobs["seconds"]
     users = [str(uuid.uuid4()) for _ in range(sockets_n)]
-    started = time.perf_counter()
-    tokens = [mint(user) for user in users]
-    print(f"  minted {sockets_n} tokens in {time.perf_counter() - started:.1f} s", flush=True)
+    users_file = bench.work / "ws-users.txt"
+    users_file.write_text("\n".join(users) + "\n")
     rss_before = _rss(relay_pid)
-    latencies: list[float] = []
+    swarm = _Swarm(bench, users_file, edges)
+    try:
+        opened = swarm.reply()
+        print(
+            f"  opened {opened['sockets']} sockets through {len(edges)} Envoy edges in "
+            f"{opened['open_seconds']:.1f} s (swarm process {swarm.proc.pid})",
+            flush=True,
+        )
+        deadline = time.monotonic() + 120
+        while _relay_connections(metrics_port) != sockets_n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the relay holds {_relay_connections(metrics_port)} of {sockets_n} sockets"
+                )
+            time.sleep(0.2)
+        time.sleep(2)  # idle
+        rss_open = _rss(relay_pid)
+        total = int(rate * seconds)
+        pids = {"relay": relay_pid, "swarm": swarm.proc.pid, "redis": bench.redis_pid}
+        pids.update({f"envoy-ws-{n}": bench.procs.pid(f"envoy-ws-{n}") for n in range(knobs["edges"])})
+        meter = CpuMeter({name: pid for name, pid in pids.items() if pid})
+        load_before = os.getloadavg()
+        profiler = _profile(relay_pid, seconds)
+        meter.start()
+        published = _publish(["--users", str(users_file), "--rate", str(rate), "--seconds", str(seconds)])
+        swarm.command(f"collect {total} 30")
+        frames = swarm.reply()["frames"]
+        meter.stop()
+        cpu = meter.report(total)
+        if profiler is not None:
+            profiler.wait()
+        load_after = os.getloadavg()
+        # the baseline: the same publisher to one fresh stream, read by a bare XREAD BLOCK loop in the swarm
+        # process (Redis and the two processes' loops alone, no relay)
+        lone = str(uuid.uuid4())
+        swarm.command(f"baseline {lone} {total} 30")
+        _publish(["--user", lone, "--rate", str(rate), "--seconds", str(seconds)])
+        baseline = swarm.reply()["frames"]
+        redis.delete(notification_stream(lone))
 
-    def on_text(_index: int):
-        def received(text: str) -> None:
-            latencies.append(time.perf_counter() - json.loads(text)["payload"]["t"])
-
-        return received
-
-    started = time.perf_counter()
-    sockets: list[SwarmSocket] = await open_all(
-        [(edges[i % len(edges)], tokens[i]) for i in range(sockets_n)], on_text=on_text
-    )
-    open_seconds = time.perf_counter() - started
-    print(
-        f"  opened {sockets_n} sockets through {len(edges)} Envoy edges in {open_seconds:.1f} s", flush=True
-    )
-    deadline = time.monotonic() + 120
-    while _relay_connections(metrics_port) != sockets_n:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the relay holds {_relay_connections(metrics_port)} of {sockets_n} sockets")
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(2)  # idle
-    rss_open = _rss(relay_pid)
-    total = int(knobs["rate"] * knobs["seconds"])
-    await _publish(redis, users, knobs["rate"], knobs["seconds"])
-    deadline = time.monotonic() + 30
-    while len(latencies) < total and time.monotonic() < deadline:  # noqa: ASYNC110 (callbacks append)
-        await asyncio.sleep(0.05)
-    delivered = len(latencies)
-    relay_latencies = list(latencies)
-    baseline = await _baseline(redis, knobs["rate"], knobs["seconds"])
-
-    started = time.perf_counter()
-    for socket in sockets:
-        socket.abort()
+        started = time.perf_counter()
+        swarm.command("abort")
+        swarm.reply()
+    finally:
+        swarm.stop()
     while True:
-        connections = _relay_connections(metrics_port)
-        async with redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                pipe.zcard(connections_key(user))
-            slots = sum(await pipe.execute())
+        connections, slots = _relay_connections(metrics_port), _slots(redis, users)
         if (connections == 0 and slots == 0) or time.perf_counter() - started > 120:
             break
-        await asyncio.sleep(0.2)
+        time.sleep(0.2)
     close_seconds = time.perf_counter() - started
-    async with redis.pipeline(transaction=False) as pipe:
+    with redis.pipeline(transaction=False) as pipe:
         for user in users:
             pipe.delete(notification_stream(user))
-        await pipe.execute()
-    await redis.aclose()
+        pipe.execute()
+    redis.close()
+    relay = _summary(frames)
     return {
         "sockets": sockets_n,
         "edges": len(edges),
-        "open_seconds": round(open_seconds, 1),
+        "open_seconds": opened["open_seconds"],
         "relay_rss_mib_before": round(rss_before / 2**20, 1),
         "relay_rss_mib_open": round(rss_open / 2**20, 1),
         "relay_kib_per_socket": round((rss_open - rss_before) / sockets_n / 1024, 1),
         "notifications": total,
-        "delivered": delivered,
-        "p50_ms": round(statistics.median(relay_latencies) * 1000, 2) if relay_latencies else None,
-        "p99_ms": round(_percentile(relay_latencies, 0.99) * 1000, 2) if relay_latencies else None,
-        "baseline_p50_ms": round(statistics.median(baseline) * 1000, 2),
-        "baseline_p99_ms": round(_percentile(baseline, 0.99) * 1000, 2),
+        "published": published,
+        "delivered": len(frames),
+        **relay,
+        "slow_frames_sent_at_s": _slow_seconds(frames, GOAL_P99_MS)[:200],
+        **{f"baseline_{key}": value for key, value in _summary(baseline).items()},
+        "cpu": cpu,
+        "relay_cpu_us_per_notification": cpu.get("cpu_us_per_call", {}).get("relay"),
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in load_after],
         "close_seconds": round(close_seconds, 1),
         "connections_after_close": connections,
         "slots_after_close": slots,
@@ -244,7 +317,7 @@ def run(bench) -> dict:
     print(f"bench: WebSocket relay, {knobs['sockets']} idle sockets through Envoy", flush=True)
     try:
         metrics_port, edges = _start(bench, knobs)
-        result = uvloop.run(_measure(knobs, bench.procs.pid("relay"), metrics_port, edges))
+        result = _measure(bench, knobs, bench.procs.pid("relay"), metrics_port, edges)
     finally:
         for n in range(knobs["edges"]):
             bench.procs.stop(f"envoy-ws-{n}")
@@ -272,11 +345,31 @@ def run(bench) -> dict:
         f"({r['relay_kib_per_socket']:.1f} KiB per socket over {r['relay_rss_mib_before']:.0f} MiB)"
     )
     print(
-        f"  latency    p50 {r['p50_ms']} ms, p99 {p99} ms ({r['delivered']}/{r['notifications']} delivered); "
-        f"bare XREAD baseline p50 {r['baseline_p50_ms']} ms, p99 {r['baseline_p99_ms']} ms"
+        f"  latency    p50 {r['p50_ms']} ms, p99 {p99} ms, max {r['max_ms']} ms "
+        f"({r['delivered']}/{r['notifications']} delivered; published at {r['published']['rate']}/s); "
+        f"bare XREAD baseline p50 {r['baseline_p50_ms']} ms, p99 {r['baseline_p99_ms']} ms, "
+        f"max {r['baseline_max_ms']} ms"
+    )
+    cores = r["cpu"].get("cores_used", {})
+    print(
+        f"  cpu        relay {r['relay_cpu_us_per_notification']} µs per notification "
+        f"({cores.get('relay')} cores), swarm {cores.get('swarm')}, redis {cores.get('redis')}, "
+        f"edges {[v for k, v in cores.items() if k.startswith('envoy')]}; "
+        f"machine {r['cpu'].get('machine_busy', 0) * 100:.0f}% busy, load {r['loadavg_before'][0]} → "
+        f"{r['loadavg_after'][0]}"
     )
     print(f"  close      all dropped at once: back to zero in {result['close_seconds']} s")
     for goal in goals:
         print(f"  {goal['status']:<4}  {goal['goal']:<62} {goal['value']}")
     print()
     return {**result, "goals": goals}
+
+
+if __name__ == "__main__":  # this case alone: python -m scripts.bench.websocket (after stack-up)
+    from scripts.bench.__main__ import Bench, Config
+
+    _bench = Bench(Config())
+    try:
+        print(json.dumps(run(_bench), indent=2))
+    finally:
+        _bench.procs.stop_all()

@@ -35,6 +35,14 @@ export S3_TLS_PORT="${S3_TLS_PORT:-$((S3_PORT + 1))}"
 
 # service configuration (read by server/core/config.py)
 export DATABASE_URL="${DATABASE_URL:-postgresql+psycopg://library@127.0.0.1:$PG_PORT/library}"
+# REDIS_CLUSTER=1: stack-up also starts a Redis Cluster (3 masters on REDIS_CLUSTER_PORT and the next two
+# ports) and the service, the relay and the tests use it (REDIS_MODE=cluster, REDIS_URL = its first node).
+export REDIS_CLUSTER="${REDIS_CLUSTER:-0}"
+export REDIS_CLUSTER_PORT="${REDIS_CLUSTER_PORT:-$((REDIS_PORT + 1))}"
+if [ "$REDIS_CLUSTER" = 1 ]; then
+    export REDIS_MODE="${REDIS_MODE:-cluster}"
+    export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_CLUSTER_PORT/0}"
+fi
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}"
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
 export S3_ENDPOINT_URL="${S3_ENDPOINT_URL:-http://127.0.0.1:$S3_PORT}"

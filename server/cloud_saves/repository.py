@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, or_, select, text
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +26,17 @@ class Usage:
     used_bytes: int
     slot_names: set[str]  # slots holding anything (a reserved new slot counts)
     head_versions: dict[str, int]  # slot → its head's version number
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    product_id: uuid.UUID
+    slot_name: str
+    status: str
+    reserved_until: datetime
+    s3_object_key: str
+    file_size_bytes: int
+    file_hash_sha256: str
 
 
 class SaveRepository:
@@ -44,6 +55,39 @@ class SaveRepository:
         return await self.session.scalar(
             _GET_LOCKED if lock else _GET, {"savegame_id": savegame_id, "user_id": user_id}
         )
+
+    async def upload(self, user_id: uuid.UUID, savegame_id: uuid.UUID) -> Upload | None:
+        """What a confirm checks before it takes any lock: the caller's save game, read lightly (no ORM
+        row); another user's is None, exactly like an absent one."""
+        found = (
+            await self.session.execute(_UPLOAD, {"savegame_id": savegame_id, "user_id": user_id})
+        ).first()
+        return None if found is None else Upload(*found)
+
+    async def insert(self, **values) -> None:
+        """Inserts a save game row from its column values (no ORM object: the upload URL's reservation is
+        written and never read back in its transaction)."""
+        await self.session.execute(_INSERT, values)
+
+    async def locked_with_head(
+        self, user_id: uuid.UUID, savegame_id: uuid.UUID, product_id: uuid.UUID, slot_name: str
+    ) -> tuple[SaveGameRow | None, SaveGameRow | None]:
+        """`get(lock=True)` and `head` of the slot the save game was reserved for (a pending row keeps its
+        slot for good), in one statement. The head row is locked too: harmless, as every writer of the
+        slot holds the owner lock anyway."""
+        row = head = None
+        params = {
+            "savegame_id": savegame_id,
+            "user_id": user_id,
+            "product_id": product_id,
+            "slot_name": slot_name,
+        }
+        for found, is_head in await self.session.execute(_LOCKED_WITH_HEAD, params):
+            if found.id == savegame_id:
+                row = found
+            if is_head:
+                head = found
+        return row, head
 
     async def head(self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str) -> SaveGameRow | None:
         return await self.session.scalar(
@@ -172,6 +216,10 @@ _LOCK_OWNER = text(
     "INSERT INTO savegame_owners (user_id, product_id) VALUES (:user_id, :product_id)"
     " ON CONFLICT (user_id, product_id) DO UPDATE SET user_id = excluded.user_id"
 )
+_UPLOAD = select(*(getattr(S, name) for name in Upload.__dataclass_fields__)).where(
+    S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id")
+)
+_INSERT = insert(S.__table__)
 _GET = select(S).where(S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id"))
 _GET_LOCKED = _GET.with_for_update().execution_options(populate_existing=True)
 _SLOT = (
@@ -180,6 +228,15 @@ _SLOT = (
     S.slot_name == bindparam("slot_name"),
 )
 _HEAD = select(S).where(*_SLOT, S.status == COMMITTED).order_by(S.version_number.desc()).limit(1)
+_HEAD_ID = (
+    select(S.id).where(*_SLOT, S.status == COMMITTED).order_by(S.version_number.desc()).limit(1)
+).scalar_subquery()
+_LOCKED_WITH_HEAD = (
+    select(S, (S.id == _HEAD_ID).label("is_head"))
+    .where(or_(and_(S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id")), S.id == _HEAD_ID))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 _HELD_NOW = _held(bindparam("now", type_=S.reserved_until.type))
 _USAGE = (
     select(

@@ -267,26 +267,24 @@ class CloudSaves:
                 sha256_hex=request.file_hash_sha256,
                 expires_in=self._upload_expiry,
             )
-            repo.add(
-                SaveGameRow(
-                    id=savegame_id,
-                    user_id=user_id,
-                    product_id=request.product_id,
-                    slot_name=request.slot_name,
-                    status=PENDING,
-                    base_version=request.base_version,
-                    file_size_bytes=request.file_size_bytes,
-                    file_hash_sha256=request.file_hash_sha256,
-                    s3_object_key=object_key,
-                    client_modified_at=request.client_modified_at,
-                    device_id=request.device_id,
-                    playtime_seconds=request.playtime_seconds,
-                    progress_percentage=request.progress_percentage,
-                    description=request.description,
-                    conflict_policy=request.conflict_policy,
-                    reserved_until=upload.expires_at + self._grace,
-                    updated_at=now,
-                )
+            await repo.insert(
+                id=savegame_id,
+                user_id=user_id,
+                product_id=request.product_id,
+                slot_name=request.slot_name,
+                status=PENDING,
+                base_version=request.base_version,
+                file_size_bytes=request.file_size_bytes,
+                file_hash_sha256=request.file_hash_sha256,
+                s3_object_key=object_key,
+                client_modified_at=request.client_modified_at,
+                device_id=request.device_id,
+                playtime_seconds=request.playtime_seconds,
+                progress_percentage=request.progress_percentage,
+                description=request.description,
+                conflict_policy=request.conflict_policy,
+                reserved_until=upload.expires_at + self._grace,
+                updated_at=now,
             )
             await replay.remember(uow, key, Reservation(savegame_id))
             await uow.commit()
@@ -317,23 +315,27 @@ class CloudSaves:
         conflict candidate (then raises ConflictResolutionRequired after the commit).
 
         One transaction: the row is read, the store asked (holding no lock yet), then the owner and row
-        locks are taken and the row re-read before anything is decided."""
+        locks are taken and the row re-read, with its slot's head, before anything is decided."""
         conflict: tuple[SaveGame, SaveGame] | None = None
         async with self._deps.uow() as uow:
             repo = SaveRepository(uow.session)
-            row = await repo.get(user_id, savegame_id)
-            if row is not None and row.status != PENDING:
+            upload = await repo.upload(user_id, savegame_id)
+            if (
+                upload is not None
+                and upload.status != PENDING
+                and (row := await repo.get(user_id, savegame_id))
+            ):
                 return await self._settled(repo, row)
-            if row is None or row.reserved_until <= self._deps.clock():
+            if upload is None or upload.status != PENDING or upload.reserved_until <= self._deps.clock():
                 raise savegame_not_found("no such upload, or its reservation expired")
-            stored = await self._store.head(row.s3_object_key)
+            stored = await self._store.head(upload.s3_object_key)
             intact = (
                 stored is not None
-                and stored.size == row.file_size_bytes
-                and stored.sha256_hex == row.file_hash_sha256
+                and stored.size == upload.file_size_bytes
+                and stored.sha256_hex == upload.file_hash_sha256
             )
-            await repo.lock_owner(user_id, row.product_id)
-            row = await repo.get(user_id, savegame_id, lock=True)
+            await repo.lock_owner(user_id, upload.product_id)
+            row, head = await repo.locked_with_head(user_id, savegame_id, upload.product_id, upload.slot_name)
             now = self._deps.clock()
             if row is not None and row.status != PENDING:
                 return await self._settled(repo, row)
@@ -349,17 +351,16 @@ class CloudSaves:
                     "the stored object is missing or its size or SHA-256 differs; upload the file again",
                     metadata={"savegameId": str(savegame_id)},
                 )
-            result, conflict = await self._place(uow, repo, row, now)
+            result, conflict = await self._place(uow, repo, row, head, now)
             await uow.commit()
         if conflict is not None:
             raise ConflictResolutionRequired(*conflict)
         return result
 
     async def _place(
-        self, uow: UnitOfWork, repo: SaveRepository, row: SaveGameRow, now: datetime
+        self, uow: UnitOfWork, repo: SaveRepository, row: SaveGameRow, head: SaveGameRow | None, now: datetime
     ) -> tuple[Confirmation, tuple[SaveGame, SaveGame] | None]:
         """A verified upload: the new head, discarded by a policy, or a conflict candidate."""
-        head = await repo.head(row.user_id, row.product_id, row.slot_name)
         if head is None or row.base_version == head.version_number:
             await self._make_head(uow, repo, row, head, now)
             return Confirmation(view(row), True, False, view(row)), None

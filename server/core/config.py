@@ -40,6 +40,9 @@ class Settings:
     db_statement_timeout_seconds: float = 5.0
     db_lock_timeout_seconds: float = 3.0
     redis_url: str = "redis://127.0.0.1:16379/0"
+    # "single" (one Redis) or "cluster" (a Redis Cluster; REDIS_URL names any of its nodes): every client of
+    # the server and the relay (server/core/redis.py).
+    redis_mode: str = "single"
     redis_pool_size: int = 64
     # Longest wait for Redis (connect, a reply, a pooled connection), for every client of the server.
     redis_timeout_seconds: float = 2.0

@@ -16,6 +16,13 @@ write still unanswered after the reply timeout (at most twice that) means Redis 
 dropped and its calls fail with a TimeoutError (not retried; the next calls open a new connection).
 Both bounds come from the pooled client's `socket_connect_timeout` and `socket_timeout` (REDIS_TIMEOUT_SECONDS
 in the server): the watchdog fires after half the reply bound, so a hung Redis fails a call within it.
+
+Against a Redis Cluster (a `RedisCluster` client) each call goes to the master of its first key's slot, as
+redis-py's slot map says: one batching lane (window, connection) per master, so a pipelined write never
+mixes nodes, and replies still come back in order per connection. The script's keys must share that slot
+(hash tags). A call the cluster answers with a redirection (MOVED / ASK while slots move, TRYAGAIN,
+CLUSTERDOWN) or whose connection is lost is run once more through the cluster client itself, which follows
+the redirection, refreshes the slot map (the next calls use the new master) and loads the script if need be.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -111,25 +120,23 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
-class BatchedScript:
-    """`await script(keys=[...], args=[...])` runs one Lua script; concurrent calls share a write."""
+class _Lane:
+    """Calls to one Redis server: what arrives within the window goes out in one write on one connection."""
 
     def __init__(
         self,
-        redis: Redis,
-        source: str,
+        address: dict[str, Any],
+        connection_class: type,
         *,
-        window_seconds: float = 0.002,
-        max_batch: int = 128,
-        reply_timeout_seconds: float | None = None,
+        window_seconds: float,
+        max_batch: int,
+        reply_timeout_seconds: float | None,
     ):
-        self._address = dict(redis.connection_pool.connection_kwargs)
+        self._address = address
         if reply_timeout_seconds is None:  # the watchdog fails a call between 1 and 2 times its timeout
-            reply_timeout_seconds = (self._address.get("socket_timeout") or DEFAULT_TIMEOUT_SECONDS) / 2
-        self._connect_timeout = self._address.get("socket_connect_timeout") or DEFAULT_TIMEOUT_SECONDS
-        self._connection_class = redis.connection_pool.connection_class
-        self._source = source.encode()
-        self._sha = sha1(self._source).hexdigest().encode()
+            reply_timeout_seconds = (address.get("socket_timeout") or DEFAULT_TIMEOUT_SECONDS) / 2
+        self._connect_timeout = address.get("socket_connect_timeout") or DEFAULT_TIMEOUT_SECONDS
+        self._connection_class = connection_class
         self._window = window_seconds
         self._max_batch = max_batch
         self._reply_timeout = reply_timeout_seconds
@@ -140,21 +147,7 @@ class BatchedScript:
         self._connecting = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
 
-    async def __call__(self, *, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        evalsha = hiredis.pack_command((b"EVALSHA", self._sha, len(keys), *keys, *args))
-        try:
-            reply = await self._submit(evalsha)
-        except RedisConnectionError:
-            reply = await self._submit(evalsha)
-        if isinstance(reply, ResponseError):
-            if not str(reply).startswith("NOSCRIPT"):
-                raise reply
-            reply = await self._submit(hiredis.pack_command((b"EVAL", self._source, len(keys), *keys, *args)))
-            if isinstance(reply, ResponseError):
-                raise reply
-        return reply
-
-    def _submit(self, payload: bytes) -> asyncio.Future:
+    def submit(self, payload: bytes) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self._payloads.append(payload)
@@ -229,3 +222,73 @@ class BatchedScript:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+_REDIRECTIONS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+
+
+class BatchedScript:
+    """`await script(keys=[...], args=[...])` runs one Lua script; concurrent calls share a write."""
+
+    def __init__(
+        self,
+        redis: Redis | RedisCluster,
+        source: str,
+        *,
+        window_seconds: float = 0.002,
+        max_batch: int = 128,
+        reply_timeout_seconds: float | None = None,
+    ):
+        self._source = source.encode()
+        self._sha = sha1(self._source).hexdigest().encode()
+        self._lane_options = {
+            "window_seconds": window_seconds,
+            "max_batch": max_batch,
+            "reply_timeout_seconds": reply_timeout_seconds,
+        }
+        self._lane: _Lane | None = None  # the one lane of a plain Redis
+        self._cluster: RedisCluster | None = None
+        self._lanes: dict[str, _Lane] = {}  # a cluster's, by node name
+        if isinstance(redis, RedisCluster):
+            self._cluster = redis
+            self._via_cluster = redis.register_script(source)
+        else:
+            pool = redis.connection_pool
+            self._lane = _Lane(dict(pool.connection_kwargs), pool.connection_class, **self._lane_options)
+
+    async def __call__(self, *, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        lane = self._lane or await self._cluster_lane(keys[0])
+        evalsha = hiredis.pack_command((b"EVALSHA", self._sha, len(keys), *keys, *args))
+        try:
+            reply = await lane.submit(evalsha)
+        except RedisConnectionError:
+            if self._cluster is not None:  # failed over? the cluster client finds the new master
+                return await self._via_cluster(keys=keys, args=args)
+            reply = await lane.submit(evalsha)
+        if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+            reply = await lane.submit(hiredis.pack_command((b"EVAL", self._source, len(keys), *keys, *args)))
+        if isinstance(reply, ResponseError):
+            if self._cluster is not None and str(reply).startswith(_REDIRECTIONS):
+                return await self._via_cluster(keys=keys, args=args)
+            raise reply
+        return reply
+
+    async def _cluster_lane(self, key: str) -> _Lane:
+        cluster = self._cluster
+        assert cluster is not None
+        nodes = cluster.nodes_manager
+        if not nodes.slots_cache:
+            await cluster.initialize()
+        node = nodes.get_node_from_slot(key_slot(key.encode()))
+        lane = self._lanes.get(node.name)
+        if lane is None:
+            lane = self._lanes[node.name] = _Lane(
+                dict(node.connection_kwargs), node.connection_class, **self._lane_options
+            )
+        return lane
+
+    def close(self) -> None:
+        for lane in (self._lane, *self._lanes.values()):
+            if lane is not None:
+                lane.close()
+        self._lanes.clear()

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from content_store.chunking import object_key
+from server.core.redis import mget
 from server.core.s3 import ObjectStore
 from server.downloads.content_repository import ChunkRow
 
@@ -51,7 +52,7 @@ async def file_links(
     links: dict[uuid.UUID, list[ChunkLink]] = {file_id: [] for file_id in files}
     if not ids:
         return links
-    cached = await redis.mget([_cache_key(file_id) for file_id in ids])
+    cached = await mget(redis, [_cache_key(file_id) for file_id in ids])
     unsigned = []
     for file_id, hit in zip(ids, cached, strict=True):
         found = _decode(hit, len(files[file_id])) if hit is not None else None

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.core.config import Settings
-from server.core.redis import create_redis
+from server.core.redis import redis_from_settings
 from server.playtime.live import LiveRecord, LiveSessions
 from server.playtime.rules import AccrualPolicy, LiveSession, advance
 
@@ -34,7 +34,7 @@ _steps = st.one_of(
 def run():
     """One event loop and one store for every example (hypothesis calls the test many times)."""
     loop = asyncio.new_event_loop()
-    redis = create_redis(Settings.from_env().redis_url)
+    redis = redis_from_settings(Settings.from_env(), timeout=5.0)
     live = LiveSessions(redis, POLICY, timedelta(minutes=5))
     yield lambda steps: loop.run_until_complete(_both(live, steps))
     loop.run_until_complete(redis.aclose())

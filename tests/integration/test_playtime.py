@@ -25,7 +25,7 @@ from server.core.clock import utc_now
 from server.core.db import create_engine, create_sessionmaker
 from server.core.deps import Deps
 from server.core.events.cloudevents import LIBRARY_EVENTS_TOPIC
-from server.core.redis import create_redis
+from server.core.redis import redis_from_settings
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 from server.library.tables import LibraryItem
@@ -36,6 +36,7 @@ from tests.support.grpc_errors import failure
 from tests.support.kafka import TopicReader, about, assert_cloud_event
 from tests.support.ownership import grant
 from tests.support.processes import PrivateRedis, free_port, python_server, wait_serving
+from tests.support.processes import private_redis as private_redis_server
 
 INTERVAL = 2
 CHECKPOINT = 2
@@ -45,7 +46,7 @@ UPDATED = "com.platform.library.playtime.updated.v1"
 
 @pytest.fixture(scope="module")
 async def private_redis():
-    server = PrivateRedis()
+    server = private_redis_server()
     await server.start()
     yield server
     await server.stop()
@@ -84,7 +85,7 @@ async def stub(target):
 
 @pytest.fixture(scope="module")
 async def redis(private_redis: PrivateRedis):
-    client = create_redis(private_redis.url)
+    client = private_redis.client()
     yield client
     await client.aclose()
 
@@ -292,7 +293,7 @@ async def test_heartbeats_touch_redis_only_never_the_database(settings, owner, s
     """The heartbeat use case in-process on the real stack, with every SQL statement counted."""
     user_id, product_id = owner
     engine = create_engine(settings.database_url, pool_size=2)
-    redis = create_redis(settings.redis_url)
+    redis = redis_from_settings(settings, timeout=5.0)
     deps = Deps(
         dataclasses.replace(settings, playtime_heartbeat_rate_per_interval=0),  # 500 in a row
         UnitOfWorkFactory(create_sessionmaker(engine), "/test", lambda: None),

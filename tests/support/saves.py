@@ -21,7 +21,7 @@ from server.cloud_saves.tables import ObjectDeletion, SaveGameRow
 from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.deps import Deps
-from server.core.redis import create_redis
+from server.core.redis import redis_from_settings
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 from tests.support.auth import user_metadata
@@ -131,7 +131,7 @@ async def stored_keys(store: ObjectStore, user_id: uuid.UUID, product_id: uuid.U
 async def in_process(settings: Settings, *, store: ObjectStore | None = None) -> AsyncIterator[Deps]:
     """The service's dependencies in the test process (for a worker pass with a controlled clock)."""
     engine = create_engine(settings.database_url, pool_size=2)
-    redis = create_redis(settings.redis_url)
+    redis = redis_from_settings(settings, timeout=5.0)
     own_store = store is None
     store = store or await ObjectStore(settings).open()
     try:

@@ -70,7 +70,13 @@ WHERE channel = %(channel)s AND owner = %(owner)s
   AND (partition, epoch) IN (SELECT * FROM unnest(%(partitions)s::smallint[], %(epochs)s::bigint[]))
 RETURNING partition
 """
-_LEAVE = "DELETE FROM outbox_relay_members WHERE channel = %(channel)s AND owner = %(owner)s"
+_LEAVE = """
+WITH released AS (
+    UPDATE outbox_leases SET owner = NULL, backend_pid = NULL, expires_at = '-infinity'
+    WHERE channel = %(channel)s AND owner = %(owner)s
+)
+DELETE FROM outbox_relay_members WHERE channel = %(channel)s AND owner = %(owner)s
+"""
 
 
 def relay_identity() -> str:
@@ -126,9 +132,7 @@ class PartitionLeases:
 
     async def release_all(self, conn: AsyncConnection) -> None:
         """Gives every lease and the membership up (a relay stopping), so others take over at once."""
-        async with conn.transaction():
-            await conn.execute(_RELEASE, {**self._params, "partitions": list(self.owned)})
-            await conn.execute(_LEAVE, self._params)
+        await conn.execute(_LEAVE, self._params)
         self.owned = {}
 
     def forget(self) -> None:

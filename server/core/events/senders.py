@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from server.core.events.kafka import Delivery, Held, KafkaMessage, KafkaPublisher, Refused, Unsent
+from server.core.redis import queue_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,14 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 return id
 """
 _DEDUPE_TTL_SECONDS = 7 * 24 * 3600
+
+
+def sent_marker(stream: str, row_id: str) -> str:
+    """The key saying this outbox row was added to `stream`: in the stream's slot (its hash tag), as the
+    script that writes both needs on a Redis Cluster."""
+    return f"{stream}:sent:{row_id}"
+
+
 # Redis answers that say the server is not able to take writes now, not that the row is wrong.
 _REDIS_UNAVAILABLE = (
     "OOM",
@@ -108,14 +117,16 @@ class StreamSender:
                     deliveries[index] = Refused("not a notification: it has no type or no payload")
                     stopped_keys.add(row.key)
                 else:
-                    await self._xadd_once(
-                        keys=[row.topic, f"{row.topic}:sent:{row.id}"],
+                    queue_script(
+                        pipe,
+                        self._xadd_once,
+                        keys=[row.topic, sent_marker(row.topic, row.id)],
                         args=[row.kind, row.body, self._maxlen, _DEDUPE_TTL_SECONDS, self._ttl_seconds],
-                        client=pipe,
                     )
                     queued.append(index)
             if queued:
-                results = await asyncio.wait_for(pipe.execute(raise_on_error=False), self._timeout_seconds)
+                async with asyncio.timeout(self._timeout_seconds):  # (wait_for may drop a cancellation)
+                    results = await pipe.execute(raise_on_error=False)
                 for index, result in zip(queued, results, strict=True):
                     deliveries[index] = _redis_delivery(result)
         return deliveries

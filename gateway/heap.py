@@ -1,0 +1,62 @@
+"""Keeps Python's cyclic garbage collector off the relay's long-lived objects.
+
+Every open socket is about a hundred tracked objects that live as long as it does (10,000 sockets: about a
+million). The collector's full collections walk all of them, each time the oldest generation has grown by a
+quarter: while sockets keep arriving that is a stall of hundreds of milliseconds (seconds on a busy
+machine) every few thousand handshakes, and every notification in flight waits for it. So the relay
+freezes what is alive (gc.freeze: moved out of the collector's sight) at start and then every
+FREEZE_SECONDS, after a full collection of what is not frozen yet (small: only what came since the last
+freeze, so garbage is not frozen with it). A frozen object that later becomes cyclic garbage (a closed
+socket's cycles, about a dozen small objects each) stays until the next thaw: every THAW_SECONDS
+everything is unfrozen, collected once and frozen again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+FREEZE_SECONDS = 10.0
+THAW_SECONDS = 3600.0
+
+
+class HeapKeeper:
+    def __init__(self, freeze_seconds: float = FREEZE_SECONDS, thaw_seconds: float = THAW_SECONDS):
+        self._freeze_seconds = freeze_seconds
+        self._thaw_seconds = thaw_seconds
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        gc.collect()
+        gc.freeze()  # what start built (modules, settings, pools) is never garbage
+        self._task = asyncio.create_task(self._run(), name="ws-heap-keeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        thawed_at = time.monotonic()
+        while True:
+            await asyncio.sleep(self._freeze_seconds)
+            if time.monotonic() - thawed_at >= self._thaw_seconds:
+                thawed_at = time.monotonic()
+                gc.unfreeze()
+                started = time.perf_counter()
+                collected = gc.collect()
+                gc.freeze()
+                log.info(
+                    "heap thawed and collected",
+                    extra={"collected": collected, "ms": round((time.perf_counter() - started) * 1000)},
+                )
+            else:
+                gc.collect()
+                gc.freeze()
