@@ -216,8 +216,11 @@ class ChannelRelay:
                         await self._disconnect()  # a new connection (the leases are read back on it)
                     metrics.OUTBOX_RELAY_FAILURES.labels(self.channel).inc()
                     self._sender.reset()
-                    full = False
                     backoff = min(backoff * 2, 5.0)
+                    # The whole backoff: neither a commit's wakeup nor an overdue rebalance (it failed too)
+                    # cuts it short, or a database that is down would be retried in a tight loop.
+                    await asyncio.sleep(backoff)
+                    continue
                 if not full:
                     # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
                     # arrives as the wakeup is set, and the loop would outlive its stop.
