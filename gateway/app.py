@@ -2,14 +2,16 @@
 
 One connection = one authenticated user on one channel (library or download). The opening handshake checks
 the path (404), the process's capacity (503 over WS_MAX_CONNECTIONS), the JWT (`Authorization: Bearer` or
-`?token=`; 401, or 403 for a non-user token) and pins the connection's cursor to the newest entry of the
-user's stream, so anything added after the client sees the 101 is delivered. After the handshake the
-connection takes one of the user's connection slots (shared by every instance; over the cap → close 1008)
-and joins the process's hub (gateway.hub: one Redis subscriber tells the connections of a user when their
-stream grew; gateway.session sends what is new). The connection's own task only receives client messages:
-`ping` → `pong`, `ack`, `resume` (replay what this connection has not sent, in order, then continue live),
-anything else → an `error` frame, the connection stays open. When the token expires the connection is
-closed with 1008 (the client reconnects with a fresh token and resumes).
+`?token=`; 401, or 403 for a non-user token), then in one Redis round trip takes one of the user's
+connection slots (shared by every instance) and pins the connection's cursor to the newest entry of the
+user's stream, so anything added after the client sees the 101 is delivered. Over the per-user cap the
+connection is closed with 1008 right after the handshake; a slot whose handshake then fails is given back
+(_RelayConnection). An open connection joins the process's hub (gateway.hub: one Redis subscriber tells
+the connections of a user when their stream grew; gateway.session sends what is new). The connection's
+own task only receives client messages: `ping` → `pong`, `ack`, `resume` (replay what this connection has
+not sent, in order, then continue live), anything else → an `error` frame, the connection stays open.
+When the token expires the connection is closed with 1008 (the client reconnects with a fresh token and
+resumes).
 
 Every send must complete within WS_SEND_TIMEOUT_SECONDS; the write buffer is bounded by
 WS_WRITE_LIMIT_BYTES and a connection reads Redis only after its previous send went through, so a client
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from redis.asyncio import Redis
@@ -34,6 +38,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from gateway import protocol
 from gateway.hub import NotificationHub
@@ -58,7 +63,7 @@ _ws_log.setLevel(logging.WARNING)
 
 MAX_CLIENT_MESSAGE_BYTES = 16 * 1024  # client messages are tiny; larger ones close with 1009
 CLOSE_TIMEOUT_SECONDS = 2.0
-# A handshake waits for its token check and two Redis round trips; in a burst of thousands on a busy host
+# A handshake waits for its token check and a Redis round trip; in a burst of thousands on a busy host
 # that can take longer than websockets' default 10 s (the socket would be dropped: Envoy answers 503).
 HANDSHAKE_TIMEOUT_SECONDS = 30.0
 TOKEN_EXPIRED = "token expired; reconnect with a fresh token and resume"
@@ -72,8 +77,11 @@ class Gateway:
         self._streams = NotificationStreams(redis)
         self._hub = NotificationHub(redis)
         self._releaser = SlotReleaser(self._streams)
-        # handshakes that passed process_request; the handler takes its session (weak: a handshake may fail)
-        self._sessions: weakref.WeakKeyDictionary[ServerConnection, Session] = weakref.WeakKeyDictionary()
+        # handshakes that passed process_request: (took a slot, session); the handler takes it, or
+        # _handshake_failed when the handshake then fails (weak all the same)
+        self._sessions: weakref.WeakKeyDictionary[ServerConnection, tuple[bool, Session]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._slots: dict[str, str] = {}  # connection id → user id, refreshed while open
         self._closing: set[asyncio.Task] = set()  # closes started by timers (token expiry)
         self._server: Server | None = None
@@ -100,6 +108,7 @@ class Gateway:
             host or s.ws_host,
             s.ws_port if port is None else port,
             process_request=self._process_request,
+            create_connection=functools.partial(_RelayConnection, self._handshake_failed),
             ping_interval=s.ws_ping_interval_seconds or None,
             ping_timeout=s.ws_ping_interval_seconds or None,
             open_timeout=HANDSHAKE_TIMEOUT_SECONDS,
@@ -159,39 +168,44 @@ class Gateway:
         except PermissionDenied as exc:
             return ws.respond(http.HTTPStatus.FORBIDDEN, f"{exc}\n")
         since = self._hub.mark()
+        cap = self._settings.ws_max_connections_per_user
         try:
-            newest = await self._streams.last_id(user_id)
+            admitted, newest = await self._streams.open_slot(user_id, str(ws.id), cap)
         except (RedisError, OSError):
             log.warning("notification stream unavailable", exc_info=True)
             return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "notifications unavailable, retry later\n")
-        self._sessions[ws] = Session(
-            ws,
-            user_id,
-            channel,
-            newest,
-            streams=self._streams,
-            send=self._send,
-            cut_off=self._cut_off,
-            opened_at=time.monotonic(),
-            expires_at=expires_at,
-            since=since,
+        self._sessions[ws] = (
+            admitted,
+            Session(
+                ws,
+                user_id,
+                channel,
+                newest,
+                streams=self._streams,
+                send=self._send,
+                cut_off=self._cut_off,
+                opened_at=time.monotonic(),
+                expires_at=expires_at,
+                since=since,
+            ),
         )
         return None
 
     # ---- connection ----
 
+    def _handshake_failed(self, ws: ServerConnection) -> None:
+        """The handshake did not open the connection (refused, timed out, client gone): the handler never
+        runs, so a slot taken in _process_request is given back here."""
+        admitted, session = self._sessions.pop(ws, (False, None))
+        if admitted and session is not None:
+            self._releaser.release(session.user_id, str(ws.id))
+
     async def _handle(self, ws: ServerConnection) -> None:
-        session = self._sessions.pop(ws)
+        admitted, session = self._sessions.pop(ws)
         connection_id = str(ws.id)
         fields = {"user_id": session.user_id, "channel": session.channel, "connection_id": connection_id}
-        cap = self._settings.ws_max_connections_per_user
-        try:
-            admitted = await self._streams.acquire_slot(session.user_id, connection_id, cap)
-        except (RedisError, OSError):
-            log.warning("could not take a connection slot", extra=fields, exc_info=True)
-            await ws.close(CloseCode.TRY_AGAIN_LATER, "notifications unavailable, retry later")
-            return
         if not admitted:
+            cap = self._settings.ws_max_connections_per_user
             log.info("connection refused: per-user cap reached", extra={**fields, "cap": cap})
             await ws.close(CloseCode.POLICY_VIOLATION, f"too many connections for this user (max {cap})")
             return
@@ -272,6 +286,22 @@ class Gateway:
                 )
             except (RedisError, OSError):
                 log.warning("refreshing connection slots failed", exc_info=True)
+
+
+class _RelayConnection(ServerConnection):
+    """A server connection that says when its opening handshake did not open it (websockets then drops
+    the connection without calling the handler)."""
+
+    def __init__(self, on_failed_handshake: Callable[[ServerConnection], None], *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._on_failed_handshake = on_failed_handshake
+
+    async def handshake(self, *args, **kwargs) -> None:
+        try:
+            await super().handshake(*args, **kwargs)
+        finally:
+            if self.protocol.state is not State.OPEN:
+                self._on_failed_handshake(self)
 
 
 def _unauthorized(ws: ServerConnection, reason: str) -> Response:

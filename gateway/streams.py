@@ -49,18 +49,22 @@ Entry = tuple[str, dict[bytes, bytes]]
 
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 
-# KEYS[1] connections zset; ARGV: cap, connection id, ttl ms → 1 admitted, 0 over the cap.
-_ACQUIRE = (
+# A handshake's one round trip. KEYS[1] connections zset, KEYS[2] the stream (one slot: same hash tag);
+# ARGV: cap, connection id, ttl ms → {1 admitted | 0 over the cap, id of the stream's newest entry or ''}.
+_OPEN = (
     _NOW_MS
     + """
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local id = ''
+if newest[1] then id = newest[1][1] end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) == false
    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-  return 0
+  return {0, id}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
-return 1
+return {1, id}
 """
 )
 
@@ -78,6 +82,11 @@ return 1
 
 def connections_key(user_id: str) -> str:
     return f"{notification_stream(user_id)}:connections"
+
+
+def open_keys(user_id: str) -> list[str]:
+    """The keys of a handshake's script (_OPEN): the user's slots and stream, one hash tag."""
+    return [connections_key(user_id), notification_stream(user_id)]
 
 
 def keyspace_prefix(db: int) -> str:
@@ -185,17 +194,10 @@ class NotificationStreams:
     def __init__(self, redis: RedisClient):
         self._redis = redis
         self._ranges = CoalescedRanges(redis)
-        self._acquire = redis.register_script(_ACQUIRE)
+        self._open = redis.register_script(_OPEN)
         self._refresh = redis.register_script(_REFRESH)
 
     # ---- the stream ----
-
-    async def last_id(self, user_id: str) -> StreamId:
-        """The id of the newest entry (a new connection delivers only what comes after it); 0-0 if none."""
-        newest = await self._redis.xrevrange(notification_stream(user_id), "+", "-", count=1)
-        if not newest:
-            return (0, 0)
-        return parse_stream_id(newest[0][0].decode()) or (0, 0)
 
     async def after(self, user_id: str, cursor: StreamId) -> list[Entry]:
         """The oldest entries after `cursor` (at most READ_COUNT; call again from the last id)."""
@@ -209,10 +211,15 @@ class NotificationStreams:
 
     # ---- connection slots ----
 
-    async def acquire_slot(self, user_id: str, connection_id: str, cap: int) -> bool:
-        return bool(
-            await self._acquire(keys=[connections_key(user_id)], args=[cap, connection_id, CONNECTION_TTL_MS])
+    async def open_slot(self, user_id: str, connection_id: str, cap: int) -> tuple[bool, StreamId]:
+        """Takes one of the user's connection slots (False: the cap is reached) and reads the id of the
+        newest entry of the user's stream (a new connection delivers only what comes after it; 0-0 if
+        none), in one round trip."""
+        admitted, newest = await self._open(
+            keys=open_keys(user_id), args=[cap, connection_id, CONNECTION_TTL_MS]
         )
+        newest = newest.decode() if isinstance(newest, bytes) else newest
+        return bool(admitted), (parse_stream_id(newest) if newest else None) or (0, 0)
 
     async def refresh_slots(self, slots: Sequence[tuple[str, str]]) -> None:
         """Extends the given (user id, connection id) slots, REFRESH_BATCH per round trip."""

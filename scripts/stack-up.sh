@@ -164,6 +164,32 @@ start_envoy() {
 
 # ---------------------------------------------------------------- PostgreSQL
 # (PG_BIN, PG_DATA, PG_LOG, pg and pg_running come from scripts/lib/stack.sh)
+
+# The cluster lives under /tmp, keyed by the checkout's path, while the object store, keys and backups live
+# in the checkout's .local: a new checkout at a path used before (a fresh clone, a recreated worktree) would
+# find an old cluster whose rows name objects its new store does not have (chunks "already uploaded", saves
+# that 404). Both sides record one stack id; a cluster with another id is dropped and made anew. A checkout
+# from before the ids (store data present, no id yet) adopts its cluster.
+claim_postgres_cluster() {
+    local id_file="$LOCAL_DIR/stack-id" owner_file="$PG_DIR/stack-id"
+    mkdir -p "$PG_DIR"
+    if [ ! -f "$id_file" ]; then
+        mkdir -p "$LOCAL_DIR"
+        "$PY" -c 'import uuid; print(uuid.uuid4())' >"$id_file"
+        if [ -d "$LOCAL_DIR/seaweedfs/data" ] && [ -f "$PG_DATA/PG_VERSION" ] && [ ! -f "$owner_file" ]; then
+            cp "$id_file" "$owner_file"
+        fi
+    fi
+    if [ -f "$PG_DATA/PG_VERSION" ] && ! cmp -s "$id_file" "$owner_file"; then
+        echo "postgres: $PG_DIR belongs to an earlier checkout at this path: making a new cluster"
+        if pg_running; then
+            pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w -t 30 stop >/dev/null || true
+        fi
+        rm -rf "$PG_DATA" "$PG_DIR/pgbackrest"
+    fi
+    cp "$id_file" "$owner_file"
+}
+
 start_postgres() {
     mkdir -p "$PG_DIR"
     chown postgres: "$PG_DIR"
@@ -203,6 +229,7 @@ setup_postgres() {
 }
 
 # ---------------------------------------------------------------- start everything, then wait
+claim_postgres_cluster # before start_s3 makes the store's directory
 start_redis
 [ "$REDIS_CLUSTER" = 1 ] && start_redis_cluster
 start_kafka

@@ -40,7 +40,8 @@ The launcher's downloads (install vs bare GETs, the bandwidth cap, kill -9): scr
 (BENCH_LAUNCHER_MIB, 32; BENCH_LAUNCHER_ROUNDS, 3; BENCH_LAUNCHER_CAP_KBPS, 80000).
 The WebSocket relay at 10,000 idle sockets through Envoy (memory, delivery latency, mass close):
 scripts/bench/websocket.py (BENCH_WS_SOCKETS, 10000; BENCH_WS_RATE, 1000; BENCH_WS_SECONDS, 10;
-BENCH_WS_EDGES, 2).
+BENCH_WS_EDGES, 2, 0 = direct; BENCH_WS_PROFILE, a py-spy output of the relay; swarm and publisher run as
+processes of their own).
 The heartbeat against a private 3-master Redis Cluster beside the single Redis, both vs echo:
 scripts/bench/redis_cluster.py (BENCH_CLUSTER_ROUNDS, 3; alone: python -m scripts.bench.redis_cluster).
 

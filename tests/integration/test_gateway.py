@@ -372,6 +372,28 @@ async def test_per_user_connection_cap_holds_across_instances(gateway, other_gat
         assert (await _recv(again))["id"] == entry_id
 
 
+async def test_a_handshake_the_client_abandons_gives_its_slot_back(gateway, redis):
+    """The handshake takes the slot (one Redis round trip with the cursor): clients that send their upgrade
+    request and go away before the 101, more of them than the cap (2 here), hold none of the user's slots
+    afterwards, and the user opens the cap's worth of connections."""
+    user = _user()
+    request = (
+        f"GET {LIBRARY}?token={mint(user)} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    for _ in range(3):
+        _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(request.encode())
+        writer.close()  # the request, then FIN: gone before the answer
+        await writer.wait_closed()
+    await _wait_until(lambda: _zcard(redis, user, expect=0))
+    async with _open(gateway, user) as one, _open(gateway, user) as two:
+        entry_id = await _notify(redis, user, "achievementUnlocked", {})
+        assert (await _recv(one))["id"] == entry_id
+        assert (await _recv(two))["id"] == entry_id
+
+
 async def _zcard(redis, user: str, expect: int) -> bool:
     return await redis.zcard(connections_key(user)) == expect
 

@@ -15,6 +15,7 @@ from redis.crc import key_slot
 
 import gateway
 import server
+from gateway import streams
 from server.core.events import senders
 from server.core.uow import notification_stream
 from server.downloads import progress
@@ -46,7 +47,11 @@ def test_the_only_multi_key_scripts_are_the_ones_whose_keys_are_checked_below():
     assert len(scripts) >= 8, scripts  # the heartbeat, claims, limits, slots, progress, notifications...
     multi_key = {name for name, keys in scripts.items() if keys > 1}
     # A new script with several keys belongs here, with a test that its callers' keys share a slot.
-    assert multi_key == {"server.downloads.progress._REPORT", "server.core.events.senders._XADD_ONCE"}
+    assert multi_key == {
+        "server.downloads.progress._REPORT",
+        "server.core.events.senders._XADD_ONCE",
+        "gateway.streams._OPEN",
+    }
 
 
 @given(st.uuids(), st.uuids())
@@ -60,6 +65,11 @@ def test_a_progress_transaction_keeps_to_one_slot(user_id, download_id):
     """LiveProgress.put deletes the session hash with its file set in one MULTI/EXEC."""
     keys = [progress._key(user_id, download_id), progress.files_key(user_id, download_id)]
     assert len({_slot(key) for key in keys}) == 1
+
+
+@given(st.uuids())
+def test_a_handshake_takes_the_users_slot_and_reads_their_stream_in_one_slot(user_id):
+    assert len({_slot(key) for key in streams.open_keys(str(user_id))}) == 1
 
 
 @given(st.uuids(), st.uuids())

@@ -53,10 +53,19 @@ _BODY = {
     CHANNEL_KAFKA: "NULL, payload::text",
     CHANNEL_NOTIFICATION: "payload->>'type', (payload->'payload')::text",
 }
+# The first pending rows of each owned partition from the pending index (in seq order), then the first of
+# those: the cost is the batch per partition, however many sent rows retention still keeps below them (a
+# plain `partition = ANY(...) ORDER BY seq` walks the primary key across them: about 1 s per batch with
+# 400,000 sent rows, which the statement timeout would end).
 _PENDING = """
-SELECT seq, id::text, partition, topic, key, {body}, attempts, created_at FROM outbox
-WHERE channel = %s AND partition = ANY(%s) AND published_at IS NULL
-ORDER BY seq LIMIT %s
+SELECT o.seq, o.id::text, o.partition, o.topic, o.key, {body}, o.attempts, o.created_at
+FROM unnest(%(partitions)s::smallint[]) AS owned (partition)
+CROSS JOIN LATERAL (
+    SELECT * FROM outbox
+    WHERE channel = %(channel)s AND partition = owned.partition AND published_at IS NULL
+    ORDER BY seq LIMIT %(limit)s
+) AS o
+ORDER BY o.seq LIMIT %(limit)s
 """
 _MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE seq = ANY(%s)"
 _COUNT_REFUSAL = "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE seq = %s"
@@ -207,8 +216,11 @@ class ChannelRelay:
                         await self._disconnect()  # a new connection (the leases are read back on it)
                     metrics.OUTBOX_RELAY_FAILURES.labels(self.channel).inc()
                     self._sender.reset()
-                    full = False
                     backoff = min(backoff * 2, 5.0)
+                    # The whole backoff: neither a commit's wakeup nor an overdue rebalance (it failed too)
+                    # cuts it short, or a database that is down would be retried in a tight loop.
+                    await asyncio.sleep(backoff)
+                    continue
                 if not full:
                     # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
                     # arrives as the wakeup is set, and the loop would outlive its stop.
@@ -242,7 +254,10 @@ class ChannelRelay:
             metrics.OUTBOX_LAG.labels(self.channel).set(0.0)
             return False
         records = await (
-            await conn.execute(self._pending_sql, (self.channel, partitions, self._options.batch_size))
+            await conn.execute(
+                self._pending_sql,
+                {"channel": self.channel, "partitions": partitions, "limit": self._options.batch_size},
+            )
         ).fetchall()
         if not records:
             metrics.OUTBOX_LAG.labels(self.channel).set(0.0)
