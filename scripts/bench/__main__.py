@@ -298,7 +298,7 @@ class Bench:
                 total[code] = total.get(code, 0) + n
         expected = self.choice.expected_code.name
         result.grpc_codes = total
-        result.bad_grpc_status = sum(n for code, n in total.items() if code != expected)
+        result.bad_grpc_status = fixtures.unexpected_calls(total, expected, result.in_flight_at_end)
         if len(per_process) > 1:
             self.extra.setdefault(name, {})["per_process"] = per_process
         # warm-up calls are counted by the service too; the measured run must be all of the expected code

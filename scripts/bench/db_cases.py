@@ -335,6 +335,7 @@ def _merge(name: str, parts: list[loadgen.LoadResult], logs: list[Path]) -> load
     merged.rps = sum(p.rps for p in parts)
     merged.errors = sum(p.errors for p in parts)
     merged.bad_status = sum(p.bad_status for p in parts)
+    merged.in_flight_at_end = sum(p.in_flight_at_end for p in parts)
     if latencies:
         merged.p50_ms = loadgen.percentile(latencies, 50) / 1000
         merged.p99_ms = loadgen.percentile(latencies, 99) / 1000
@@ -433,8 +434,7 @@ class DbBench:
                 ).items():
                     total[code] = total.get(code, 0) + n
             result.grpc_codes = total
-            # CANCELLED: calls still in flight when h2load stopped and reset its streams (not failures)
-            bad = sum(n for code, n in total.items() if code not in ("OK", "CANCELLED"))
+            bad = fixtures.unexpected_calls(total, "OK", result.in_flight_at_end)
             result.bad_grpc_status = bad if total else result.requests
         return result
 

@@ -133,7 +133,7 @@ def run(bench) -> dict:
         codes = fixtures.codes_delta(before, fixtures.handled_codes(cfg.metrics_ports[0], method))
         result.grpc_codes = codes
         expected = "OK" if method == PROGRESS else baseline.expected_code.name
-        result.bad_grpc_status = sum(n for c, n in codes.items() if c != expected)
+        result.bad_grpc_status = fixtures.unexpected_calls(codes, expected, result.in_flight_at_end)
         print(
             f"bench:   {label}: {result.rps:.0f} req/s, {result.failures} failed, codes {codes}", flush=True
         )

@@ -206,6 +206,15 @@ def handled_codes(metrics_port: int, method: str) -> dict[str, int]:
     return codes
 
 
+def unexpected_calls(codes: dict[str, int], expected: str, in_flight_at_end: int) -> int:
+    """How many calls of a run (per-code counts from the service, all its processes) answered other than
+    `expected`. CANCELLED calls up to what the load generator had in flight when its timed runs stopped
+    (LoadResult.in_flight_at_end: it resets those streams or connections, through Envoy too, at most one
+    call each) are the runs' end, not failures; more CANCELLED than that, or any other code, are counted."""
+    other = sum(n for code, n in codes.items() if code not in (expected, "CANCELLED"))
+    return other + max(0, codes.get("CANCELLED", 0) - in_flight_at_end)
+
+
 def codes_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     delta = {code: after.get(code, 0) - before.get(code, 0) for code in set(before) | set(after)}
     return {code: n for code, n in sorted(delta.items()) if n}

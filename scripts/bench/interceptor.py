@@ -124,7 +124,8 @@ def run(bench) -> dict:
         (bench.work / f"pipeline-{name}.h2load.log").unlink(missing_ok=True)
         codes = fixtures.codes_delta(before, fixtures.handled_codes(metrics_port, choice.method))
         result.grpc_codes = codes
-        result.bad_grpc_status = sum(n for c, n in codes.items() if c != choice.expected_code.name)
+        expected = choice.expected_code.name
+        result.bad_grpc_status = fixtures.unexpected_calls(codes, expected, result.in_flight_at_end)
         print(f"bench:   pipeline-{name}: {result.rps:.0f} req/s, codes {codes}", flush=True)
         return result
 

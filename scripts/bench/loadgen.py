@@ -39,6 +39,10 @@ class LoadResult:
     statuses: dict[str, int] = field(default_factory=dict)
     # grpc-status codes other than the expected one, from the service's counters (None: not checked)
     bad_grpc_status: int | None = None
+    # calls a timed run may still have in flight when it stops: h2load resets those streams (at most one
+    # call per stream: clients x streams; none for a run of -n calls), wrk closes its connections (one per
+    # connection); the service counts those calls CANCELLED
+    in_flight_at_end: int = 0
     grpc_codes: dict[str, int] | None = None
     command: str = ""
     # CPU used by the processes under test during the measured window (procs.CpuMeter.report)
@@ -139,6 +143,7 @@ def h2load(
     out, _ = _run(cmd, timeout, meter, main_after=warmup if requests is None and warmup else 0.0)
 
     result = LoadResult(tool="h2load", target=target or str(url), command=_shown(cmd))
+    result.in_flight_at_end = clients * streams if requests is None else 0
     m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
     if not m:
         raise LoadError(f"unexpected h2load output:\n{out[-1500:]}")
@@ -226,6 +231,7 @@ def wrk(
     if f"{script.name}:" in err:  # wrk reports a broken script and then runs its default GET anyway
         raise LoadError(f"wrk script error: {err.strip()[:500]}")
     result = LoadResult(tool="wrk", target=target or url, command=_shown(cmd), seconds=duration)
+    result.in_flight_at_end = connections  # at most one request per connection when wrk stops
     m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not m or not rps:

@@ -172,8 +172,8 @@ def _report(bench, runs: dict[str, list[loadgen.LoadResult]], codes: dict[str, d
         "grpc_direct/echo (single Redis, server CPU)": by_cpu("single", "echo"),
     }
     failures = sum(r.failures for kind in ("single", "cluster") for r in runs[kind])
-    # CANCELLED: calls still in flight when h2load stopped and reset its streams (not failures)
-    not_ok = sum(n for c in codes.values() for code, n in c.items() if code not in ("OK", "CANCELLED"))
+    in_flight = {kind: sum(r.in_flight_at_end for r in runs[kind]) for kind in codes}
+    not_ok = sum(fixtures.unexpected_calls(codes[kind], "OK", in_flight[kind]) for kind in codes)
     cluster_ratio = ratios["grpc_direct/echo (Redis Cluster)"]
     goals = [
         {

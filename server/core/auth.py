@@ -34,16 +34,18 @@ log = logging.getLogger(__name__)
 class Principal:
     subject: str
     roles: frozenset[str]
-    # The subject as a user id, parsed once per token (None when the subject is not a UUID).
+    # The subject as a user id, parsed once per token (None when the subject is not a UUID), and as its
+    # canonical text (lowercase, hyphenated; what Redis keys and fields hold), printed once per token.
     user: uuid.UUID | None = None
+    user_text: str = ""
 
     @classmethod
     def of(cls, subject: str, roles: frozenset[str]) -> Principal:
         try:
             user = uuid.UUID(subject)
         except ValueError:
-            user = None
-        return cls(subject, roles, user)
+            return cls(subject, roles)
+        return cls(subject, roles, user, str(user))
 
     @property
     def is_service(self) -> bool:
@@ -58,6 +60,12 @@ class Principal:
             raise Unauthenticated("token subject is not a user id")
         return self.user
 
+    @property
+    def user_id_text(self) -> str:
+        """`user_id` (the same checks) as its canonical text."""
+        self.user_id  # noqa: B018 (raises for a caller that is not a user)
+        return self.user_text
+
 
 _current: ContextVar[Principal | None] = ContextVar("principal", default=None)
 
@@ -71,6 +79,11 @@ def current_principal() -> Principal:
 
 def current_user_id() -> uuid.UUID:
     return current_principal().user_id
+
+
+def current_user_id_text() -> str:
+    """`current_user_id()` as canonical UUID text, for paths that only pass it on as text (heartbeats)."""
+    return current_principal().user_id_text
 
 
 def require_service() -> Principal:
@@ -123,6 +136,8 @@ class TokenVerifier:
         self._refetching = asyncio.Lock()
         self._file_keys: dict[str, jwt.PyJWK] = {}
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        # The same entries by whole `Authorization` header value: the call pipeline's lookup per call
+        self._headers: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         if jwks_file:
             self._file_keys = _load_jwks(partial(open, jwks_file, encoding="utf-8"), f"file {jwks_file}")
         self._keys = dict(self._file_keys)
@@ -152,6 +167,26 @@ class TokenVerifier:
         if cached is not None and cached[1] > time.time():
             return cached[0]
         return None
+
+    def cached_header(self, authorization: str) -> Principal | None:
+        """`cached` for an `Authorization` header value, without parsing it (a hit was a bearer token)."""
+        cached = self._headers.get(authorization)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        return None
+
+    async def authenticate_header(self, authorization: str) -> Principal:
+        """`authenticate` for an `Authorization` header value, which must hold a bearer token."""
+        token = bearer_token(authorization)
+        if token is None:
+            raise Unauthenticated("missing bearer token")
+        principal = await self.authenticate(token)
+        entry = self._cache.get(token)
+        if entry is not None:
+            self._headers[authorization] = entry
+            if len(self._headers) > _CACHE_SIZE:
+                self._headers.popitem(last=False)
+        return principal
 
     async def authenticate(self, token: str) -> Principal:
         """The token's principal; refetches the JWKS URL (rate-limited) when the token names an unknown

@@ -15,7 +15,6 @@ import inspect
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
 
 import grpc
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
@@ -27,7 +26,6 @@ from server.core.contract_rules import ContractRules
 from server.core.errors import (
     DomainError,
     InvalidArgument,
-    Unauthenticated,
     Unimplemented,
     dependency_unavailable,
     internal_status,
@@ -94,8 +92,7 @@ class CallPipeline:
         check = self._rules.check_for(request_type) if request_type is not None else None
         if self._limiter is not None:
             behavior = self._limiter.guard(method, behavior)  # unchanged unless `method` has a limit
-        latency = metrics.RPC_LATENCY.labels(method)
-        handled: dict[grpc.StatusCode, Any] = {}  # the counter's child per status code, looked up once
+        stats = metrics.RPCS.of(method)
         verifier = self._verifier
         is_async = inspect.iscoroutinefunction(behavior)
 
@@ -108,10 +105,9 @@ class CallPipeline:
             principal_token = None
             code = grpc.StatusCode.OK
             try:
-                token = auth.bearer_token(authorization)
-                if token is None:
-                    raise Unauthenticated("missing bearer token")
-                principal = verifier.cached(token) or await verifier.authenticate(token)
+                principal = verifier.cached_header(authorization) or await verifier.authenticate_header(
+                    authorization
+                )
                 principal_token = auth.set_current_principal(principal)
                 if request is MALFORMED:
                     raise malformed_request()
@@ -150,11 +146,7 @@ class CallPipeline:
                     await abort_with(ctx, unavailable)
             finally:
                 elapsed = time.perf_counter() - started
-                latency.observe(elapsed)
-                counter = handled.get(code)
-                if counter is None:
-                    counter = handled[code] = metrics.RPC_HANDLED.labels(method, code.name)
-                counter.inc()
+                stats.observe(elapsed, code)
                 if log.isEnabledFor(logging.INFO):
                     log.info(
                         "rpc",

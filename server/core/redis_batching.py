@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from hashlib import sha1
 from typing import Any
 
@@ -257,19 +257,29 @@ class BatchedScript:
             self._lane = _Lane(dict(pool.connection_kwargs), pool.connection_class, **self._lane_options)
 
     async def __call__(self, *, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        lane = self._lane or await self._cluster_lane(keys[0])
-        evalsha = hiredis.pack_command((b"EVALSHA", self._sha, len(keys), *keys, *args))
+        variable = (*keys, *args)
+        evalsha = hiredis.pack_command((b"EVALSHA", self._sha, len(keys), *variable))
+        return await self._run(evalsha, variable, len(keys), ())
+
+    def prepare(self, keys: int, *tail: Any) -> PreparedScript:
+        """Calls of this script with `keys` keys whose arguments always end in `tail` (settings): the
+        constant part of the command is packed once, not per call."""
+        return PreparedScript(self, keys, tail)
+
+    async def _run(self, evalsha: bytes, variable: Sequence[Any], keys: int, tail: Sequence[Any]) -> Any:
+        """Sends `evalsha`, the call of (`variable`: the `keys` keys, then the arguments before `tail`)."""
+        lane = self._lane or await self._cluster_lane(variable[0])
         try:
             reply = await lane.submit(evalsha)
         except RedisConnectionError:
             if self._cluster is not None:  # failed over? the cluster client finds the new master
-                return await self._via_cluster(keys=keys, args=args)
+                return await self._via_cluster(keys=variable[:keys], args=(*variable[keys:], *tail))
             reply = await lane.submit(evalsha)
         if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
-            reply = await lane.submit(hiredis.pack_command((b"EVAL", self._source, len(keys), *keys, *args)))
+            reply = await lane.submit(hiredis.pack_command((b"EVAL", self._source, keys, *variable, *tail)))
         if isinstance(reply, ResponseError):
             if self._cluster is not None and str(reply).startswith(_REDIRECTIONS):
-                return await self._via_cluster(keys=keys, args=args)
+                return await self._via_cluster(keys=variable[:keys], args=(*variable[keys:], *tail))
             raise reply
         return reply
 
@@ -292,3 +302,27 @@ class BatchedScript:
             if lane is not None:
                 lane.close()
         self._lanes.clear()
+
+
+def _without_header(packed: bytes) -> bytes:
+    """A packed command's arguments without its `*<count>` line."""
+    return packed[packed.index(b"\n") + 1 :]
+
+
+class PreparedScript:
+    """`await prepared(*keys_and_args)` = `await script(keys=..., args=[*args, *tail])`, with the command's
+    head (EVALSHA, the script's hash, the key count) and `tail` packed once. hiredis packs an argument in
+    about 0.3 µs (an integer more), a heartbeat sends eleven: this halves that."""
+
+    def __init__(self, script: BatchedScript, keys: int, tail: Sequence[Any]) -> None:
+        self._script = script
+        self._keys = keys
+        self._tail = tuple(tail)
+        self._count = 3 + len(self._tail)  # EVALSHA, hash, key count; then the variable part
+        self._head = _without_header(hiredis.pack_command((b"EVALSHA", script._sha, keys)))
+        self._packed_tail = _without_header(hiredis.pack_command(self._tail)) if self._tail else b""
+
+    def __call__(self, *variable: Any) -> Awaitable[Any]:
+        body = _without_header(hiredis.pack_command(variable))
+        command = b"*%d\r\n%b%b%b" % (self._count + len(variable), self._head, body, self._packed_tail)
+        return self._script._run(command, variable, self._keys, self._tail)

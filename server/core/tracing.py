@@ -16,7 +16,10 @@ nothing, a tenth of a heartbeat. The sampling decision is made here first, by th
 `ParentBased(TraceIdRatioBased)` applies (a parent's flag; else the trace id's low 64 bits below the ratio's
 bound); an unsampled call only draws a span id and keeps the ids, formatted into a traceparent only when an
 event is written. A sampled one opens an SDK span, whose own sampler (`ParentBased(ALWAYS_ON)`) then keeps
-the decision made here.
+the decision made here — when spans go anywhere: with no exporter configured (the default) a sampled call
+takes the plain path too, keeping its sampled flag, so the events it causes carry the same traceparent as
+they would with export on (an SDK span nobody exports cost the heartbeat ~8 µs per call on average at the
+default ratio of 0.1).
 """
 
 from __future__ import annotations
@@ -40,13 +43,14 @@ from server.core.config import Settings
 _current: ContextVar[SpanContext | Traceparent | None] = ContextVar("traceparent", default=None)
 _tracer: trace.Tracer = trace.NoOpTracer()
 _provider: TracerProvider | None = None
+_recording = False  # whether sampled spans are exported (an OTLP endpoint is configured)
 _TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 _root_bound = 0  # a new trace is sampled when its id's low 64 bits are below this (TraceIdRatioBased's rule)
 
 
 def configure(settings: Settings) -> None:
     """Installs this process's tracer (once, at start)."""
-    global _tracer, _provider, _root_bound
+    global _tracer, _provider, _root_bound, _recording
     _root_bound = TraceIdRatioBased.get_bound_for_rate(settings.otel_traces_sampler_arg)
     provider = TracerProvider(
         sampler=ParentBased(ALWAYS_ON), resource=Resource.create({"service.name": settings.otel_service_name})
@@ -57,6 +61,7 @@ def configure(settings: Settings) -> None:
         provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otel_exporter_otlp_endpoint))
         )
+    _recording = bool(settings.otel_exporter_otlp_endpoint)
     _provider = provider
     _tracer = provider.get_tracer("library.platform")
 
@@ -106,7 +111,7 @@ def _span_id() -> int:
 
 def start_span(name: str, traceparent: str, kind: SpanKind) -> tuple[trace.Span | None, object]:
     """Opens a span continuing `traceparent` (a new trace when empty or invalid) and makes it the current
-    one; returns (the SDK span, or None for an unsampled call; token for `end_span`)."""
+    one; returns (the SDK span, or None for a call that records none; token for `end_span`)."""
     remote = parse_traceparent(traceparent) if traceparent else None
     if remote is None:
         trace_id = random.getrandbits(128) or 1
@@ -114,8 +119,8 @@ def start_span(name: str, traceparent: str, kind: SpanKind) -> tuple[trace.Span 
         parent = None
     else:
         trace_id, parent_id, sampled = remote
-    if not sampled or _provider is None:
-        return None, _current.set(Traceparent(trace_id, _span_id(), False))
+    if not sampled or not _recording:
+        return None, _current.set(Traceparent(trace_id, _span_id(), sampled))
     if remote is not None:
         flags = TraceFlags(TraceFlags.SAMPLED)
         parent = trace.set_span_in_context(NonRecordingSpan(SpanContext(trace_id, parent_id, True, flags)))

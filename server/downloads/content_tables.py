@@ -1,6 +1,7 @@
 """Tables of the chunk store and the published content: versions (with their branch), their files (seed
-entity FileMetadata), the chunks each file is cut into, the store-wide chunk objects, and the stored
-results of installation verifications (seed entity VerificationResult)."""
+entity FileMetadata), the chunks each file is cut into, the store-wide chunk objects, the stored
+results of installation verifications (seed entity VerificationResult), and what transfer plans keep: the
+totals of each (version, installed version) pair and what a session's client has on disk."""
 
 from __future__ import annotations
 

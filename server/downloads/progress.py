@@ -26,8 +26,9 @@ from server.core.uow import notification_stream
 from server.downloads import session_rules as rules
 
 # KEYS[1] session hash, KEYS[2] the user's notification stream.
-# ARGV: user id, now (ms), downloaded bytes, speed time constant (ms), notification interval (ms),
-#       ttl (ms), stream maxlen, notification type, download id, stream ttl (s: set on each XADD).
+# ARGV: user id, now (ms), downloaded bytes, download id, then settings: speed time constant (ms),
+#       notification interval (ms), ttl (ms), stream maxlen, notification type, stream ttl (s: set on each
+#       XADD).
 # Returns {1, status, downloaded, speed, total} (a report on a session that is not downloading changes
 # nothing),
 # {0} no live state (seed it and retry), {-1} not this user's, {-2, total} beyond the total.
@@ -53,24 +54,24 @@ if at ~= nil then
     if speed <= 0 then
       speed = instant
     else
-      speed = speed + (1 - math.exp(-dt / tonumber(ARGV[4]))) * (instant - speed)
+      speed = speed + (1 - math.exp(-dt / tonumber(ARGV[5]))) * (instant - speed)
     end
   end
 end
 local speed_text = string.format('%.17g', speed)
 redis.call('HSET', KEYS[1], 'downloaded', ARGV[3], 'at', string.format('%d', new_at), 'speed', speed_text)
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
 local notified = tonumber(h[7] or '')
-if notified == nil or now - notified >= tonumber(ARGV[5]) then
+if notified == nil or now - notified >= tonumber(ARGV[6]) then
   redis.call('HSET', KEYS[1], 'notified', ARGV[2])
   local pct = 100
   if total > 0 then pct = math.min(100, downloaded * 100 / total) end
   local eta = cjson.null
   if speed > 0 then eta = math.ceil((total - downloaded) / speed) end
-  local payload = cjson.encode({downloadId = ARGV[9], productId = h[8], downloadedBytes = downloaded,
+  local payload = cjson.encode({downloadId = ARGV[4], productId = h[8], downloadedBytes = downloaded,
     totalSizeBytes = total, progressPercentage = pct, speedBytesPerSecond = math.floor(speed),
     etaSeconds = eta})
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'type', ARGV[8], 'payload', payload)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'type', ARGV[9], 'payload', payload)
   redis.call('EXPIRE', KEYS[2], ARGV[10])
 end
 return {1, status, ARGV[3], speed_text, h[3]}
@@ -84,6 +85,9 @@ class ReportCode(enum.IntEnum):
     NOT_FOUND = -1
     NO_LIVE_STATE = 0
     RECORDED = 1
+
+
+_CODES = {code.value: code for code in ReportCode}  # a dict lookup, not an Enum call
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,7 @@ class Mirror:
     downloaded: int
 
 
-def _key(user_id: uuid.UUID, download_id: uuid.UUID) -> str:
+def _key(user_id: uuid.UUID | str, download_id: uuid.UUID | str) -> str:
     return f"download:{{{user_id}}}:session:{download_id}"
 
 
@@ -140,27 +144,25 @@ class LiveProgress:
         self._stream_ttl_seconds = stream_ttl_seconds  # as the outbox relay sets it (events/senders.py)
         self._notify_interval_ms = notify_interval_ms
         self._tau_ms = int(rules.SPEED_TIME_CONSTANT_SECONDS * 1000)
-        self._report = BatchedScript(redis, _REPORT)
+        self._report = BatchedScript(redis, _REPORT).prepare(  # the settings: packed once
+            2,
+            self._tau_ms,
+            self._notify_interval_ms,
+            LIVE_TTL_MS,
+            self._stream_maxlen,
+            rules.PROGRESS_NOTIFICATION,
+            self._stream_ttl_seconds,
+        )
 
     async def report(
-        self, user_id: uuid.UUID, download_id: uuid.UUID, now_ms: int, downloaded: int
+        self, user_id: uuid.UUID | str, download_id: uuid.UUID | str, now_ms: int, downloaded: int
     ) -> ReportOutcome:
+        """One report (ids as UUIDs or their canonical text, which is what the hash holds)."""
+        user, download = str(user_id), str(download_id)
         reply = await self._report(
-            keys=[_key(user_id, download_id), notification_stream(user_id)],
-            args=[
-                str(user_id),
-                now_ms,
-                downloaded,
-                self._tau_ms,
-                self._notify_interval_ms,
-                LIVE_TTL_MS,
-                self._stream_maxlen,
-                rules.PROGRESS_NOTIFICATION,
-                str(download_id),
-                self._stream_ttl_seconds,
-            ],
+            _key(user, download), notification_stream(user), user, now_ms, downloaded, download
         )
-        code = ReportCode(int(reply[0]))
+        code = _CODES[reply[0]]
         if code is ReportCode.RECORDED:
             status = reply[1].decode()
             return ReportOutcome(code, status, int(reply[2] or 0), float(reply[3] or 0), int(reply[4] or 0))

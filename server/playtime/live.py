@@ -93,6 +93,9 @@ class HeartbeatOutcome(enum.IntEnum):
     RECORDED = 1
 
 
+_OUTCOMES = {outcome.value: outcome for outcome in HeartbeatOutcome}  # a dict lookup, not an Enum call
+
+
 # KEYS[1] session hash, ARGV[1] the deadline (ms). Sets it unless the session has one or is gone: 1 if set.
 _RECLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -172,7 +175,7 @@ def _time(ms: bytes | str) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, UTC)
 
 
-def _key(session_id: uuid.UUID) -> str:
+def _key(session_id: uuid.UUID | str) -> str:
     return f"playtime:session:{{{session_id}}}"
 
 
@@ -208,10 +211,13 @@ class LiveSessions:
         self._silence_ms = int(policy.silence_limit.total_seconds() * 1000)
         self._checkpoint_ms = int(checkpoint_every.total_seconds() * 1000)
         self._claim = redis.register_script(_CLAIM)
-        self._limit_args = (limit.interval_ms, limit.tolerance_ms) if limit else (0, 0)
-        self._max_gap_ms = str(int(policy.max_credited_gap.total_seconds() * 1000))
+        limit_args = (limit.interval_ms, limit.tolerance_ms) if limit else (0, 0)
+        max_gap_ms = str(int(policy.max_credited_gap.total_seconds() * 1000))
         self._ttl_ms = int(ttl.total_seconds() * 1000)
-        self._heartbeat = BatchedScript(redis, _HEARTBEAT)
+        heartbeat = BatchedScript(redis, _HEARTBEAT)
+        # the arguments after (user, product, now) are settings: packed once
+        self._heartbeat = heartbeat.prepare(1, max_gap_ms, self._ttl_ms, *limit_args)
+        self._heartbeat_unlimited = heartbeat.prepare(1, max_gap_ms, self._ttl_ms, 0, 0)
         self._reclaim = redis.register_script(_RECLAIM)
 
     async def open(self, session_id: uuid.UUID, record: LiveRecord) -> None:
@@ -233,23 +239,21 @@ class LiveSessions:
 
     async def heartbeat(
         self,
-        session_id: uuid.UUID,
-        user_id: uuid.UUID,
-        product_id: uuid.UUID,
+        session_id: uuid.UUID | str,
+        user_id: uuid.UUID | str,
+        product_id: uuid.UUID | str,
         now: datetime,
         *,
         limited: bool = True,
     ) -> HeartbeatOutcome:
         """Records a heartbeat; raises RateLimited when they come faster than the limit allows (unless not
-        `limited`: a start that resumes the session counts as a heartbeat, but is not one to refuse)."""
-        limit = self._limit_args if limited else (0, 0)
-        result = await self._heartbeat(
-            keys=[_key(session_id)],
-            args=[str(user_id), str(product_id), _ms(now), self._max_gap_ms, self._ttl_ms, *limit],
-        )
+        `limited`: a start that resumes the session counts as a heartbeat, but is not one to refuse).
+        Ids are UUIDs or their canonical text (lowercase, hyphenated), which is what the hash holds."""
+        script = self._heartbeat if limited else self._heartbeat_unlimited
+        result = await script(_key(session_id), str(user_id), str(product_id), _ms(now))
         if type(result) is list:
             raise retry_after(int(result[1]))
-        return HeartbeatOutcome(int(result))
+        return _OUTCOMES[result]
 
     async def reclaim(self, session_id: uuid.UUID, until: datetime) -> bool:
         """Credits the session up to `until` at most (family sharing); False when it had a deadline

@@ -11,7 +11,7 @@ from google.protobuf import empty_pb2
 
 from library.v1 import playtime_service_pb2 as pb
 from library.v1 import playtime_service_pb2_grpc
-from server.core.auth import current_user_id
+from server.core.auth import current_user_id, current_user_id_text
 from server.core.deps import Deps
 from server.core.protoconv import add_all, timestamp
 from server.core.validation import Validator, parse_uuid
@@ -55,13 +55,14 @@ class PlaytimeTrackerServiceServicer(playtime_service_pb2_grpc.PlaytimeTrackerSe
         )
 
     async def RecordPlaytimeHeartbeat(self, request: pb.RecordPlaytimeHeartbeatRequest, context):
-        user_id = current_user_id()
+        user_id = current_user_id_text()
         if request.HasField("current_timestamp"):
             v = Validator()
             v.timestamp("current_timestamp", request.current_timestamp, now=server_now(self._deps.clock))
             v.check()
-        session_id, product_id = parse_uuid(request.session_id), parse_uuid(request.product_id)
-        await self._playtime.heartbeat(user_id, session_id, product_id)
+        # The contract checked both ids (string.uuid): lowercased, they are the canonical text Redis holds,
+        # as the user's is (no UUID made and printed again per heartbeat).
+        await self._playtime.heartbeat(user_id, request.session_id.lower(), request.product_id.lower())
         return _EMPTY
 
     async def EndPlaytimeSession(self, request: pb.EndPlaytimeSessionRequest, context):

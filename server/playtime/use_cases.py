@@ -152,16 +152,21 @@ class Playtime:
             await self.live.delete(replaced)
         return started
 
-    async def heartbeat(self, user_id: uuid.UUID, session_id: uuid.UUID, product_id: uuid.UUID) -> None:
+    async def heartbeat(
+        self, user_id: uuid.UUID | str, session_id: uuid.UUID | str, product_id: uuid.UUID | str
+    ) -> None:
         """Redis only: one script call, no database (but for the one heartbeat that finds the grace period
-        of a reclaimed family-shared game over: it ends the session)."""
-        outcome = await self.live.heartbeat(session_id, user_id, product_id, server_now(self._clock))
+        of a reclaimed family-shared game over: it ends the session). The ids may be canonical UUID text
+        (the servicer's: what Redis holds)."""
+        outcome = await self.live.heartbeat(session_id, user_id, product_id, self._clock())  # ms on the clock
+        if outcome is HeartbeatOutcome.RECORDED:
+            return
         if outcome is HeartbeatOutcome.NOT_FOUND:
             raise session_not_found()
         if outcome is HeartbeatOutcome.PRODUCT_MISMATCH:
             raise product_mismatch()
         if outcome is HeartbeatOutcome.RECLAIMED:
-            await self._end_reclaimed(session_id)
+            await self._end_reclaimed(uuid.UUID(str(session_id)))
             raise sharing.GameInUse("the owner reclaimed this family-shared game; the session has ended")
 
     async def _end_reclaimed(self, session_id: uuid.UUID) -> None:

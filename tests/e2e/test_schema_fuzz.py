@@ -12,6 +12,7 @@ point at nothing and only ever be answered 404, which says nothing about the rul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -59,11 +60,11 @@ async def _download(me: RestClient, product: str) -> str:
     return started["download"]["downloadId"]
 
 
-async def _seed(http, sessions, channel) -> tuple[uuid.UUID, dict[str, str], dict[str, dict[str, str]]]:
+async def _seed(http, sessions, channel):
     """A user with one of everything an operation's path or body can name: (user, path parameters for every
-    operation, per-operation overrides). Operations that change a resource's state (cancel, pause, resume,
-    end a session, resolve a conflict) get a resource of their own, so the order the fuzzer calls them in
-    does not matter."""
+    operation, per-operation overrides, the (product, session) pairs of its play sessions). Operations that
+    change a resource's state (cancel, pause, resume, end a session, resolve a conflict) get a resource of
+    their own, so the order the fuzzer calls them in does not matter."""
     me = RestClient(http, uuid.uuid4())
     library = library_service_pb2_grpc.LibraryServiceStub(channel)
     saves = cloud_save_service_pb2_grpc.CloudSaveServiceStub(channel)
@@ -166,7 +167,21 @@ async def _seed(http, sessions, channel) -> tuple[uuid.UUID, dict[str, str], dic
         me.user,
         {**{f"path.{k}": v for k, v in paths.items()}, **{f"body.{k}": v for k, v in body.items()}},
         overrides,
+        [(product, heartbeat), (to_end, end)],
     )
+
+
+async def _keep_playing(channel, user: uuid.UUID, playing: list[tuple[str, str]]) -> None:
+    """Heartbeats the seeded sessions as a running game would, every 50 s (under the limit of 2 per 60 s
+    interval, so the fuzzer's own heartbeats keep their burst): a fuzz that takes minutes on a busy machine
+    would otherwise reach them after the reaper ended them (3 silent intervals)."""
+    playtime = playtime_service_pb2_grpc.PlaytimeTrackerServiceStub(channel)
+    while True:
+        await asyncio.sleep(50)
+        for product, session in playing:
+            request = playtime_pb.RecordPlaytimeHeartbeatRequest(product_id=product, session_id=session)
+            with contextlib.suppress(grpc.aio.AioRpcError):  # the fuzzer may have ended it meanwhile
+                await playtime.RecordPlaytimeHeartbeat(request, metadata=user_metadata(user))
 
 
 def _config(path: Path, parameters: dict[str, str], overrides: dict[str, dict[str, str]]) -> Path:
@@ -214,8 +229,9 @@ def _accepted_per_operation(har: Path) -> dict[str, Counter]:
 async def test_the_schema_fuzzer_finds_no_server_error_and_no_response_contradicting_the_document(
     http, sessions, channel, tmp_path
 ):
-    user, parameters, overrides = await _seed(http, sessions, channel)
+    user, parameters, overrides, playing = await _seed(http, sessions, channel)
     har = tmp_path / "fuzz.har"
+    playing_task = asyncio.create_task(_keep_playing(channel, user, playing))
     result = await asyncio.to_thread(
         subprocess.run,
         [
@@ -244,6 +260,7 @@ async def test_the_schema_fuzzer_finds_no_server_error_and_no_response_contradic
         text=True,
         timeout=600,
     )
+    playing_task.cancel()
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "Selected: " in result.stdout and " passed" in result.stdout
     never_accepted = {
