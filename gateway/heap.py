@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 FREEZE_SECONDS = 10.0
 THAW_SECONDS = 3600.0
+# gc's third threshold counts collections of the middle generation between two full ones: never reached
+NO_AUTOMATIC_FULL_COLLECTIONS = 2**30
 
 
 class HeapKeeper:
@@ -30,10 +32,14 @@ class HeapKeeper:
         self._freeze_seconds = freeze_seconds
         self._thaw_seconds = thaw_seconds
         self._task: asyncio.Task | None = None
+        self._thresholds = gc.get_threshold()
 
     def start(self) -> None:
         gc.collect()
         gc.freeze()  # what start built (modules, settings, pools) is never garbage
+        self._thresholds = gc.get_threshold()
+        # no automatic full collections: what is old is frozen every FREEZE_SECONDS, thawed hourly
+        gc.set_threshold(self._thresholds[0], self._thresholds[1], NO_AUTOMATIC_FULL_COLLECTIONS)
         self._task = asyncio.create_task(self._run(), name="ws-heap-keeper")
 
     async def stop(self) -> None:
@@ -42,6 +48,7 @@ class HeapKeeper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        gc.set_threshold(*self._thresholds)
 
     async def _run(self) -> None:
         thawed_at = time.monotonic()
@@ -58,5 +65,5 @@ class HeapKeeper:
                     extra={"collected": collected, "ms": round((time.perf_counter() - started) * 1000)},
                 )
             else:
-                gc.collect()
+                gc.collect(1)  # the young generations only: what is older is frozen, garbage or not
                 gc.freeze()
