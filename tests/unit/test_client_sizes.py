@@ -1,4 +1,4 @@
-"""Byte counts read the same in every command: whole bytes below 1 KiB, then one decimal of the largest unit."""
+"""Byte counts read the same in every command: whole bytes below 1 KiB, then one decimal of the unit."""
 
 import pytest
 
