@@ -17,7 +17,6 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from download.v1 import download_service_pb2, download_service_pb2_grpc
@@ -48,11 +47,12 @@ from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
 from server.core.rate_limit import RateLimiter, parse_limits
-from server.core.redis import redis_from_settings
+from server.core.redis import RedisClient, redis_from_settings
 from server.core.retention import RetentionJob, event_retention_rules
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 from server.downloads.consumers import download_consumers
+from server.downloads.retention import download_retention_rules
 from server.downloads.servicer import DownloadServiceServicer
 from server.downloads.sessions import DownloadSessions, run_promoter
 from server.game_settings.servicer import GameSettingsSyncServiceServicer
@@ -72,7 +72,7 @@ class Application:
     settings: Settings
     engine: AsyncEngine
     pool: AsyncConnectionPool
-    redis: Redis
+    redis: RedisClient
     relay: OutboxRelay
     deps: Deps
     verifier: TokenVerifier
@@ -153,7 +153,11 @@ class Application:
         settings = self.settings
         retention = RetentionJob(
             self.deps.uow,
-            [*event_retention_rules(settings), *library_retention_rules(settings)],
+            [
+                *event_retention_rules(settings),
+                *library_retention_rules(settings),
+                *download_retention_rules(settings),
+            ],
             self.deps.clock,
             batch_size=settings.retention_batch_size,
             interval_seconds=settings.retention_interval_seconds,

@@ -102,6 +102,8 @@ class Settings:
     processed_events_retention_seconds: int = 30 * 24 * 3600
     request_replays_retention_seconds: int = 7 * 24 * 3600
     applied_orders_retention_seconds: int = 90 * 24 * 3600
+    # what an ended download's client held (server/downloads/retention.py), kept after it ended
+    download_holdings_retention_seconds: int = 24 * 3600
     retention_batch_size: int = 1000
     retention_interval_seconds: float = 60.0
     shutdown_grace_seconds: float = 10.0
@@ -164,6 +166,18 @@ class Settings:
     # Open connections per relay process; handshakes beyond get 503. Each needs one file descriptor:
     # keep it below the process's open-file limit (ulimit -n; python -m gateway raises the soft limit).
     ws_max_connections: int = 15000
+
+    def __post_init__(self) -> None:
+        """Refuses combinations that start but then misbehave."""
+        lease, send = self.outbox_lease_seconds, self.outbox_send_timeout_seconds
+        rebalance = self.outbox_rebalance_seconds
+        if lease <= max(send, rebalance):
+            # a healthy relay whose send or renewal outlasts its leases loses its partitions mid-batch
+            raise ConfigurationError(
+                f"OUTBOX_LEASE_SECONDS ({lease:g}) must be greater than OUTBOX_SEND_TIMEOUT_SECONDS "
+                f"({send:g}) and OUTBOX_REBALANCE_SECONDS ({rebalance:g}): a relay whose send outlasts its "
+                "lease loses its partitions to another relay and events are sent twice"
+            )
 
     @classmethod
     def from_env(cls) -> Settings:
