@@ -47,9 +47,9 @@ _ACQUISITION = _numbers(_Acquisition)  # looked up per listed item: the dicts th
 _INSTALLATION = _numbers(_Installation)
 
 
-def _product(info: ProductInfo | None, product_id: uuid.UUID) -> pb.Product:
+def _product(info: ProductInfo | None, product_id: str) -> pb.Product:
     if info is None:
-        return pb.Product(product_id=str(product_id))
+        return pb.Product(product_id=product_id)
     return _product_message(
         (
             info.product_id,
@@ -76,7 +76,7 @@ def _product_message(fields: tuple) -> pb.Product:
         fields
     )
     return pb.Product(
-        product_id=str(product_id),
+        product_id=product_id,
         name=name,
         product_type=_wire(_ProductType, product_type),
         cover_image_url=cover,
@@ -86,14 +86,14 @@ def _product_message(fields: tuple) -> pb.Product:
         release_date=timestamp(released),
         genres=genres,
         updated_at=timestamp(updated),
-        base_product_id=str(base or ""),
+        base_product_id=base or "",
     )
 
 
 def _item_fields(view: LibraryItemView) -> dict:
     return {
-        "id": str(view.id),
-        "product_id": str(view.product_id),
+        "id": view.id,
+        "product_id": view.product_id,
         "product": _product(view.product, view.product_id),
         "acquisition_type": _ACQUISITION.get(view.acquisition_type.upper(), 0),
         "acquisition_timestamp": timestamp(view.acquisition_timestamp),
@@ -101,10 +101,10 @@ def _item_fields(view: LibraryItemView) -> dict:
         "last_played_timestamp": timestamp(view.last_played_timestamp),
         "total_playtime_seconds": view.total_playtime_seconds,
         "installation_status": _INSTALLATION.get(view.installation_status.upper(), 0),
-        "installed_version_id": str(view.installed_version_id or ""),
+        "installed_version_id": view.installed_version_id or "",
         "is_hidden": view.is_hidden,
-        "category_ids": [str(c) for c in view.category_ids],
-        "lender_user_id": str(view.lender_user_id or ""),
+        "category_ids": view.category_ids,
+        "lender_user_id": view.lender_user_id or "",
     }
 
 
@@ -113,7 +113,7 @@ def _item(view: LibraryItemView) -> pb.LibraryItem:
 
 
 def _category_fields(view: CategoryView) -> dict:
-    return {"id": str(view.id), "name": view.name, "created_at": timestamp(view.created_at)}
+    return {"id": view.id, "name": view.name, "created_at": timestamp(view.created_at)}
 
 
 def _category(view: CategoryView) -> pb.Category:
@@ -122,8 +122,8 @@ def _category(view: CategoryView) -> pb.Category:
 
 def _wish_fields(view: WishlistItemView) -> dict:
     return {
-        "id": str(view.id),
-        "product_id": str(view.product_id),
+        "id": view.id,
+        "product_id": view.product_id,
         "product": _product(view.product, view.product_id),
         "added_timestamp": timestamp(view.added_timestamp),
         "priority": view.priority,
