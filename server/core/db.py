@@ -141,16 +141,21 @@ class BoundedConnection(AsyncConnection):
             raise DatabaseTimeout(f"no answer from PostgreSQL within {timeout:.1f} s") from None
 
 
-class _IdleCheck:
-    """check/reset callbacks of the pool: ping a connection only if it sat idle (see CHECK_IDLE_SECONDS)."""
+class _Pool(AsyncConnectionPool):
+    """psycopg's pool, pinging a connection before handing it out only if it sat idle (see
+    CHECK_IDLE_SECONDS). The time a connection came back is noted here, in `putconn`, rather than by a
+    `reset` callback: with one, the pool returns every connection through a task of its worker (a queue
+    put, a wakeup and a task per call), where without it the return happens inline."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any):
         self._returned: weakref.WeakKeyDictionary[AsyncConnection, float] = weakref.WeakKeyDictionary()
+        super().__init__(*args, check=self._check_if_idle, **kwargs)
 
-    async def reset(self, conn: AsyncConnection) -> None:
+    async def putconn(self, conn: AsyncConnection) -> None:
         self._returned[conn] = time.monotonic()
+        await super().putconn(conn)
 
-    async def check(self, conn: AsyncConnection) -> None:
+    async def _check_if_idle(self, conn: AsyncConnection) -> None:
         if time.monotonic() - self._returned.get(conn, 0.0) > CHECK_IDLE_SECONDS:
             await AsyncConnectionPool.check_connection(conn)
 
@@ -159,19 +164,16 @@ def create_pool(database_url: str, *, size: int, timeouts: DbTimeouts | None = N
     """The pool of autocommit connections read-only units of work use (up to `size` and as many again, as
     the engine's pool and its overflow); open it with `await pool.open()`. With `timeouts`, every wait on
     the server is bounded (BoundedConnection), and so is the wait for a free connection."""
-    idle = _IdleCheck()
     session = timeouts.connect_kwargs() if timeouts else {"options": SESSION_OPTIONS}
     bounded = (
         {"connection_class": timeouts.connection_class(), "timeout": timeouts.connect} if timeouts else {}
     )
-    return AsyncConnectionPool(
+    return _Pool(
         libpq_url(database_url),
         min_size=min(2, size),
         max_size=2 * size,
         kwargs={"autocommit": True, **session},
         **bounded,
-        check=idle.check,
-        reset=idle.reset,
         max_idle=300,
         open=False,
     )

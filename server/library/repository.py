@@ -80,7 +80,7 @@ def product_info(row: Sequence[Any], at: int) -> ProductInfo | None:
     """The product of `row` (its _PRODUCT columns, from `at`); None when the product is not cached."""
     if row[at] is None:
         return None
-    return ProductInfo(*row[at : at + 11])
+    return ProductInfo._make(row[at : at + 11])
 
 
 def _item_view(row: Sequence[Any]) -> LibraryItemView:

@@ -47,47 +47,36 @@ _ACQUISITION = _numbers(_Acquisition)  # looked up per listed item: the dicts th
 _INSTALLATION = _numbers(_Installation)
 
 
+_PRODUCTS_CACHED = 4096
+_products: dict[str, tuple[ProductInfo, pb.Product]] = {}
+
+
 def _product(info: ProductInfo | None, product_id: str) -> pb.Product:
+    """The message of a product, cached by id with the columns it was made from: the same few products
+    appear in many users' libraries, and a message costs more to build than its columns cost to compare.
+    Callers copy it (a message field set from it), never change it."""
     if info is None:
         return pb.Product(product_id=product_id)
-    return _product_message(
-        (
-            info.product_id,
-            info.name,
-            info.product_type,
-            info.cover_image_url,
-            info.icon_url,
-            info.developer,
-            info.publisher,
-            info.release_date,
-            tuple(info.genres),
-            info.updated_at,
-            info.base_product_id,
-        )
+    cached = _products.get(info.product_id)
+    if cached is not None and cached[0] == info:
+        return cached[1]
+    message = pb.Product(
+        product_id=info.product_id,
+        name=info.name,
+        product_type=_wire(_ProductType, info.product_type),
+        cover_image_url=info.cover_image_url,
+        icon_url=info.icon_url,
+        developer=info.developer,
+        publisher=info.publisher,
+        release_date=timestamp(info.release_date),
+        genres=info.genres,
+        updated_at=timestamp(info.updated_at),
+        base_product_id=info.base_product_id or "",
     )
-
-
-@functools.lru_cache(maxsize=4096)
-def _product_message(fields: tuple) -> pb.Product:
-    """The message of a cached product, by all its fields: the same few products appear in many users'
-    libraries, and a message costs more to build than its fields cost to hash. Callers copy it (a message
-    field set from it), never change it."""
-    product_id, name, product_type, cover, icon, developer, publisher, released, genres, updated, base = (
-        fields
-    )
-    return pb.Product(
-        product_id=product_id,
-        name=name,
-        product_type=_wire(_ProductType, product_type),
-        cover_image_url=cover,
-        icon_url=icon,
-        developer=developer,
-        publisher=publisher,
-        release_date=timestamp(released),
-        genres=genres,
-        updated_at=timestamp(updated),
-        base_product_id=base or "",
-    )
+    if len(_products) >= _PRODUCTS_CACHED and info.product_id not in _products:
+        del _products[next(iter(_products))]  # the oldest entry
+    _products[info.product_id] = (info, message)
+    return message
 
 
 def _item_fields(view: LibraryItemView) -> dict:

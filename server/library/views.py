@@ -9,16 +9,19 @@ docs/ARCHITECTURE.md, "Database access"."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class ProductInfo:
-    """Cached catalog metadata. `product_type` is the catalog value (`game`, `dlc`, ...) or ''."""
+class ProductInfo(NamedTuple):
+    """Cached catalog metadata. `product_type` is the catalog value (`game`, `dlc`, ...) or ''.
+
+    A tuple of the product's columns, not a dataclass: the servicer's message cache compares it with the
+    one it built a product's message from, as one tuple comparison (docs/ARCHITECTURE.md)."""
 
     product_id: str
     name: str = ""
@@ -28,7 +31,7 @@ class ProductInfo:
     developer: str = ""
     publisher: str = ""
     release_date: datetime | None = None
-    genres: list[str] = field(default_factory=list)
+    genres: Sequence[str] = ()
     updated_at: datetime | None = None
     base_product_id: str | None = None  # a DLC's base game
 

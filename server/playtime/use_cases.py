@@ -87,7 +87,7 @@ class OfflineResult:
     credited_seconds: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per product of a statistics call: slotted, not frozen (docs/ARCHITECTURE.md)
 class ProductPlaytime:
     product_id: uuid.UUID
     stats: rules.ProductStats
@@ -309,8 +309,8 @@ class Playtime:
                 p,
                 rules.stats_from_totals(
                     stored.get(p, rules.NOTHING_STORED),
-                    recent[p],
-                    live[p],
+                    recent.get(p, _NONE),
+                    live.get(p, _NONE),
                     now,
                     last_two_weeks=last_two_weeks,
                 ),
@@ -321,14 +321,18 @@ class Playtime:
             return stats
         if last_two_weeks:
             stats = [s for s in stats if s.stats.last_two_weeks_seconds > 0]
+        # ties by id: a UUID's number orders as its canonical text does (fixed-width lowercase hex)
         return sorted(
             stats,
             key=lambda s: (
                 s.stats.last_played_at is None,
                 -_epoch(s.stats.last_played_at),
-                str(s.product_id),
+                s.product_id.int,
             ),
         )
+
+
+_NONE: list[rules.DeviceInterval] = []  # a product without recent or live intervals (never changed)
 
 
 def _epoch(when: datetime | None) -> float:
