@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 
 from gateway.app import Gateway
 from gateway.heap import HeapKeeper
+from gateway.loop_probe import LoopProbe
 from server.core.auth import TokenVerifier
 from server.core.config import ConfigurationError, Settings
 from server.core.logs import configure_logging
@@ -52,9 +53,12 @@ async def main() -> None:
     await gateway.start()
     heap = HeapKeeper()  # this process only (not the tests' in-process relays): gc.freeze is process-wide
     heap.start()
+    probe = LoopProbe()  # likewise: gc.callbacks are process-wide
+    probe.start()
     try:
         await stop.wait()
     finally:
+        probe.stop()
         await heap.stop()
         await gateway.stop(settings.shutdown_grace_seconds)
         await redis.aclose()

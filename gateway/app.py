@@ -27,13 +27,15 @@ import contextlib
 import functools
 import http
 import logging
+import random
+import struct
 import time
 import weakref
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from websockets.asyncio.connection import broadcast
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -42,9 +44,11 @@ from websockets.protocol import State
 
 from gateway import protocol
 from gateway.hub import NotificationHub
+from gateway.keepalive import Keepalive
 from gateway.protocol import Ping, ProtocolError, Resume
 from gateway.session import Session, SlowConsumer
 from gateway.streams import (
+    REFRESH_BATCH,
     REFRESH_INTERVAL_SECONDS,
     NotificationStreams,
     SlotReleaser,
@@ -54,6 +58,7 @@ from server.core import metrics
 from server.core.auth import TokenVerifier, bearer_token
 from server.core.config import Settings
 from server.core.errors import PermissionDenied, Unauthenticated
+from server.core.redis import RedisClient
 
 log = logging.getLogger(__name__)
 # websockets logs request lines (with ?token=) at DEBUG, and every connection at INFO (gateway.app logs
@@ -70,13 +75,15 @@ TOKEN_EXPIRED = "token expired; reconnect with a fresh token and resume"
 
 
 class Gateway:
-    def __init__(self, settings: Settings, verifier: TokenVerifier, redis: Redis):
+    def __init__(self, settings: Settings, verifier: TokenVerifier, redis: RedisClient):
         self._settings = settings
         self._verifier = verifier
         self._redis = redis
         self._streams = NotificationStreams(redis)
         self._hub = NotificationHub(redis)
         self._releaser = SlotReleaser(self._streams)
+        interval = settings.ws_ping_interval_seconds
+        self._keepalive = Keepalive(interval) if interval else None
         # handshakes that passed process_request: (took a slot, session); the handler takes it, or
         # _handshake_failed when the handshake then fails (weak all the same)
         self._sessions: weakref.WeakKeyDictionary[ServerConnection, tuple[bool, Session]] = (
@@ -103,14 +110,16 @@ class Gateway:
         await ensure_keyspace_events(self._redis)
         await self._hub.start()
         self._releaser.start()
+        if self._keepalive is not None:
+            self._keepalive.start()
         self._server = await serve(
             self._handle,
             host or s.ws_host,
             s.ws_port if port is None else port,
             process_request=self._process_request,
             create_connection=functools.partial(_RelayConnection, self._handshake_failed),
-            ping_interval=s.ws_ping_interval_seconds or None,
-            ping_timeout=s.ws_ping_interval_seconds or None,
+            ping_interval=None,  # gateway.keepalive pings every connection from one timer
+            ping_timeout=None,
             open_timeout=HANDSHAKE_TIMEOUT_SECONDS,
             close_timeout=CLOSE_TIMEOUT_SECONDS,
             max_size=MAX_CLIENT_MESSAGE_BYTES,
@@ -141,6 +150,8 @@ class Gateway:
         if self._refresher is not None:
             await asyncio.wait({self._refresher}, timeout=CLOSE_TIMEOUT_SECONDS)
         await self._releaser.stop(CLOSE_TIMEOUT_SECONDS)
+        if self._keepalive is not None:
+            self._keepalive.stop()
         await self._hub.stop()
         self._server = None
         log.info("gateway stopped")
@@ -216,10 +227,14 @@ class Gateway:
             max(0.0, session.expires_at - time.time()), self._expire, session
         )
         self._hub.join(session, session.since)
+        if self._keepalive is not None:
+            self._keepalive.add(ws)
         try:
             await self._receive(ws, session)
         finally:
             expiry.cancel()
+            if self._keepalive is not None:
+                self._keepalive.discard(ws)
             self._hub.leave(session)
             del self._slots[connection_id]
             metrics.WS_CONNECTIONS.dec()
@@ -256,6 +271,12 @@ class Gateway:
         task.add_done_callback(self._closing.discard)
 
     async def _send(self, ws: ServerConnection, text: str) -> None:
+        if ws.protocol.state is State.OPEN and not ws.transport.get_write_buffer_size():
+            # Nothing waits in the write buffer: write the frame now, as ws.send would, without its context
+            # manager, drain and timeout (most of a send's CPU). A client that stops reading fills the
+            # buffer, and its next send takes the bounded path below.
+            broadcast((ws,), text)
+            return
         try:  # asyncio.timeout, not wait_for: that would run each send in a task of its own
             async with asyncio.timeout(self._settings.ws_send_timeout_seconds):
                 await ws.send(text)
@@ -275,26 +296,61 @@ class Gateway:
             ws.transport.abort()
 
     async def _refresh_slots(self) -> None:
-        """Keeps this instance's connection slots alive (a crashed instance's slots expire by themselves)."""
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), REFRESH_INTERVAL_SECONDS)
-                return
-            try:
-                await self._streams.refresh_slots(
-                    [(user, connection) for connection, user in self._slots.items()]
-                )
-            except (RedisError, OSError):
-                log.warning("refreshing connection slots failed", exc_info=True)
+        """Keeps this instance's connection slots alive (a crashed instance's slots expire by themselves):
+        REFRESH_BATCH slots per round trip, the batches spread evenly over each REFRESH_INTERVAL_SECONDS,
+        so that 10,000 slots cost the loop a small batch now and then, not a burst of forty every interval."""
+        while True:
+            slots = [(user, connection) for connection, user in self._slots.items()]
+            batches = [slots[start : start + REFRESH_BATCH] for start in range(0, len(slots), REFRESH_BATCH)]
+            pause = REFRESH_INTERVAL_SECONDS / max(1, len(batches))
+            for batch in batches or [[]]:
+                if await self._stopped_within(pause):
+                    return
+                if not batch:
+                    continue
+                try:  # a slot closed since is not renewed (only existing members are extended)
+                    await self._streams.refresh_slots(batch)
+                except (RedisError, OSError):
+                    log.warning("refreshing connection slots failed", exc_info=True)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        return self._stopping.is_set()
 
 
 class _RelayConnection(ServerConnection):
     """A server connection that says when its opening handshake did not open it (websockets then drops
-    the connection without calling the handler)."""
+    the connection without calling the handler), and that gateway.keepalive pings."""
 
     def __init__(self, on_failed_handshake: Callable[[ServerConnection], None], *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._on_failed_handshake = on_failed_handshake
+        self._keepalive_ping: bytes | None = None
+
+    def keepalive(self) -> None:
+        """Closes the connection (1011) if the last keepalive ping is unanswered, else sends the next one.
+        The ping is registered as ws.ping() registers it, so the pong is acknowledged (and `latency` kept)
+        by websockets itself; nothing here waits."""
+        if self.protocol.state is not State.OPEN:
+            return
+        if self._keepalive_ping is not None and self._keepalive_ping in self.pending_pings:
+            log.info(
+                "closing a connection that did not answer a keepalive ping",
+                extra={"connection_id": str(self.id)},
+            )
+            self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self.send_data()
+            self.transport.abort()
+            return
+        data = struct.pack("!I", random.getrandbits(32))
+        while data in self.pending_pings:
+            data = struct.pack("!I", random.getrandbits(32))
+        self.pending_pings[data] = (self.loop.create_future(), self.loop.time())
+        self._keepalive_ping = data
+        self.protocol.send_ping(data)
+        self.send_data()
 
     async def handshake(self, *args, **kwargs) -> None:
         try:

@@ -14,22 +14,35 @@ the stream is the source of truth.
 Keyspace notifications are node-local: against a Redis Cluster the hub runs one subscriber per master
 (each stream lives on the master of its slot), and a feed (re)subscribing wakes every connection, as
 above. The masters are those of the slot map when the hub starts.
+
+Each feed is a RESP connection of its own (server.core.redis_batching.open_resp) whose events are handled
+as they are read, many per read: redis-py's PubSub.get_message cost a coroutine, a timeout, a retry
+wrapper and a dict per event, about a seventh of the relay's CPU per notification. An idle feed PINGs
+every POLL_SECONDS; no answer within REPLY_SECONDS, or a lost connection, and it resubscribes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
+import hiredis
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.streams import keyspace_pattern, keyspace_prefix
-from server.core.redis import RedisClient, keyspace_db, primaries, pubsub_on
+from server.core.redis import RedisClient, keyspace_db, node_address, primaries
+from server.core.redis_batching import RespConnection, open_resp
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 10.0  # an idle subscriber wakes this often, so the pool's health check pings Redis
+POLL_SECONDS = 10.0  # an idle feed PINGs Redis this often
+REPLY_SECONDS = 5.0  # connecting, subscribing, a PING: longer, and the feed is started again
+_PMESSAGE = b"pmessage"
 RECENT_USERS = 100_000  # users whose latest feed event is remembered (for connections joining)
 
 
@@ -121,35 +134,41 @@ class NotificationHub:
             for member in tuple(members):
                 member.wake()
 
-    async def _run(self, node: object) -> None:
+    async def _run(self, node: RedisClient | ClusterNode) -> None:
         """One feed: the keyspace notifications of one Redis (one master of a cluster)."""
+        address, connection_class = node_address(node)
+        subscribe = hiredis.pack_command((b"PSUBSCRIBE", self._pattern))
+        ping = hiredis.pack_command((b"PING",))
         backoff = 0.1
         first = True
         while not self._stopping:
-            pubsub = pubsub_on(self._redis, node)
+            feed: _Feed | None = None
             try:
-                await pubsub.psubscribe(self._pattern)
+                async with asyncio.timeout(REPLY_SECONDS):
+                    feed = await open_resp(address, connection_class, lambda: _Feed(self._handle))
+                    await feed.call(subscribe)
+                self._subscribed_feed(first)
+                first = False
+                backoff = 0.1
                 while not self._stopping:
-                    message = await pubsub.get_message(timeout=POLL_SECONDS)
-                    if message is not None:
-                        if message["type"] == "psubscribe":
-                            self._subscribed_feed(first)
-                            first = False
-                        else:
-                            self._handle(message)
-                        backoff = 0.1
-            except (RedisError, OSError):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_SECONDS):
+                            await asyncio.shield(feed.closed)
+                    if feed.lost:
+                        raise RedisConnectionError("notification feed connection lost")
+                    async with asyncio.timeout(REPLY_SECONDS):
+                        await feed.call(ping)
+            except (RedisError, OSError, TimeoutError):
                 log.warning("notification feed lost; resubscribing", exc_info=True)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                await pubsub.aclose()
+                if feed is not None:
+                    feed.close()
 
-    def _handle(self, message: dict) -> None:
-        if message["type"] == "pmessage" and message["data"] == b"xadd":
-            channel: bytes = message["channel"]
-            if channel.startswith(self._prefix) and channel.endswith(b"}"):
-                self._event(channel[len(self._prefix) : -1].decode())
+    def _handle(self, channel: bytes, data: bytes) -> None:
+        if data == b"xadd" and channel.startswith(self._prefix) and channel.endswith(b"}"):
+            self._event(channel[len(self._prefix) : -1].decode())
 
     def _subscribed_feed(self, first: bool) -> None:
         """A feed (re)subscribed: anything added while it did not listen is read now."""
@@ -162,3 +181,32 @@ class NotificationHub:
         self._seq += 1
         self._forgotten = self._seq  # events while nobody listened are unknown
         self._wake_all()
+
+
+class _Feed(RespConnection):
+    """A subscribed connection: each keyspace event (a `pmessage` push) goes to `on_event` as it is read;
+    other replies (to PSUBSCRIBE, PING) resolve their callers in order."""
+
+    def __init__(self, on_event: Callable[[bytes, bytes], None]):
+        super().__init__()
+        self._on_event = on_event
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        reader, waiters = self._reader, self._waiters
+        reader.feed(data)
+        reply = reader.gets()
+        while reply is not False:
+            if type(reply) is list and reply[0] == _PMESSAGE:
+                self._on_event(reply[2], reply[3])
+            elif waiters:
+                self._answered += 1
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(reply)
+            reply = reader.gets()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)

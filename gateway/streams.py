@@ -39,9 +39,10 @@ READ_COUNT = 100
 # of at most READ_BATCH commands; at most READS_IN_FLIGHT pipelines are out at a time.
 READ_BATCH = 500
 READS_IN_FLIGHT = 4
-# Slots are refreshed in pipelines of this many: one huge pipeline parses all replies in one go and stalls
-# the event loop (~30 ms for 10,000 connections), batches let other work run in between.
-REFRESH_BATCH = 250
+# Slots are refreshed (and released) in pipelines of this many: one huge pipeline parses all replies in one
+# go and stalls the event loop (~30 ms for 10,000 connections); the relay spreads the batches over the
+# refresh interval (gateway.app).
+REFRESH_BATCH = 100
 # The keyspace-notification classes the hub needs: K (keyspace channels) and t (stream commands).
 KEYSPACE_FLAGS = "Kt"
 

@@ -17,7 +17,6 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import start_http_server
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from download.v1 import download_service_pb2, download_service_pb2_grpc
@@ -48,7 +47,7 @@ from server.core.events.relay import OutboxRelay
 from server.core.health import HealthMonitor
 from server.core.method_table import MethodTable
 from server.core.rate_limit import RateLimiter, parse_limits
-from server.core.redis import redis_from_settings
+from server.core.redis import RedisClient, redis_from_settings
 from server.core.retention import RetentionJob, event_retention_rules
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
@@ -72,7 +71,7 @@ class Application:
     settings: Settings
     engine: AsyncEngine
     pool: AsyncConnectionPool
-    redis: Redis
+    redis: RedisClient
     relay: OutboxRelay
     deps: Deps
     verifier: TokenVerifier

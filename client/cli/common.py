@@ -72,11 +72,6 @@ def print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def mib(n: float) -> str:
-    """Bytes as MiB for people: `12.3 MiB`."""
-    return f"{n / 1024 / 1024:,.1f} MiB"
-
-
 def error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_ERROR

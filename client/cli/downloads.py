@@ -23,6 +23,7 @@ from rich.table import Table
 from client.cli.common import command, connect, device_id, error, out, print_json
 from client.sdk.downloads import DownloadsClient, status_name
 from client.sdk.library import LibraryClient
+from client.sizes import human_size
 from download.v1 import download_service_pb2 as pb
 
 Session = pb.DownloadSession
@@ -95,12 +96,8 @@ def match_download(given: str, ids: Sequence[str]) -> str:
     return found[0]
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
+def _speed(session: Session) -> str:
+    return f"{human_size(session.speed_bytes_per_second)}/s" if session.status == Session.DOWNLOADING else "-"
 
 
 def _eta(session: Session) -> str:
@@ -122,7 +119,11 @@ async def _queue(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"downloads": [json_format.MessageToDict(s) for s in sessions]})
         return 0
-    table = Table(title="downloads" if sessions else "downloads: nothing in the queue")
+    if not sessions:
+        ended = "" if args.all else " (`downloads --all` lists ended ones too)"
+        out.print(f"downloads: nothing in the queue{ended}")
+        return 0
+    table = Table(title="downloads")
     for column in ("#", "game", "id", "status", "priority", "progress", "", "speed", "eta"):
         # Ids are what the other commands take: never cut.
         table.add_column(column, no_wrap=column == "id", min_width=36 if column == "id" else None)
@@ -137,8 +138,8 @@ async def _queue(args: argparse.Namespace) -> int:
             status_name(session.status) + (f" ({session.error_message})" if session.error_message else ""),
             str(session.priority),
             ProgressBar(total=100, completed=session.progress_percentage, width=20),
-            f"{session.progress_percentage:.0f} % of {_size(session.total_size_bytes)}",
-            f"{_size(session.speed_bytes_per_second)}/s" if session.status == Session.DOWNLOADING else "-",
+            f"{session.progress_percentage:.0f} % of {human_size(session.total_size_bytes)}",
+            _speed(session),
             _eta(session),
         )
     out.print(table)

@@ -38,7 +38,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from client.cli.common import bearer_token, command, connect, error, mib, print_json
+from client.cli.common import bearer_token, command, connect, error, print_json
 from client.engine.engine import (
     DownloadCancelled,
     DownloadFailed,
@@ -49,6 +49,7 @@ from client.engine.engine import (
     Outcome,
     Verification,
 )
+from client.sizes import human_size
 
 EXIT_SPACE, EXIT_FAILED, EXIT_CANCELLED, EXIT_DAMAGED, EXIT_NOT_INSTALLED = 3, 4, 5, 6, 7
 
@@ -191,8 +192,8 @@ def _outcome_table(outcome: Outcome) -> Table:
         return table
     table.add_row("files written", f"{len(outcome.written):,}")
     table.add_row("files removed", f"{len(outcome.removed):,}")
-    table.add_row("downloaded", f"{c.fetched_chunks:,} chunks, {mib(c.fetched_bytes)}")
-    table.add_row("copied from disk", f"{c.copied_chunks:,} chunks, {mib(c.copied_bytes)}")
+    table.add_row("downloaded", f"{c.fetched_chunks:,} chunks, {human_size(c.fetched_bytes)}")
+    table.add_row("copied from disk", f"{c.copied_chunks:,} chunks, {human_size(c.copied_bytes)}")
     if c.resumed_chunks:
         table.add_row("kept from the interrupted run", f"{c.resumed_chunks:,} chunks")
     if c.retries or c.link_refreshes:
@@ -250,7 +251,7 @@ async def _update(args: argparse.Namespace) -> int:
         table.add_row(
             u.product_id,
             version,
-            mib(o.counters.fetched_bytes) if o else "-",
+            human_size(o.counters.fetched_bytes) if o else "-",
             str(len(o.written)) if o else "-",
             str(len(o.removed)) if o else "-",
         )
@@ -291,7 +292,8 @@ async def _verify(args: argparse.Namespace) -> int:
         Console().print(table)
         if not args.repair:
             console.print(
-                f"run `verify {args.product} --repair` to fetch {mib(result.repair_bytes)} and fix them"
+                f"run `verify {args.product} --repair` to fetch {human_size(result.repair_bytes)} "
+                "and fix them"
             )
     return EXIT_DAMAGED if result.damaged and not args.repair else 0
 

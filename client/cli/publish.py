@@ -23,8 +23,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from client.cli.common import command, connect, error, mib, print_json
+from client.cli.common import command, connect, error, print_json
 from client.sdk.publishing import PublishReport, UploadError, publish
+from client.sizes import human_size
 from content_store.builds import BuildError, list_files
 
 
@@ -125,13 +126,13 @@ def _table(report: PublishReport) -> Table:
     table.add_column(justify="right")
     table.add_row("version id", v.version_id)
     table.add_row("files", f"{report.file_count:,}")
-    table.add_row("bytes", mib(report.total_bytes))
+    table.add_row("bytes", human_size(report.total_bytes))
     table.add_row("chunks (distinct)", f"{report.distinct_chunks:,}")
-    table.add_row("new chunks uploaded", f"{report.uploaded_chunks:,} ({mib(report.uploaded_bytes)})")
+    table.add_row("new chunks uploaded", f"{report.uploaded_chunks:,} ({human_size(report.uploaded_bytes)})")
     table.add_row("deduplicated chunks", f"{report.deduplicated_chunks:,}")
-    table.add_row("download size", mib(v.download_size_bytes))
-    table.add_row("prepare throughput", f"{mib(report.prepare_throughput)}/s")
+    table.add_row("download size", human_size(v.download_size_bytes))
+    table.add_row("prepare throughput", f"{human_size(report.prepare_throughput)}/s")
     if report.uploaded_bytes:
-        table.add_row("upload throughput", f"{mib(report.uploaded_bytes / report.upload_seconds)}/s")
+        table.add_row("upload throughput", f"{human_size(report.uploaded_bytes / report.upload_seconds)}/s")
     table.add_row("server verification", f"{report.commit_seconds:.1f} s")
     return table

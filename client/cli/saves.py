@@ -48,6 +48,7 @@ from client.sdk.saves import (
     SyncState,
     TransferError,
 )
+from client.sizes import human_size
 
 
 def register(groups: argparse._SubParsersAction) -> None:
@@ -127,14 +128,6 @@ def _slot_json(slot: Slot | None) -> dict | None:
     }
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
-
-
 def _when(save: SaveGame) -> str:
     return save.client_modified_at.strftime("%Y-%m-%d %H:%M:%S") if save.client_modified_at else "-"
 
@@ -148,7 +141,7 @@ def _show_listing(listing: Listing) -> None:
         table.add_row(
             slot.slot_name,
             str(head.version_number) if head else "-",
-            _size(head.file_size_bytes) if head else "-",
+            human_size(head.file_size_bytes) if head else "-",
             head.device_id if head else "-",
             _when(head) if head else "-",
             ", ".join(str(v.version_number) for v in slot.versions),
@@ -159,11 +152,11 @@ def _show_listing(listing: Listing) -> None:
         for candidate in slot.conflicts:
             out.print(
                 f"conflict in {slot.slot_name!r}: {candidate.savegame_id} from {candidate.device_id} "
-                f"({_size(candidate.file_size_bytes)}, modified {_when(candidate)})"
+                f"({human_size(candidate.file_size_bytes)}, modified {_when(candidate)})"
             )
     out.print(
-        f"quota: {_size(listing.used_bytes)} of {_size(listing.quota_bytes)} used; "
-        f"largest file {_size(listing.max_file_size_bytes)}"
+        f"quota: {human_size(listing.used_bytes)} of {human_size(listing.quota_bytes)} used; "
+        f"largest file {human_size(listing.max_file_size_bytes)}"
     )
 
 

@@ -46,6 +46,7 @@ from client.sdk.downloads import (
     status_name,
     websocket_url,
 )
+from client.sizes import human_size
 from download.v1 import download_service_pb2 as pb
 
 CONNECTIONS_PER_DOWNLOAD = 4  # chunk GETs in parallel per download slot of the user's settings
@@ -260,9 +261,9 @@ class Engine:
         free = free_bytes(directory)
         if free - self.reserve_bytes < needed:
             raise NotEnoughSpace(
-                f"not enough disk space in {directory}: the install writes {_mib(needed)}, "
-                f"{_mib(max(0, free - self.reserve_bytes))} are free"
-                + (f" beyond the reserve of {_mib(self.reserve_bytes)}" if self.reserve_bytes else "")
+                f"not enough disk space in {directory}: the install writes {human_size(needed)}, "
+                f"{human_size(max(0, free - self.reserve_bytes))} are free"
+                + (f" beyond the reserve of {human_size(self.reserve_bytes)}" if self.reserve_bytes else "")
                 + "; free some space or choose another --dir"
             )
 
@@ -701,7 +702,3 @@ class _Reporter:
                 f"the server did not accept the completion (status {status_name(reply.status)})"
             )
         self.files.clear()
-
-
-def _mib(n: float) -> str:
-    return f"{n / 1024 / 1024:,.1f} MiB"

@@ -25,6 +25,12 @@ from client.sdk.saves import Listing, SaveConflict, SaveGame, SavesClient, file_
 SLOT_NAME = re.compile(r"[A-Za-z0-9 _.-]{1,64}")
 
 
+def is_save_file_name(slot: str) -> bool:
+    """A slot that maps to a file of the save directory: a valid slot name that is not hidden (nor `.`
+    or `..`, which name directories)."""
+    return not slot.startswith(".") and SLOT_NAME.fullmatch(slot) is not None
+
+
 @dataclass(frozen=True)
 class Synced:
     """What this device last synced for a slot: the version and its content's SHA-256 ("" if unknown)."""
@@ -52,6 +58,8 @@ def plan_pull(
     """What to do per cloud slot before playing; `local` maps slot → SHA-256 of the local file."""
     plan = PullPlan()
     for slot, head in sorted(cloud.items()):
+        if not is_save_file_name(slot):
+            continue  # hidden, "." or "..": never a file of the directory, so it stays in the cloud only
         mine = local.get(slot)
         last = synced.get(slot, Synced(0, ""))
         if mine is None:
@@ -80,7 +88,7 @@ def save_files(save_dir: Path) -> tuple[dict[str, Path], list[str]]:
     for entry in sorted(save_dir.iterdir()):
         if entry.name.startswith("."):
             continue  # hidden, and the temporary files of a pull in progress
-        if entry.is_file() and SLOT_NAME.fullmatch(entry.name):
+        if entry.is_file() and is_save_file_name(entry.name):
             files[entry.name] = entry
         else:
             skipped.append(entry.name)

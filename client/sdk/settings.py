@@ -25,7 +25,7 @@ class GameSettings:
     def from_pb(cls, message: pb.GameSettings) -> GameSettings:
         return cls(
             product_id=message.product_id,
-            settings=_integral(json_format.MessageToDict(message.settings_payload)),
+            settings=integral_numbers(json_format.MessageToDict(message.settings_payload)),
             etag=message.etag,
             last_synced_at=(
                 message.last_synced_at.ToDatetime(tzinfo=UTC) if message.HasField("last_synced_at") else None
@@ -34,12 +34,12 @@ class GameSettings:
         )
 
 
-def _integral(value: Any) -> Any:
+def integral_numbers(value: Any) -> Any:
     """JSON numbers travel as doubles in a Struct; whole ones are shown as integers again."""
     if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
+        return {k: integral_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_integral(v) for v in value]
+        return [integral_numbers(v) for v in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value

@@ -46,7 +46,8 @@ The heartbeat against a private 3-master Redis Cluster beside the single Redis, 
 scripts/bench/redis_cluster.py (BENCH_CLUSTER_ROUNDS, 3; alone: python -m scripts.bench.redis_cluster).
 
 The DB cases (scripts/bench/db_cases.py: each DB-backed RPC against a DB echo running its SQL) follow;
-BENCH_CASES picks what runs: `heartbeat` (the cases above), `db` (every DB case), DB case names, or a
+BENCH_CASES picks what runs: `heartbeat` (the h2load cases and pg_writes above), module names (MODULES
+below: `download_progress`, `cloud_saves`, `websocket`, ...), `db` (every DB case), DB case names, or a
 comma-separated mix (default: everything). Their knobs: BENCH_DB_DURATION (5), BENCH_DB_WARMUP (1),
 BENCH_DB_ROUNDS (3), BENCH_DB_CLIENTS (8), BENCH_DB_ECHO_PORT (50073), BENCH_DB_PROFILE (py-spy output dir).
 """
@@ -136,6 +137,21 @@ def log(message: str) -> None:
     print(f"bench: {message}", flush=True)
 
 
+# The bench's other cases, one module each, in the order they run (after the heartbeat stages); each
+# `run(bench)` returns its results, stored under its name (BENCH_CASES may pick them by that name).
+MODULES = {
+    "download_progress": download_progress,  # scripts/bench/download_progress.py
+    "interceptor": interceptor,  # scripts/bench/interceptor.py
+    "download_content": download_content,  # scripts/bench/download_content.py
+    "cloud_saves": cloud_saves,  # scripts/bench/cloud_saves.py
+    "outbox": outbox,  # scripts/bench/outbox.py
+    "library_extras": library_extras,  # scripts/bench/library_extras.py
+    "launcher": launcher,  # scripts/bench/launcher.py
+    "websocket": websocket,  # scripts/bench/websocket.py
+    "redis_cluster": redis_cluster,  # scripts/bench/redis_cluster.py
+}
+
+
 class Bench:
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -149,7 +165,7 @@ class Bench:
         self.token = ""
         self.choice: fixtures.RpcChoice | None = None
         self.redis_pid = _stack_pid("redis")
-        self.selection = db_cases.selection(os.environ.get("BENCH_CASES", ""))
+        self.selection = db_cases.selection(os.environ.get("BENCH_CASES", ""), list(MODULES))
 
     # ------------------------------------------------------------------ processes
     def service_env(self) -> dict[str, str]:
@@ -358,6 +374,8 @@ class Bench:
         summary: dict = {}
         if self.selection.heartbeat:
             summary = self.heartbeat_cases(started)
+        for name in self.selection.modules:
+            summary[name] = MODULES[name].run(self)
         if self.selection.db_cases:
             summary["db_cases"] = db_cases.DbBench(self, self.selection.db_cases).run()
         summary.setdefault("time", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
@@ -425,15 +443,6 @@ class Bench:
         pg = self.pg_writes()
 
         summary = self.summarize(pg, time.monotonic() - started)
-        summary["download_progress"] = download_progress.run(self)  # scripts/bench/download_progress.py
-        summary["interceptor"] = interceptor.run(self)  # scripts/bench/interceptor.py
-        summary["download_content"] = download_content.run(self)  # scripts/bench/download_content.py
-        summary["cloud_saves"] = cloud_saves.run(self)  # scripts/bench/cloud_saves.py
-        summary["outbox"] = outbox.run(self)  # scripts/bench/outbox.py
-        summary["library_extras"] = library_extras.run(self)  # scripts/bench/library_extras.py
-        summary["launcher"] = launcher.run(self)  # scripts/bench/launcher.py
-        summary["websocket"] = websocket.run(self)  # scripts/bench/websocket.py
-        summary["redis_cluster"] = redis_cluster.run(self)  # scripts/bench/redis_cluster.py
         return summary
 
     def pg_writes(self) -> dict:

@@ -19,16 +19,32 @@ Cases (BENCH_CASES selects, see README):
   achievement_progress   UpdateAchievementProgress re-reporting the stored progress (the common report:
                          nothing changes, no event; an unlock happens once per achievement, which a fixed
                          request cannot repeat)
+  settings_get           GetGameSettings of an owned game with a stored document (game settings' read)
+  settings_update        UpdateGameSettings replacing the document, each h2load process its own game: a
+                         compare-and-swap write with a `gameSettingsUpdated` notification in the outbox
+  saves_list             ListSaveGames of a game with 3 slots of committed saves (cloud saves' read)
+  saves_upload_url       RequestSaveGameUploadURL, each h2load process its own slot: ownership, the quota
+                         reservation row and the presigned PUT (cloud saves' write; no event until the
+                         confirm, which needs the upload and cannot repeat); the reservations are deleted
+                         after each load
+  download_settings_get  GetDownloadSettings of a user with stored settings (downloads' read)
+  download_settings_update
+                         UpdateDownloadSettings setting the bandwidth limit, a compare-and-swap write with
+                         a `downloadSettingsUpdated` notification (downloads' write); one stream, since
+                         the settings are one row per user and a player does not race themself
+In the echo, a compare-and-swap write replays the recorded `UPDATE … WHERE version = n`, which matches no
+row after its first call: the echo then skips the row write the service makes, a stricter baseline.
 Reads run with BENCH_CONNECTIONS x BENCH_STREAMS like the heartbeat; so does achievement_progress.
 
 The bench user of these cases and its data are made through the service's own RPCs (idempotent, so reruns
-reuse them). The outbox rows the write cases leave (the service's and the echo's) are deleted afterwards:
-nobody consumes the bench user's events.
+reuse them). The outbox rows the write cases leave (the service's and the echo's) are deleted afterwards
+(nobody consumes the bench user's events), and so are the save reservations (no upload follows them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import pickle
 import statistics
@@ -41,11 +57,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 import psycopg
+from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from download.v1 import download_service_pb2 as dl_pb
 from library.v1 import (
     achievement_service_pb2 as ach_pb,
+)
+from library.v1 import (
+    cloud_save_service_pb2 as saves_pb,
+)
+from library.v1 import (
+    game_settings_service_pb2 as settings_pb,
 )
 from library.v1 import (
     library_service_pb2 as lib_pb,
@@ -69,9 +94,14 @@ ACHIEVEMENTS = 20
 PLAYED_SESSIONS = 20
 ACHIEVEMENT_PRODUCT_INDEX = 0
 
+SAVE_SLOTS = 3
+
 LIB = "/library.v1.LibraryService/"
 PLAY = "/library.v1.PlaytimeTrackerService/"
 ACH = "/library.v1.AchievementService/"
+SETTINGS = "/library.v1.GameSettingsSyncService/"
+SAVES = "/library.v1.CloudSaveService/"
+DOWNLOADS = "/download.v1.DownloadService/"
 
 
 def _product(index: int) -> uuid.UUID:
@@ -82,12 +112,19 @@ def _wish_product(index: int) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"https://library.platform/bench/wish-product/{index}")
 
 
+def _ts(when: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
 @dataclass(frozen=True)
 class DbCase:
     name: str
     kind: str  # "read" | "write" (a write's echo runs its statements in one transaction)
     methods: tuple[str, ...]  # the URIs each h2load client sends, in this order, over and over
     bodies: tuple[bytes, ...]  # one (shared load) or one per h2load process (per-client load)
+    single_stream: bool = False  # a shared load of one connection and one stream
 
     @property
     def per_client(self) -> bool:
@@ -139,7 +176,74 @@ def _cases(write_clients: int) -> list[DbCase]:
                 ).SerializeToString(),
             ),
         ),
+        DbCase(
+            "settings_get",
+            "read",
+            (SETTINGS + "GetGameSettings",),
+            (settings_pb.GetGameSettingsRequest(product_id=product0).SerializeToString(),),
+        ),
+        DbCase(
+            "settings_update",
+            "write",
+            (SETTINGS + "UpdateGameSettings",),
+            tuple(_settings_update(_product(i)).SerializeToString() for i in range(write_clients)),
+        ),
+        DbCase(
+            "saves_list",
+            "read",
+            (SAVES + "ListSaveGames",),
+            (saves_pb.ListSaveGamesRequest(product_id=product0).SerializeToString(),),
+        ),
+        DbCase(
+            "saves_upload_url",
+            "write",
+            (SAVES + "RequestSaveGameUploadURL",),
+            tuple(
+                _upload_request(_product(i), f"bench upload {i}", SAVE_BODY).SerializeToString()
+                for i in range(write_clients)
+            ),
+        ),
+        DbCase(
+            "download_settings_get",
+            "read",
+            (DOWNLOADS + "GetDownloadSettings",),
+            (dl_pb.GetDownloadSettingsRequest().SerializeToString(),),
+        ),
+        DbCase(
+            "download_settings_update",
+            "write",
+            (DOWNLOADS + "UpdateDownloadSettings",),
+            (
+                dl_pb.UpdateDownloadSettingsRequest(
+                    settings=dl_pb.DownloadSettings(bandwidth_limit_kbps=20000), device_id="bench"
+                ).SerializeToString(),
+            ),
+            single_stream=True,
+        ),
     ]
+
+
+SAVE_BODY = b"bench save " * 93  # 1 KiB
+
+
+def _settings_update(product: uuid.UUID) -> settings_pb.UpdateGameSettingsRequest:
+    payload = Struct()
+    payload.update({"graphics": {"quality": "high", "vsync": True, "fov": 90}, "audio": {"volume": 0.8}})
+    return settings_pb.UpdateGameSettingsRequest(
+        product_id=str(product), settings_payload=payload, device_id="bench"
+    )
+
+
+def _upload_request(product: uuid.UUID, slot: str, body: bytes) -> saves_pb.RequestSaveGameUploadURLRequest:
+    request = saves_pb.RequestSaveGameUploadURLRequest(
+        product_id=str(product),
+        slot_name=slot,
+        file_size_bytes=len(body),
+        file_hash_sha256=hashlib.sha256(body).hexdigest(),
+        device_id="bench",
+        client_modified_at=_ts(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
+    )
+    return request
 
 
 CASE_NAMES = [c.name for c in _cases(1)]
@@ -148,20 +252,25 @@ CASE_NAMES = [c.name for c in _cases(1)]
 @dataclass(frozen=True)
 class Selection:
     heartbeat: bool
+    modules: list[str]
     db_cases: list[str]
 
 
-def selection(value: str) -> Selection:
-    """BENCH_CASES: comma-separated `heartbeat` (the heartbeat stages), `db` (every DB case) or DB case
-    names; empty or `all`: everything."""
+def selection(value: str, modules: list[str]) -> Selection:
+    """BENCH_CASES: comma-separated `heartbeat` (the heartbeat stages), bench module names (`modules`, e.g.
+    `cloud_saves`), `db` (every DB case) or DB case names; empty or `all`: everything."""
     names = [n.strip() for n in value.split(",") if n.strip()] or ["all"]
-    unknown = set(names) - {"all", "heartbeat", "db", *CASE_NAMES}
+    unknown = set(names) - {"all", "heartbeat", "db", *modules, *CASE_NAMES}
     if unknown:
-        known = ", ".join(["all", "heartbeat", "db", *CASE_NAMES])
+        known = ", ".join(["all", "heartbeat", *modules, "db", *CASE_NAMES])
         raise ValueError(f"BENCH_CASES: unknown {', '.join(sorted(unknown))} (known: {known})")
     everything = "all" in names
     db = CASE_NAMES if everything or "db" in names else [n for n in CASE_NAMES if n in names]
-    return Selection(heartbeat=everything or "heartbeat" in names, db_cases=db)
+    return Selection(
+        heartbeat=everything or "heartbeat" in names,
+        modules=[m for m in modules if everything or m in names],
+        db_cases=db,
+    )
 
 
 @dataclass
@@ -198,12 +307,6 @@ def _call_ok(target: str, method: str, message, token: str, allowed=()) -> bytes
         raise RuntimeError(
             f"{method.rsplit('/', 1)[-1]} answered {exc.code().name}: {exc.details()}"
         ) from exc
-
-
-def _ts(when: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(when)
-    return ts
 
 
 def prepare(target: str, write_clients: int) -> None:
@@ -294,6 +397,31 @@ def prepare(target: str, write_clients: int) -> None:
         _call_ok(
             target, LIB + "RemoveWishlistItem", lib_pb.RemoveWishlistItemRequest(product_id=str(p)), user
         )
+    _call_ok(target, SETTINGS + "UpdateGameSettings", _settings_update(_product(0)), user)
+    stored = dl_pb.DownloadSettings(max_concurrent_downloads=3, bandwidth_limit_kbps=20000)
+    request = dl_pb.UpdateDownloadSettingsRequest(settings=stored, device_id="bench")
+    _call_ok(target, DOWNLOADS + "UpdateDownloadSettings", request, user)
+    _prepare_saves(target, user)
+
+
+def _prepare_saves(target: str, user: str) -> None:
+    """SAVE_SLOTS committed saves in the first game: upload URL, the PUT to the store, confirm."""
+    product0 = _product(ACHIEVEMENT_PRODUCT_INDEX)
+    request = saves_pb.ListSaveGamesRequest(product_id=str(product0))
+    reply = _call_ok(target, SAVES + "ListSaveGames", request, user)
+    listing = saves_pb.ListSaveGamesResponse.FromString(reply)
+    have = {slot.slot_name for slot in listing.slots if slot.HasField("head")}
+    for i in range(SAVE_SLOTS):
+        if (slot := f"bench slot {i}") in have:
+            continue
+        upload = _upload_request(product0, slot, SAVE_BODY)
+        ticket = saves_pb.RequestSaveGameUploadURLResponse.FromString(
+            _call_ok(target, SAVES + "RequestSaveGameUploadURL", upload, user)
+        )
+        put = httpx.put(ticket.upload_url, content=SAVE_BODY, headers=dict(ticket.required_headers))
+        put.raise_for_status()
+        confirm = saves_pb.ConfirmSaveGameUploadRequest(savegame_id=ticket.savegame_id)
+        _call_ok(target, SAVES + "ConfirmSaveGameUpload", confirm, user)
 
 
 def record(
@@ -322,9 +450,12 @@ def record(
     return recipes
 
 
-def delete_bench_outbox(libpq_url: str) -> int:
+def delete_bench_writes(libpq_url: str) -> int:
+    """What the write cases leave behind: the bench user's unsent outbox rows (nobody consumes them) and
+    its pending save reservations (no upload follows them)."""
     with psycopg.connect(libpq_url, autocommit=True) as conn:
         cur = conn.execute("DELETE FROM outbox WHERE key = %s AND published_at IS NULL", (str(DB_USER),))
+        conn.execute("DELETE FROM savegames WHERE user_id = %s AND status = 'pending'", (DB_USER,))
         return cur.rowcount
 
 
@@ -394,8 +525,8 @@ class DbBench:
                 urls,
                 bodies[0],
                 headers,
-                clients=bench.cfg.connections,
-                streams=bench.cfg.streams,
+                clients=1 if case.single_stream else bench.cfg.connections,
+                streams=1 if case.single_stream else bench.cfg.streams,
                 log_file=logs[0],
                 meter=meter,
                 **common,
@@ -540,11 +671,11 @@ class DbBench:
                             f"{result.failures} failed"
                         )
                     if case.kind == "write":
-                        delete_bench_outbox(libpq)
+                        delete_bench_writes(libpq)
         finally:
             bench.procs.stop("server-db")
             bench.procs.stop("db-echo")
-            delete_bench_outbox(libpq)
+            delete_bench_writes(libpq)
         return self.summary()
 
     def _echo_answers(self, target: str, recipes: dict[str, dict[bytes, Recipe]]) -> bool:

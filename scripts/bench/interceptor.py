@@ -90,7 +90,8 @@ def run(bench) -> dict:
         bench.procs.start(f"pipeline-{name}", [sys.executable, "-m", module], env)
         target = f"127.0.0.1:{grpc_port}"
         bench.procs.wait_ready(f"pipeline-{name}", lambda t=target: fixtures.wait_serving(t))
-    choice = bench.choice
+    bench.token = bench.token or fixtures.user_token()
+    choice = bench.choice or fixtures.choose_rpc(f"127.0.0.1:{ports['interceptor'][0]}")
     body = bench.work / "interceptor.bin"
     body.write_bytes(loadgen.grpc_frame(choice.message))
     for name, (grpc_port, _) in ports.items():

@@ -16,6 +16,9 @@ and the publisher (`python -m scripts.bench.ws_publisher`). It reports:
             swarm process (Redis and the two processes alone, no relay)
   cpu       CPU of the relay (per notification), the swarm, Redis and the edges over the publishing window,
             the machine's busy share and load average beside them
+  loop      the relay's event-loop probe (gateway/loop_probe.py) over the publishing window: probe ticks
+            late by 50 / 100 ms or more, the relay's own CPU in those stalls (near their length: its own
+            work held the loop; far below: the machine gave it no CPU), garbage collections by generation
   close     every socket dropped at once (RST): time until the relay's connection count and its users'
             slots are back to zero (goal: both zero)
 
@@ -68,11 +71,50 @@ def _rss(pid: int) -> int:
         return int(next(line.split()[1] for line in status if line.startswith("VmRSS:"))) * 1024
 
 
-def _relay_connections(metrics_port: int) -> int:
+def _relay_metrics(metrics_port: int) -> dict[str, float]:
+    """The relay's Prometheus samples, by name with labels (`ws_loop_lag_seconds_bucket{le="0.05"}`)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    match = re.search(r"^ws_connections (\S+)$", text, re.MULTILINE)
-    return int(float(match.group(1))) if match else -1
+    return {
+        match.group(1): float(match.group(2))
+        for match in re.finditer(r"^(\w+(?:\{[^}]*\})?) (\S+)$", text, re.MULTILINE)
+    }
+
+
+def _relay_connections(metrics_port: int) -> int:
+    return int(_relay_metrics(metrics_port).get("ws_connections", -1))
+
+
+def _loop_report(before: dict[str, float], after: dict[str, float], seconds: float) -> dict:
+    """The relay's loop over the publishing window (gateway/loop_probe.py): ticks late by 50 / 100 ms or
+    more, the CPU the relay used in those stalls against their length, and the collector's pauses."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    ticks = delta("ws_loop_lag_seconds_count")
+    under = {le: delta(f'ws_loop_lag_seconds_bucket{{le="{le}"}}') for le in ("0.02", "0.05", "0.1")}
+    gc = {
+        f"gen{g}": {
+            "count": int(delta(f'ws_gc_pause_seconds_count{{generation="{g}"}}')),
+            "ms": round(delta(f'ws_gc_pause_seconds_sum{{generation="{g}"}}') * 1000, 1),
+            "over_50ms": int(
+                delta(f'ws_gc_pause_seconds_count{{generation="{g}"}}')
+                - delta(f'ws_gc_pause_seconds_bucket{{generation="{g}",le="0.05"}}')
+            ),
+        }
+        for g in range(3)
+    }
+    return {
+        "ticks": int(ticks),
+        "lag_over_20ms": int(ticks - under["0.02"]),
+        "lag_over_50ms": int(ticks - under["0.05"]),
+        "lag_over_100ms": int(ticks - under["0.1"]),
+        "lag_sum_ms": round(delta("ws_loop_lag_seconds_sum") * 1000, 1),
+        "stall_cpu_ms": round(delta("ws_loop_stall_cpu_seconds_total") * 1000, 1),
+        "gc": gc,
+        "seconds": seconds,
+    }
 
 
 def _start(bench, knobs: dict) -> tuple[int, list[int]]:
@@ -254,12 +296,14 @@ def _measure(bench, knobs: dict, relay_pid: int, metrics_port: int, edges: list[
         meter = CpuMeter({name: pid for name, pid in pids.items() if pid})
         load_before = os.getloadavg()
         profiler = _profile(relay_pid, seconds)
+        loop_before = _relay_metrics(metrics_port)
         meter.start()
         published = _publish(["--users", str(users_file), "--rate", str(rate), "--seconds", str(seconds)])
         swarm.command(f"collect {total} 30")
         frames = swarm.reply()["frames"]
         meter.stop()
         cpu = meter.report(total)
+        loop = _loop_report(loop_before, _relay_metrics(metrics_port), seconds)
         if profiler is not None:
             profiler.wait()
         load_after = os.getloadavg()
@@ -303,6 +347,7 @@ def _measure(bench, knobs: dict, relay_pid: int, metrics_port: int, edges: list[
         **{f"baseline_{key}": value for key, value in _summary(baseline).items()},
         "cpu": cpu,
         "relay_cpu_us_per_notification": cpu.get("cpu_us_per_call", {}).get("relay"),
+        "relay_loop": loop,
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in load_after],
         "close_seconds": round(close_seconds, 1),
@@ -357,6 +402,15 @@ def run(bench) -> dict:
         f"edges {[v for k, v in cores.items() if k.startswith('envoy')]}; "
         f"machine {r['cpu'].get('machine_busy', 0) * 100:.0f}% busy, load {r['loadavg_before'][0]} → "
         f"{r['loadavg_after'][0]}"
+    )
+    loop = r["relay_loop"]
+    gc = ", ".join(
+        f"{gen} {v['count']} x {v['ms']} ms ({v['over_50ms']} over 50 ms)" for gen, v in loop["gc"].items()
+    )
+    print(
+        f"  loop       relay loop late by ≥ 50 ms {loop['lag_over_50ms']} times (≥ 100 ms "
+        f"{loop['lag_over_100ms']}) of {loop['ticks']} probe ticks, relay CPU in those stalls "
+        f"{loop['stall_cpu_ms']} ms; gc {gc}"
     )
     print(f"  close      all dropped at once: back to zero in {result['close_seconds']} s")
     for goal in goals:

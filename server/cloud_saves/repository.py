@@ -17,8 +17,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.cloud_saves.rules import COMMITTED, CONFLICT, HELD, PENDING
 from server.cloud_saves.tables import ObjectDeletion, SaveGameRow
+from server.core.db import Db, db_of
 
 S = SaveGameRow
+
+# The columns a save game is shown from, in this order (use_cases.save_game reads them by position).
+SHOWN_COLUMNS = (
+    "id",
+    "product_id",
+    "slot_name",
+    "status",
+    "version_number",
+    "base_version",
+    "file_size_bytes",
+    "file_hash_sha256",
+    "client_modified_at",
+    "server_uploaded_at",
+    "device_id",
+    "playtime_seconds",
+    "progress_percentage",
+    "description",
+    "updated_at",
+)
 
 
 @dataclass
@@ -105,33 +125,19 @@ class SaveRepository:
             )
         )
 
+    async def _db(self) -> Db:
+        """The unit's connection as a Db, the session's changes flushed first: the reads below go straight
+        to the driver, which does not autoflush."""
+        await self.session.flush()
+        return await db_of(self.session)
+
     async def shown(
         self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str | None = None
-    ) -> Sequence[SaveGameRow]:
-        """Committed versions (newest first) and conflict candidates (oldest first) by slot name."""
-        query = select(S).where(
-            S.user_id == user_id, S.product_id == product_id, S.status.in_((COMMITTED, CONFLICT))
-        )
-        if slot_name is not None:
-            query = query.where(S.slot_name == slot_name)
-        return (
-            await self.session.scalars(
-                query.order_by(S.slot_name, S.version_number.desc().nulls_last(), S.server_uploaded_at, S.id)
-            )
-        ).all()
+    ) -> list[tuple]:
+        return await shown(await self._db(), user_id, product_id, slot_name)
 
     async def usage(self, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime) -> Usage:
-        """What the user holds in the product (retained versions, conflict candidates, unexpired
-        reservations) and each slot's head version, in one query."""
-        rows = await self.session.execute(_USAGE, {"user_id": user_id, "product_id": product_id, "now": now})
-        usage = Usage(0, set(), {})
-        for name, total, count, head in rows:
-            usage.used_bytes += int(total)
-            if count:
-                usage.slot_names.add(name)
-            if head is not None:
-                usage.head_versions[name] = head
-        return usage
+        return await usage(await self._db(), user_id, product_id, now)
 
     async def slot_in_use(
         self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str, now: datetime
@@ -202,6 +208,30 @@ class SaveRepository:
         await self.session.execute(delete(ObjectDeletion).where(ObjectDeletion.s3_object_key.in_(keys)))
 
 
+async def shown(
+    db: Db, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str | None = None
+) -> list[tuple]:
+    """Committed versions (newest first) and conflict candidates (oldest first) by slot name, as
+    SHOWN_COLUMNS tuples."""
+    if slot_name is None:
+        return await db.all(_SHOWN, (user_id, product_id))
+    return await db.all(_SHOWN_SLOT, (user_id, product_id, slot_name))
+
+
+async def usage(db: Db, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime) -> Usage:
+    """What the user holds in the product (retained versions, conflict candidates, unexpired
+    reservations) and each slot's head version, in one query."""
+    found = Usage(0, set(), {})
+    params = {"user_id": user_id, "product_id": product_id, "now": now}
+    for name, total, count, head in await db.all(_USAGE, params):
+        found.used_bytes += int(total)
+        if count:
+            found.slot_names.add(name)
+        if head is not None:
+            found.head_versions[name] = head
+    return found
+
+
 def _slot(user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str):
     return S.user_id == user_id, S.product_id == product_id, S.slot_name == slot_name
 
@@ -237,16 +267,22 @@ _LOCKED_WITH_HEAD = (
     .with_for_update()
     .execution_options(populate_existing=True)
 )
-_HELD_NOW = _held(bindparam("now", type_=S.reserved_until.type))
+_SHOWN_FROM = (
+    f"SELECT {', '.join(SHOWN_COLUMNS)} FROM savegames"
+    f" WHERE user_id = %s AND product_id = %s AND status IN ('{COMMITTED}', '{CONFLICT}')"
+)
+_SHOWN_ORDER = " ORDER BY slot_name, version_number DESC NULLS LAST, server_uploaded_at, id"
+_SHOWN = _SHOWN_FROM + _SHOWN_ORDER
+_SHOWN_SLOT = _SHOWN_FROM + " AND slot_name = %s" + _SHOWN_ORDER
+_HELD_NOW_SQL = "(status IN ({}) OR (status = '{}' AND reserved_until > %(now)s))".format(
+    ", ".join(f"'{s}'" for s in HELD if s != PENDING), PENDING
+)
 _USAGE = (
-    select(
-        S.slot_name,
-        func.coalesce(func.sum(S.file_size_bytes).filter(_HELD_NOW), 0),
-        func.count().filter(_HELD_NOW),
-        func.max(S.version_number).filter(S.status == COMMITTED),
-    )
-    .where(S.user_id == bindparam("user_id"), S.product_id == bindparam("product_id"))
-    .group_by(S.slot_name)
+    "SELECT slot_name,"
+    f" coalesce(sum(file_size_bytes) FILTER (WHERE {_HELD_NOW_SQL}), 0),"
+    f" count(*) FILTER (WHERE {_HELD_NOW_SQL}),"
+    f" max(version_number) FILTER (WHERE status = '{COMMITTED}')"
+    " FROM savegames WHERE user_id = %(user_id)s AND product_id = %(product_id)s GROUP BY slot_name"
 )
 # The pruned rows' objects are queued in the same statement, each no earlier than its row's reservation
 # (the same rule as `queue_deletion`); rowcount is the number of rows pruned.

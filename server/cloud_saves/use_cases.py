@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from server.cloud_saves import rules
+from server.cloud_saves import repository, rules
 from server.cloud_saves.repository import SaveRepository
 from server.cloud_saves.rules import COMMITTED, CONFLICT, DISCARDED, PENDING, Limits, SaveGame, Slot, Winner
 from server.cloud_saves.tables import SaveGameRow
@@ -140,32 +140,55 @@ class Restored:
     head: SaveGame
 
 
-def view(row: SaveGameRow) -> SaveGame:
+def save_game(values: Sequence) -> SaveGame:
+    """A save game from its `repository.SHOWN_COLUMNS` values."""
+    (
+        savegame_id,
+        product_id,
+        slot_name,
+        status,
+        version_number,
+        base_version,
+        file_size_bytes,
+        file_hash_sha256,
+        client_modified_at,
+        server_uploaded_at,
+        device_id,
+        playtime_seconds,
+        progress_percentage,
+        description,
+        updated_at,
+    ) = values
     return SaveGame(
-        savegame_id=row.id,
-        product_id=row.product_id,
-        slot_name=row.slot_name,
-        status=row.status,
-        version_number=row.version_number or 0,
-        base_version=row.base_version,
-        file_size_bytes=row.file_size_bytes,
-        file_hash_sha256=row.file_hash_sha256,
-        client_modified_at=row.client_modified_at,
-        server_uploaded_at=row.server_uploaded_at,
-        device_id=row.device_id,
-        playtime_seconds=row.playtime_seconds,
-        progress_percentage=row.progress_percentage,
-        description=row.description,
-        etag=rules.etag(row.id, row.status, row.version_number, row.slot_name, row.updated_at.isoformat()),
+        savegame_id=savegame_id,
+        product_id=product_id,
+        slot_name=slot_name,
+        status=status,
+        version_number=version_number or 0,
+        base_version=base_version,
+        file_size_bytes=file_size_bytes,
+        file_hash_sha256=file_hash_sha256,
+        client_modified_at=client_modified_at,
+        server_uploaded_at=server_uploaded_at,
+        device_id=device_id,
+        playtime_seconds=playtime_seconds,
+        progress_percentage=progress_percentage,
+        description=description,
+        etag=rules.etag(savegame_id, status, version_number, slot_name, updated_at.isoformat()),
     )
 
 
-def slots_of(product_id: uuid.UUID, rows: Sequence[SaveGameRow]) -> list[Slot]:
-    """Slots by name from `SaveRepository.shown` rows (committed newest first, conflicts oldest first)."""
+def view(row: SaveGameRow) -> SaveGame:
+    return save_game([getattr(row, column) for column in repository.SHOWN_COLUMNS])
+
+
+def slots_of(product_id: uuid.UUID, rows: Sequence[tuple]) -> list[Slot]:
+    """Slots by name from `repository.shown` rows (committed newest first, conflicts oldest first)."""
     grouped: dict[str, tuple[list[SaveGame], list[SaveGame]]] = {}
     for row in rows:
-        versions, conflicts = grouped.setdefault(row.slot_name, ([], []))
-        (versions if row.status == COMMITTED else conflicts).append(view(row))
+        save = save_game(row)
+        versions, conflicts = grouped.setdefault(save.slot_name, ([], []))
+        (versions if save.status == COMMITTED else conflicts).append(save)
     slots = []
     for name, (versions, conflicts) in grouped.items():
         head = versions[0] if versions else None
@@ -191,10 +214,9 @@ class CloudSaves:
     # ------------------------------------------------------------------ reads
 
     async def list_slots(self, user_id: uuid.UUID, product_id: uuid.UUID) -> Listing:
-        async with self._deps.uow() as uow:
-            repo = SaveRepository(uow.session)
-            rows = await repo.shown(user_id, product_id)
-            usage = await repo.usage(user_id, product_id, self._deps.clock())
+        async with self._deps.uow.read() as db:
+            rows = await repository.shown(db, user_id, product_id)
+            usage = await repository.usage(db, user_id, product_id, self._deps.clock())
         return Listing(
             slots_of(product_id, rows), self.limits.quota_bytes, usage.used_bytes, self.limits.max_file_bytes
         )

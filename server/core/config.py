@@ -165,6 +165,18 @@ class Settings:
     # keep it below the process's open-file limit (ulimit -n; python -m gateway raises the soft limit).
     ws_max_connections: int = 15000
 
+    def __post_init__(self) -> None:
+        """Refuses combinations that start but then misbehave."""
+        lease, send = self.outbox_lease_seconds, self.outbox_send_timeout_seconds
+        rebalance = self.outbox_rebalance_seconds
+        if lease <= max(send, rebalance):
+            # a healthy relay whose send or renewal outlasts its leases loses its partitions mid-batch
+            raise ConfigurationError(
+                f"OUTBOX_LEASE_SECONDS ({lease:g}) must be greater than OUTBOX_SEND_TIMEOUT_SECONDS "
+                f"({send:g}) and OUTBOX_REBALANCE_SECONDS ({rebalance:g}): a relay whose send outlasts its "
+                "lease loses its partitions to another relay and events are sent twice"
+            )
+
     @classmethod
     def from_env(cls) -> Settings:
         """Each field from the environment variable of the same name in upper case (`grpc_port` from

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from server.core.clock import Clock, utc_now
 from server.core.config import Settings
+from server.core.redis import RedisClient
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 
@@ -16,6 +15,6 @@ from server.core.uow import UnitOfWorkFactory
 class Deps:
     settings: Settings
     uow: UnitOfWorkFactory
-    redis: Redis
+    redis: RedisClient
     store: ObjectStore
     clock: Clock = utc_now

@@ -6,9 +6,10 @@ import asyncio
 import logging
 
 from grpc_health.v1 import health, health_pb2
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.core.redis import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,11 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 class HealthMonitor:
     def __init__(
-        self, servicer: health.aio.HealthServicer, services: list[str], engine: AsyncEngine, redis: Redis
+        self,
+        servicer: health.aio.HealthServicer,
+        services: list[str],
+        engine: AsyncEngine,
+        redis: RedisClient,
     ):
         self._servicer = servicer
         self._services = ["", *services]

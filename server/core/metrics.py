@@ -7,7 +7,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 
 import grpc
-from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -121,3 +121,20 @@ PLAYTIME_SWEPT = Counter(
     "playtime_swept_total", "Play sessions reaped or checkpointed by this process.", ["what"]
 )
 WS_CONNECTIONS = Gauge("ws_connections", "Open WebSocket connections of the notification relay.")
+# The relay's event loop (gateway/loop_probe.py): how late its probe timer ran, the garbage collector's
+# pauses, and the stalls (lags over the probe's threshold) with the CPU the relay itself used in them.
+WS_LOOP_LAG = Histogram(
+    "ws_loop_lag_seconds",
+    "How late the relay's event loop ran a timer (a callback holding the loop, or no CPU for the process).",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+WS_LOOP_STALL_CPU = Counter(
+    "ws_loop_stall_cpu_seconds_total",
+    "Process CPU used in the relay's loop stalls (near their length: the relay's own work held the loop).",
+)
+WS_GC_PAUSES = Histogram(
+    "ws_gc_pause_seconds",
+    "Garbage collections in the relay, by generation.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+)

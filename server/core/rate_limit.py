@@ -23,13 +23,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from server.core import auth
 from server.core.breaker import Breaker
 from server.core.clock import Clock, utc_now
 from server.core.config import ConfigurationError
 from server.core.errors import RateLimited
+from server.core.redis import RedisClient
 from server.core.redis_batching import BatchedScript
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ def retry_after(wait_ms: int) -> RateLimited:
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, limits: dict[str, RateLimit], clock: Clock = utc_now):
+    def __init__(self, redis: RedisClient, limits: dict[str, RateLimit], clock: Clock = utc_now):
         self._limits = limits
         self._clock = clock
         self._script = BatchedScript(redis, _LIMIT) if limits else None

@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import Pipeline, PubSub
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -68,8 +68,9 @@ class WaitingRedisCluster(RedisCluster):
             yield
             return
         try:
-            if self._calls.locked():
-                await asyncio.wait_for(self._calls.acquire(), self._wait_seconds)
+            if self._calls.locked():  # asyncio.timeout: wait_for (3.11) may drop a cancellation here
+                async with asyncio.timeout(self._wait_seconds):
+                    await self._calls.acquire()
             else:  # free: no timer, no task
                 await self._calls.acquire()
         except TimeoutError:
@@ -184,12 +185,13 @@ async def primaries(redis: RedisClient) -> list[RedisClient | ClusterNode]:
     return [redis]
 
 
-def pubsub_on(redis: RedisClient, node: RedisClient | ClusterNode) -> PubSub:
-    """A subscriber connected to `node` (one of `primaries(redis)`)."""
+def node_address(node: RedisClient | ClusterNode) -> tuple[dict[str, Any], type]:
+    """The connection settings and class of `node` (one of `primaries(redis)`), for a connection of one's
+    own to it (server.core.redis_batching.open_resp)."""
     if isinstance(node, ClusterNode):
-        assert isinstance(redis, RedisCluster)
-        return redis.pubsub(node=node)
-    return node.pubsub()
+        return dict(node.connection_kwargs), node.connection_class
+    pool = node.connection_pool
+    return dict(pool.connection_kwargs), pool.connection_class
 
 
 async def config_get(redis: RedisClient, node: RedisClient | ClusterNode, name: str) -> str:

@@ -30,12 +30,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from hashlib import sha1
 from typing import Any
 
 import hiredis
-from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.crc import key_slot
@@ -43,10 +42,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from server.core.redis import RedisClient
+
 DEFAULT_TIMEOUT_SECONDS = 5.0  # a client made without socket timeouts
 
 
-class _Connection(asyncio.Protocol):
+class RespConnection(asyncio.Protocol):
     """One pipelined RESP connection: writes go out as given, replies resolve waiters in order."""
 
     def __init__(self) -> None:
@@ -120,6 +121,34 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
+async def open_resp(
+    address: dict[str, Any],
+    connection_class: type,
+    factory: Callable[[], RespConnection] = RespConnection,
+) -> RespConnection:
+    """A RESP connection (made by `factory`) to the server of `address` (a redis-py connection's kwargs and
+    class: the pool's, or a cluster node's), AUTH and SELECT done. The caller bounds the time it takes."""
+    loop = asyncio.get_running_loop()
+    if issubclass(connection_class, UnixDomainSocketConnection):
+        _, connection = await loop.create_unix_connection(factory, address["path"])
+    else:
+        tls = ssl.create_default_context() if issubclass(connection_class, SSLConnection) else None
+        host = address.get("host", "localhost")
+        _, connection = await loop.create_connection(
+            factory, host, address.get("port", 6379), ssl=tls, server_hostname=host if tls else None
+        )
+    try:
+        if address.get("password"):
+            credentials = [address["username"]] if address.get("username") else []
+            await connection.call(hiredis.pack_command((b"AUTH", *credentials, address["password"])))
+        if address.get("db"):
+            await connection.call(hiredis.pack_command((b"SELECT", address["db"])))
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
 class _Lane:
     """Calls to one Redis server: what arrives within the window goes out in one write on one connection."""
 
@@ -143,7 +172,7 @@ class _Lane:
         self._payloads: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._connection: _Connection | None = None
+        self._connection: RespConnection | None = None
         self._connecting = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
 
@@ -183,40 +212,24 @@ class _Lane:
             return
         self._send(connection, payload, waiters)
 
-    def _send(self, connection: _Connection, payload: bytes, waiters: list[asyncio.Future]) -> None:
+    def _send(self, connection: RespConnection, payload: bytes, waiters: list[asyncio.Future]) -> None:
         connection.send(payload, waiters)
         connection.watch(self._reply_timeout)
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> RespConnection:
         """The live connection, or a new one (AUTH and SELECT done) when there is none."""
         async with self._connecting:
             if self._connection is not None and not self._connection.lost:
                 return self._connection
-            connection = await asyncio.wait_for(self._open(), self._connect_timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that arrives as the
+            # connection opens, and the cancelled caller would carry on as if never cancelled
+            async with asyncio.timeout(self._connect_timeout):
+                connection = await self._open()
             self._connection = connection
             return connection
 
-    async def _open(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        address = self._address
-        if issubclass(self._connection_class, UnixDomainSocketConnection):
-            _, connection = await loop.create_unix_connection(_Connection, address["path"])
-        else:
-            tls = ssl.create_default_context() if issubclass(self._connection_class, SSLConnection) else None
-            host = address.get("host", "localhost")
-            _, connection = await loop.create_connection(
-                _Connection, host, address.get("port", 6379), ssl=tls, server_hostname=host if tls else None
-            )
-        try:
-            if address.get("password"):
-                credentials = [address["username"]] if address.get("username") else []
-                await connection.call(hiredis.pack_command((b"AUTH", *credentials, address["password"])))
-            if address.get("db"):
-                await connection.call(hiredis.pack_command((b"SELECT", address["db"])))
-        except BaseException:
-            connection.close()
-            raise
-        return connection
+    async def _open(self) -> RespConnection:
+        return await open_resp(self._address, self._connection_class)
 
     def close(self) -> None:
         if self._connection is not None:
@@ -232,7 +245,7 @@ class BatchedScript:
 
     def __init__(
         self,
-        redis: Redis | RedisCluster,
+        redis: RedisClient,
         source: str,
         *,
         window_seconds: float = 0.002,

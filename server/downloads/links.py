@@ -14,10 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from redis.asyncio import Redis
-
 from content_store.chunking import object_key
-from server.core.redis import mget
+from server.core.redis import RedisClient, mget
 from server.core.s3 import ObjectStore
 from server.downloads.content_repository import ChunkRow
 
@@ -41,7 +39,7 @@ def _decode(value: bytes, count: int) -> list[ChunkLink] | None:
 
 
 async def file_links(
-    redis: Redis,
+    redis: RedisClient,
     store: ObjectStore,
     files: Mapping[uuid.UUID, Sequence[ChunkRow]],
     *,

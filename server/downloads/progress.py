@@ -19,8 +19,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
+from server.core.redis import RedisClient
 from server.core.redis_batching import BatchedScript
 from server.core.uow import notification_stream
 from server.downloads import session_rules as rules
@@ -133,7 +132,7 @@ def files_key(user_id: uuid.UUID, download_id: uuid.UUID) -> str:
 class LiveProgress:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         stream_maxlen: int,
         stream_ttl_seconds: int,

@@ -27,11 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from redis.asyncio import Redis
-
 from server.core.clock import Clock
 from server.core.deps import Deps
 from server.core.rate_limit import GCRA_LUA, RateLimit, retry_after
+from server.core.redis import RedisClient
 from server.core.redis_batching import BatchedScript
 from server.playtime.rules import AccrualPolicy, Interval, LiveSession
 
@@ -200,7 +199,7 @@ def _decode(fields: dict[bytes, bytes]) -> LiveRecord | None:
 class LiveSessions:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         policy: AccrualPolicy,
         ttl: timedelta,
         limit: RateLimit | None = None,

@@ -26,7 +26,7 @@ from scripts.devtokens import KEY_ID, mint
 from tests.support.library import grant_entitlements
 from tests.support.processes import PrivateEnvoy, free_port, wait_for_port
 from tests.support.rest import ENVOY, ERROR_INFO
-from tests.support.tokens import JwksServer, SigningKey
+from tests.support.tokens import JwksServer, SigningKey, claims
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY_GRPC = f"127.0.0.1:{os.environ.get('ENVOY_PORT', '8080')}"
@@ -49,27 +49,13 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _claims(**overrides) -> dict:
-    """A fresh user's claims, shaped as scripts/devtokens.mint shapes them (for ten minutes), overridden."""
-    now = int(time.time())
-    return {
-        "sub": str(uuid.uuid4()),
-        "roles": ["user"],
-        "iss": os.environ.get("JWT_ISSUER", "https://auth.platform.local"),
-        "aud": os.environ.get("JWT_AUDIENCE", "library"),
-        "iat": now,
-        "exp": now + 600,
-        **overrides,
-    }
-
-
 def user_token(**overrides) -> str:
     """A fresh user's token signed with the stack's key: mint's own, or with claims overridden."""
     if not overrides:
         return mint(str(uuid.uuid4()))
     key_file = os.environ.get("JWT_PRIVATE_KEY_FILE") or str(ROOT / ".local" / "jwt" / "private.pem")
     with open(key_file, encoding="utf-8") as f:
-        return jwt.encode(_claims(**overrides), f.read(), algorithm="RS256", headers={"kid": KEY_ID})
+        return jwt.encode(claims(**overrides), f.read(), algorithm="RS256", headers={"kid": KEY_ID})
 
 
 def foreign_key_token() -> str:
@@ -78,7 +64,7 @@ def foreign_key_token() -> str:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return jwt.encode(_claims(), pem, algorithm="RS256", headers={"kid": KEY_ID})
+    return jwt.encode(claims(), pem, algorithm="RS256", headers={"kid": KEY_ID})
 
 
 def assert_status_body(body: bytes, code: int, reason: str) -> dict:

@@ -16,7 +16,10 @@ import uuid
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close, Frame, Opcode
+from websockets.uri import parse_uri
 
 from gateway.app import Gateway
 from gateway.streams import connections_key
@@ -217,6 +220,18 @@ async def test_bearer_header_authenticates(gateway, redis):
         assert (await _recv(ws))["id"] == entry_id
 
 
+async def test_a_notification_added_while_the_feed_is_down_arrives_after_it_resubscribes(gateway, redis):
+    """The hub's subscriber connection is killed (as by a Redis restart or a proxy): it subscribes again,
+    and what was added meanwhile reaches the socket (the resubscription makes every socket read)."""
+    user = _user()
+    async with _open(gateway, user) as ws:
+        await redis.client_kill_filter(_type="pubsub")
+        entry_id = await _notify(redis, user, "achievementUnlocked", {"n": "during"})
+        assert (await _recv(ws, timeout=15))["id"] == entry_id
+        later = await _notify(redis, user, "achievementUnlocked", {"n": "after"})
+        assert (await _recv(ws, timeout=15))["id"] == later
+
+
 # ---- client messages ----
 
 
@@ -347,6 +362,69 @@ async def test_a_socket_is_closed_with_1008_when_its_token_expires(gateway_setti
             assert (await _recv(ws))["id"] == missed
         await _wait_until(lambda: _zcard(redis, user, expect=0))
         assert gw.open_connections == 0
+    finally:
+        await gw.stop(grace=5)
+
+
+# ---- keepalive ----
+
+
+async def _raw_frames(port: int, user: str, *, answer_pings: bool):
+    """The frames a bare client receives (websockets' sans-I/O protocol; its pongs are sent only when
+    `answer_pings`), until the relay ends the connection."""
+    protocol = ClientProtocol(parse_uri(_url(port, token=mint(user))))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    protocol.send_request(protocol.connect())
+    try:
+        for data in protocol.data_to_send():
+            writer.write(data)
+        while True:
+            data = await reader.read(65536)
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+            for event in protocol.events_received():
+                if isinstance(event, Frame):
+                    yield event
+            outgoing = protocol.data_to_send()
+            if answer_pings or protocol.handshake_exc is not None:
+                for out in outgoing:
+                    writer.write(out)
+            if not data:
+                return
+    finally:
+        writer.close()
+
+
+async def test_keepalive_pings_every_socket_and_drops_one_that_never_answers(gateway_settings, redis):
+    """One timer pings every connection (gateway.keepalive); a client that answers stays connected through
+    several pings, one that never answers is closed (1011) and its slot given back."""
+    gw = await start_gateway(dataclasses.replace(gateway_settings, ws_ping_interval_seconds=0.3), redis)
+    try:
+        answering, silent = _user(), _user()
+
+        async def answers() -> str:
+            pings = 0
+            async for frame in _raw_frames(gw.port, answering, answer_pings=True):
+                if frame.opcode is Opcode.PING:
+                    pings += 1
+                    if pings == 3:  # answered 3 pings: still connected, and notifications still arrive
+                        await _notify(redis, answering, "achievementUnlocked", {"n": "alive"})
+                elif frame.opcode is Opcode.TEXT and pings >= 3:
+                    return json.loads(frame.data)["payload"]["n"]
+            raise AssertionError("the answering client was disconnected")
+
+        async def stays_silent() -> list[Opcode | int]:
+            seen: list[Opcode | int] = []
+            async for frame in _raw_frames(gw.port, silent, answer_pings=False):
+                seen.append(Close.parse(frame.data).code if frame.opcode is Opcode.CLOSE else frame.opcode)
+            return seen
+
+        alive, silent_frames = await asyncio.wait_for(asyncio.gather(answers(), stays_silent()), 30)
+        assert alive == "alive"
+        assert silent_frames[0] is Opcode.PING and silent_frames[-1] == 1011, silent_frames
+        await _wait_until(lambda: _zcard(redis, silent, expect=0))
     finally:
         await gw.stop(grace=5)
 

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from sqlalchemy import select
 
+from client.sdk.settings import integral_numbers
 from library.v1 import game_settings_service_pb2 as pb
 from server.game_settings.tables import UserGameSetting
 from tests.support.auth import user_metadata
@@ -21,17 +22,7 @@ def struct(document: dict[str, Any]) -> struct_pb2.Struct:
 
 def payload(settings: pb.GameSettings) -> dict[str, Any]:
     """The document as JSON (integral numbers as integers, as the REST edge prints them)."""
-    return _integral(json_format.MessageToDict(settings.settings_payload))
-
-
-def _integral(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    return integral_numbers(json_format.MessageToDict(settings.settings_payload))
 
 
 async def get(stub, user: uuid.UUID, product: uuid.UUID) -> pb.GameSettings:

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -23,7 +22,7 @@ from server.core.config import Settings
 from server.core.db import create_engine, create_sessionmaker
 from server.core.events.kafka import KafkaPublisher
 from server.core.events.relay import OutboxRelay, RelayOptions
-from server.core.redis import create_redis
+from server.core.redis import RedisClient, create_redis
 from server.core.uow import UnitOfWorkFactory, notification_stream
 from tests.support.processes import ROOT, PrivateBroker, PrivateRedis, create_scratch_database, drop_database
 
@@ -36,7 +35,7 @@ FAST = RelayOptions(
     max_attempts=3,
     retry_backoff_seconds=0.05,
     rebalance_seconds=0.5,
-    lease_seconds=2.0,
+    lease_seconds=2.5,  # above the send timeout (Settings refuses less)
     send_timeout_seconds=2.0,
 )
 
@@ -48,7 +47,7 @@ class OutboxWorld:
     sessions: async_sessionmaker[AsyncSession]
     broker: PrivateBroker
     redis_server: PrivateRedis
-    redis: Redis
+    redis: RedisClient
     relays: list[OutboxRelay] = field(default_factory=list)
 
     def uow(self) -> UnitOfWorkFactory:

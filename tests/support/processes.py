@@ -63,36 +63,25 @@ async def wait_serving(target: str, timeout: float = 90.0) -> None:
             await asyncio.sleep(0.1)
 
 
-class PrivateBroker:
-    """A Tansu broker on its own port, for tests that stop and restart Kafka."""
+class _PrivateServer:
+    """One server process on a free port of its own: started, killed (as a crash would) and started again."""
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
         self._proc: asyncio.subprocess.Process | None = None
 
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
     async def start(self) -> None:
-        url = f"tcp://127.0.0.1:{self.port}"
         self._proc = await asyncio.create_subprocess_exec(
-            *[
-                str(TANSU),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-                "--silent",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            *self._argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         await wait_for_port(self.port)
 
     @property
     def pid(self) -> int:
-        assert self._proc is not None, "the broker is not running"
+        assert self._proc is not None, f"{type(self).__name__} is not running"
         return self._proc.pid
 
     async def stop(self) -> None:
@@ -102,47 +91,36 @@ class PrivateBroker:
             self._proc = None
 
 
-class PrivateRedis:
+class PrivateBroker(_PrivateServer):
+    """A Tansu broker on its own port, for tests that stop and restart Kafka."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def _argv(self) -> list[str]:
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [str(TANSU), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/", "--silent"]  # fmt: skip
+
+
+class PrivateRedis(_PrivateServer):
     """A Redis server without persistence on its own port, for tests that lose Redis and restart it."""
 
+    cluster = False
+
     def __init__(self, *, password: str = "") -> None:
-        self.port = free_port()
+        super().__init__()
         self.password = password
         self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
-        self._proc: asyncio.subprocess.Process | None = None
-
-    cluster = False
 
     def client(self, **kwargs):
         return create_redis(self.url, **kwargs)
 
-    async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            *(("--requirepass", self.password) if self.password else ()),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        await wait_for_port(self.port)
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None, "redis is not running"
-        return self._proc.pid
-
-    async def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            await asyncio.wait_for(self._proc.wait(), timeout=10)
-            self._proc = None
+    def _argv(self) -> list[str]:
+        auth = ["--requirepass", self.password] if self.password else []
+        return ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                "--appendonly", "no", *auth]  # fmt: skip
 
 
 class PrivateRedisCluster:

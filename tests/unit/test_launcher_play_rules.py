@@ -40,6 +40,12 @@ def test_a_slot_already_in_step_needs_nothing():
     assert plan_pull({"a": "h"}, {"a": Synced(3, "h")}, {"a": CloudHead(3, "h")}) == PullPlan()
 
 
+def test_cloud_slots_that_cannot_be_files_of_the_directory_are_never_pulled():
+    cloud = {name: CloudHead(1, "c") for name in (".", "..", ".hidden", "save.dat")}
+
+    assert plan_pull({}, {}, cloud) == PullPlan(pull=["save.dat"])
+
+
 def test_changed_slots_are_new_files_and_files_that_differ_from_the_last_sync():
     local = {"new": "n", "edited": "e2", "same": "s"}
     synced = {"edited": Synced(2, "e1"), "same": Synced(1, "s"), "deleted": Synced(1, "d")}

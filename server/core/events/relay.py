@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import psycopg
-from redis.asyncio import Redis
 
 from server.core import metrics
 from server.core.config import Settings, libpq_url
@@ -46,6 +45,7 @@ from server.core.events.channels import CHANNEL_KAFKA, CHANNEL_NOTIFICATION
 from server.core.events.kafka import Delivery, KafkaPublisher, Refused, Unsent
 from server.core.events.leases import PartitionLeases
 from server.core.events.senders import KafkaSender, PendingRow, StreamSender
+from server.core.redis import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class OutboxRelay:
     def __init__(
         self,
         database_url: str,
-        redis: Redis,
+        redis: RedisClient,
         publisher_factory: Callable[[], KafkaPublisher],
         options: RelayOptions = RelayOptions(),
     ):
@@ -146,7 +146,7 @@ class OutboxRelay:
         }
 
     @classmethod
-    def from_settings(cls, settings: Settings, redis: Redis) -> OutboxRelay:
+    def from_settings(cls, settings: Settings, redis: RedisClient) -> OutboxRelay:
         options = RelayOptions.from_settings(settings)
         delivery_timeout_ms = int(options.send_timeout_seconds * 1000)
         return cls(

@@ -9,11 +9,10 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from server.core.events.kafka import Delivery, Held, KafkaMessage, KafkaPublisher, Refused, Unsent
-from server.core.redis import queue_script
+from server.core.redis import RedisClient, queue_script
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +97,7 @@ class StreamSender:
     """XADDs notifications to their streams: one pipelined round trip per batch, each notification once
     even when a batch is sent again."""
 
-    def __init__(self, redis: Redis, *, maxlen: int, ttl_seconds: int, timeout_seconds: float):
+    def __init__(self, redis: RedisClient, *, maxlen: int, ttl_seconds: int, timeout_seconds: float):
         self._redis = redis
         self._maxlen = maxlen
         self._ttl_seconds = ttl_seconds
