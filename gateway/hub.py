@@ -13,7 +13,10 @@ the stream is the source of truth.
 
 Keyspace notifications are node-local: against a Redis Cluster the hub runs one subscriber per master
 (each stream lives on the master of its slot), and a feed (re)subscribing wakes every connection, as
-above. The masters are those of the slot map when the hub starts.
+above. The hub reads the slot map again every MASTERS_SECONDS: a master that appeared (a failover
+promoted a replica, a reshard added a node) gets a feed of its own (and its keyspace notifications turned
+on), whose first subscription wakes every connection like any other; a node that is no longer a master
+loses its feed.
 
 Each feed is a RESP connection of its own (server.core.redis_batching.open_resp) whose events are handled
 as they are read, many per read: redis-py's PubSub.get_message cost a coroutine, a timeout, a retry
@@ -30,18 +33,19 @@ from collections.abc import Callable
 from typing import Protocol
 
 import hiredis
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway.streams import keyspace_pattern, keyspace_prefix
-from server.core.redis import RedisClient, keyspace_db, node_address, primaries
+from gateway.streams import ensure_keyspace_events_on, keyspace_pattern, keyspace_prefix
+from server.core.redis import RedisClient, keyspace_db, node_address, node_name, primaries
 from server.core.redis_batching import RespConnection, open_resp
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 10.0  # an idle feed PINGs Redis this often
 REPLY_SECONDS = 5.0  # connecting, subscribing, a PING: longer, and the feed is started again
+MASTERS_SECONDS = 10.0  # how often a cluster's masters are looked up again
 _PMESSAGE = b"pmessage"
 RECENT_USERS = 100_000  # users whose latest feed event is remembered (for connections joining)
 
@@ -53,8 +57,9 @@ class Wakeable(Protocol):
 
 
 class NotificationHub:
-    def __init__(self, redis: RedisClient):
+    def __init__(self, redis: RedisClient, masters_seconds: float = MASTERS_SECONDS):
         self._redis = redis
+        self._masters_seconds = masters_seconds
         db = keyspace_db(redis)
         self._pattern = keyspace_pattern(db)
         self._prefix = keyspace_prefix(db).encode()
@@ -67,7 +72,8 @@ class NotificationHub:
         self._forgotten = 0
         self._subscribed = asyncio.Event()
         self._unsubscribed_feeds = 0  # feeds that have not subscribed once yet
-        self._tasks: list[asyncio.Task] = []
+        self._feeds: dict[str, asyncio.Task] = {}  # by node name
+        self._watcher: asyncio.Task | None = None
         self._stopping = False
 
     def __len__(self) -> int:
@@ -81,22 +87,50 @@ class NotificationHub:
         """Starts the subscribers and waits until they all listen (connections may join from then on)."""
         nodes = await asyncio.wait_for(primaries(self._redis), timeout)
         self._unsubscribed_feeds = len(nodes)
-        self._tasks = [
-            asyncio.create_task(self._run(node), name=f"ws-notification-hub-{n}")
-            for n, node in enumerate(nodes)
-        ]
+        for node in nodes:
+            self._start_feed(node, initial=True)
         await asyncio.wait_for(self._subscribed.wait(), timeout)
+        if isinstance(self._redis, RedisCluster):
+            self._watcher = asyncio.create_task(self._watch_masters(), name="ws-notification-hub-masters")
+
+    @property
+    def masters(self) -> list[str]:
+        """The nodes the hub listens to (names)."""
+        return sorted(self._feeds)
+
+    def _start_feed(self, node: RedisClient | ClusterNode, *, initial: bool) -> None:
+        name = node_name(node)
+        self._feeds[name] = asyncio.create_task(self._run(node, initial), name=f"ws-notification-hub-{name}")
+
+    async def _watch_masters(self) -> None:
+        """Follows the cluster's masters: a feed for each new one, none for a node that is no longer one."""
+        while not self._stopping:
+            await asyncio.sleep(self._masters_seconds)
+            try:
+                nodes = {node_name(node): node for node in await primaries(self._redis, refresh=True)}
+                for name, node in nodes.items():
+                    if name not in self._feeds:
+                        await ensure_keyspace_events_on(self._redis, node)
+                        log.info("listening to a new master", extra={"node": name})
+                        self._start_feed(node, initial=False)
+            except (RedisError, OSError):
+                log.warning("could not read the cluster's masters", exc_info=True)
+                continue
+            for name in set(self._feeds) - set(nodes):
+                log.info("no longer listening to a former master", extra={"node": name})
+                self._feeds.pop(name).cancel()
 
     async def stop(self) -> None:
         """Stops the subscriber. Should the cancellation get lost inside the Redis client, the loop still
         ends by itself within POLL_SECONDS (it checks the flag)."""
         self._stopping = True
-        if not self._tasks:
+        tasks = [*self._feeds.values(), *([self._watcher] if self._watcher is not None else [])]
+        if not tasks:
             return
-        for task in self._tasks:
+        for task in tasks:
             task.cancel()
-        await asyncio.wait(self._tasks, timeout=1.0)
-        self._tasks = []
+        await asyncio.wait(tasks, timeout=1.0)
+        self._feeds, self._watcher = {}, None
 
     def mark(self) -> int:
         """Taken before a connection pins its cursor (handshake); given back to `join`."""
@@ -134,13 +168,14 @@ class NotificationHub:
             for member in tuple(members):
                 member.wake()
 
-    async def _run(self, node: RedisClient | ClusterNode) -> None:
-        """One feed: the keyspace notifications of one Redis (one master of a cluster)."""
+    async def _run(self, node: RedisClient | ClusterNode, initial: bool) -> None:
+        """One feed: the keyspace notifications of one Redis (one master of a cluster); `initial`: one of
+        the feeds `start` waits for."""
         address, connection_class = node_address(node)
         subscribe = hiredis.pack_command((b"PSUBSCRIBE", self._pattern))
         ping = hiredis.pack_command((b"PING",))
         backoff = 0.1
-        first = True
+        first = initial
         while not self._stopping:
             feed: _Feed | None = None
             try:

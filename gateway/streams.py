@@ -104,10 +104,10 @@ async def ensure_keyspace_events(redis: RedisClient) -> None:
     of a cluster (they are node-local); refuses to start when Redis does not allow CONFIG and they are off
     (managed Redis: set them in its parameter group)."""
     for node in await primaries(redis):
-        await _ensure_keyspace_events_on(redis, node)
+        await ensure_keyspace_events_on(redis, node)
 
 
-async def _ensure_keyspace_events_on(redis: RedisClient, node: RedisClient | ClusterNode) -> None:
+async def ensure_keyspace_events_on(redis: RedisClient, node: RedisClient | ClusterNode) -> None:
     name = "notify-keyspace-events"
     try:
         current = await config_get(redis, node, name)

@@ -20,7 +20,10 @@ def timestamp(when: datetime | None) -> dict[str, int] | None:
     if when is None:
         return None
     delta = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)) - _EPOCH
-    return {"seconds": delta.days * 86400 + delta.seconds, "nanos": delta.microseconds * 1000}
+    seconds = delta.days * 86400 + delta.seconds
+    if not delta.microseconds:  # a whole second (signed links' expiries): one field less to convert
+        return {"seconds": seconds}
+    return {"seconds": seconds, "nanos": delta.microseconds * 1000}
 
 
 def add_all(repeated: Any, values: Iterable[V], fields: Callable[[V], dict[str, Any]]) -> None:

@@ -176,13 +176,22 @@ def keyspace_db(redis: RedisClient) -> int:
     return int(redis.connection_pool.connection_kwargs.get("db", 0))
 
 
-async def primaries(redis: RedisClient) -> list[RedisClient | ClusterNode]:
+async def primaries(redis: RedisClient, *, refresh: bool = False) -> list[RedisClient | ClusterNode]:
     """What node-local state (CONFIG, keyspace notifications) must be looked at on: the client itself for
-    one Redis, every master of a cluster (as its slot map says now)."""
+    one Redis, every master of a cluster (as its slot map says now; `refresh`: read the map again first,
+    which a failover or a reshard changes)."""
     if isinstance(redis, RedisCluster):
-        await redis.initialize()
+        if refresh:
+            await redis.nodes_manager.initialize()
+        else:
+            await redis.initialize()
         return list(redis.get_primaries())
     return [redis]
+
+
+def node_name(node: RedisClient | ClusterNode) -> str:
+    """A node of `primaries` by name: host:port in a cluster."""
+    return node.name if isinstance(node, ClusterNode) else "redis"
 
 
 def node_address(node: RedisClient | ClusterNode) -> tuple[dict[str, Any], type]:

@@ -154,16 +154,12 @@ async def transfer_plan(
     )
 
 
-def what_client_has(
-    download_id: uuid.UUID, installed_version_id: uuid.UUID | None
-) -> tuple[repo.HadChunks, repo.HadFiles]:
+def what_client_has(download_id: uuid.UUID, installed_version_id: uuid.UUID | None) -> repo.Holdings:
     """What the client of a started download has, as its transfer plan counted it: the installed version
     it named, or else the files on disk recorded for it (none recorded: nothing)."""
     if installed_version_id is not None:
-        return repo.had_chunks_of_version(installed_version_id), repo.had_files_of_version(
-            installed_version_id
-        )
-    return repo.had_chunks_of_session(download_id), repo.had_files_of_session(download_id)
+        return repo.Holdings(by_version=True, of_id=installed_version_id)
+    return repo.Holdings(by_version=False, of_id=download_id)
 
 
 async def _over_version(

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from content_store.chunking import FileEntry
+from server.core.db import Db
 from server.downloads.content_tables import (
     STATE_COMMITTED,
     FileChunk,
@@ -479,51 +480,116 @@ class FileRow:
     chunk_count: int = 0
 
 
-async def version_files(
-    session: AsyncSession,
-    version_id: uuid.UUID,
-    *,
-    after_path: str | None = None,
-    limit: int | None = None,
-    had: HadFiles = NOTHING_HAD_FILES,
-) -> list[FileRow]:
-    """The version's files ordered by path (a page of them after `after_path`, if given), each with
-    whether the client has it (one probe of what it has per file)."""
-    sql = (
-        "SELECT f.file_id, f.path, f.size_bytes, f.sha256, "
-        f"EXISTS (SELECT 1 FROM ({had.sql}) h WHERE h.path = f.path AND h.sha256 = f.sha256), "
-        "(SELECT count(*) FROM download_file_chunks c WHERE c.file_id = f.file_id) "
-        "FROM download_version_files f WHERE f.version_id = :version"
+async def version_files(session: AsyncSession, version_id: uuid.UUID) -> list[FileRow]:
+    """The version's files ordered by path."""
+    rows = await session.execute(
+        text(
+            "SELECT file_id, path, size_bytes, sha256 FROM download_version_files "
+            "WHERE version_id = :version ORDER BY path"
+        ),
+        {"version": version_id},
     )
-    params = {"version": version_id, **had.params}
-    if after_path is not None:
-        sql += " AND f.path > :after_path"
-        params["after_path"] = after_path
-    sql += " ORDER BY f.path"
-    if limit is not None:
-        sql += " LIMIT :limit"
-        params["limit"] = limit
-    return [FileRow(*row) for row in await session.execute(text(sql), params)]
+    return [FileRow(*row) for row in rows]
 
 
 async def file_chunks(
-    session: AsyncSession, file_ids: Sequence[uuid.UUID], *, had: HadChunks = NOTHING_HAD_CHUNKS
-) -> dict[uuid.UUID, list[tuple[ChunkRow, bool]]]:
+    session: AsyncSession, file_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[ChunkRow]]:
     """Each file's chunks in offset order with the object serving them (one range scan of the primary
-    key per file), and whether the client already has that chunk."""
+    key per file)."""
     if not file_ids:
         return {}
     rows = await session.execute(
         text(
-            'SELECT fc.file_id, fc.position, fc.chunk_id, fc."offset", fc.size_bytes, '
-            "fc.compressed_size_bytes, fc.compressed_sha256, "
-            f"EXISTS (SELECT 1 FROM ({had.sql}) h WHERE h.chunk_id = fc.chunk_id) "
-            "FROM download_file_chunks fc WHERE fc.file_id = ANY(CAST(:files AS uuid[])) "
-            "ORDER BY fc.file_id, fc.position"
+            'SELECT file_id, position, chunk_id, "offset", size_bytes, compressed_size_bytes, '
+            "compressed_sha256 FROM download_file_chunks WHERE file_id = ANY(CAST(:files AS uuid[])) "
+            "ORDER BY file_id, position"
         ),
-        {"files": list(file_ids), **had.params},
+        {"files": list(file_ids)},
     )
-    chunks: dict[uuid.UUID, list[tuple[ChunkRow, bool]]] = {file_id: [] for file_id in file_ids}
+    chunks: dict[uuid.UUID, list[ChunkRow]] = {file_id: [] for file_id in file_ids}
     for row in rows:
-        chunks[row[0]].append((ChunkRow(*row[:7]), bool(row[7])))
+        chunks[row[0]].append(ChunkRow(*row))
     return chunks
+
+
+@dataclass(frozen=True, slots=True)
+class Holdings:
+    """What the client of a download has, as its transfer plan counted it: the content of its installed
+    version (`by_version`, `of_id` = that version) or what was recorded for the session (`of_id` = the
+    download: its held chunks and kept files)."""
+
+    by_version: bool
+    of_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestHeader:
+    """What a manifest page needs of its download: ids as text (they go to the response as they are)."""
+
+    status: str
+    download_id: str
+    product_id: str
+    version_id: str
+    installed_version_id: uuid.UUID | None
+    file_count: int
+
+
+_MANIFEST_HEADER = (
+    "SELECT s.status, s.id::text, v.product_id::text, v.version_id::text, s.installed_version_id, "
+    "v.file_count FROM download_sessions s JOIN download_product_versions v ON v.version_id = s.version_id "
+    "WHERE s.id = %s AND s.user_id = %s"
+)
+
+# A page of files (after a path; '' sorts before every path), each with whether the client has its
+# content at its path and how many chunks it has; then the chunks of those files, in the page's order.
+# What the client has is probed once per row of the page (a lateral subquery, which the planner cannot turn
+# into a hash of everything the client has: that hash was built for every page, all 10,000 chunks of an
+# installed version page after page).
+_FILES_PAGE = (
+    "SELECT f.file_id, f.path, f.size_bytes, f.sha256, kept.one IS NOT NULL, "
+    "(SELECT count(*) FROM download_file_chunks c WHERE c.file_id = f.file_id) "
+    "FROM download_version_files f LEFT JOIN LATERAL ({had} LIMIT 1) kept ON true "
+    "WHERE f.version_id = %(version)s::uuid AND f.path > %(after)s ORDER BY f.path LIMIT %(limit)s"
+)
+_KEPT_FILE = {
+    True: "SELECT 1 AS one FROM download_version_files h WHERE h.version_id = %(had)s AND h.path = f.path "
+    "AND h.sha256 = f.sha256",
+    False: "SELECT 1 AS one FROM download_session_kept_files h WHERE h.download_id = %(had)s "
+    "AND h.path = f.path AND h.sha256 = f.sha256",
+}
+_PAGE_CHUNKS = (
+    'SELECT fc.chunk_id, fc.compressed_sha256, fc."offset", fc.size_bytes, fc.compressed_size_bytes, '
+    "held.one IS NULL FROM unnest(%(files)s::uuid[]) WITH ORDINALITY AS p(file_id, n) "
+    "JOIN download_file_chunks fc ON fc.file_id = p.file_id "
+    "LEFT JOIN LATERAL ({had} LIMIT 1) held ON true ORDER BY p.n, fc.position"
+)
+_HELD_CHUNK = {
+    True: "SELECT 1 AS one FROM download_version_chunks h WHERE h.version_id = %(had)s "
+    "AND h.chunk_id = fc.chunk_id",
+    False: "SELECT 1 AS one FROM download_session_held_chunks h WHERE h.download_id = %(had)s "
+    "AND h.chunk_id = fc.chunk_id",
+}
+_FILES_PAGE_BY = {by: _FILES_PAGE.format(had=had) for by, had in _KEPT_FILE.items()}
+_PAGE_CHUNKS_BY = {by: _PAGE_CHUNKS.format(had=had) for by, had in _HELD_CHUNK.items()}
+
+
+async def manifest_header(db: Db, user_id: uuid.UUID, download_id: uuid.UUID) -> ManifestHeader | None:
+    row = await db.one(_MANIFEST_HEADER, (download_id, user_id))
+    return None if row is None else ManifestHeader(*row)
+
+
+async def manifest_files(
+    db: Db, version_id: str, holdings: Holdings, *, after_path: str, limit: int
+) -> list[FileRow]:
+    """Up to `limit` of the version's files after `after_path` ('' = from the first), ordered by path."""
+    params = {"version": version_id, "after": after_path, "limit": limit, "had": holdings.of_id}
+    return [FileRow(*row) for row in await db.all(_FILES_PAGE_BY[holdings.by_version], params)]
+
+
+async def manifest_chunks(db: Db, file_ids: Sequence[uuid.UUID], holdings: Holdings) -> list[tuple]:
+    """The chunks of the files, file after file in the order given, each in offset order, as the driver
+    returns them (a page holds thousands; no object per chunk): (chunk_id, compressed_sha256, offset,
+    size_bytes, compressed_size_bytes, download_required), the last one true when the client lacks it."""
+    params = {"files": list(file_ids), "had": holdings.of_id}
+    return await db.all(_PAGE_CHUNKS_BY[holdings.by_version], params)

@@ -8,9 +8,6 @@ and the rules that span fields (a file's chunk list covering it) live in chunkin
 from __future__ import annotations
 
 import re
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
 
 from content_store.chunking import ChunkRef, FileEntry
 from download.v1 import download_service_pb2 as pb
@@ -146,31 +143,27 @@ def _verification_pb(view: verification.VerificationView) -> pb.VerificationResu
     )
 
 
-def _manifest_files_pb(files: list[manifests.ManifestFile]) -> list[pb.ManifestFile]:
-    """Chunks are appended in place and share one Timestamp per expiry (a page holds thousands of them:
-    this is the servicer's hot loop)."""
-    stamps: dict[datetime, timestamp_pb2.Timestamp | None] = {}
-    out = []
+def _add_manifest_files(repeated, files: list[manifests.ManifestFile]) -> None:
+    """Files and their chunks are built in place, straight from the chunk rows; a file's chunks share
+    one expiry (a page holds thousands of chunks: this is the servicer's hot loop)."""
+    add_file = repeated.add
     for file in files:
-        message = pb.ManifestFile(
+        message = add_file(
             path=file.path, size_bytes=file.size_bytes, sha256=file.sha256, write_required=file.write_required
         )
         add = message.chunks.add
-        for c in file.chunks:
-            stamp = stamps.get(c.url_expires_at)
-            if stamp is None:
-                stamp = stamps[c.url_expires_at] = timestamp(c.url_expires_at)
+        stamp = timestamp(file.url_expires_at)
+        rows = zip(file.chunks, file.urls, strict=True)
+        for (chunk_id, _, offset, size, compressed, required), url in rows:
             add(
-                chunk_hash=c.chunk_id,
-                offset=c.offset,
-                size_bytes=c.size_bytes,
-                url=c.url,
+                chunk_hash=chunk_id,
+                offset=offset,
+                size_bytes=size,
+                url=url,
                 url_expires_at=stamp,
-                download_required=c.download_required,
-                compressed_size_bytes=c.compressed_size_bytes,
+                download_required=required,
+                compressed_size_bytes=compressed,
             )
-        out.append(message)
-    return out
 
 
 class ContentServicer:
@@ -276,11 +269,12 @@ class ContentServicer:
         page = await manifests.manifest_page(
             self._deps, user_id, download_id, page_size=page_size, page_token=request.page_token
         )
-        return pb.GetDownloadManifestResponse(
-            download_id=str(page.download_id),
-            product_id=str(page.product_id),
-            version_id=str(page.version_id),
-            files=_manifest_files_pb(page.files),
+        response = pb.GetDownloadManifestResponse(
+            download_id=page.download_id,
+            product_id=page.product_id,
+            version_id=page.version_id,
             next_page_token=page.next_page_token,
             total_size=page.total_size,
         )
+        _add_manifest_files(response.files, page.files)
+        return response

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from content_store.chunking import object_key
 from server.core.redis import RedisClient, mget
 from server.core.s3 import ObjectStore
-from server.downloads.content_repository import ChunkRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,28 +25,36 @@ class ChunkLink:
     expires_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class FileLinks:
+    """A file's chunk links, one per chunk in the file's order, all signed at once (one expiry)."""
+
+    urls: list[str]
+    expires_at: datetime | None  # None: the file has no chunks
+
+
 def _cache_key(file_id: uuid.UUID) -> str:
     return f"dl:chunk-links:{file_id}"
 
 
-def _decode(value: bytes, count: int) -> list[ChunkLink] | None:
+def _decode(value: bytes, count: int) -> FileLinks | None:
     expires, *urls = value.decode().split("\n")
     if len(urls) != count:
         return None
-    when = datetime.fromtimestamp(int(expires), UTC)
-    return [ChunkLink(url, when) for url in urls]
+    return FileLinks(urls, datetime.fromtimestamp(int(expires), UTC))
 
 
 async def file_links(
     redis: RedisClient,
     store: ObjectStore,
-    files: Mapping[uuid.UUID, Sequence[ChunkRow]],
+    files: Mapping[uuid.UUID, Sequence[Sequence]],
     *,
     lifetime_seconds: int,
-) -> dict[uuid.UUID, list[ChunkLink]]:
-    """For each file, a link per chunk (in the order given, which must be the file's chunk order)."""
+) -> dict[uuid.UUID, FileLinks]:
+    """For each file, the links of its chunks, given as rows that begin (chunk_id, compressed_sha256) in
+    the file's chunk order (a file without chunks has none)."""
     ids = [file_id for file_id, chunks in files.items() if chunks]
-    links: dict[uuid.UUID, list[ChunkLink]] = {file_id: [] for file_id in files}
+    links: dict[uuid.UUID, FileLinks] = {file_id: FileLinks([], None) for file_id in files}
     if not ids:
         return links
     cached = await mget(redis, [_cache_key(file_id) for file_id in ids])
@@ -62,10 +69,11 @@ async def file_links(
         reuse = max(1, lifetime_seconds * 2 // 3)
         async with redis.pipeline(transaction=False) as pipe:
             for file_id in unsigned:
-                keys = [object_key(c.chunk_id, c.compressed_sha256) for c in files[file_id]]
+                keys = [object_key(c[0], c[1]) for c in files[file_id]]
                 signed = store.presign_gets(keys, expires_in=lifetime_seconds)
-                links[file_id] = [ChunkLink(s.url, s.expires_at) for s in signed]
+                urls = [s.url for s in signed]
+                links[file_id] = FileLinks(urls, signed[0].expires_at)
                 expires = int(signed[0].expires_at.timestamp())
-                pipe.set(_cache_key(file_id), "\n".join([str(expires), *(s.url for s in signed)]), ex=reuse)
+                pipe.set(_cache_key(file_id), "\n".join([str(expires), *urls]), ex=reuse)
             await pipe.execute()
     return links

@@ -5,6 +5,9 @@ or else its files on disk), exactly as the session's totals counted it.
 
 A page holds at most `page_size` files and stops early once it holds MAX_CHUNKS_PER_PAGE chunks (it always
 holds at least one file), which keeps responses well inside gRPC's message limits.
+
+A page is thousands of chunks, so they stay the driver's rows from the SQL to the servicer (no object per
+chunk, docs/ARCHITECTURE.md "Database access"); ids are selected as text.
 """
 
 from __future__ import annotations
@@ -17,40 +20,33 @@ from server.core.deps import Deps
 from server.core.errors import FailedPrecondition
 from server.core.pagination import decode_page_token, encode_page_token, invalid_page_token, query_fingerprint
 from server.downloads import content_repository as repo
-from server.downloads.catalog import version_not_found, what_client_has
+from server.downloads.catalog import what_client_has
 from server.downloads.links import file_links
-from server.downloads.session_repository import SessionRepository
 from server.downloads.session_rules import CANCELLED
 from server.downloads.sessions import download_not_found
 
 MAX_CHUNKS_PER_PAGE = 4000
 
-
-@dataclass(frozen=True, slots=True)
-class ManifestChunk:
-    chunk_id: str
-    offset: int
-    size_bytes: int
-    compressed_size_bytes: int
-    url: str
-    url_expires_at: datetime
-    download_required: bool
+# A chunk row of a manifest file: repo.manifest_chunks' columns.
+CHUNK_ID, COMPRESSED_SHA256, OFFSET, SIZE_BYTES, COMPRESSED_SIZE_BYTES, DOWNLOAD_REQUIRED = range(6)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ManifestFile:
     path: str
     size_bytes: int
     sha256: str
     write_required: bool
-    chunks: list[ManifestChunk]
+    chunks: list[tuple]  # in offset order, columns as CHUNK_ID ... DOWNLOAD_REQUIRED
+    urls: list[str]  # each chunk's signed link
+    url_expires_at: datetime | None  # when those links expire (None: no chunks)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ManifestPage:
-    download_id: uuid.UUID
-    product_id: uuid.UUID
-    version_id: uuid.UUID
+    download_id: str
+    product_id: str
+    version_id: str
     files: list[ManifestFile]
     next_page_token: str
     total_size: int
@@ -75,53 +71,41 @@ async def manifest_page(
     cursor = decode_page_token(page_token, fingerprint)
     if cursor is not None and (len(cursor) != 1 or not isinstance(cursor[0], str)):
         raise invalid_page_token()
-    async with deps.uow() as uow:
-        download = await SessionRepository(uow.session).get(user_id, download_id)
+    async with deps.uow.read() as db:
+        download = await repo.manifest_header(db, user_id, download_id)
         if download is None:
             raise download_not_found()
         if download.status == CANCELLED:
             raise FailedPrecondition("the download was cancelled; start a new one for a manifest")
-        version_id = download.version_id
-        version = await repo.version(uow.session, version_id)
-        if version is None:
-            raise version_not_found()
-        had_chunks, had_files = what_client_has(download.id, download.installed_version_id)
-        rows = await repo.version_files(
-            uow.session,
-            version_id,
-            after_path=cursor[0] if cursor else None,
-            limit=page_size + 1,
-            had=had_files,
+        holdings = what_client_has(download_id, download.installed_version_id)
+        rows = await repo.manifest_files(
+            db, download.version_id, holdings, after_path=cursor[0] if cursor else "", limit=page_size + 1
         )
         page = _within_budget(rows, page_size)
-        chunks = await repo.file_chunks(uow.session, [r.file_id for r in page], had=had_chunks)
+        chunks = await repo.manifest_chunks(db, [r.file_id for r in page], holdings)
+    by_file, at = {}, 0
+    for row in page:
+        by_file[row.file_id] = chunks[at : at + row.chunk_count]
+        at += row.chunk_count
     links = await file_links(
-        deps.redis,
-        deps.store,
-        {file_id: [chunk for chunk, _ in listed] for file_id, listed in chunks.items()},
-        lifetime_seconds=deps.settings.download_chunk_url_expiry_seconds,
+        deps.redis, deps.store, by_file, lifetime_seconds=deps.settings.download_chunk_url_expiry_seconds
     )
-    files = [
-        ManifestFile(
-            row.path,
-            row.size_bytes,
-            row.sha256,
-            not row.installed,
-            [
-                ManifestChunk(
-                    chunk.chunk_id,
-                    chunk.offset,
-                    chunk.size_bytes,
-                    chunk.compressed_size_bytes,
-                    link.url,
-                    link.expires_at,
-                    download_required=not held,
-                )
-                for (chunk, held), link in zip(chunks[row.file_id], links[row.file_id], strict=True)
-            ],
+    files = []
+    for row in page:
+        signed = links[row.file_id]
+        files.append(
+            ManifestFile(
+                row.path,
+                row.size_bytes,
+                row.sha256,
+                not row.installed,
+                by_file[row.file_id],
+                signed.urls,
+                signed.expires_at,
+            )
         )
-        for row in page
-    ]
     more = len(page) < len(rows)
     token = encode_page_token([page[-1].path], fingerprint) if more and page else ""
-    return ManifestPage(download_id, version.product_id, version_id, files, token, version.file_count)
+    return ManifestPage(
+        download.download_id, download.product_id, download.version_id, files, token, download.file_count
+    )

@@ -123,7 +123,7 @@ async def _verify(uow, now, user_id, product_id, version_id, files) -> Verificat
     chunks = await repo.file_chunks(uow.session, [row.file_id for row, _ in damaged_rows])
     damaged, refetch = [], {}
     for row, problem in damaged_rows:
-        needed = chunks_to_refetch([c for c, _ in chunks[row.file_id]], reported.get(row.path))
+        needed = chunks_to_refetch(chunks[row.file_id], reported.get(row.path))
         refetch.update({c.chunk_id: c.compressed_size_bytes for c in needed})
         damaged.append(
             DamagedFile(

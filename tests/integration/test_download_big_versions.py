@@ -87,7 +87,7 @@ async def test_an_update_of_a_big_version_starts_and_pages_within_a_tight_statem
     files = await _manifest(tight_deps, user, started.download_id)
     assert len(files) == FILES and sum(len(f.chunks) for f in files) == FILES * PER_FILE
     assert sum(f.write_required for f in files) == CHANGED
-    assert sum(c.download_required for f in files for c in f.chunks) == CHANGED
+    assert sum(c[manifests.DOWNLOAD_REQUIRED] for f in files for c in f.chunks) == CHANGED
 
     [update] = await updates.check_updates(tight_deps, user, [(product, old)])
     assert update.latest.version_id == new
@@ -111,4 +111,4 @@ async def test_a_big_install_over_files_on_disk_starts_within_a_tight_statement_
 
     files = await _manifest(tight_deps, user, started.download_id)
     assert sum(f.write_required for f in files) == CHANGED
-    assert sum(c.download_required for f in files for c in f.chunks) == CHANGED
+    assert sum(c[manifests.DOWNLOAD_REQUIRED] for f in files for c in f.chunks) == CHANGED

@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.hub import NotificationHub
@@ -138,5 +139,33 @@ async def test_the_hub_hears_the_streams_of_every_master(redis):
         for member in members:
             await redis.xadd(notification_stream(member.user_id), {"type": "ping"})
         await asyncio.wait_for(asyncio.gather(*(m.woken.wait() for m in members)), 10)
+    finally:
+        await hub.stop()
+
+
+async def test_the_hub_follows_a_master_that_joins_later(redis, cluster):
+    """The master set changes (here a fourth node takes over one slot; a failover promoting a replica
+    changes it the same way): the hub starts a feed for the new master without a restart, and an XADD to
+    a stream now on it wakes its user. (Last in this module: it leaves the cluster with four masters.)"""
+    hub = NotificationHub(redis, masters_seconds=0.2)
+    await hub.start()
+    try:
+        member = _Member(str(uuid.uuid4()))
+        stream = notification_stream(member.user_id)
+        port = await cluster.add_master()
+        async with Redis(host="127.0.0.1", port=port) as new_node:
+            new_id = (await new_node.execute_command("CLUSTER", "MYID")).decode()
+            slot = redis.keyslot(stream)  # an empty slot can be reassigned without migrating keys
+            for node in redis.get_primaries():
+                await redis.execute_command("CLUSTER", "SETSLOT", slot, "NODE", new_id, target_nodes=node)
+            await new_node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", new_id)
+        hub.join(member, hub.mark())
+        # the new master's feed subscribes and, as every (re)subscription does, wakes every connection
+        await asyncio.wait_for(member.woken.wait(), 30)
+        assert f"127.0.0.1:{port}" in hub.masters
+        member.woken.clear()
+        await redis.xadd(stream, {"type": "ping"})  # the cluster client follows the slot's MOVED
+        assert redis.nodes_manager.get_node_from_slot(slot).name == f"127.0.0.1:{port}"
+        await asyncio.wait_for(member.woken.wait(), 10)
     finally:
         await hub.stop()

@@ -142,15 +142,7 @@ class PrivateRedisCluster:
     async def start(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="redis-cluster-")
         for port, bus in zip(self.ports, self._bus_ports, strict=True):
-            flags = {"bind": "127.0.0.1", "port": port, "save": "", "appendonly": "no", "dir": self._dir.name}
-            flags |= {"cluster-enabled": "yes", "cluster-port": bus, "cluster-config-file": f"{port}.conf"}
-            flags["notify-keyspace-events"] = "Kt"
-            args = [item for name, value in flags.items() for item in (f"--{name}", str(value))]
-            self._procs.append(
-                await asyncio.create_subprocess_exec(
-                    "redis-server", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                )
-            )
+            await self._start_node(port, bus)
         for port in self.ports:
             await wait_for_port(port)
         create = await asyncio.create_subprocess_exec(
@@ -160,6 +152,35 @@ class PrivateRedisCluster:
         out, _ = await create.communicate()
         assert create.returncode == 0, out.decode()
         await self._wait_ok()
+
+    async def _start_node(self, port: int, bus: int) -> None:
+        assert self._dir is not None
+        flags = {"bind": "127.0.0.1", "port": port, "save": "", "appendonly": "no", "dir": self._dir.name}
+        flags |= {"cluster-enabled": "yes", "cluster-port": bus, "cluster-config-file": f"{port}.conf"}
+        flags["notify-keyspace-events"] = "Kt"
+        args = [item for name, value in flags.items() for item in (f"--{name}", str(value))]
+        self._procs.append(
+            await asyncio.create_subprocess_exec(
+                "redis-server", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+
+    async def add_master(self) -> int:
+        """Starts one more node and has it join the cluster, with no slots yet (a test moves some to it);
+        its port. The cluster's other tests expect three masters: add one only in a module's last test."""
+        port, bus = free_port(), free_port()
+        await self._start_node(port, bus)
+        await wait_for_port(port)
+        add = await asyncio.create_subprocess_exec(
+            "redis-cli", "--cluster", "add-node", f"127.0.0.1:{port}", f"127.0.0.1:{self.ports[0]}",
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await add.communicate()
+        assert add.returncode == 0, out.decode()
+        self.ports.append(port)
+        self._bus_ports.append(bus)
+        await self._wait_ok()
+        return port
 
     async def _wait_ok(self, timeout: float = 30.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
