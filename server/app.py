@@ -52,6 +52,7 @@ from server.core.retention import RetentionJob, event_retention_rules
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
 from server.downloads.consumers import download_consumers
+from server.downloads.retention import download_retention_rules
 from server.downloads.servicer import DownloadServiceServicer
 from server.downloads.sessions import DownloadSessions, run_promoter
 from server.game_settings.servicer import GameSettingsSyncServiceServicer
@@ -152,7 +153,11 @@ class Application:
         settings = self.settings
         retention = RetentionJob(
             self.deps.uow,
-            [*event_retention_rules(settings), *library_retention_rules(settings)],
+            [
+                *event_retention_rules(settings),
+                *library_retention_rules(settings),
+                *download_retention_rules(settings),
+            ],
             self.deps.clock,
             batch_size=settings.retention_batch_size,
             interval_seconds=settings.retention_interval_seconds,

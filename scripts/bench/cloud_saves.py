@@ -208,3 +208,15 @@ def run(bench) -> dict:
     print(f"  {goal['status']:<4}  {goal['goal']:<62} {ratio:.2f}")
     print()
     return {**result, "goals": [goal]}
+
+
+if __name__ == "__main__":  # alone: python -m scripts.bench.cloud_saves (with the stack's environment)
+    import json
+
+    from scripts.bench.__main__ import Bench, Config
+
+    _bench = Bench(Config())
+    try:
+        print(json.dumps(run(_bench), indent=2, default=str))
+    finally:
+        _bench.procs.stop_all()

@@ -1,8 +1,11 @@
 """SQL of cloud saves. Every change to a user's saves of one product runs after `lock_owner`, so quota,
 version numbers and conflict detection are decided by one transaction at a time per (user, product).
 
-The statements of the save sync (upload URL + confirm) are built once, with bound parameters: building
-and cache-keying an ORM statement per call cost more CPU than running it."""
+The save sync (upload URL + confirm) is SQL text on psycopg (`uow.db`; docs/ARCHITECTURE.md, "Database
+access"), its rows plain `SaveRecord`s, and it waits for as few answers as it can: the statements it needs
+together go in one pipeline (`lock_and_usage`, `locked_with_head`), and its writes, in a repository made
+with `writes_with_commit`, go with the commit (`UnitOfWork.defer`). The other use cases (conflicts, restore,
+the sweeper) keep the ORM rows they load and change."""
 
 from __future__ import annotations
 
@@ -10,14 +13,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.cloud_saves.rules import COMMITTED, CONFLICT, HELD, PENDING
 from server.cloud_saves.tables import ObjectDeletion, SaveGameRow
 from server.core.db import Db, db_of
+from server.core.uow import UnitOfWork
 
 S = SaveGameRow
 
@@ -59,13 +63,70 @@ class Upload:
     file_hash_sha256: str
 
 
+@dataclass(slots=True)
+class SaveRecord:
+    """A save game row as the sync reads it: SaveGameRow's columns (all the use cases read), no ORM
+    identity; what a confirm changes is written back by `settle`."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    product_id: uuid.UUID
+    slot_name: str
+    status: str
+    version_number: int | None
+    base_version: int
+    file_size_bytes: int
+    file_hash_sha256: str
+    s3_object_key: str
+    client_modified_at: datetime
+    server_uploaded_at: datetime | None
+    device_id: str
+    playtime_seconds: int | None
+    progress_percentage: float | None
+    description: str
+    conflict_policy: int
+    auto_resolved: bool
+    reserved_until: datetime
+    updated_at: datetime
+
+
+async def upload(db: Db, user_id: uuid.UUID, savegame_id: uuid.UUID) -> Upload | None:
+    """What a confirm checks before it takes any lock (a read unit's `Db`): the caller's save game, read
+    lightly; another user's is None, exactly like an absent one."""
+    found = await db.one(_UPLOAD, (savegame_id, user_id))
+    return None if found is None else Upload(*found)
+
+
 class SaveRepository:
-    def __init__(self, session: AsyncSession):
-        self.session = session
+    """`writes_with_commit`: `prune`, `queue_deletion`, `forget`, `insert` and `settle` are sent with the
+    unit's commit (nothing the use case reads after them depends on them)."""
+
+    def __init__(self, uow: UnitOfWork, *, writes_with_commit: bool = False):
+        self._uow = uow
+        self.db = uow.db
+        self._deferred = writes_with_commit
+
+    @property
+    def session(self) -> AsyncSession:
+        return self._uow.session
+
+    async def _write(self, sql: str, params: Any) -> None:
+        if self._deferred:
+            self._uow.defer(sql, params)
+        else:
+            await (await self._db()).execute(sql, params)
 
     async def lock_owner(self, user_id: uuid.UUID, product_id: uuid.UUID) -> None:
         """Takes the (user, product) row lock, creating the row on first use, in one statement."""
-        await self.session.execute(_LOCK_OWNER, {"user_id": user_id, "product_id": product_id})
+        await self.db.execute(_LOCK_OWNER, (user_id, product_id))
+
+    async def lock_and_usage(self, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime) -> Usage:
+        """`lock_owner`, then `usage` under the lock, in one round trip."""
+        conn = self.db.conn
+        async with conn.pipeline():
+            await conn.execute(_LOCK_OWNER, (user_id, product_id))
+            rows = await conn.execute(_USAGE, {"user_id": user_id, "product_id": product_id, "now": now})
+        return _usage(await rows.fetchall())
 
     async def get(
         self, user_id: uuid.UUID, savegame_id: uuid.UUID, *, lock: bool = False
@@ -76,38 +137,46 @@ class SaveRepository:
             _GET_LOCKED if lock else _GET, {"savegame_id": savegame_id, "user_id": user_id}
         )
 
-    async def upload(self, user_id: uuid.UUID, savegame_id: uuid.UUID) -> Upload | None:
-        """What a confirm checks before it takes any lock: the caller's save game, read lightly (no ORM
-        row); another user's is None, exactly like an absent one."""
-        found = (
-            await self.session.execute(_UPLOAD, {"savegame_id": savegame_id, "user_id": user_id})
-        ).first()
-        return None if found is None else Upload(*found)
-
     async def insert(self, **values) -> None:
         """Inserts a save game row from its column values (no ORM object: the upload URL's reservation is
         written and never read back in its transaction)."""
-        await self.session.execute(_INSERT, values)
+        await self._write(_INSERT, values)
 
     async def locked_with_head(
         self, user_id: uuid.UUID, savegame_id: uuid.UUID, product_id: uuid.UUID, slot_name: str
-    ) -> tuple[SaveGameRow | None, SaveGameRow | None]:
-        """`get(lock=True)` and `head` of the slot the save game was reserved for (a pending row keeps its
-        slot for good), in one statement. The head row is locked too: harmless, as every writer of the
-        slot holds the owner lock anyway."""
+    ) -> tuple[SaveRecord | None, SaveRecord | None]:
+        """Takes the owner lock, then reads the save game locked, with the head of the slot it was reserved
+        for (a pending row keeps its slot for good), in one round trip. The head row is locked too:
+        harmless, as every writer of the slot holds the owner lock anyway."""
         row = head = None
-        params = {
-            "savegame_id": savegame_id,
-            "user_id": user_id,
-            "product_id": product_id,
-            "slot_name": slot_name,
-        }
-        for found, is_head in await self.session.execute(_LOCKED_WITH_HEAD, params):
-            if found.id == savegame_id:
-                row = found
+        conn = self.db.conn
+        async with conn.pipeline():
+            await conn.execute(_LOCK_OWNER, (user_id, product_id))
+            found = await conn.execute(
+                _LOCKED_WITH_HEAD,
+                {"savegame_id": savegame_id, "user_id": user_id, "product_id": product_id, "slot": slot_name},
+            )
+        for *columns, is_head in await found.fetchall():
+            record = SaveRecord(*columns)
+            if record.id == savegame_id:
+                row = record
             if is_head:
-                head = found
+                head = record
         return row, head
+
+    async def settle(self, row: SaveRecord) -> None:
+        """Writes back what a confirm decided about `row` (committed, a conflict candidate, discarded)."""
+        await self._write(
+            _SETTLE,
+            (
+                row.status,
+                row.version_number,
+                row.server_uploaded_at,
+                row.auto_resolved,
+                row.updated_at,
+                row.id,
+            ),
+        )
 
     async def head(self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str) -> SaveGameRow | None:
         return await self.session.scalar(
@@ -150,36 +219,23 @@ class SaveRepository:
     def add(self, row: SaveGameRow) -> None:
         self.session.add(row)
 
-    async def forget(self, row: SaveGameRow, *, delete_after: datetime) -> None:
-        """Deletes the row and queues its object for deletion, in this transaction."""
-        await self.queue_deletion(row.s3_object_key, delete_after=max(delete_after, row.reserved_until))
-        await self.session.delete(row)
+    async def forget(self, row: SaveGameRow | SaveRecord, *, delete_after: datetime) -> None:
+        """Deletes the row and queues its object for deletion (no earlier than its reservation), in this
+        transaction, in one statement."""
+        if isinstance(row, SaveGameRow):
+            self.session.expunge(row)  # deleted by SQL: the session must not write it back
+        await self._write(_FORGET, {"id": row.id, "delete_after": delete_after})
 
     async def queue_deletion(self, key: str, *, delete_after: datetime) -> None:
-        stmt = insert(ObjectDeletion).values(s3_object_key=key, delete_after=delete_after)
-        await self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[ObjectDeletion.s3_object_key],
-                set_={"delete_after": func.greatest(ObjectDeletion.delete_after, stmt.excluded.delete_after)},
-            )
-        )
+        await self._write(_QUEUE_DELETION, (key, delete_after))
 
     async def prune(
         self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str, *, below: int, now: datetime
-    ) -> int:
+    ) -> None:
         """Deletes the slot's committed versions numbered below `below` and queues their objects, in one
         statement."""
-        result = await self.session.execute(
-            _PRUNE,
-            {
-                "user_id": user_id,
-                "product_id": product_id,
-                "slot_name": slot_name,
-                "below": below,
-                "now": now,
-            },
-        )
-        return result.rowcount
+        params = {"user_id": user_id, "product_id": product_id, "slot": slot_name, "below": below, "now": now}
+        await self._write(_PRUNE, params)
 
     async def expired_reservations(self, now: datetime, limit: int) -> Sequence[SaveGameRow]:
         """Pending rows past their reservation, locked; rows another transaction holds are skipped."""
@@ -221,15 +277,7 @@ async def shown(
 async def usage(db: Db, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime) -> Usage:
     """What the user holds in the product (retained versions, conflict candidates, unexpired
     reservations) and each slot's head version, in one query."""
-    found = Usage(0, set(), {})
-    params = {"user_id": user_id, "product_id": product_id, "now": now}
-    for name, total, count, head in await db.all(_USAGE, params):
-        found.used_bytes += int(total)
-        if count:
-            found.slot_names.add(name)
-        if head is not None:
-            found.head_versions[name] = head
-    return found
+    return _usage(await db.all(_USAGE, {"user_id": user_id, "product_id": product_id, "now": now}))
 
 
 def _slot(user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str):
@@ -242,14 +290,47 @@ def _held(now):
     )
 
 
-_LOCK_OWNER = text(
-    "INSERT INTO savegame_owners (user_id, product_id) VALUES (:user_id, :product_id)"
+def _usage(rows) -> Usage:
+    usage = Usage(0, set(), {})
+    for name, total, count, head in rows:
+        usage.used_bytes += int(total)
+        if count:
+            usage.slot_names.add(name)
+        if head is not None:
+            usage.head_versions[name] = head
+    return usage
+
+
+_LOCK_OWNER = (
+    "INSERT INTO savegame_owners (user_id, product_id) VALUES (%s, %s)"
     " ON CONFLICT (user_id, product_id) DO UPDATE SET user_id = excluded.user_id"
 )
-_UPLOAD = select(*(getattr(S, name) for name in Upload.__dataclass_fields__)).where(
-    S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id")
+_UPLOAD = f"SELECT {', '.join(Upload.__dataclass_fields__)} FROM savegames WHERE id = %s AND user_id = %s"
+# what a reservation writes (the rest keeps its defaults until the confirm)
+_RESERVATION_COLUMNS = (
+    "id",
+    "user_id",
+    "product_id",
+    "slot_name",
+    "status",
+    "base_version",
+    "file_size_bytes",
+    "file_hash_sha256",
+    "s3_object_key",
+    "client_modified_at",
+    "device_id",
+    "playtime_seconds",
+    "progress_percentage",
+    "description",
+    "conflict_policy",
+    "reserved_until",
+    "updated_at",
 )
-_INSERT = insert(S.__table__)
+_RECORD_COLUMNS = ", ".join(SaveRecord.__dataclass_fields__)
+_INSERT = (
+    f"INSERT INTO savegames ({', '.join(_RESERVATION_COLUMNS)})"
+    f" VALUES ({', '.join(f'%({name})s' for name in _RESERVATION_COLUMNS)})"
+)
 _GET = select(S).where(S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id"))
 _GET_LOCKED = _GET.with_for_update().execution_options(populate_existing=True)
 _SLOT = (
@@ -258,14 +339,18 @@ _SLOT = (
     S.slot_name == bindparam("slot_name"),
 )
 _HEAD = select(S).where(*_SLOT, S.status == COMMITTED).order_by(S.version_number.desc()).limit(1)
+# The slot's head as a scalar subquery (an InitPlan: the OR below stays two index lookups).
 _HEAD_ID = (
-    select(S.id).where(*_SLOT, S.status == COMMITTED).order_by(S.version_number.desc()).limit(1)
-).scalar_subquery()
+    "(SELECT id FROM savegames WHERE user_id = %(user_id)s AND product_id = %(product_id)s"
+    f" AND slot_name = %(slot)s AND status = '{COMMITTED}' ORDER BY version_number DESC LIMIT 1)"
+)
 _LOCKED_WITH_HEAD = (
-    select(S, (S.id == _HEAD_ID).label("is_head"))
-    .where(or_(and_(S.id == bindparam("savegame_id"), S.user_id == bindparam("user_id")), S.id == _HEAD_ID))
-    .with_for_update()
-    .execution_options(populate_existing=True)
+    f"SELECT {_RECORD_COLUMNS}, id = {_HEAD_ID} AS is_head FROM savegames"
+    f" WHERE (id = %(savegame_id)s AND user_id = %(user_id)s) OR id = {_HEAD_ID} FOR UPDATE"
+)
+_SETTLE = (
+    "UPDATE savegames SET status = %s, version_number = %s, server_uploaded_at = %s, auto_resolved = %s,"
+    " updated_at = %s WHERE id = %s"
 )
 _SHOWN_FROM = (
     f"SELECT {', '.join(SHOWN_COLUMNS)} FROM savegames"
@@ -284,15 +369,23 @@ _USAGE = (
     f" max(version_number) FILTER (WHERE status = '{COMMITTED}')"
     " FROM savegames WHERE user_id = %(user_id)s AND product_id = %(product_id)s GROUP BY slot_name"
 )
-# The pruned rows' objects are queued in the same statement, each no earlier than its row's reservation
-# (the same rule as `queue_deletion`); rowcount is the number of rows pruned.
-_PRUNE = text(
-    "WITH pruned AS ("
-    " DELETE FROM savegames WHERE user_id = :user_id AND product_id = :product_id"
-    f" AND slot_name = :slot_name AND status = '{COMMITTED}' AND version_number < :below"
-    " RETURNING s3_object_key, greatest(CAST(:now AS timestamptz), reserved_until) AS delete_after)"
+# Queued objects are deleted no earlier than any reservation of theirs (a PUT may still be in flight).
+_ENQUEUE = (
     " INSERT INTO savegame_object_deletions (s3_object_key, delete_after)"
-    " SELECT s3_object_key, delete_after FROM pruned"
+    " SELECT s3_object_key, delete_after FROM gone"
     " ON CONFLICT (s3_object_key) DO UPDATE"
     " SET delete_after = greatest(savegame_object_deletions.delete_after, excluded.delete_after)"
+)
+_QUEUE_DELETION = "WITH gone (s3_object_key, delete_after) AS (VALUES (%s::text, %s::timestamptz))" + _ENQUEUE
+_FORGET = (
+    "WITH gone AS (DELETE FROM savegames WHERE id = %(id)s RETURNING s3_object_key,"
+    " greatest(CAST(%(delete_after)s AS timestamptz), reserved_until) AS delete_after)" + _ENQUEUE
+)
+# rowcount is not read: the statement may go with the commit
+_PRUNE = (
+    "WITH gone AS ("
+    " DELETE FROM savegames WHERE user_id = %(user_id)s AND product_id = %(product_id)s"
+    f" AND slot_name = %(slot)s AND status = '{COMMITTED}' AND version_number < %(below)s"
+    " RETURNING s3_object_key, greatest(CAST(%(now)s AS timestamptz), reserved_until) AS delete_after)"
+    + _ENQUEUE
 )

@@ -58,7 +58,7 @@ class SaveSweeper:
         released = 0
         while True:
             async with self._deps.uow() as uow:
-                repo = SaveRepository(uow.session)
+                repo = SaveRepository(uow)
                 rows = await repo.expired_reservations(now, BATCH)
                 for row in rows:
                     await repo.forget(row, delete_after=now)
@@ -71,7 +71,7 @@ class SaveSweeper:
         deleted = 0
         while True:
             async with self._deps.uow() as uow:
-                repo = SaveRepository(uow.session)
+                repo = SaveRepository(uow)
                 due = await repo.due_deletions(now, BATCH)
                 keys = [d.s3_object_key for d in due]
                 for key in keys:  # the queue rows stay locked meanwhile: no other sweeper takes them

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from server.cloud_saves import repository, rules
-from server.cloud_saves.repository import SaveRepository
+from server.cloud_saves.repository import SaveRecord, SaveRepository
 from server.cloud_saves.rules import COMMITTED, CONFLICT, DISCARDED, PENDING, Limits, SaveGame, Slot, Winner
 from server.cloud_saves.tables import SaveGameRow
 from server.core import replay
@@ -178,7 +178,7 @@ def save_game(values: Sequence) -> SaveGame:
     )
 
 
-def view(row: SaveGameRow) -> SaveGame:
+def view(row: SaveGameRow | SaveRecord) -> SaveGame:
     return save_game([getattr(row, column) for column in repository.SHOWN_COLUMNS])
 
 
@@ -223,7 +223,7 @@ class CloudSaves:
 
     async def download(self, user_id: uuid.UUID, savegame_id: uuid.UUID) -> Download:
         async with self._deps.uow() as uow:
-            row = await SaveRepository(uow.session).get(user_id, savegame_id)
+            row = await SaveRepository(uow).get(user_id, savegame_id)
         if row is None or row.status not in (COMMITTED, CONFLICT):
             raise savegame_not_found()
         try:
@@ -247,15 +247,14 @@ class CloudSaves:
             )
         key = request_key(user_id, "RequestSaveGameUploadURL", request_id)
         async with self._deps.uow() as uow:
-            repo = SaveRepository(uow.session)
+            repo = SaveRepository(uow, writes_with_commit=True)
             if (first := await replay.claim(uow, key, Reservation)) is not None:
-                ticket = await self._represent(repo, user_id, first.savegame_id)
+                ticket = await self._represent(uow, user_id, first.savegame_id)
                 await uow.commit()
                 return ticket
-            await require_owned(uow.session, user_id, request.product_id)
-            await repo.lock_owner(user_id, request.product_id)
+            await require_owned(uow.db, user_id, request.product_id)
             now = self._deps.clock()
-            usage = await repo.usage(user_id, request.product_id, now)
+            usage = await repo.lock_and_usage(user_id, request.product_id, now)
             head_version = usage.head_versions.get(request.slot_name, 0)
             if request.base_version > head_version:
                 raise InvalidArgument(
@@ -312,11 +311,9 @@ class CloudSaves:
             await uow.commit()
         return UploadTicket(savegame_id, upload.url, upload.headers, upload.expires_at)
 
-    async def _represent(
-        self, repo: SaveRepository, user_id: uuid.UUID, savegame_id: uuid.UUID
-    ) -> UploadTicket:
+    async def _represent(self, uow: UnitOfWork, user_id: uuid.UUID, savegame_id: uuid.UUID) -> UploadTicket:
         """A replayed reservation: the same save game with a fresh URL, while it is still pending."""
-        row = await repo.get(user_id, savegame_id, lock=True)
+        row = await SaveRepository(uow).get(user_id, savegame_id, lock=True)
         if row is None or row.status != PENDING or row.reserved_until <= self._deps.clock():
             raise FailedPrecondition(
                 "the upload of this request_id was already confirmed or has expired; confirm it or request a "
@@ -336,19 +333,16 @@ class CloudSaves:
         """Verifies the stored object, then commits it, lets a policy decide a conflict, or keeps it as a
         conflict candidate (then raises ConflictResolutionRequired after the commit).
 
-        One transaction: the row is read, the store asked (holding no lock yet), then the owner and row
-        locks are taken and the row re-read, with its slot's head, before anything is decided."""
-        conflict: tuple[SaveGame, SaveGame] | None = None
-        async with self._deps.uow() as uow:
-            repo = SaveRepository(uow.session)
-            upload = await repo.upload(user_id, savegame_id)
-            if (
-                upload is not None
-                and upload.status != PENDING
-                and (row := await repo.get(user_id, savegame_id))
-            ):
-                return await self._settled(repo, row)
-            if upload is None or upload.status != PENDING or upload.reserved_until <= self._deps.clock():
+        The row is read first (a read unit) and the store asked holding no lock and no transaction; then,
+        in one transaction, the owner and row locks are taken and the row re-read, with its slot's head,
+        before anything is decided. What is decided is written with the commit (one round trip)."""
+        async with self._deps.uow.read() as db:
+            upload = await repository.upload(db, user_id, savegame_id)
+        if upload is None:
+            raise savegame_not_found("no such upload, or its reservation expired")
+        intact = False
+        if upload.status == PENDING:
+            if upload.reserved_until <= self._deps.clock():
                 raise savegame_not_found("no such upload, or its reservation expired")
             stored = await self._store.head(upload.s3_object_key)
             intact = (
@@ -356,11 +350,15 @@ class CloudSaves:
                 and stored.size == upload.file_size_bytes
                 and stored.sha256_hex == upload.file_hash_sha256
             )
-            await repo.lock_owner(user_id, upload.product_id)
+        conflict: tuple[SaveGame, SaveGame] | None = None
+        async with self._deps.uow() as uow:
+            repo = SaveRepository(uow, writes_with_commit=True)
             row, head = await repo.locked_with_head(user_id, savegame_id, upload.product_id, upload.slot_name)
             now = self._deps.clock()
             if row is not None and row.status != PENDING:
-                return await self._settled(repo, row)
+                if row.slot_name != upload.slot_name:  # moved by KEEP_BOTH since the first read
+                    head = await repo.head(user_id, row.product_id, row.slot_name)
+                return self._settled(row, head)
             if row is None or row.reserved_until <= now:
                 raise savegame_not_found("no such upload, or its reservation expired")
             if not intact:
@@ -374,13 +372,14 @@ class CloudSaves:
                     metadata={"savegameId": str(savegame_id)},
                 )
             result, conflict = await self._place(uow, repo, row, head, now)
+            await repo.settle(row)
             await uow.commit()
         if conflict is not None:
             raise ConflictResolutionRequired(*conflict)
         return result
 
     async def _place(
-        self, uow: UnitOfWork, repo: SaveRepository, row: SaveGameRow, head: SaveGameRow | None, now: datetime
+        self, uow: UnitOfWork, repo: SaveRepository, row: SaveRecord, head: SaveRecord | None, now: datetime
     ) -> tuple[Confirmation, tuple[SaveGame, SaveGame] | None]:
         """A verified upload: the new head, discarded by a policy, or a conflict candidate."""
         if head is None or row.base_version == head.version_number:
@@ -415,16 +414,22 @@ class CloudSaves:
         )
         return Confirmation(local, False, False, cloud), (local, cloud)
 
-    async def _settled(self, repo: SaveRepository, row: SaveGameRow) -> Confirmation:
-        """The answer to confirming an upload again: the same outcome (a conflict fails again)."""
-        head = await repo.head(row.user_id, row.product_id, row.slot_name)
+    @staticmethod
+    def _settled(row: SaveRecord, head: SaveRecord | SaveGameRow | None) -> Confirmation:
+        """The answer to confirming an upload again: the same outcome (a conflict fails again). `head`: the
+        head of the row's slot."""
         head_view = view(head) if head else None
         if row.status == CONFLICT and head_view is not None:
             raise ConflictResolutionRequired(view(row), head_view)
         return Confirmation(view(row), row.status == COMMITTED, row.auto_resolved, head_view)
 
     async def _make_head(
-        self, uow: UnitOfWork, repo: SaveRepository, row: SaveGameRow, head: SaveGameRow | None, now: datetime
+        self,
+        uow: UnitOfWork,
+        repo: SaveRepository,
+        row: SaveGameRow | SaveRecord,
+        head: SaveGameRow | SaveRecord | None,
+        now: datetime,
     ) -> None:
         """Commits `row` as the slot's next version, prunes beyond retention, announces the sync."""
         row.status = COMMITTED
@@ -463,7 +468,7 @@ class CloudSaves:
             },
         )
 
-    async def _discard(self, repo: SaveRepository, row: SaveGameRow, now: datetime) -> None:
+    async def _discard(self, repo: SaveRepository, row: SaveRecord, now: datetime) -> None:
         """The row stays (a repeated confirm answers DISCARDED) but holds no quota; its object is queued."""
         row.status, row.updated_at = DISCARDED, now
         await repo.queue_deletion(row.s3_object_key, delete_after=max(now, row.reserved_until))
@@ -485,7 +490,7 @@ class CloudSaves:
         async with self._deps.uow() as uow:
             if (first := await replay.claim(uow, key, Resolved)) is not None:
                 return first
-            repo = SaveRepository(uow.session)
+            repo = SaveRepository(uow)
             await repo.lock_owner(user_id, product_id)
             now = self._deps.clock()
             row = await repo.get(user_id, savegame_id, lock=True)
@@ -529,7 +534,7 @@ class CloudSaves:
         """Reserves the copy (quota, and a pending row that releases it if we crash), copies the object in
         the store, verifies the copy, then commits it as the new head."""
         async with self._deps.uow() as uow:
-            repo = SaveRepository(uow.session)
+            repo = SaveRepository(uow)
             replayed = await replay.peek(
                 uow, request_key(user_id, "RestoreSaveGameVersion", request_id), Restored
             )
@@ -596,7 +601,7 @@ class CloudSaves:
     ) -> Restored:
         key = request_key(user_id, "RestoreSaveGameVersion", request_id)
         async with self._deps.uow() as uow:
-            repo = SaveRepository(uow.session)
+            repo = SaveRepository(uow)
             first = await replay.claim(uow, key, Restored)
             await repo.lock_owner(user_id, product_id)
             now = self._deps.clock()
@@ -620,7 +625,7 @@ class CloudSaves:
     async def _abandon(self, user_id: uuid.UUID, savegame_id: uuid.UUID) -> None:
         """Releases a restore's reservation that will not be committed (a no-op once committed)."""
         async with self._deps.uow() as uow:
-            repo = SaveRepository(uow.session)
+            repo = SaveRepository(uow)
             row = await repo.get(user_id, savegame_id, lock=True)
             if row is not None and row.status == PENDING:
                 await repo.forget(row, delete_after=self._deps.clock())

@@ -102,6 +102,8 @@ class Settings:
     processed_events_retention_seconds: int = 30 * 24 * 3600
     request_replays_retention_seconds: int = 7 * 24 * 3600
     applied_orders_retention_seconds: int = 90 * 24 * 3600
+    # what an ended download's client held (server/downloads/retention.py), kept after it ended
+    download_holdings_retention_seconds: int = 24 * 3600
     retention_batch_size: int = 1000
     retention_interval_seconds: float = 60.0
     shutdown_grace_seconds: float = 10.0

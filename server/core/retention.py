@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from server.core import metrics
 from server.core.clock import Clock
@@ -19,6 +21,20 @@ from server.core.config import Settings
 from server.core.uow import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
+
+
+class PruningRule(Protocol):
+    """What the job prunes: rows of `table` expired `keep_seconds` before now. `delete_sql()` takes the
+    cutoff and a batch size (in that order) and deletes at most that many expired rows, skipping locked
+    ones."""
+
+    @property
+    def table(self) -> str: ...
+
+    @property
+    def keep_seconds(self) -> float: ...
+
+    def delete_sql(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +63,7 @@ class RetentionJob:
     def __init__(
         self,
         uow: UnitOfWorkFactory,
-        rules: list[RetentionRule],
+        rules: Sequence[PruningRule],
         clock: Clock,
         *,
         batch_size: int = 1000,

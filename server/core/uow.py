@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from psycopg import AsyncCursor
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -49,6 +50,7 @@ class UnitOfWork:
         self._source = source
         self._on_commit = on_commit
         self._messages: list[OutboxMessage] = []
+        self._deferred: list[tuple[str, Any]] = []
         self._connection: AsyncConnection
         self._session: AsyncSession | None = None
         self.db: Db
@@ -67,6 +69,7 @@ class UnitOfWork:
         self.db = Db((await self._connection.get_raw_connection()).driver_connection)
         self._session = None
         self._messages = []
+        self._deferred = []
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
@@ -109,30 +112,46 @@ class UnitOfWork:
             )
         )
 
+    def defer(self, sql: str, params: Any = None) -> None:
+        """A write whose answer the use case does not need: sent with the commit, in its round trip (see
+        `commit`). Reads through `db` before the commit do not see it; a failure fails the commit."""
+        self._deferred.append((sql, params))
+
     async def commit(self) -> None:
+        """Flushes the session, then sends the deferred writes, the outbox rows and COMMIT in one pipeline:
+        one round trip, however many statements (each outbox write used to wait for its own answer, then
+        COMMIT for its own). An error of any of them fails the commit and nothing of the unit is kept."""
         if self._session is not None:
             await self._session.flush()
-        if self._messages:
-            await self._write_outbox()
+        if self._deferred or self._messages:
+            conn = self.db.conn
+            async with conn.pipeline(), conn.cursor() as cur:
+                for sql, params in self._deferred:
+                    await cur.execute(sql, params)
+                if self._messages:
+                    await self._write_outbox(cur)
+                # COMMIT as one more statement of the pipeline, answered at its end with the rest (psycopg's
+                # own commit() would wait for it, and leaving the pipeline then costs another round trip)
+                await cur.execute("COMMIT", prepare=False)
+            self._deferred = []
+        # SQLAlchemy's bookkeeping; after the pipeline the transaction is already over and this sends nothing
         await self._connection.commit()
         if self._messages:
             self._messages = []
             self._on_commit()
 
-    async def _write_outbox(self) -> None:
+    async def _write_outbox(self, cur: AsyncCursor) -> None:
         """Inserts the outbox rows, first taking a lock per key (one of 1024 buckets of keys) until the
         commit: two commits that write rows of one user are serialized, so a row's `seq` order is its commit
         order within the user, which is what the relay publishes in (events/relay.py). Taken last (after
-        the flush), holding it only over these inserts and the commit; in one order, so two such commits
-        never deadlock; bucketed, so a commit for thousands of users (a sale's fan-out, a checkpoint) holds
-        a bounded number of locks. One round trip."""
-        conn = self.db.conn
+        the flush and the deferred writes), holding it only over these inserts and the commit; in one
+        order, so two such commits never deadlock; bucketed, so a commit for thousands of users (a sale's
+        fan-out, a checkpoint) holds a bounded number of locks. Sent in the commit's pipeline."""
         keys = sorted({m.key for m in self._messages})
-        async with conn.pipeline(), conn.cursor() as cur:
-            await cur.execute(_LOCK_KEYS, (keys,))
-            await cur.executemany(
-                _INSERT_OUTBOX, [(m.id, m.channel, m.topic, m.key, Jsonb(m.payload)) for m in self._messages]
-            )
+        await cur.execute(_LOCK_KEYS, (keys,))
+        await cur.executemany(
+            _INSERT_OUTBOX, [(m.id, m.channel, m.topic, m.key, Jsonb(m.payload)) for m in self._messages]
+        )
 
 
 # The two-key space of advisory locks; class 7140 is the outbox's commit order (events/leases.py: 7150+).

@@ -89,7 +89,7 @@ class ReportCode(enum.IntEnum):
 _CODES = {code.value: code for code in ReportCode}  # a dict lookup, not an Enum call
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportOutcome:
     code: ReportCode
     status: str = ""

@@ -8,7 +8,7 @@ the call pipeline before a method runs; what is left here is the installed-file 
 from __future__ import annotations
 
 from download.v1 import download_service_pb2 as pb
-from server.core.auth import current_user_id
+from server.core.auth import current_user_id, current_user_id_text
 from server.core.deps import Deps
 from server.core.protoconv import timestamp
 from server.core.validation import Validator, page_size, parse_uuid
@@ -20,6 +20,7 @@ from server.downloads.sessions import DownloadSessions
 _Status = pb.DownloadSession.DownloadStatus
 _FileStatus = pb.DownloadFileReport.FileStatus
 _STATUS_VALUES = {number: name.lower() for name, number in _Status.items() if number}
+_STATUS_NUMBERS = {name: number for number, name in _STATUS_VALUES.items()}
 _REPORTABLE = {0: rules.DOWNLOADING, _Status.DOWNLOADING: rules.DOWNLOADING} | {
     _Status.COMPLETED: rules.COMPLETED,
     _Status.FAILED: rules.FAILED,
@@ -32,7 +33,7 @@ def session_pb(view: SessionView) -> pb.DownloadSession:
         product_id=str(view.product_id),
         version_id=str(view.version_id),
         installed_version_id=str(view.installed_version_id or ""),
-        status=_Status.Value(view.status.upper()),
+        status=_STATUS_NUMBERS[view.status],
         priority=view.priority,
         installation_path=view.installation_path,
         device_id=view.device_id,
@@ -116,18 +117,24 @@ class SessionServicer:
         return pb.ReprioritizeDownloadResponse(download=session_pb(view))
 
     async def ReportDownloadProgress(self, request: pb.ReportDownloadProgressRequest, context):
-        files = [
-            FileReport(f.path, f.status == _FileStatus.COMPLETED, f.error_message) for f in request.files
-        ]
-        progress = await self._sessions.report(
-            current_user_id(),
-            parse_uuid(request.download_id),
-            ProgressReport(
-                request.downloaded_bytes, _REPORTABLE[request.status], request.error_message, files
-            ),
-        )
+        status = _REPORTABLE[request.status]
+        if status == rules.DOWNLOADING and not request.files:
+            # A plain report, most of them: the contract checked the id (string.uuid); lowercased, it is
+            # the canonical text Redis holds, as the user's is (no UUID made and printed again per report).
+            progress = await self._sessions.report_bytes(
+                current_user_id_text(), request.download_id.lower(), request.downloaded_bytes
+            )
+        else:
+            files = [
+                FileReport(f.path, f.status == _FileStatus.COMPLETED, f.error_message) for f in request.files
+            ]
+            progress = await self._sessions.report(
+                current_user_id(),
+                parse_uuid(request.download_id),
+                ProgressReport(request.downloaded_bytes, status, request.error_message, files),
+            )
         return pb.ReportDownloadProgressResponse(
-            status=_Status.Value(progress.status.upper()),
+            status=_STATUS_NUMBERS[progress.status],
             progress_percentage=progress.progress_percentage,
             speed_bytes_per_second=progress.speed_bytes_per_second,
             eta_seconds=progress.eta_seconds,

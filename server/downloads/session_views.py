@@ -96,7 +96,7 @@ class ProgressReport:
     files: list[FileReport] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ProgressView:
     status: str
     progress_percentage: float

@@ -239,19 +239,24 @@ class DownloadSessions:
     async def report(
         self, user_id: uuid.UUID, download_id: uuid.UUID, report: ProgressReport
     ) -> ProgressView:
-        """A plain report is one Redis script call. COMPLETED / FAILED finish the session in Postgres; files
-        reported complete or failed write their events to the outbox (once per file and outcome)."""
+        """COMPLETED / FAILED finish the session in Postgres; files reported complete or failed write their
+        events to the outbox (once per file and outcome); the rest is a plain report (`report_bytes`)."""
         if report.status in (rules.COMPLETED, rules.FAILED):
             return await self._finish(user_id, download_id, report)
         if report.files:
             await self._file_events(user_id, download_id, report.files)
+        return await self.report_bytes(str(user_id), str(download_id), report.downloaded_bytes)
+
+    async def report_bytes(self, user_id: str, download_id: str, downloaded_bytes: int) -> ProgressView:
+        """A plain report of a DOWNLOADING session, ids as canonical text (what Redis holds): one Redis
+        script call; the row is read only when the live state is gone."""
         now_ms = rules.epoch_ms(self._clock())
-        outcome = await self.live.report(user_id, download_id, now_ms, report.downloaded_bytes)
+        outcome = await self.live.report(user_id, download_id, now_ms, downloaded_bytes)
         if outcome.code is ReportCode.NO_LIVE_STATE:
-            row = await self._seed(user_id, download_id)
+            row = await self._seed(uuid.UUID(user_id), uuid.UUID(download_id))
             if row.status in rules.TERMINAL:
                 return ProgressView(row.status, SessionView.of(row).progress_percentage, 0, None)
-            outcome = await self.live.report(user_id, download_id, now_ms, report.downloaded_bytes)
+            outcome = await self.live.report(user_id, download_id, now_ms, downloaded_bytes)
         if outcome.code is ReportCode.NOT_FOUND or outcome.code is ReportCode.NO_LIVE_STATE:
             raise download_not_found()
         if outcome.code is ReportCode.BEYOND_TOTAL:

@@ -10,6 +10,8 @@ import asyncio
 import uuid
 from collections import Counter
 
+import psycopg
+import pytest
 from sqlalchemy import func, select, text
 
 from server.core.events.consumer import KafkaEventConsumer
@@ -64,6 +66,31 @@ async def test_rolled_back_change_emits_nothing(world):
         ).all()
         assert sorted(channels) == ["kafka", "notification"]
     assert [payload["note"] for _, payload in await world.stream(user_id)] == ["committed"]
+
+
+async def test_deferred_writes_go_with_the_commit_and_a_failing_one_keeps_nothing(world):
+    """`uow.defer`: writes sent in the commit's one pipeline with the outbox rows and COMMIT. They are
+    committed with the unit; when one fails, the commit fails and neither they, the unit's other writes nor
+    its outbox rows are kept. (Notifications only: a Kafka row left pending here would reach the consumers
+    of the tests after it.)"""
+    user_id, taken = uuid.uuid4(), uuid.uuid4()
+    async with world.uow()() as uow:
+        uow.defer("INSERT INTO changes (id, note) VALUES (%s, 'deferred')", (taken,))
+        uow.notify(user_id, "testChanged", {"note": "kept"})
+        await uow.commit()
+    async with world.uow()() as uow:
+        await uow.db.execute("INSERT INTO changes (id, note) VALUES (%s, 'at once')", (uuid.uuid4(),))
+        uow.defer("INSERT INTO changes (id, note) VALUES (%s, 'duplicate')", (taken,))  # the key is taken
+        uow.notify(user_id, "testChanged", {"note": "lost"})
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await uow.commit()
+    async with world.sessions() as session:
+        notes = (await session.scalars(text("SELECT note FROM changes ORDER BY note"))).all()
+        assert "deferred" in notes and "at once" not in notes and "duplicate" not in notes
+        payloads = (
+            await session.scalars(select(OutboxMessage.payload).where(OutboxMessage.key == str(user_id)))
+        ).all()
+        assert [p["payload"] for p in payloads] == [{"note": "kept"}]
 
 
 async def test_events_written_while_broker_is_down_arrive_once_after_restart(world):
