@@ -1,13 +1,17 @@
 """A build on local disk, prepared for publishing: every file cut with the store's FastCDC parameters, every
 chunk hashed and compressed, every file hashed, in parallel across cores. The work is what the contract
 needs and no more: a distinct chunk is compressed (and its object hashed) once however often it repeats,
-and a file of one chunk takes that chunk's id as its hash instead of being hashed again.
+a file of one chunk takes that chunk's id as its hash instead of being hashed again, and an
+incompressible chunk is framed as raw blocks instead of compressed (content_store/chunking.py).
 
 Shared by the `publish` CLI (client/sdk/publishing.py) and PublishProductVersion
 (server/downloads/publishing.py), so both cut, name and compress exactly alike. hashlib, zstandard and
 pyfastcdc release the GIL on large buffers, so a thread pool scales across cores without copying the bytes
-to other processes. Compressed chunks are kept in memory up to a budget; beyond it they are compressed
-again when uploaded.
+to other processes. A large file is memory-mapped and its chunks are tasks of their own; files of at most
+one chunk's minimum size go to the workers in batches, each read and prepared whole by one task, since
+handing a task to a thread costs about as much as preparing a small file. Compressed chunks are kept in
+memory up to a budget; beyond it (and for raw frames, which are only a copy) they are built again when
+uploaded.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -22,7 +27,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from content_store.chunking import ChunkRef, FileEntry, chunk_id, compress, cut, path_problem
+from content_store.chunking import (
+    MIN_CHUNK_SIZE,
+    ChunkRef,
+    FileEntry,
+    chunk_id,
+    compress,
+    compressed_frame,
+    cut,
+    incompressible,
+    path_problem,
+    raw_frame_parts,
+)
 
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 
@@ -58,22 +74,24 @@ class Build:
         self._cache.pop(chunk, None)
 
 
-def list_files(root: Path) -> list[str]:
-    """Relative `/`-separated paths of the regular files under `root`, sorted; symbolic links are not
-    followed (neither linked files nor linked directories are part of a build)."""
+def list_files(root: Path) -> list[tuple[str, int]]:
+    """(relative `/`-separated path, size) of the regular files under `root`, sorted by path; symbolic
+    links are not followed (neither linked files nor linked directories are part of a build)."""
     if not root.is_dir():
         raise BuildError(f"{root} is not a directory")
-    found = []
-    for directory, subdirs, names in os.walk(root, followlinks=False):
-        subdirs.sort()
-        for name in names:
-            full = Path(directory, name)
-            if full.is_symlink() or not full.is_file():
-                continue
-            relative = full.relative_to(root).as_posix()
-            if (problem := path_problem(relative)) is not None:
-                raise BuildError(f"{relative!r}: path {problem}")
-            found.append(relative)
+    found: list[tuple[str, int]] = []
+    pending = [("", str(root))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((f"{prefix}{entry.name}/", entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    relative = prefix + entry.name
+                    if (problem := path_problem(relative)) is not None:
+                        raise BuildError(f"{relative!r}: path {problem}")
+                    found.append((relative, entry.stat(follow_symlinks=False).st_size))
     if not found:
         raise BuildError(f"{root} holds no files")
     return sorted(found)
@@ -87,21 +105,45 @@ class _Compressions:
         self._lock = threading.Lock()
         self._first: dict[str, Future[tuple[int, str]]] = {}
 
-    def prepare(self, data: memoryview) -> tuple[str, bytes | None, Future[tuple[int, str]]]:
-        """(chunk id, its compressed bytes if this call compressed it, (size, SHA-256) of those bytes)."""
+    def prepare(self, data: memoryview | bytes) -> tuple[str, bytes | None, Future[tuple[int, str]]]:
+        """(chunk id, its compressed bytes if this call compressed it, (size, SHA-256) of the object).
+        An incompressible chunk's object (raw blocks) is hashed piece by piece and never built here: it
+        is only a copy of the chunk, so it is not worth memory (or the pages' first touch) until its
+        upload."""
         cid = chunk_id(data)
         mine: Future[tuple[int, str]] = Future()
         with self._lock:
             first = self._first.setdefault(cid, mine)
         if first is not mine:
             return cid, None, first
-        blob = compress(data)
+        if incompressible(data):
+            digest, size = hashlib.sha256(), 0
+            for part in raw_frame_parts(data):
+                digest.update(part)
+                size += len(part)
+            mine.set_result((size, digest.hexdigest()))
+            return cid, None, mine
+        blob = compressed_frame(data)
         mine.set_result((len(blob), hashlib.sha256(blob).hexdigest()))
         return cid, blob, mine
 
 
-def _hash_file(data: memoryview | bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+# One prepared chunk occurrence: offset, size, and what _Compressions.prepare answered for it.
+_Chunk = tuple[int, int, str, bytes | None, Future[tuple[int, str]]]
+
+
+@dataclass
+class _Prepared:
+    size: int
+    sha256: str
+    chunks: list[_Chunk]
+
+
+@dataclass
+class _PendingFile:
+    path: str
+    size: int  # as listed: what the file counts against MAX_BYTES_IN_FLIGHT
+    result: Callable[[], _Prepared]  # waits until the file is prepared
 
 
 def scan(
@@ -114,17 +156,18 @@ def scan(
     """Prepares every file under `root`. `on_bytes(n)` is called (from worker threads) as chunks finish."""
     root = Path(root)
     build = Build(root, [], {})
-    compressions = _Compressions()
     cache_room = [cache_bytes]
     window: deque[_PendingFile] = deque()
     in_flight = 0
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="publish") as pool:
-        for path in list_files(root):
-            pending = _submit(pool, compressions, root, path, on_bytes)
-            window.append(pending)
-            in_flight += pending.size
+        preparer = _Preparer(pool, root, on_bytes)
+        for path, size in list_files(root):
+            window.append(preparer.add(path, size))
+            in_flight += size
             while window and (len(window) > MAX_FILES_IN_FLIGHT or in_flight > MAX_BYTES_IN_FLIGHT):
+                preparer.flush()
                 in_flight -= _collect(build, window.popleft(), cache_room)
+        preparer.flush()
         while window:
             _collect(build, window.popleft(), cache_room)
     return build
@@ -133,38 +176,77 @@ def scan(
 # Files being prepared at once: bounds open memory maps (each holds a file descriptor) and results held.
 MAX_FILES_IN_FLIGHT = 64
 MAX_BYTES_IN_FLIGHT = 1024 * 1024 * 1024
+# Small files (one chunk at most) go to a worker together, up to this many bytes or files per task.
+SMALL_FILE_SIZE = MIN_CHUNK_SIZE
+BATCH_BYTES = 2 * 1024 * 1024
+BATCH_FILES = 32
 
 
-@dataclass
-class _PendingFile:
-    path: str
-    size: int
-    file_hash: Future[str] | None  # None: the file is one chunk, whose id is its hash
-    chunks: list[tuple[int, int, Future[tuple[str, bytes | None, Future[tuple[int, str]]]]]]
+class _Preparer:
+    """Hands files to the pool: a large one memory-mapped and cut here, one task per chunk (and one for
+    the file's hash); small ones in batches, a task reading and preparing each file of its batch whole."""
 
+    def __init__(self, pool: ThreadPoolExecutor, root: Path, on_bytes: Callable[[int], None] | None):
+        self._pool, self._root, self._on_bytes = pool, root, on_bytes
+        self._compressions = _Compressions()
+        self._batch: list[str] = []
+        self._batch_bytes = 0
+        self._batch_task: list[Future[list[_Prepared]]] = []  # the batch's task, once submitted
 
-def _submit(
-    pool: ThreadPoolExecutor,
-    compressions: _Compressions,
-    root: Path,
-    path: str,
-    on_bytes: Callable[[int], None] | None,
-) -> _PendingFile:
-    data, size = _read_only_view(root / path)
-    chunks = [(offset, len(piece), pool.submit(compressions.prepare, piece)) for offset, piece in cut(data)]
-    if on_bytes is not None:
-        for _, length, future in chunks:
-            future.add_done_callback(lambda _f, n=length: on_bytes(n))
-    whole_file_is_one_chunk = len(chunks) == 1
-    return _PendingFile(
-        path, size, None if whole_file_is_one_chunk else pool.submit(_hash_file, data), chunks
-    )
+    def add(self, path: str, size: int) -> _PendingFile:
+        if size > SMALL_FILE_SIZE:
+            return _PendingFile(path, size, self._submit_large(path))
+        task, index = self._batch_task, len(self._batch)
+        self._batch.append(path)
+        self._batch_bytes += size
+        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self.flush()
+        return _PendingFile(path, size, lambda: task[0].result()[index])
+
+    def flush(self) -> None:
+        """Submits the batch being gathered (before anything waits for one of its files)."""
+        if self._batch:
+            self._batch_task.append(self._pool.submit(self._prepare_batch, self._batch))
+            self._batch, self._batch_bytes, self._batch_task = [], 0, []
+
+    def _prepare_batch(self, paths: list[str]) -> list[_Prepared]:
+        prepared = []
+        buffer = _take_buffer()
+        try:
+            for path in paths:
+                data = _read(self._root / path, buffer)
+                chunks = [(at, len(piece), *self._compressions.prepare(piece)) for at, piece in cut(data)]
+                digest = chunks[0][2] if len(chunks) == 1 else hashlib.sha256(data).hexdigest()
+                prepared.append(_Prepared(len(data), digest, chunks))
+                if self._on_bytes is not None:
+                    self._on_bytes(len(data))
+        finally:
+            _idle_buffers.put(buffer)
+        return prepared
+
+    def _submit_large(self, path: str) -> Callable[[], _Prepared]:
+        data, size = _read_only_view(self._root / path)
+        chunks = [
+            (offset, len(piece), self._pool.submit(self._compressions.prepare, piece))
+            for offset, piece in cut(data)
+        ]
+        if self._on_bytes is not None:
+            for _, length, future in chunks:
+                future.add_done_callback(lambda _f, n=length, report=self._on_bytes: report(n))
+        file_hash = None if len(chunks) == 1 else self._pool.submit(_hash_file, data)
+
+        def result() -> _Prepared:
+            prepared = [(offset, length, *future.result()) for offset, length, future in chunks]
+            digest = file_hash.result() if file_hash is not None else prepared[0][2]
+            return _Prepared(size, digest, prepared)
+
+        return result
 
 
 def _collect(build: Build, pending: _PendingFile, cache_room: list[int]) -> int:
+    prepared = pending.result()
     refs = []
-    for offset, length, future in pending.chunks:
-        cid, blob, compressed = future.result()
+    for offset, length, cid, blob, compressed in prepared.chunks:
         compressed_size, blob_hash = compressed.result()
         refs.append(ChunkRef(cid, offset, length, compressed_size, blob_hash))
         if cid not in build.locations:
@@ -172,9 +254,39 @@ def _collect(build: Build, pending: _PendingFile, cache_room: list[int]) -> int:
         if blob is not None and compressed_size <= cache_room[0]:
             build._cache[cid] = (blob, blob_hash)
             cache_room[0] -= compressed_size
-    file_hash = pending.file_hash.result() if pending.file_hash is not None else refs[0].chunk_id
-    build.files.append(FileEntry(pending.path, pending.size, file_hash, tuple(refs)))
+    build.files.append(FileEntry(pending.path, prepared.size, prepared.sha256, tuple(refs)))
     return pending.size
+
+
+def _hash_file(data: memoryview | bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# Read buffers of small files, reused by every batch (so a small file costs no fresh memory), each one
+# byte longer than a small file: a file that fills it has grown since it was listed and is read whole.
+_idle_buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+
+
+def _take_buffer() -> bytearray:
+    try:
+        return _idle_buffers.get_nowait()
+    except queue.Empty:
+        return bytearray(SMALL_FILE_SIZE + 1)
+
+
+def _read(path: Path, buffer: bytearray) -> memoryview | bytes:
+    """A small file's bytes, read into `buffer` (a view of it, valid until the buffer is reused)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        view, filled = memoryview(buffer), 0
+        while filled < len(buffer) and (got := os.readv(fd, [view[filled:]])):
+            filled += got
+        if filled < len(buffer):
+            return view[:filled]
+        rest = iter(lambda: os.read(fd, 1024 * 1024), b"")
+        return b"".join([bytes(buffer), *rest])
+    finally:
+        os.close(fd)
 
 
 def _read_only_view(path: Path) -> tuple[memoryview | bytes, int]:

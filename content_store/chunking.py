@@ -2,16 +2,16 @@
 
 One parameter set for the whole store (SPEC §6 Downloads): FastCDC with min 256 KiB, average 1 MiB and
 max 4 MiB, so an insertion or deletion in the middle of a file changes one or two chunks instead of every
-chunk after it. A chunk's id is the SHA-256 (lowercase hex) of its uncompressed bytes; it is stored
-zstd-compressed. The publisher (client/sdk/publishing.py) and the server (publishing, verification) use
-these same functions, so both sides agree byte for byte.
+chunk after it. A chunk's id is the SHA-256 (lowercase hex) of its uncompressed bytes; it is stored as a
+zstd frame (compressed, or raw blocks when zstd can't shrink it). The publisher (client/sdk/publishing.py)
+and the server (publishing, verification) use these same functions, so both sides agree byte for byte.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,7 +37,9 @@ def chunker() -> FastCDC:
 
 def cut(data: bytes | bytearray | memoryview) -> Iterator[tuple[int, memoryview]]:
     """(offset, bytes) of each chunk of `data`, in order; an empty input has no chunks."""
-    if not len(data):
+    if len(data) <= MIN_CHUNK_SIZE:  # FastCDC's own answer for it, without building a cutter
+        if len(data):
+            yield 0, memoryview(data)
         return
     for chunk in chunker().cut_buf(data):
         yield chunk.offset, chunk.data
@@ -47,16 +49,100 @@ def chunk_id(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-_local = threading.local()
+# Incompressible chunks (packed assets, media, encrypted data) are not run through the compressor: zstd
+# would store them as raw blocks (RFC 8878 §3.1.1.2) after spending a pass over them, so the object is
+# that frame, written directly (byte for byte what zstd writes for such a chunk of up to 2 MiB). Whether
+# zstd can shrink a chunk is asked of probes (the borg `auto` / ZFS early-abort idea): level 1 over a
+# few small samples spread across it (any that shrinks: compress; entropy alone, as in text, counts),
+# then a negative level over the whole chunk, which finds repeats farther apart than a sample. A chunk is
+# incompressible when nothing saves 1/64 of its size, zstd's own bar for keeping a compressed block.
+# Misjudging costs compression ratio, never data: the raw frame decodes to the exact bytes. A chunk
+# smaller than PROBE_MIN_SIZE is simply compressed (probing it would cost about as much).
+PROBE_MIN_SIZE = 64 * 1024
+PROBE_SAMPLES = 8
+PROBE_SAMPLE_SIZE = 4 * 1024
+SAMPLE_PROBE_LEVEL = 1
+WHOLE_PROBE_LEVEL = -20
+RAW_BLOCK_SIZE = 128 * 1024  # the largest block a frame may hold (Block_Maximum_Size)
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+# Idle compressors by level, shared by every thread: a compressor's context (its window and tables, a few
+# MiB) is reused however many threads and builds come and go, rather than allocated and first touched
+# again by each new thread. A compressor serves one call at a time.
+_idle: dict[int, queue.SimpleQueue[zstandard.ZstdCompressor]] = {
+    level: queue.SimpleQueue() for level in (ZSTD_LEVEL, SAMPLE_PROBE_LEVEL, WHOLE_PROBE_LEVEL)
+}
+
+
+def _compress(level: int, data: bytes | memoryview) -> bytes:
+    idle = _idle[level]
+    try:
+        compressor = idle.get_nowait()
+    except queue.Empty:
+        compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    try:
+        return compressor.compress(data)
+    finally:
+        idle.put(compressor)
+
+
+def _shrinks(level: int, data: bytes | memoryview) -> bool:
+    return len(_compress(level, data)) <= len(data) - (len(data) >> 6)
+
+
+def incompressible(data: bytes | memoryview) -> bool:
+    """True when zstd would store `data` as raw blocks anyway (judged by the probes, see above)."""
+    size = len(data)
+    if size < PROBE_MIN_SIZE:
+        return False
+    step = (size - PROBE_SAMPLE_SIZE) // (PROBE_SAMPLES - 1)
+    for at in range(0, PROBE_SAMPLES * step, step):
+        if _shrinks(SAMPLE_PROBE_LEVEL, data[at : at + PROBE_SAMPLE_SIZE]):
+            return False
+    return not _shrinks(WHOLE_PROBE_LEVEL, data)
+
+
+def _raw_frame_header(size: int) -> bytes:
+    """Magic, then a descriptor with Single_Segment set (the window is the content: no window byte) and
+    the Frame_Content_Size in the smallest field that holds it; no checksum, no dictionary."""
+    if size < 256:
+        return _ZSTD_MAGIC + bytes((0x20, size))
+    if size < 256 + 65536:
+        return _ZSTD_MAGIC + b"\x60" + (size - 256).to_bytes(2, "little")
+    if size < 1 << 32:
+        return _ZSTD_MAGIC + b"\xa0" + size.to_bytes(4, "little")
+    return _ZSTD_MAGIC + b"\xe0" + size.to_bytes(8, "little")
+
+
+def raw_frame_parts(data: bytes | memoryview) -> list[bytes | memoryview]:
+    """The pieces of the zstd frame that stores `data` uncompressed, in order, without copying `data`:
+    the header, then each raw block's 3-byte header (Last_Block, Block_Type 0 = raw, Block_Size) and a
+    view of its at most RAW_BLOCK_SIZE bytes. Hash them in turn, or join them for the object itself."""
+    view, size = memoryview(data), len(data)
+    parts: list[bytes | memoryview] = [_raw_frame_header(size)]
+    for at in range(0, size, RAW_BLOCK_SIZE):
+        block = view[at : at + RAW_BLOCK_SIZE]
+        last = at + RAW_BLOCK_SIZE >= size
+        parts += ((len(block) << 3 | last).to_bytes(3, "little"), block)
+    if not size:
+        parts.append(b"\x01\x00\x00")  # one empty last block
+    return parts
+
+
+def raw_frame(data: bytes | memoryview) -> bytes:
+    return b"".join(raw_frame_parts(data))
 
 
 def compress(data: bytes | memoryview) -> bytes:
-    """zstd frame (level ZSTD_LEVEL) with the content size recorded, so the verifier can refuse an
-    oversized frame early. One compressor per thread: its context is reused, not rebuilt per chunk."""
-    compressor = getattr(_local, "compressor", None)
-    if compressor is None:
-        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
-    return compressor.compress(data)
+    """The stored object of a chunk: a zstd frame with the content size recorded (so the verifier can
+    refuse an oversized frame early), level ZSTD_LEVEL, or raw blocks when the chunk is incompressible."""
+    return raw_frame(data) if incompressible(data) else compressed_frame(data)
+
+
+def compressed_frame(data: bytes | memoryview) -> bytes:
+    """`data` through the compressor (level ZSTD_LEVEL), whatever it saves: `compress` of a chunk that is
+    not `incompressible`."""
+    return _compress(ZSTD_LEVEL, data)
 
 
 class ChunkContentError(ValueError):

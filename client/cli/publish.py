@@ -65,10 +65,10 @@ async def _publish(args: argparse.Namespace) -> int:
         return error(f"--product must be a product id (UUID), not {args.product!r}")
     try:
         notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
-        paths = list_files(args.directory)
+        listed = list_files(args.directory)
     except (BuildError, OSError, UnicodeDecodeError) as exc:
         return error(f"{exc}")
-    total = sum((args.directory / p).stat().st_size for p in paths)
+    total = sum(size for _, size in listed)
     console = Console(stderr=True)
     with _progress(console) as progress:
         prepare = progress.add_task("prepare", total=total)

@@ -13,7 +13,7 @@ import pytest
 
 from client.sdk.publishing import begin_request
 from content_store.builds import scan
-from content_store.chunking import compress, object_key
+from content_store.chunking import compress, object_key, raw_frame
 from download.v1 import download_service_pb2 as pb
 from download.v1 import download_service_pb2_grpc
 from server.core.s3 import ObjectStore
@@ -75,6 +75,33 @@ async def test_republishing_the_same_bytes_elsewhere_uploads_nothing(grpc_target
         beta = await catalog.resolve_version(session, other_product, branch="beta", version_id=None)
     assert absent.value.reason == "PRODUCT_VERSION_NOT_FOUND"
     assert str(beta.version_id) == second.version.version_id
+
+
+async def test_incompressible_chunks_are_stored_as_raw_frames_the_verifier_accepts(
+    grpc_target, settings, tmp_path
+):
+    """Random bytes go to the store as zstd frames of raw blocks (never run through the compressor),
+    text compressed, a chunk of random head and text tail compressed too; the verifier reads every one
+    back, decompresses and hashes it, and the version commits."""
+    noise, text = (
+        seeded(7, 3 * 1024 * 1024),
+        b"".join(b"%s line %d\n" % (RUN.encode(), i) for i in range(60_000)),
+    )
+    files = {"assets.pak": noise, "script.txt": text, "mixed.bin": seeded(8, 700_000) + text[:200_000]}
+    report = await publish_files(grpc_target, uuid.uuid4(), "1.0", files, tmp_path / "v1")
+    assert report.version.new_chunk_count == report.distinct_chunks  # all verified and committed
+    build = scan(tmp_path / "v1")
+    async with ObjectStore(settings) as store:
+        for entry in build.files:
+            content = files[entry.path]
+            for ref in entry.chunks:
+                piece = content[ref.offset : ref.offset + ref.size]
+                stored = await store.get(object_key(ref.chunk_id, ref.compressed_sha256))
+                assert stored == compress(piece)
+                if entry.path == "assets.pak":
+                    assert stored == raw_frame(piece)
+                else:  # the text (all of script.txt, the last 200,000 bytes of mixed.bin) shrinks
+                    assert len(stored) < ref.size - 150_000, entry.path
 
 
 async def test_a_committed_version_name_cannot_be_published_again(grpc_target, downloads, tmp_path):
