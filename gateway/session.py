@@ -106,7 +106,8 @@ class Session:
 
     def _start(self) -> None:
         if self._sender is None and self.ws.close_code is None:
-            self._sender = asyncio.create_task(self._deliver(), name=f"ws-send-{self.ws.id}")
+            # one name for all: formatting the connection's UUID per wake was a tenth of starting the task
+            self._sender = asyncio.create_task(self._deliver(), name="ws-send")
 
     async def _deliver(self) -> None:
         backoff = 0.1

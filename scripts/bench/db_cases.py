@@ -82,6 +82,8 @@ from scripts.bench import fixtures, loadgen, sqlcapture
 from scripts.bench.db_echo import Recipe
 from scripts.bench.procs import CpuMeter, pick_port
 from scripts.devtokens import mint
+from server.core.config import Settings
+from server.core.db import DbTimeouts
 
 GOALS = {"read": (1.5, 0.6), "write": (2.0, 0.5)}  # kind -> (max CPU ratio, min throughput ratio)
 
@@ -641,6 +643,8 @@ class DbBench:
                 os.environ.get("REDIS_URL", ""),
                 "--pool-size",
                 os.environ.get("DB_POOL_SIZE", "10"),
+                "--options",
+                DbTimeouts.from_settings(Settings.from_env()).connect_kwargs()["options"],
             ],
         )
         echo = f"127.0.0.1:{port}"

@@ -6,7 +6,9 @@ scripts/bench/sqlcapture.py): the same SQL text with the same parameters bound (
 ids a write's INSERTs make per call, v4 UUIDs), the same Redis commands, in the same order, all rows fetched,
 and the service's response bytes returned. Nothing else: no protobuf, no auth, no ORM, no logging. Reads run
 on autocommit connections (no BEGIN/COMMIT); a write's statements run in one transaction, as a write needs.
-Connections come from a psycopg async pool of the service's size, on uvloop, as in the service.
+Connections come from a psycopg async pool of the service's size, on uvloop, as in the service, with the
+service's session settings (`--options`: its time zone and timeouts; the time zone decides which tzinfo
+psycopg gives timestamps, and so what loading them costs).
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ async def serve(args: argparse.Namespace, recipes: dict[str, dict[bytes, Recipe]
         args.database_url,
         min_size=args.pool_size,
         max_size=args.pool_size * 2,  # the service's pool: pool_size + max_overflow
-        kwargs={"autocommit": True},
+        kwargs={"autocommit": True, "options": args.options},
         open=False,
     )
     await pool.open(wait=True)
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--database-url", required=True, help="libpq URL")
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--pool-size", type=int, default=10)
+    parser.add_argument("--options", default="", help="libpq options: the service's session settings")
     args = parser.parse_args()
     uvloop.run(serve(args, pickle.loads(Path(args.recipes).read_bytes())))
 

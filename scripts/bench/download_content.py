@@ -37,6 +37,7 @@ from download.v1 import download_service_pb2 as pb
 from download.v1 import download_service_pb2_grpc
 from library.v1 import library_service_pb2, library_service_pb2_grpc
 from scripts.bench import fixtures
+from scripts.bench.procs import process_cpu_seconds
 
 GOAL_PUBLISH = 0.8
 PART_MIB = 16
@@ -334,11 +335,15 @@ def rows_case(bench, rounds: int) -> dict:
         first_pass = _timed(lambda: _manifest_pass(stub, started.download_id, md))
         chunks = _manifest_pass(stub, started.download_id, md)
         reply = stub.CheckUpdates(check, metadata=md)
+        pid = bench.procs.pid("server-1-noworkers")
         with psycopg.connect(url) as conn:
             params = {"old": old, "new": new}
             times = {"manifest": [], "manifest_sql": [], "updates": [], "updates_sql": []}
+            server_cpu = []
             for _ in range(rounds):
+                cpu = process_cpu_seconds(pid)
                 times["manifest"].append(_timed(lambda: _manifest_pass(stub, started.download_id, md)))
+                server_cpu.append(process_cpu_seconds(pid) - cpu)
                 times["manifest_sql"].append(_timed(lambda: conn.execute(_BARE_MANIFEST, params).fetchall()))
                 times["updates"].append(_timed(lambda: stub.CheckUpdates(check, metadata=md)))
                 times["updates_sql"].append(
@@ -356,6 +361,8 @@ def rows_case(bench, rounds: int) -> dict:
     return {
         "chunks": chunks,
         "first_pass_seconds": first_pass,
+        "manifest_server_cpu_seconds": statistics.median(server_cpu),
+        "load": os.getloadavg(),
         "median_seconds": medians,
         "update_bytes_to_download": reply.updates[0].bytes_to_download,
         "notes": notes,
@@ -400,7 +407,9 @@ def run(bench) -> dict:
     m = rows["median_seconds"]
     print(
         f"  manifest          {rows['chunks']} chunks: {m['manifest'] * 1000:.0f} ms (links cached; first "
-        f"pass {rows['first_pass_seconds'] * 1000:.0f} ms) vs SQL {m['manifest_sql'] * 1000:.0f} ms"
+        f"pass {rows['first_pass_seconds'] * 1000:.0f} ms) vs SQL {m['manifest_sql'] * 1000:.0f} ms; "
+        f"service CPU {rows['manifest_server_cpu_seconds'] * 1000:.0f} ms a pass; load "
+        + ", ".join(f"{x:.1f}" for x in rows["load"])
     )
     print(f"  CheckUpdates      {m['updates'] * 1000:.1f} ms vs SQL {m['updates_sql'] * 1000:.1f} ms")
     for g in goals:

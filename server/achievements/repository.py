@@ -112,7 +112,7 @@ class StatusRow:
 
 # position: where the definition's product is in the requested list (0-based), the first sort key
 _STATUS_COLUMNS = (
-    "d.product_id, d.api_name, d.display_name, d.description, d.hidden, d.max_progress, d.icon_url, "
+    "d.product_id::text, d.api_name, d.display_name, d.description, d.hidden, d.max_progress, d.icon_url, "
     "d.icon_locked_url, d.display_order, "
     "(SELECT coalesce(sum(c.unlocked_count), 0)::bigint FROM achievement_unlock_counts c "
     "WHERE c.product_id = d.product_id AND c.api_name = d.api_name), "
@@ -128,26 +128,13 @@ _STATUS_ORDER = "ORDER BY position, d.display_order, d.api_name"
 
 
 def _status_row(row: Sequence[Any]) -> StatusRow:
-    progress, unlocked, unlocked_at = row[10], row[11], row[12]
+    """Positionally, from _STATUS_COLUMNS (in Definition's and Progress's field order; keyword arguments
+    cost more per row: docs/ARCHITECTURE.md, "Database access")."""
     return StatusRow(
-        definition=Definition(
-            product_id=str(row[0]),
-            api_name=row[1],
-            display_name=row[2],
-            description=row[3],
-            hidden=row[4],
-            max_progress=row[5],
-            icon_url=row[6],
-            icon_locked_url=row[7],
-            display_order=row[8],
-        ),
-        progress=(
-            Progress(progress=progress, is_unlocked=unlocked, unlocked_at=unlocked_at)
-            if progress is not None
-            else Progress()
-        ),
-        unlocked_count=row[9],
-        position=row[13],
+        Definition(*row[:9]),
+        Progress(*row[10:13]) if row[10] is not None else Progress(),
+        row[9],
+        row[13],
     )
 
 

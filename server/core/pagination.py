@@ -14,12 +14,30 @@ from typing import Any
 from server.core.errors import FieldViolation, InvalidArgument
 
 
-def query_fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:16]
+class QueryFingerprint:
+    """A hash of a query's filters, computed when first needed: a listing's first page that is also its
+    last (most of them) neither reads nor writes a token, and the hash costs tens of microseconds."""
+
+    __slots__ = ("_parts", "_value")
+
+    def __init__(self, parts: tuple[Any, ...]):
+        self._parts = parts
+        self._value: str | None = None
+
+    @property
+    def value(self) -> str:
+        if self._value is None:
+            text = json.dumps(self._parts, default=str, sort_keys=True)
+            self._value = hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self._value
 
 
-def encode_page_token(cursor: list[Any], fingerprint: str) -> str:
-    raw = json.dumps({"c": cursor, "q": fingerprint}, default=str, separators=(",", ":")).encode()
+def query_fingerprint(*parts: Any) -> QueryFingerprint:
+    return QueryFingerprint(parts)
+
+
+def encode_page_token(cursor: list[Any], fingerprint: QueryFingerprint) -> str:
+    raw = json.dumps({"c": cursor, "q": fingerprint.value}, default=str, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -28,7 +46,7 @@ def invalid_page_token() -> InvalidArgument:
     return InvalidArgument([FieldViolation("page_token", "is not a valid page token")])
 
 
-def decode_page_token(token: str, fingerprint: str) -> list[Any] | None:
+def decode_page_token(token: str, fingerprint: QueryFingerprint) -> list[Any] | None:
     """The cursor of a token, or None for the first page. A foreign or garbled token is INVALID_ARGUMENT."""
     if not token:
         return None
@@ -38,6 +56,6 @@ def decode_page_token(token: str, fingerprint: str) -> list[Any] | None:
         cursor, fp = body["c"], body["q"]
     except (ValueError, KeyError, TypeError) as exc:
         raise invalid_page_token() from exc
-    if fp != fingerprint or not isinstance(cursor, list):
+    if fp != fingerprint.value or not isinstance(cursor, list):
         raise InvalidArgument([FieldViolation("page_token", "does not belong to this query")])
     return cursor

@@ -122,4 +122,14 @@ def _decode(hint: Any, value: Any) -> Any:
         return time.fromisoformat(value)
     if dataclasses.is_dataclass(hint):
         return from_json(hint, value)
+    if isinstance(hint, type) and issubclass(hint, tuple) and hasattr(hint, "_fields"):
+        return _named_tuple(hint, value)
     return value
+
+
+def _named_tuple(cls: Any, value: list[Any] | dict[str, Any]) -> Any:
+    """A NamedTuple stored as the JSON array its values make (or as an object: a value that was a
+    dataclass when it was stored)."""
+    hints = get_type_hints(cls)
+    items = value if isinstance(value, dict) else dict(zip(cls._fields, value, strict=True))
+    return cls(**{name: _decode(hints[name], v) for name, v in items.items()})

@@ -592,4 +592,4 @@ async def manifest_chunks(db: Db, file_ids: Sequence[uuid.UUID], holdings: Holdi
     returns them (a page holds thousands; no object per chunk): (chunk_id, compressed_sha256, offset,
     size_bytes, compressed_size_bytes, download_required), the last one true when the client lacks it."""
     params = {"files": list(file_ids), "had": holdings.of_id}
-    return await db.all(_PAGE_CHUNKS_BY[holdings.by_version], params)
+    return await db.all(_PAGE_CHUNKS_BY[holdings.by_version], params, binary=True)

@@ -14,6 +14,7 @@ from server.core.db import Db, db_of
 from server.core.errors import ProductAccessDenied
 
 _OWNED = "SELECT product_id FROM library_items WHERE user_id = %s AND revoked_at IS NULL"
+_OWNED_TEXT = "SELECT product_id::text FROM library_items WHERE user_id = %s AND revoked_at IS NULL"
 
 
 async def owns(db: Db | AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
@@ -38,6 +39,12 @@ async def owned_product_ids(
         rows = await db.all(_OWNED, (user_id,))
     else:
         rows = await db.all(f"{_OWNED} AND product_id = ANY(%s)", (user_id, list(product_ids)))
+    return {row[0] for row in rows}
+
+
+async def owned_product_texts(db: Db, user_id: uuid.UUID) -> set[str]:
+    """Every product the user owns now, as canonical id text (for answers that carry ids as text)."""
+    rows = await db.all(_OWNED_TEXT, (user_id,))
     return {row[0] for row in rows}
 
 

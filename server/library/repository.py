@@ -24,19 +24,21 @@ from server.library.views import CategoryView, LibraryItemView, ProductInfo, Wis
 
 NAME_ASC, LAST_PLAYED_DESC, ADDED_AT_DESC = "name_asc", "last_played_desc", "added_at_desc"
 
+# Reads select ids as text (`::text`, the canonical form the contract carries): the driver then makes a str,
+# not a uuid.UUID that the servicer would print again (docs/ARCHITECTURE.md, "Database access").
 # A product's columns as `product_info` reads them (p: products, left-joined: all NULL when not cached).
 _PRODUCT = (
-    "p.product_id, p.name, p.product_type, p.cover_image_url, p.icon_url, p.developer, p.publisher, "
-    "p.release_date, p.genres, p.updated_at, p.base_product_id"
+    "p.product_id::text, p.name, p.product_type, p.cover_image_url, p.icon_url, p.developer, p.publisher, "
+    "p.release_date, p.genres, p.updated_at, p.base_product_id::text"
 )
-# An item's columns as `_item_view` reads them, then its product's, then its category ids (by name).
+# An item's columns in LibraryItemView's order: the item's, its product's, its category ids (by name).
 _ITEM = (
-    "li.id, li.product_id, li.acquisition_type, li.acquisition_timestamp, li.added_to_library_at, "
-    "li.last_played_timestamp, li.total_playtime_seconds, li.installation_status, li.installed_version_id, "
-    f"li.is_hidden, {_PRODUCT}, "
-    "ARRAY(SELECT lic.category_id FROM library_item_categories lic "
+    "li.id::text, li.product_id::text, li.acquisition_type, li.acquisition_timestamp, "
+    "li.added_to_library_at, li.last_played_timestamp, li.total_playtime_seconds, li.installation_status, "
+    f"li.installed_version_id::text, li.is_hidden, {_PRODUCT}, "
+    "ARRAY(SELECT lic.category_id::text FROM library_item_categories lic "
     "JOIN library_categories c ON c.id = lic.category_id WHERE lic.library_item_id = li.id "
-    "ORDER BY lower(c.name), c.id), li.lender_user_id"
+    "ORDER BY lower(c.name), c.id), li.lender_user_id::text"
 )
 _ACTIVE_ITEMS = "library_items li LEFT JOIN products p ON p.product_id = li.product_id"
 _ACTIVE = "li.user_id = %s AND li.revoked_at IS NULL"
@@ -60,11 +62,11 @@ _ITEM_LISTINGS: dict[str, keyset.Listing] = {
     ),
 }
 _CATEGORIES = keyset.Listing(
-    "c.id, c.name, c.created_at",
+    "c.id::text, c.name, c.created_at",
     "library_categories c",
     [keyset.SortKey("lower(c.name)"), keyset.id_key("c.id")],
 )
-_WISH = f"w.id, w.product_id, w.added_timestamp, w.priority, w.notes, {_PRODUCT}"
+_WISH = f"w.id::text, w.product_id::text, w.added_timestamp, w.priority, w.notes, {_PRODUCT}"
 _WISHLIST = keyset.Listing(
     _WISH,
     "wishlist_items w LEFT JOIN products p ON p.product_id = w.product_id",
@@ -72,56 +74,25 @@ _WISHLIST = keyset.Listing(
 )
 
 
-def product_info(row: Sequence[Any]) -> ProductInfo | None:
-    """The product of `row` (its _PRODUCT columns); None when the product is not cached."""
-    if row[0] is None:
+# Row values are made positionally from the columns above, which are in their fields' order (keyword
+# arguments cost a microsecond or two more per row).
+def product_info(row: Sequence[Any], at: int) -> ProductInfo | None:
+    """The product of `row` (its _PRODUCT columns, from `at`); None when the product is not cached."""
+    if row[at] is None:
         return None
-    return ProductInfo(
-        product_id=row[0],
-        name=row[1],
-        product_type=row[2],
-        cover_image_url=row[3],
-        icon_url=row[4],
-        developer=row[5],
-        publisher=row[6],
-        release_date=row[7],
-        genres=row[8],
-        updated_at=row[9],
-        base_product_id=row[10],
-    )
+    return ProductInfo._make(row[at : at + 11])
 
 
 def _item_view(row: Sequence[Any]) -> LibraryItemView:
-    return LibraryItemView(
-        id=row[0],
-        product_id=row[1],
-        product=product_info(row[10:21]),
-        acquisition_type=row[2],
-        acquisition_timestamp=row[3],
-        added_to_library_at=row[4],
-        last_played_timestamp=row[5],
-        total_playtime_seconds=row[6],
-        installation_status=row[7],
-        installed_version_id=row[8],
-        is_hidden=row[9],
-        category_ids=row[21],
-        lender_user_id=row[22],
-    )
+    return LibraryItemView(*row[:10], product_info(row, 10), row[21], row[22])
 
 
 def _category_view(row: Sequence[Any]) -> CategoryView:
-    return CategoryView(id=row[0], name=row[1], created_at=row[2])
+    return CategoryView(row[0], row[1], row[2])
 
 
 def _wishlist_view(row: Sequence[Any]) -> WishlistItemView:
-    return WishlistItemView(
-        id=row[0],
-        product_id=row[1],
-        product=product_info(row[5:]),
-        added_timestamp=row[2],
-        priority=row[3],
-        notes=row[4],
-    )
+    return WishlistItemView(*row[:5], product_info(row, 5))
 
 
 async def list_items(
@@ -197,7 +168,7 @@ async def owned_items(
         f"SELECT {_ITEM} FROM {_ACTIVE_ITEMS} WHERE {_ACTIVE} AND li.product_id = ANY(%s)",
         (user_id, list(product_ids)),
     )
-    return {row[1]: _item_view(row) for row in rows}
+    return {uuid.UUID(row[1]): _item_view(row) for row in rows}
 
 
 async def own_category_ids(db: Db, user_id: uuid.UUID, category_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
@@ -335,7 +306,7 @@ async def add_category(db: Db, user_id: uuid.UUID, name: str) -> CategoryView | 
     """The new category, or None when the user has one with that name (case-insensitively)."""
     row = await db.one(
         "INSERT INTO library_categories (id, user_id, name) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING "
-        "RETURNING id, name, created_at",
+        "RETURNING id::text, name, created_at",
         (uuid.uuid4(), user_id, name),
     )
     return None if row is None else _category_view(row)
@@ -361,7 +332,7 @@ async def rename_category(
         row = await db.one(
             "UPDATE library_categories SET name = %s WHERE id = %s AND NOT EXISTS (SELECT 1 FROM "
             "library_categories o WHERE o.user_id = %s AND lower(o.name) = lower(%s) AND o.id <> %s) "
-            "RETURNING id, name, created_at",
+            "RETURNING id::text, name, created_at",
             (name, category_id, user_id, name, category_id),
         )
     except UniqueViolation:  # a concurrent rename or create took the name after the check
@@ -388,8 +359,7 @@ _ADD_WISH = (
     "WITH added AS (INSERT INTO wishlist_items (id, user_id, product_id, priority, notes, added_timestamp) "
     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING "
     "RETURNING id, product_id, added_timestamp, priority, notes) "
-    f"SELECT w.id, w.product_id, w.added_timestamp, w.priority, w.notes, {_PRODUCT} "
-    "FROM added w LEFT JOIN products p ON p.product_id = w.product_id"
+    f"SELECT {_WISH} FROM added w LEFT JOIN products p ON p.product_id = w.product_id"
 )
 
 

@@ -47,53 +47,42 @@ _ACQUISITION = _numbers(_Acquisition)  # looked up per listed item: the dicts th
 _INSTALLATION = _numbers(_Installation)
 
 
-def _product(info: ProductInfo | None, product_id: uuid.UUID) -> pb.Product:
+_PRODUCTS_CACHED = 4096
+_products: dict[str, tuple[ProductInfo, pb.Product]] = {}
+
+
+def _product(info: ProductInfo | None, product_id: str) -> pb.Product:
+    """The message of a product, cached by id with the columns it was made from: the same few products
+    appear in many users' libraries, and a message costs more to build than its columns cost to compare.
+    Callers copy it (a message field set from it), never change it."""
     if info is None:
-        return pb.Product(product_id=str(product_id))
-    return _product_message(
-        (
-            info.product_id,
-            info.name,
-            info.product_type,
-            info.cover_image_url,
-            info.icon_url,
-            info.developer,
-            info.publisher,
-            info.release_date,
-            tuple(info.genres),
-            info.updated_at,
-            info.base_product_id,
-        )
+        return pb.Product(product_id=product_id)
+    cached = _products.get(info.product_id)
+    if cached is not None and cached[0] == info:
+        return cached[1]
+    message = pb.Product(
+        product_id=info.product_id,
+        name=info.name,
+        product_type=_wire(_ProductType, info.product_type),
+        cover_image_url=info.cover_image_url,
+        icon_url=info.icon_url,
+        developer=info.developer,
+        publisher=info.publisher,
+        release_date=timestamp(info.release_date),
+        genres=info.genres,
+        updated_at=timestamp(info.updated_at),
+        base_product_id=info.base_product_id or "",
     )
-
-
-@functools.lru_cache(maxsize=4096)
-def _product_message(fields: tuple) -> pb.Product:
-    """The message of a cached product, by all its fields: the same few products appear in many users'
-    libraries, and a message costs more to build than its fields cost to hash. Callers copy it (a message
-    field set from it), never change it."""
-    product_id, name, product_type, cover, icon, developer, publisher, released, genres, updated, base = (
-        fields
-    )
-    return pb.Product(
-        product_id=str(product_id),
-        name=name,
-        product_type=_wire(_ProductType, product_type),
-        cover_image_url=cover,
-        icon_url=icon,
-        developer=developer,
-        publisher=publisher,
-        release_date=timestamp(released),
-        genres=genres,
-        updated_at=timestamp(updated),
-        base_product_id=str(base or ""),
-    )
+    if len(_products) >= _PRODUCTS_CACHED and info.product_id not in _products:
+        del _products[next(iter(_products))]  # the oldest entry
+    _products[info.product_id] = (info, message)
+    return message
 
 
 def _item_fields(view: LibraryItemView) -> dict:
     return {
-        "id": str(view.id),
-        "product_id": str(view.product_id),
+        "id": view.id,
+        "product_id": view.product_id,
         "product": _product(view.product, view.product_id),
         "acquisition_type": _ACQUISITION.get(view.acquisition_type.upper(), 0),
         "acquisition_timestamp": timestamp(view.acquisition_timestamp),
@@ -101,10 +90,10 @@ def _item_fields(view: LibraryItemView) -> dict:
         "last_played_timestamp": timestamp(view.last_played_timestamp),
         "total_playtime_seconds": view.total_playtime_seconds,
         "installation_status": _INSTALLATION.get(view.installation_status.upper(), 0),
-        "installed_version_id": str(view.installed_version_id or ""),
+        "installed_version_id": view.installed_version_id or "",
         "is_hidden": view.is_hidden,
-        "category_ids": [str(c) for c in view.category_ids],
-        "lender_user_id": str(view.lender_user_id or ""),
+        "category_ids": view.category_ids,
+        "lender_user_id": view.lender_user_id or "",
     }
 
 
@@ -113,7 +102,7 @@ def _item(view: LibraryItemView) -> pb.LibraryItem:
 
 
 def _category_fields(view: CategoryView) -> dict:
-    return {"id": str(view.id), "name": view.name, "created_at": timestamp(view.created_at)}
+    return {"id": view.id, "name": view.name, "created_at": timestamp(view.created_at)}
 
 
 def _category(view: CategoryView) -> pb.Category:
@@ -122,8 +111,8 @@ def _category(view: CategoryView) -> pb.Category:
 
 def _wish_fields(view: WishlistItemView) -> dict:
     return {
-        "id": str(view.id),
-        "product_id": str(view.product_id),
+        "id": view.id,
+        "product_id": view.product_id,
         "product": _product(view.product, view.product_id),
         "added_timestamp": timestamp(view.added_timestamp),
         "priority": view.priority,

@@ -1,5 +1,6 @@
 """What the library's use cases return: plain values (no ORM rows), so the servicer can map them to protos
-and the replay store can keep them as JSON.
+and the replay store can keep them as JSON. Ids are canonical UUID text, as the reads select them and the
+contract carries them. Fields are in the order of the columns the repository reads them from.
 
 The values made per listed row are slotted dataclasses, not frozen ones (nobody changes them; a frozen
 dataclass pays an `object.__setattr__` per field, several microseconds per row of a page of 50):
@@ -8,18 +9,21 @@ docs/ARCHITECTURE.md, "Database access"."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class ProductInfo:
-    """Cached catalog metadata. `product_type` is the catalog value (`game`, `dlc`, ...) or ''."""
+class ProductInfo(NamedTuple):
+    """Cached catalog metadata. `product_type` is the catalog value (`game`, `dlc`, ...) or ''.
 
-    product_id: uuid.UUID
+    A tuple of the product's columns, not a dataclass: the servicer's message cache compares it with the
+    one it built a product's message from, as one tuple comparison (docs/ARCHITECTURE.md)."""
+
+    product_id: str
     name: str = ""
     product_type: str = ""
     cover_image_url: str = ""
@@ -27,43 +31,43 @@ class ProductInfo:
     developer: str = ""
     publisher: str = ""
     release_date: datetime | None = None
-    genres: list[str] = field(default_factory=list)
+    genres: Sequence[str] = ()
     updated_at: datetime | None = None
-    base_product_id: uuid.UUID | None = None  # a DLC's base game
+    base_product_id: str | None = None  # a DLC's base game
 
 
 @dataclass(slots=True)
 class LibraryItemView:
-    id: uuid.UUID
-    product_id: uuid.UUID
-    product: ProductInfo | None
+    id: str
+    product_id: str
     acquisition_type: str
     acquisition_timestamp: datetime
     added_to_library_at: datetime
     last_played_timestamp: datetime | None
     total_playtime_seconds: int
     installation_status: str
-    installed_version_id: uuid.UUID | None
+    installed_version_id: str | None
     is_hidden: bool
-    category_ids: list[uuid.UUID]
-    lender_user_id: uuid.UUID | None = None  # family sharing: who lends a borrowed (family_shared) item
+    product: ProductInfo | None
+    category_ids: list[str]
+    lender_user_id: str | None = None  # family sharing: who lends a borrowed (family_shared) item
 
 
 @dataclass(slots=True)
 class CategoryView:
-    id: uuid.UUID
+    id: str
     name: str
     created_at: datetime
 
 
 @dataclass(slots=True)
 class WishlistItemView:
-    id: uuid.UUID
-    product_id: uuid.UUID
-    product: ProductInfo | None
+    id: str
+    product_id: str
     added_timestamp: datetime
     priority: int
     notes: str
+    product: ProductInfo | None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from server.playtime.tables import PlaytimeSession
 @dataclass(frozen=True, slots=True)
 class PlayedInterval:
     session_id: uuid.UUID
-    product_id: uuid.UUID
+    product_id: str  # canonical UUID text, as statistics key products
     played: DeviceInterval
 
 
@@ -35,7 +35,7 @@ class ActiveSession:
 
 
 _RECENT = (
-    "SELECT session_id, product_id, device_id, started_at, ended_at FROM playtime_intervals "
+    "SELECT session_id, product_id::text, device_id, started_at, ended_at FROM playtime_intervals "
     "WHERE user_id = %s AND ended_at > %s"
 )
 
@@ -51,18 +51,19 @@ async def recent(
     return [PlayedInterval(s, p, DeviceInterval(d, Interval(start, end))) for s, p, d, start, end in rows]
 
 
-_TOTALS = "SELECT product_id, total_us, last_played_at FROM playtime_totals WHERE user_id = %s"
-_DEVICE_TOTALS = "SELECT product_id, device_id, total_us FROM playtime_device_totals WHERE user_id = %s"
+# product ids as canonical text: what statistics key products by (and answer)
+_TOTALS = "SELECT product_id::text, total_us, last_played_at FROM playtime_totals WHERE user_id = %s"
+_DEVICE_TOTALS = "SELECT product_id::text, device_id, total_us FROM playtime_device_totals WHERE user_id = %s"
 
 
 async def totals(
     db: Db, user_id: uuid.UUID, product_ids: list[uuid.UUID] | None = None
-) -> dict[uuid.UUID, StoredTotals]:
-    """The stored totals of every product the user played (of these products)."""
+) -> dict[str, StoredTotals]:
+    """The stored totals of every product the user played (of these products), by product id text."""
     where, params = (
         ("", (user_id,)) if product_ids is None else (" AND product_id = ANY(%s)", (user_id, product_ids))
     )
-    devices: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
+    devices: dict[str, dict[str, int]] = defaultdict(dict)
     for product_id, device_id, total_us in await db.all(_DEVICE_TOTALS + where, params):
         devices[product_id][device_id] = total_us
     return {

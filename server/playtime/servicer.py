@@ -26,8 +26,10 @@ _Result = pb.OfflineSessionResult
 
 def _stats_fields(item: ProductPlaytime, *, last_two_weeks: bool) -> dict:
     stats = item.stats
+    if stats is rules.UNPLAYED:  # most products of a library: every other field is zero
+        return {"product_id": item.product_id}
     return {
-        "product_id": str(item.product_id),
+        "product_id": item.product_id,
         "total_playtime_seconds": stats.total_seconds,
         "last_two_weeks_seconds": stats.last_two_weeks_seconds,
         "period_playtime_seconds": stats.period_seconds(last_two_weeks),

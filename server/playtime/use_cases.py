@@ -13,7 +13,7 @@ from server.core.db import Db
 from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.validation import CLOCK_SKEW
-from server.library.entitlements import acquired_at, owned_product_ids
+from server.library.entitlements import acquired_at, owned_product_texts
 from server.playtime import crediting, repository, rules, sharing
 from server.playtime.live import HeartbeatOutcome, LiveRecord, accrual_policy, live_sessions, server_now
 from server.playtime.repository import PlaytimeRepository
@@ -87,9 +87,9 @@ class OfflineResult:
     credited_seconds: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per product of a statistics call: slotted, not frozen (docs/ARCHITECTURE.md)
 class ProductPlaytime:
-    product_id: uuid.UUID
+    product_id: str  # canonical UUID text
     stats: rules.ProductStats
 
 
@@ -285,32 +285,34 @@ class Playtime:
     ) -> list[ProductPlaytime]:
         """Stored totals, the last two weeks of credited intervals, and the live segments of active
         sessions (up to their last heartbeat): never a product's whole history.
-        With `product_ids`: those, in order; else every owned or played product, most recent first."""
+        With `product_ids`: those, in order; else every owned or played product, most recent first.
+        Products are keyed by their id's canonical text, as the statements select them and the answer
+        carries them (no UUID made and printed again per product)."""
         requested = list(dict.fromkeys(product_ids))
         stored = await repository.totals(db, user_id, requested or None)
         active = await repository.active_sessions_of(db, user_id, requested or None)
         live_records = await self.live.get_many(s.id for s in active)
-        live: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
+        live: dict[str, list[rules.DeviceInterval]] = defaultdict(list)
         for s in active:
             if s.id in live_records:
-                live[s.product_id].extend(
+                live[str(s.product_id)].extend(
                     rules.DeviceInterval(s.device_id, i) for i in live_records[s.id].state.segments()
                 )
         # The stored intervals a live segment may repeat are those of its session's time: at most as old
         # as the oldest live segment, if that is older than the window.
         since = min([now - rules.TWO_WEEKS, *(p.interval.start for ps in live.values() for p in ps)])
-        recent: dict[uuid.UUID, list[rules.DeviceInterval]] = defaultdict(list)
+        recent: dict[str, list[rules.DeviceInterval]] = defaultdict(list)
         for p in await repository.recent(db, user_id, since, requested or None):
             recent[p.product_id].append(p.played)
         played = set(stored) | set(live)
-        products = requested or list(set(played) | await owned_product_ids(db, user_id))
+        products = [str(p) for p in requested] or list(played | await owned_product_texts(db, user_id))
         stats = [
             ProductPlaytime(
                 p,
                 rules.stats_from_totals(
                     stored.get(p, rules.NOTHING_STORED),
-                    recent[p],
-                    live[p],
+                    recent.get(p, _NONE),
+                    live.get(p, _NONE),
                     now,
                     last_two_weeks=last_two_weeks,
                 ),
@@ -326,9 +328,12 @@ class Playtime:
             key=lambda s: (
                 s.stats.last_played_at is None,
                 -_epoch(s.stats.last_played_at),
-                str(s.product_id),
+                s.product_id,
             ),
         )
+
+
+_NONE: list[rules.DeviceInterval] = []  # a product without recent or live intervals (never changed)
 
 
 def _epoch(when: datetime | None) -> float:

@@ -438,7 +438,7 @@ async def test_offline_sessions_are_bounded_by_the_acquisition_and_the_age_limit
         ("REJECTED", OfflineRejection.TOO_OLD, 0),
         ("ACCEPTED", None, 3600),
     ]
-    assert {t.product_id: t.stats.total_seconds for t in totals} == {recent: 3600, old: 3600}
+    assert {t.product_id: t.stats.total_seconds for t in totals} == {str(recent): 3600, str(old): 3600}
 
 
 async def test_offline_uploads_refuse_unowned_products_and_replay_as_duplicates(playtime, owner):

@@ -154,9 +154,9 @@ def test_catalog_event_carries_only_the_fields_it_names():
 
 def test_replay_store_round_trips_nested_results():
     item = LibraryItemView(
-        id=uuid.uuid4(),
-        product_id=PRODUCT,
-        product=ProductInfo(product_id=PRODUCT, name="Celeste", genres=["platformer"], release_date=NOW),
+        id=str(uuid.uuid4()),
+        product_id=str(PRODUCT),
+        product=ProductInfo(product_id=str(PRODUCT), name="Celeste", genres=["platformer"], release_date=NOW),
         acquisition_type="gift",
         acquisition_timestamp=NOW,
         added_to_library_at=NOW + timedelta(seconds=1),
@@ -165,9 +165,9 @@ def test_replay_store_round_trips_nested_results():
         installation_status="installed",
         installed_version_id=None,
         is_hidden=True,
-        category_ids=[uuid.UUID(int=1), uuid.UUID(int=2)],
+        category_ids=[str(uuid.UUID(int=1)), str(uuid.UUID(int=2))],
     )
     result = GrantResult([item], [PRODUCT])
     assert replay.from_json(GrantResult, replay.to_json(result)) == result
-    category = CategoryView(uuid.UUID(int=3), "RPG", NOW)
+    category = CategoryView(str(uuid.UUID(int=3)), "RPG", NOW)
     assert replay.from_json(CategoryView, replay.to_json(category)) == category
