@@ -183,14 +183,17 @@ class PrivateRedisCluster:
         return port
 
     async def _wait_ok(self, timeout: float = 30.0) -> None:
+        """Every node says the cluster is ok and knows every other node: a node added by gossip is known
+        to the others a little later (until then `CLUSTER SETSLOT … NODE` on them answers "Unknown node")."""
         deadline = asyncio.get_running_loop().time() + timeout
+        known = f"cluster_known_nodes:{len(self.ports)}\r".encode()
         for port in self.ports:
             while True:
                 info = await asyncio.create_subprocess_exec(
                     "redis-cli", "-p", str(port), "cluster", "info", stdout=subprocess.PIPE
                 )
                 out, _ = await info.communicate()
-                if b"cluster_state:ok" in out:
+                if b"cluster_state:ok" in out and known in out:
                     break
                 assert asyncio.get_running_loop().time() < deadline, f"cluster node {port}: {out.decode()}"
                 await asyncio.sleep(0.1)
