@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, or_, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.cloud_saves.rules import COMMITTED, CONFLICT, HELD, PENDING
 from server.cloud_saves.tables import ObjectDeletion, SaveGameRow
-from server.core.db import Db, db_of
+from server.core.db import Db
 from server.core.uow import UnitOfWork
 
 S = SaveGameRow
@@ -195,10 +195,10 @@ class SaveRepository:
         )
 
     async def _db(self) -> Db:
-        """The unit's connection as a Db, the session's changes flushed first: the reads below go straight
+        """The unit's connection, the session's changes (if any) flushed first: the reads below go straight
         to the driver, which does not autoflush."""
-        await self.session.flush()
-        return await db_of(self.session)
+        await self._uow.flush()
+        return self.db
 
     async def shown(
         self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str | None = None
@@ -211,10 +211,8 @@ class SaveRepository:
     async def slot_in_use(
         self, user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str, now: datetime
     ) -> bool:
-        found = await self.session.scalar(
-            select(S.id).where(*_slot(user_id, product_id, slot_name), _held(now)).limit(1)
-        )
-        return found is not None
+        params = {"user_id": user_id, "product_id": product_id, "slot_name": slot_name, "now": now}
+        return await (await self._db()).value(_SLOT_IN_USE, params) is not None
 
     def add(self, row: SaveGameRow) -> None:
         self.session.add(row)
@@ -282,12 +280,6 @@ async def usage(db: Db, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime
 
 def _slot(user_id: uuid.UUID, product_id: uuid.UUID, slot_name: str):
     return S.user_id == user_id, S.product_id == product_id, S.slot_name == slot_name
-
-
-def _held(now):
-    return or_(
-        S.status.in_([s for s in HELD if s != PENDING]), (S.status == PENDING) & (S.reserved_until > now)
-    )
 
 
 def _usage(rows) -> Usage:
@@ -361,6 +353,10 @@ _SHOWN = _SHOWN_FROM + _SHOWN_ORDER
 _SHOWN_SLOT = _SHOWN_FROM + " AND slot_name = %s" + _SHOWN_ORDER
 _HELD_NOW_SQL = "(status IN ({}) OR (status = '{}' AND reserved_until > %(now)s))".format(
     ", ".join(f"'{s}'" for s in HELD if s != PENDING), PENDING
+)
+_SLOT_IN_USE = (
+    "SELECT 1 FROM savegames WHERE user_id = %(user_id)s AND product_id = %(product_id)s"
+    f" AND slot_name = %(slot_name)s AND {_HELD_NOW_SQL} LIMIT 1"
 )
 _USAGE = (
     "SELECT slot_name,"

@@ -117,12 +117,17 @@ class UnitOfWork:
         `commit`). Reads through `db` before the commit do not see it; a failure fails the commit."""
         self._deferred.append((sql, params))
 
+    async def flush(self) -> None:
+        """Sends the ORM session's pending changes, if a session was made, so that reads through `db` (which
+        never autoflushes) see them."""
+        if self._session is not None:
+            await self._session.flush()
+
     async def commit(self) -> None:
         """Flushes the session, then sends the deferred writes, the outbox rows and COMMIT in one pipeline:
         one round trip, however many statements (each outbox write used to wait for its own answer, then
         COMMIT for its own). An error of any of them fails the commit and nothing of the unit is kept."""
-        if self._session is not None:
-            await self._session.flush()
+        await self.flush()
         if self._deferred or self._messages:
             conn = self.db.conn
             async with conn.pipeline(), conn.cursor() as cur:
