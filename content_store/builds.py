@@ -7,11 +7,12 @@ incompressible chunk is framed as raw blocks instead of compressed (content_stor
 Shared by the `publish` CLI (client/sdk/publishing.py) and PublishProductVersion
 (server/downloads/publishing.py), so both cut, name and compress exactly alike. hashlib, zstandard and
 pyfastcdc release the GIL on large buffers, so a thread pool scales across cores without copying the bytes
-to other processes. A large file is memory-mapped and its chunks are tasks of their own; files of at most
-one chunk's minimum size go to the workers in batches, each read and prepared whole by one task, since
+to other processes. A large file is memory-mapped and cut as it is listed, its chunks handed to the pool
+in runs of a few MiB (one task per chunk cost a tenth of the chunk's hashing in hand-offs); files of at
+most one chunk's minimum size go to the workers in batches, each read and prepared whole by one task, since
 handing a task to a thread costs about as much as preparing a small file. Compressed chunks are kept in
 memory up to a budget; beyond it (and for raw frames, which are only a copy) they are built again when
-uploaded.
+uploaded, the way the scan built them (no probe, no second hash: the declared hash is what binds them).
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from content_store.chunking import (
     ChunkRef,
     FileEntry,
     chunk_id,
-    compress,
     compressed_frame,
     cut,
     incompressible,
     path_problem,
+    raw_frame,
     raw_frame_parts,
 )
 
@@ -51,8 +52,9 @@ class BuildError(ValueError):
 class Build:
     root: Path
     files: list[FileEntry]
-    # Where each distinct chunk can be read again: (relative path, offset, size).
-    locations: dict[str, tuple[str, int, int]]
+    # Where each distinct chunk can be read again (relative path, offset, size), its object's SHA-256 as
+    # declared, and whether that object is a raw frame: an upload rebuilds it without probing or hashing.
+    locations: dict[str, tuple[str, int, int, str, bool]]
     _cache: dict[str, tuple[bytes, str]] = field(default_factory=dict, repr=False)
 
     @property
@@ -60,14 +62,16 @@ class Build:
         return sum(f.size for f in self.files)
 
     def compressed(self, chunk: str) -> tuple[bytes, str]:
-        """(zstd bytes, their SHA-256 hex) of a chunk of the build."""
+        """(zstd bytes, their SHA-256 hex as the scan declared it) of a chunk of the build. Built again
+        from the file when not kept, as the scan built it; should the file have changed since, the bytes
+        no longer match the declared hash and the store refuses them (the presigned PUT is bound to it)."""
         if (hit := self._cache.get(chunk)) is not None:
             return hit
-        path, offset, size = self.locations[chunk]
+        path, offset, size, blob_hash, raw = self.locations[chunk]
         with open(self.root / path, "rb") as handle:
             handle.seek(offset)
-            blob = compress(handle.read(size))
-        return blob, hashlib.sha256(blob).hexdigest()
+            data = handle.read(size)
+        return (raw_frame(data) if raw else compressed_frame(data)), blob_hash
 
     def drop(self, chunk: str) -> None:
         """Forgets a chunk's cached compressed bytes (after it was uploaded)."""
@@ -103,15 +107,15 @@ class _Compressions:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._first: dict[str, Future[tuple[int, str]]] = {}
+        self._first: dict[str, Future[_Object]] = {}
 
-    def prepare(self, data: memoryview | bytes) -> tuple[str, bytes | None, Future[tuple[int, str]]]:
-        """(chunk id, its compressed bytes if this call compressed it, (size, SHA-256) of the object).
+    def prepare(self, data: memoryview | bytes) -> tuple[str, bytes | None, Future[_Object]]:
+        """(chunk id, its compressed bytes if this call compressed it, (size, SHA-256, raw) of the object).
         An incompressible chunk's object (raw blocks) is hashed piece by piece and never built here: it
         is only a copy of the chunk, so it is not worth memory (or the pages' first touch) until its
         upload."""
         cid = chunk_id(data)
-        mine: Future[tuple[int, str]] = Future()
+        mine: Future[_Object] = Future()
         with self._lock:
             first = self._first.setdefault(cid, mine)
         if first is not mine:
@@ -121,15 +125,17 @@ class _Compressions:
             for part in raw_frame_parts(data):
                 digest.update(part)
                 size += len(part)
-            mine.set_result((size, digest.hexdigest()))
+            mine.set_result((size, digest.hexdigest(), True))
             return cid, None, mine
         blob = compressed_frame(data)
-        mine.set_result((len(blob), hashlib.sha256(blob).hexdigest()))
+        mine.set_result((len(blob), hashlib.sha256(blob).hexdigest(), False))
         return cid, blob, mine
 
 
+# A chunk's object: its size, SHA-256 and whether it is a raw frame.
+_Object = tuple[int, str, bool]
 # One prepared chunk occurrence: offset, size, and what _Compressions.prepare answered for it.
-_Chunk = tuple[int, int, str, bytes | None, Future[tuple[int, str]]]
+_Chunk = tuple[int, int, str, bytes | None, Future[_Object]]
 
 
 @dataclass
@@ -180,11 +186,17 @@ MAX_BYTES_IN_FLIGHT = 1024 * 1024 * 1024
 SMALL_FILE_SIZE = MIN_CHUNK_SIZE
 BATCH_BYTES = 2 * 1024 * 1024
 BATCH_FILES = 32
+# A large file's chunks go to the pool in runs of consecutive chunks of at least this many bytes: handing a
+# task to a thread (queue, wake-up, future, the GIL passed back and forth) costs about 0.1 ms of CPU on a
+# virtual machine, a tenth of what hashing a 1 MiB chunk costs; a run pays it once for several chunks and
+# a large build still spreads over every core.
+TASK_BYTES = 4 * 1024 * 1024
 
 
 class _Preparer:
-    """Hands files to the pool: a large one memory-mapped and cut here, one task per chunk (and one for
-    the file's hash); small ones in batches, a task reading and preparing each file of its batch whole."""
+    """Hands files to the pool: a large one memory-mapped and cut here, a task per run of its chunks
+    (and one for the file's hash); small ones in batches, a task reading and preparing each file of its
+    batch whole."""
 
     def __init__(self, pool: ThreadPoolExecutor, root: Path, on_bytes: Callable[[int], None] | None):
         self._pool, self._root, self._on_bytes = pool, root, on_bytes
@@ -215,7 +227,7 @@ class _Preparer:
         try:
             for path in paths:
                 data = _read(self._root / path, buffer)
-                chunks = [(at, len(piece), *self._compressions.prepare(piece)) for at, piece in cut(data)]
+                chunks = self._prepare_run(list(cut(data)), report=False)
                 digest = chunks[0][2] if len(chunks) == 1 else hashlib.sha256(data).hexdigest()
                 prepared.append(_Prepared(len(data), digest, chunks))
                 if self._on_bytes is not None:
@@ -224,19 +236,31 @@ class _Preparer:
             _idle_buffers.put(buffer)
         return prepared
 
+    def _prepare_run(self, pieces: list[tuple[int, memoryview]], *, report: bool = True) -> list[_Chunk]:
+        chunks = [(offset, len(piece), *self._compressions.prepare(piece)) for offset, piece in pieces]
+        if report and self._on_bytes is not None:
+            self._on_bytes(sum(len(piece) for _, piece in pieces))
+        return chunks
+
     def _submit_large(self, path: str) -> Callable[[], _Prepared]:
+        """Cuts the file here and hands its chunks to the pool in runs of about TASK_BYTES, each run
+        submitted as soon as it is cut; the file's hash is one more task (none for a single chunk)."""
         data, size = _read_only_view(self._root / path)
-        chunks = [
-            (offset, len(piece), self._pool.submit(self._compressions.prepare, piece))
-            for offset, piece in cut(data)
-        ]
-        if self._on_bytes is not None:
-            for _, length, future in chunks:
-                future.add_done_callback(lambda _f, n=length, report=self._on_bytes: report(n))
-        file_hash = None if len(chunks) == 1 else self._pool.submit(_hash_file, data)
+        runs: list[Future[list[_Chunk]]] = []
+        run: list[tuple[int, memoryview]] = []
+        run_bytes = count = 0
+        for offset, piece in cut(data):
+            run.append((offset, piece))
+            run_bytes, count = run_bytes + len(piece), count + 1
+            if run_bytes >= TASK_BYTES:
+                runs.append(self._pool.submit(self._prepare_run, run))
+                run, run_bytes = [], 0
+        if run:
+            runs.append(self._pool.submit(self._prepare_run, run))
+        file_hash = None if count == 1 else self._pool.submit(_hash_file, data)
 
         def result() -> _Prepared:
-            prepared = [(offset, length, *future.result()) for offset, length, future in chunks]
+            prepared = [chunk for task in runs for chunk in task.result()]
             digest = file_hash.result() if file_hash is not None else prepared[0][2]
             return _Prepared(size, digest, prepared)
 
@@ -247,10 +271,10 @@ def _collect(build: Build, pending: _PendingFile, cache_room: list[int]) -> int:
     prepared = pending.result()
     refs = []
     for offset, length, cid, blob, compressed in prepared.chunks:
-        compressed_size, blob_hash = compressed.result()
+        compressed_size, blob_hash, raw = compressed.result()
         refs.append(ChunkRef(cid, offset, length, compressed_size, blob_hash))
         if cid not in build.locations:
-            build.locations[cid] = (pending.path, offset, length)
+            build.locations[cid] = (pending.path, offset, length, blob_hash, raw)
         if blob is not None and compressed_size <= cache_room[0]:
             build._cache[cid] = (blob, blob_hash)
             cache_room[0] -= compressed_size
