@@ -86,7 +86,10 @@ if notified == nil or now - notified >= NOTIFY_INTERVAL_MS then
   local pct = 100
   if total > 0 then pct = math.min(100, downloaded * 100 / total) end
   local eta = cjson.null
-  if speed > 0 then eta = math.ceil((total - downloaded) / speed) end
+  if speed > 0 then
+    local left = (total - downloaded) / speed
+    if left <= ETA_MAX_SECONDS then eta = math.ceil(left) end
+  end
   local payload = cjson.encode({downloadId = download, productId = h[7], downloadedBytes = downloaded,
     totalSizeBytes = total, progressPercentage = pct, speedBytesPerSecond = math.floor(speed),
     etaSeconds = eta})
@@ -177,6 +180,7 @@ class LiveProgress:
             LIMIT_TOLERANCE_MS=limit.tolerance_ms if limit else 0,
             SPEED_TIME_CONSTANT_MS=int(rules.SPEED_TIME_CONSTANT_SECONDS * 1000),
             NOTIFY_INTERVAL_MS=notify_interval_ms,
+            ETA_MAX_SECONDS=rules.ETA_MAX_SECONDS,
             LIVE_TTL=str(LIVE_TTL_MS),
             STREAM_MAXLEN=str(stream_maxlen),
             NOTIFICATION=rules.PROGRESS_NOTIFICATION,

@@ -645,6 +645,37 @@ async def test_the_progress_script_smooths_exactly_as_the_rules_do(in_process, s
         assert progress.eta_seconds == rules.eta_seconds(downloaded, 200_000, expected.speed)
 
 
+async def test_a_stalled_download_has_no_eta_rather_than_one_beyond_the_contract(
+    in_process, sessions, redis, downloads
+):
+    """The smoothed speed of a download that stops moving decays towards 0 with every report; the ETA it
+    gives (remaining / speed) soon leaves the contract's int32 and then overflows a float. Past that point
+    the ETA is unknown (None) in the answer, the session's view and the notification, never an error."""
+    use_cases, clock, _ = in_process
+    user = uuid.uuid4()
+    product, version = await owned_game(sessions, user)
+    s = await start(downloads, user, product)
+    download_id = uuid.UUID(s.download_id)
+    half = version.download_bytes // 2
+    await use_cases.report(user, download_id, ProgressReport(0, "downloading"))
+    clock.now += timedelta(seconds=1)
+    moving = await use_cases.report(user, download_id, ProgressReport(half, "downloading"))
+    assert moving.speed_bytes_per_second == half and moving.eta_seconds in (1, 2)
+    for _ in range(80):  # stalled for 40 minutes, a report every 30 s
+        clock.now += timedelta(seconds=30)
+        stalled = await use_cases.report(user, download_id, ProgressReport(half, "downloading"))
+    assert (stalled.speed_bytes_per_second, stalled.eta_seconds) == (0, None)
+    reported = await report(downloads, user, s.download_id, half)  # the server's own clock: later still
+    assert not reported.HasField("eta_seconds") and reported.speed_bytes_per_second == 0
+    request = pb.GetDownloadRequest(download_id=s.download_id)
+    got = (await downloads.GetDownload(request, metadata=user_metadata(user))).download
+    assert not got.HasField("eta_seconds") and got.downloaded_bytes == half
+    entries = await redis.xrange(notification_stream(user))
+    last = json.loads([f for _, f in entries if f[b"type"] == b"downloadProgress"][-1][b"payload"])
+    assert last["etaSeconds"] is None and last["downloadedBytes"] == half
+    assert rules.eta_seconds(0, 10**12, 1e-320) is None and rules.eta_seconds(0, 2**31, 1.0) is None
+
+
 async def test_live_progress_is_folded_into_the_row_at_the_next_transition(in_process, sessions, downloads):
     use_cases, _, _ = in_process
     user = uuid.uuid4()
