@@ -144,11 +144,12 @@ def smooth(previous: SpeedSample | None, now_ms: int, downloaded: int) -> SpeedS
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)  # made once: timedelta's keyword constructor costs ~2 us (every report)
 
 
 def epoch_ms(when: datetime) -> int:
     """Server time in whole milliseconds, exactly (no float rounding), as the live state keeps it."""
-    return (when - _EPOCH) // timedelta(milliseconds=1)
+    return (when - _EPOCH) // _MS
 
 
 ETA_MAX_SECONDS = 2**31 - 1  # the contract's eta_seconds is an int32
