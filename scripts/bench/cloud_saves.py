@@ -36,7 +36,6 @@ from server.core.s3 import ObjectStore
 
 GOAL_VS_BARE_PUT = 0.8
 MiB = 1024 * 1024
-SAVES_PRODUCT = uuid.uuid5(uuid.NAMESPACE_URL, "https://library.platform/bench/saves-product")
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,9 @@ class _Sync:
         self._md = (("authorization", f"Bearer {fixtures.user_token()}"),)
         self._store, self._http = store, http
         self._slot = f"bench {uuid.uuid4().hex[:8]}"
+        # a product of this run's own: the quota is per user and product, and what earlier runs kept (up to
+        # the retained versions of every slot they made) would fill it
+        self.product_id = uuid.uuid4()
         self._head = 0
         self.bare_keys: list[str] = []
 
@@ -69,7 +71,7 @@ class _Sync:
                 user_id=str(fixtures.BENCH_USER),
                 items=[
                     library_service_pb2.EntitlementGrant(
-                        product_id=str(SAVES_PRODUCT),
+                        product_id=str(self.product_id),
                         acquisition_type=library_service_pb2.LibraryItem.PURCHASE,
                     )
                 ],
@@ -80,7 +82,7 @@ class _Sync:
     async def sync(self, body: bytes, sha256: str) -> _Steps:
         started = time.perf_counter()
         request = pb.RequestSaveGameUploadURLRequest(
-            product_id=str(SAVES_PRODUCT),
+            product_id=str(self.product_id),
             slot_name=self._slot,
             file_size_bytes=len(body),
             file_hash_sha256=sha256,

@@ -10,7 +10,7 @@ the sweeper) keep the ORM rows they load and change."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -120,10 +120,20 @@ class SaveRepository:
         """Takes the (user, product) row lock, creating the row on first use, in one statement."""
         await self.db.execute(_LOCK_OWNER, (user_id, product_id))
 
-    async def lock_and_usage(self, user_id: uuid.UUID, product_id: uuid.UUID, now: datetime) -> Usage:
-        """`lock_owner`, then `usage` under the lock, in one round trip."""
+    async def lock_and_usage(
+        self,
+        user_id: uuid.UUID,
+        product_id: uuid.UUID,
+        now: datetime,
+        *,
+        first: Callable[[Db], Awaitable[None]] | None = None,
+    ) -> Usage:
+        """`lock_owner`, then `usage` under the lock, in one round trip, with the transaction's BEGIN and
+        whatever `first` sends (it queues statements of its own in the same pipeline)."""
         conn = self.db.conn
         async with conn.pipeline():
+            if first is not None:
+                await first(self.db)
             await conn.execute(_LOCK_OWNER, (user_id, product_id))
             rows = await conn.execute(_USAGE, {"user_id": user_id, "product_id": product_id, "now": now})
         return _usage(await rows.fetchall())

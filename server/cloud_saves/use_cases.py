@@ -37,7 +37,7 @@ from server.core.events.cloudevents import rfc3339
 from server.core.replay import request_key
 from server.core.s3 import StoreUnavailable
 from server.core.uow import UnitOfWork
-from server.library.entitlements import require_owned
+from server.library.entitlements import Ownership, require_owned
 
 SAVEGAME_UPLOADED = "com.platform.library.savegame.uploaded.v1"
 SYNCED_NOTIFICATION = "cloudSaveSynced"
@@ -252,9 +252,11 @@ class CloudSaves:
                 ticket = await self._represent(uow, user_id, first.savegame_id)
                 await uow.commit()
                 return ticket
-            await require_owned(uow.db, user_id, request.product_id)
             now = self._deps.clock()
-            usage = await repo.lock_and_usage(user_id, request.product_id, now)
+            # the ownership check goes with the owner lock and the usage (a non-owner's lock is rolled back)
+            ownership = Ownership(user_id, request.product_id)
+            usage = await repo.lock_and_usage(user_id, request.product_id, now, first=ownership.send)
+            await ownership.require()
             head_version = usage.head_versions.get(request.slot_name, 0)
             if request.base_version > head_version:
                 raise InvalidArgument(

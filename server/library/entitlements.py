@@ -8,25 +8,48 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
+from psycopg import AsyncCursor
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.db import Db, db_of
 from server.core.errors import ProductAccessDenied
 
 _OWNED = "SELECT product_id FROM library_items WHERE user_id = %s AND revoked_at IS NULL"
+_OWNS = f"{_OWNED} AND product_id = %s"
 _OWNED_TEXT = "SELECT product_id::text FROM library_items WHERE user_id = %s AND revoked_at IS NULL"
 
 
 async def owns(db: Db | AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
     """Whether the user owns the product now (an active, not revoked, library item)."""
     db = await db_of(db)
-    return await db.one(f"{_OWNED} AND product_id = %s", (user_id, product_id)) is not None
+    return await db.one(_OWNS, (user_id, product_id)) is not None
 
 
 async def require_owned(db: Db | AsyncSession, user_id: uuid.UUID, product_id: uuid.UUID) -> None:
     """Raises PERMISSION_DENIED PRODUCT_ACCESS_DENIED unless the user owns the product."""
     if not await owns(db, user_id, product_id):
         raise ProductAccessDenied(str(product_id))
+
+
+class Ownership:
+    """`require_owned` in the round trip of the caller's own statements: `send` queues the query in the
+    caller's psycopg pipeline (`conn.pipeline()`), and `require`, once the pipeline has synced, raises as
+    `require_owned` does. What the caller sent with it must be undone by its transaction's rollback."""
+
+    __slots__ = ("_answer", "_product_id", "_user_id")
+
+    def __init__(self, user_id: uuid.UUID, product_id: uuid.UUID):
+        self._user_id, self._product_id = user_id, product_id
+        self._answer: AsyncCursor | None = None
+
+    async def send(self, db: Db) -> None:
+        self._answer = await db.conn.execute(_OWNS, (self._user_id, self._product_id))
+
+    async def require(self) -> None:
+        if self._answer is None:
+            raise RuntimeError("Ownership.send was not called")
+        if await self._answer.fetchone() is None:
+            raise ProductAccessDenied(str(self._product_id))
 
 
 async def owned_product_ids(

@@ -26,6 +26,7 @@ import math
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 
 from psycopg import AsyncConnection
 
@@ -64,11 +65,20 @@ WHERE channel = %(channel)s AND partition IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING partition, epoch
 """
+# Renews (and locks) the leases still held under the epochs given, and marks the sent rows of exactly those
+# partitions published, in one statement: the marking sees the renewal's result, in its transaction.
 _CONFIRM = """
-UPDATE outbox_leases SET expires_at = now() + %(lease)s * interval '1 second', backend_pid = pg_backend_pid()
-WHERE channel = %(channel)s AND owner = %(owner)s
-  AND (partition, epoch) IN (SELECT * FROM unnest(%(partitions)s::smallint[], %(epochs)s::bigint[]))
-RETURNING partition
+WITH held AS (
+    UPDATE outbox_leases
+    SET expires_at = now() + %(lease)s * interval '1 second', backend_pid = pg_backend_pid()
+    WHERE channel = %(channel)s AND owner = %(owner)s
+      AND (partition, epoch) IN (SELECT * FROM unnest(%(partitions)s::smallint[], %(epochs)s::bigint[]))
+    RETURNING partition
+), published AS (
+    UPDATE outbox SET published_at = now()
+    WHERE seq = ANY(%(published)s::bigint[]) AND partition IN (SELECT partition FROM held)
+)
+SELECT partition FROM held
 """
 _LEAVE = """
 WITH released AS (
@@ -117,14 +127,21 @@ class PartitionLeases:
         self.owned = owned
         return owned
 
-    async def confirm(self, conn: AsyncConnection, partitions: set[int]) -> set[int]:
-        """Inside the caller's transaction: renews and locks the leases of `partitions` still held under the
-        epochs this relay knows, and returns those; the others were lost (another relay took them over) and
-        are dropped from `owned`."""
+    async def confirm(
+        self, conn: AsyncConnection, partitions: set[int], *, published: Sequence[int] = ()
+    ) -> set[int]:
+        """Renews and locks the leases of `partitions` still held under the epochs this relay knows, marks
+        the outbox rows `published` (seqs) of those partitions published, and returns them; the others were
+        lost (another relay took them over) and are dropped from `owned`. In the caller's transaction, if
+        any: on an autocommit connection outside one, the statement is its own (one round trip)."""
         ordered = sorted(partitions)
-        cur = await conn.execute(
-            _CONFIRM, {**self._params, "partitions": ordered, "epochs": [self.owned[p] for p in ordered]}
-        )
+        params = {
+            **self._params,
+            "partitions": ordered,
+            "epochs": [self.owned[p] for p in ordered],
+            "published": list(published),
+        }
+        cur = await conn.execute(_CONFIRM, params)
         held = {row[0] for row in await cur.fetchall()}
         for partition in partitions - held:
             self.owned.pop(partition, None)

@@ -67,7 +67,6 @@ CROSS JOIN LATERAL (
 ) AS o
 ORDER BY o.seq LIMIT %(limit)s
 """
-_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE seq = ANY(%s)"
 _COUNT_REFUSAL = "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE seq = %s"
 _DEAD_LETTER = """
 WITH moved AS (DELETE FROM outbox WHERE seq = %s RETURNING *)
@@ -284,19 +283,23 @@ class ChannelRelay:
     ):
         """Marks the sent rows published and counts refusals, dead-lettering a row at its last attempt, in
         one transaction that first confirms this relay still holds the rows' partitions (fencing): rows of
-        a partition lost meanwhile are left to its new owner, which sends them again."""
-        async with conn.transaction():
-            held = await self._leases.confirm(conn, {row.partition for row in rows})
+        a partition lost meanwhile are left to its new owner, which sends them again. A batch without
+        refusals (the usual one) is settled by the confirming statement alone: one round trip, not four
+        (BEGIN, confirm, mark, COMMIT), after every commit that wrote outbox rows."""
+        partitions = {row.partition for row in rows}
+        published = [row.seq for row, d in zip(rows, deliveries, strict=True) if d is None]
+        async with contextlib.AsyncExitStack() as transaction:
+            if any(isinstance(d, Refused) for d in deliveries):
+                await transaction.enter_async_context(conn.transaction())
+            held = await self._leases.confirm(conn, partitions, published=published)
             outcomes = [(row, d) for row, d in zip(rows, deliveries, strict=True) if row.partition in held]
-            sent = [row.seq for row, d in outcomes if d is None]
             refused = [(row, _error_text(d)) for row, d in outcomes if isinstance(d, Refused)]
-            if sent:
-                await conn.execute(_MARK_PUBLISHED, (sent,))
             for row, error in refused:
                 if row.attempts + 1 >= self._options.max_attempts:
                     await conn.execute(_DEAD_LETTER, (row.seq, error))
                 else:
                     await conn.execute(_COUNT_REFUSAL, (error, row.seq))
+        sent = [row.seq for row, d in outcomes if d is None]
         lost = len(rows) - len(outcomes)
         if lost:
             metrics.OUTBOX_LEASES_LOST.labels(self.channel).inc()
