@@ -439,6 +439,8 @@ class ContractRules:
             return None
         name = field.name
         get = operator.attrgetter(name)
+        # an empty list has no items, and the list tests' verdict on it is known now (min_items aside)
+        empty_passes = ignore_empty or all(test(()) for test, _, _ in list_tests)
 
         def check_repeated(message, prefix: str, out: list[FieldViolation]) -> None:
             values = get(message)
@@ -446,7 +448,7 @@ class ContractRules:
                 if required:
                     out.append(FieldViolation(prefix + name, "value is required", "required"))
                     return
-                if ignore_empty:
+                if empty_passes:
                     return
             for test, rule, text in list_tests:
                 if not test(values):
@@ -545,9 +547,14 @@ def _compile_scalar(field: FieldDescriptor, rules, where: str) -> MessageCheck |
             return value == zero
 
     skip_unset = ignore_zero or field.has_presence
+    # The zero value (an unset field, the most common case) passes or fails the same way every time: when
+    # it passes, set or not, it needs no further look.
+    zero_passes = not required and all(test(zero) for test, _, _ in tests)
 
     def check_scalar(message, prefix: str, out: list[FieldViolation]) -> None:
         value = get(message)
+        if zero_passes and value == zero:
+            return
         if is_string and "\x00" in value:
             out.append(FieldViolation(prefix + name, _NUL_MESSAGE, NO_NUL))
             return

@@ -5,7 +5,9 @@ A limit is GCRA (the generic cell rate algorithm, a token bucket kept as one tim
 next call, one Redis string that expires when the bucket is full again. One Lua script checks and advances
 it atomically, so all processes share each user's budget. Times come from the server's clock (injectable;
 tests control it). `GCRA_LUA` is the rule itself, also used inside the heartbeat script (playtime/live.py),
-where the limit costs no extra round trip.
+and `LIMIT_LUA` the rule applied to a bucket key, also used inside the progress report script
+(downloads/progress.py): there the limit costs no extra round trip. A servicer method that applies its
+RATE_LIMITS entry itself that way is marked `@counts_own_limit`, and the pipeline leaves it unwrapped.
 
 Redis down or hung: the call goes through unlimited (logged; Redis is then left alone for a moment,
 server/core/breaker.py). A limit guards against abuse, and refusing every write while Redis is away
@@ -44,18 +46,23 @@ local function gcra(tat, now, interval, tolerance)
 end
 """
 
-# KEYS[1] bucket. ARGV: now (ms), emission interval (ms), tolerance (ms). Returns 0 (allowed) or the
-# milliseconds to wait.
-_LIMIT = (
+# limit(bucket key, now, interval, tolerance) -> 0 when the call conforms (it is counted), otherwise the
+# milliseconds to wait (nothing counted). Numbers, all in milliseconds.
+LIMIT_LUA = (
     GCRA_LUA
     + """
-local now = tonumber(ARGV[1])
-local tat, wait = gcra(tonumber(redis.call('GET', KEYS[1])), now, tonumber(ARGV[2]), tonumber(ARGV[3]))
-if not tat then return wait end
-redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', string.format('%d', tat - now))
-return 0
+local function limit(key, now, interval, tolerance)
+  local tat, wait = gcra(tonumber(redis.call('GET', key)), now, interval, tolerance)
+  if not tat then return wait end
+  redis.call('SET', key, string.format('%d', tat), 'PX', string.format('%d', tat - now))
+  return 0
+end
 """
 )
+
+# KEYS[1] bucket. ARGV: now (ms), emission interval (ms), tolerance (ms). Returns 0 (allowed) or the
+# milliseconds to wait.
+_LIMIT = LIMIT_LUA + "return limit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,24 @@ def parse_limits(spec: str) -> dict[str, RateLimit]:
     return limits
 
 
+def method_limit(limits: dict[str, RateLimit], method: str) -> RateLimit | None:
+    """The limit of a gRPC method path (`/library.v1.Service/Method`) among `limits`, if it has one."""
+    return limits.get(method.rsplit(".", 1)[-1])
+
+
+def bucket_key(method: str, subject: str) -> str:
+    """The Redis key of `subject`'s budget for `method` (a gRPC path): the subject is its hash tag, so a
+    script of that user's keys can count the call in the same slot."""
+    return f"ratelimit:{{{subject}}}:{method}"
+
+
+def counts_own_limit(behavior: Callable) -> Callable:
+    """Marks a servicer method that applies its RATE_LIMITS entry itself (`bucket_key`, `LIMIT_LUA`, in the
+    Redis script the call runs anyway): the pipeline does not count it a second time."""
+    behavior.counts_own_limit = True  # type: ignore[attr-defined]
+    return behavior
+
+
 def retry_after(wait_ms: int) -> RateLimited:
     return RateLimited(max(1, math.ceil(wait_ms / 1000)))
 
@@ -109,33 +134,39 @@ class RateLimiter:
 
     def limit_of(self, method: str) -> RateLimit | None:
         """The limit of a gRPC method path (`/library.v1.Service/Method`), if one is configured."""
-        return self._limits.get(method.rsplit(".", 1)[-1])
+        return method_limit(self._limits, method)
 
     async def acquire(self, method: str, subject: str, limit: RateLimit) -> None:
         """Counts one call of `subject` to `method`; raises RateLimited (with the wait) over the limit."""
         assert self._script is not None
         now_ms = int(self._clock().timestamp() * 1000)
         wait = await self._script(
-            keys=[f"ratelimit:{{{subject}}}:{method}"],
-            args=[now_ms, limit.interval_ms, limit.tolerance_ms],
+            keys=[bucket_key(method, subject)], args=[now_ms, limit.interval_ms, limit.tolerance_ms]
         )
         if wait:
             raise retry_after(int(wait))
 
-    def guard(self, method: str, behavior: Callable) -> Callable:
-        """`behavior` (a servicer method), counted against the caller's limit first if `method` has one."""
+    async def admit(self, method: str, subject: str) -> None:
+        """Counts one call of `subject` to `method` if it has a limit (RateLimited over it); with Redis
+        unavailable the call goes through unlimited."""
         limit = self.limit_of(method)
-        if limit is None:
+        if limit is None or self._redis.open:
+            return
+        try:
+            await self.acquire(method, subject, limit)
+        except Exception as error:
+            if not self._redis.failed(error):
+                raise
+            log.warning("rate limit not applied: Redis is unavailable", extra={"method": method})
+
+    def guard(self, method: str, behavior: Callable) -> Callable:
+        """`behavior` (a servicer method), counted against the caller's limit first if `method` has one
+        (and `behavior` does not count its calls itself: `counts_own_limit`)."""
+        if self.limit_of(method) is None or getattr(behavior, "counts_own_limit", False):
             return behavior
 
         async def limited(request, ctx):
-            if not self._redis.open:
-                try:
-                    await self.acquire(method, auth.current_principal().subject, limit)
-                except Exception as error:
-                    if not self._redis.failed(error):
-                        raise
-                    log.warning("rate limit not applied: Redis is unavailable", extra={"method": method})
+            await self.admit(method, auth.current_principal().subject)
             result = behavior(request, ctx)
             return await result if inspect.isawaitable(result) else result
 

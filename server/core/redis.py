@@ -149,15 +149,22 @@ def is_cluster_mode(mode: str) -> bool:
 
 
 def queue_script(
-    pipe: Pipeline | ClusterPipeline, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+    pipe: Pipeline | ClusterPipeline,
+    script: AsyncScript,
+    keys: Sequence[Any],
+    args: Sequence[Any],
+    *,
+    loaded: bool = False,
 ) -> None:
     """Queues one call of `script` on a pipeline. A plain pipeline loads its scripts before it runs them
-    (redis-py's `Pipeline.scripts`); a cluster pipeline does not, and a node that has not seen the script
-    would answer NOSCRIPT, so there it goes as EVAL (which the node also caches by its SHA)."""
+    (redis-py's `Pipeline.scripts`: a SCRIPT EXISTS round trip first) unless the caller knows the script
+    is `loaded` (a NOSCRIPT answer then says otherwise); a cluster pipeline does not, and a node that has
+    not seen the script would answer NOSCRIPT, so there it goes as EVAL (which the node also caches)."""
     if isinstance(pipe, ClusterPipeline):
         pipe.eval(script.script, len(keys), *keys, *args)
     else:
-        pipe.scripts.add(script)
+        if not loaded:
+            pipe.scripts.add(script)
         pipe.evalsha(script.sha, len(keys), *keys, *args)
 
 

@@ -3,13 +3,19 @@ never a Postgres write per report).
 
 One hash per session, `download:{<user>}:session:<id>` (the user's hash tag, so the script can also add to
 the user's notification stream `notifications:{<user>}` in the same slot):
-  user, product, version     whose session it is (a report must come from that user)
+  user, product, version     whose session it is (the key's hash tag is the owner's id, and a report reads
+                             only keys of the caller's: another user's download has no live state there)
   status, total              mirrored from Postgres after every transition (`put`)
   downloaded, at, speed      the last report: bytes, server time (ms), smoothed speed (bytes/s)
-  notified                   when the last downloadProgress notification went out (ms)
+  notified                   when the last downloadProgress notification went out (ms); the key's TTL is
+                             renewed with it, so at most once a second
 A report is one EVALSHA of `_REPORT` (auto-pipelined with concurrent reports, like the heartbeat), which
-applies `session_rules.smooth` and `session_rules.notify_due` atomically and XADDs the notification when
-due. A missing hash (expired, or Redis lost it) is re-seeded from the session's row, a read, never a write.
+counts the call against the user's RATE_LIMITS budget for ReportDownloadProgress (the pipeline's bucket,
+`rate_limit.bucket_key`, in the user's slot too), applies `session_rules.smooth` and
+`session_rules.notify_due` atomically and XADDs the notification when due: one round trip, as the
+heartbeat (the pipeline's separate limit script made it two: measured in docs/ARCHITECTURE.md). A missing
+hash (expired, or Redis lost it) is re-seeded from the session's row, a read, never a write; the retry
+after it is not counted again.
 """
 
 from __future__ import annotations
@@ -19,33 +25,44 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from server.core.rate_limit import LIMIT_LUA, RateLimit, bucket_key, retry_after
 from server.core.redis import RedisClient
 from server.core.redis_batching import BatchedScript
 from server.core.uow import notification_stream
 from server.downloads import session_rules as rules
 
-# KEYS[1] session hash, KEYS[2] the user's notification stream.
-# ARGV: user id, now (ms), downloaded bytes, download id, then settings: speed time constant (ms),
-#       notification interval (ms), ttl (ms), stream maxlen, notification type, stream ttl (s: set on each
-#       XADD).
+# KEYS[1] session hash, KEYS[2] the user's notification stream, KEYS[3] the user's rate limit bucket.
+# ARGV: now (ms), downloaded bytes, '1' to count the call against the limit ('0': counted already).
+# The settings are Lua constants rendered in front of the script (`_settings`), and the download id is read
+# from the session key: the command carries only what varies. Its size matters: Redis reads
+# 16 KiB of a connection's pipelined commands at a time and answers each read's commands together, so a
+# command twice the heartbeat's split the auto-pipelined batches in two, doubling the per-batch work
+# (measured in docs/ARCHITECTURE.md).
 # Returns {1, status, downloaded, speed, total} (a report on a session that is not downloading changes
 # nothing),
-# {0} no live state (seed it and retry), {-1} not this user's, {-2, total} beyond the total.
+# {0} no live state (seed it and retry: another user's download has none under this user's key), {-2, total}
+# beyond the total,
+# {-3, ms to wait} over the rate limit (nothing recorded; every other outcome counted the call).
 # Mirrors session_rules.smooth / notify_due / progress_percentage / eta_seconds. Times and sizes stay
 # strings where Lua would print large numbers in exponent form.
-_REPORT = """
-local h = redis.call('HMGET', KEYS[1], 'user', 'status', 'total', 'downloaded', 'at', 'speed', 'notified',
-                      'product')
-if not h[1] then return {0} end
-if h[1] ~= ARGV[1] then return {-1} end
-local status = h[2]
-if status ~= 'downloading' then return {1, status, h[4], '0', h[3]} end
-local total, now, downloaded = tonumber(h[3]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if downloaded > total then return {-2, h[3]} end
-local speed, at = tonumber(h[6] or '0'), tonumber(h[5] or '')
+_REPORT = (
+    LIMIT_LUA
+    + """
+local now = tonumber(ARGV[1])
+if ARGV[3] == '1' then
+  local wait = limit(KEYS[3], now, LIMIT_INTERVAL_MS, LIMIT_TOLERANCE_MS)
+  if wait ~= 0 then return {-3, wait} end
+end
+local h = redis.call('HMGET', KEYS[1], 'status', 'total', 'downloaded', 'at', 'speed', 'notified', 'product')
+local status = h[1]
+if not status then return {0} end
+if status ~= 'downloading' then return {1, status, h[3], '0', h[2]} end
+local total, downloaded = tonumber(h[2]), tonumber(ARGV[2])
+if downloaded > total then return {-2, h[2]} end
+local speed, at = tonumber(h[5] or '0'), tonumber(h[4] or '')
 local new_at = now
 if at ~= nil then
-  local dt, delta = now - at, downloaded - tonumber(h[4])
+  local dt, delta = now - at, downloaded - tonumber(h[3])
   if dt <= 0 or delta < 0 then
     new_at = math.max(now, at)
   else
@@ -53,35 +70,53 @@ if at ~= nil then
     if speed <= 0 then
       speed = instant
     else
-      speed = speed + (1 - math.exp(-dt / tonumber(ARGV[5]))) * (instant - speed)
+      speed = speed + (1 - math.exp(-dt / SPEED_TIME_CONSTANT_MS)) * (instant - speed)
     end
   end
 end
 local speed_text = string.format('%.17g', speed)
-redis.call('HSET', KEYS[1], 'downloaded', ARGV[3], 'at', string.format('%d', new_at), 'speed', speed_text)
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-local notified = tonumber(h[7] or '')
-if notified == nil or now - notified >= tonumber(ARGV[6]) then
-  redis.call('HSET', KEYS[1], 'notified', ARGV[2])
+local at_text = ARGV[1]
+if new_at ~= now then at_text = string.format('%d', new_at) end
+redis.call('HSET', KEYS[1], 'downloaded', ARGV[2], 'at', at_text, 'speed', speed_text)
+local notified = tonumber(h[6] or '')
+if notified == nil or now - notified >= NOTIFY_INTERVAL_MS then
+  redis.call('HSET', KEYS[1], 'notified', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], LIVE_TTL)
+  local download = string.match(KEYS[1], ':session:(.*)$')
   local pct = 100
   if total > 0 then pct = math.min(100, downloaded * 100 / total) end
   local eta = cjson.null
-  if speed > 0 then eta = math.ceil((total - downloaded) / speed) end
-  local payload = cjson.encode({downloadId = ARGV[4], productId = h[8], downloadedBytes = downloaded,
+  if speed > 0 then
+    local left = (total - downloaded) / speed
+    if left <= ETA_MAX_SECONDS then eta = math.ceil(left) end
+  end
+  local payload = cjson.encode({downloadId = download, productId = h[7], downloadedBytes = downloaded,
     totalSizeBytes = total, progressPercentage = pct, speedBytesPerSecond = math.floor(speed),
     etaSeconds = eta})
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'type', ARGV[9], 'payload', payload)
-  redis.call('EXPIRE', KEYS[2], ARGV[10])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', STREAM_MAXLEN, '*', 'type', NOTIFICATION, 'payload', payload)
+  redis.call('EXPIRE', KEYS[2], STREAM_TTL)
 end
-return {1, status, ARGV[3], speed_text, h[3]}
+return {1, status, ARGV[2], speed_text, h[2]}
 """
+)
+
+
+def _settings(**values: int | str) -> str:
+    """Lua constants for the script's settings: numbers as numbers, what goes to redis.call as text (Lua
+    would print a large number in exponent form)."""
+    return "".join(
+        f"local {name} = {value}\n" if isinstance(value, int) else f"local {name} = '{value}'\n"
+        for name, value in values.items()
+    )
+
 
 LIVE_TTL_MS = 7 * 24 * 3600 * 1000  # a silent session's live state is re-seeded from its row after this
+REPORT_METHOD = "/download.v1.DownloadService/ReportDownloadProgress"  # whose rate limit a report counts
 
 
 class ReportCode(enum.IntEnum):
+    RATE_LIMITED = -3
     BEYOND_TOTAL = -2
-    NOT_FOUND = -1
     NO_LIVE_STATE = 0
     RECORDED = 1
 
@@ -137,29 +172,44 @@ class LiveProgress:
         stream_maxlen: int,
         stream_ttl_seconds: int,
         notify_interval_ms: int = rules.PROGRESS_NOTIFY_INTERVAL_MS,
+        limit: RateLimit | None = None,
     ):
         self._redis = redis
-        self._stream_maxlen = stream_maxlen
-        self._stream_ttl_seconds = stream_ttl_seconds  # as the outbox relay sets it (events/senders.py)
-        self._notify_interval_ms = notify_interval_ms
-        self._tau_ms = int(rules.SPEED_TIME_CONSTANT_SECONDS * 1000)
-        self._report = BatchedScript(redis, _REPORT).prepare(  # the settings: packed once
-            2,
-            self._tau_ms,
-            self._notify_interval_ms,
-            LIVE_TTL_MS,
-            self._stream_maxlen,
-            rules.PROGRESS_NOTIFICATION,
-            self._stream_ttl_seconds,
+        settings = _settings(
+            LIMIT_INTERVAL_MS=limit.interval_ms if limit else 0,
+            LIMIT_TOLERANCE_MS=limit.tolerance_ms if limit else 0,
+            SPEED_TIME_CONSTANT_MS=int(rules.SPEED_TIME_CONSTANT_SECONDS * 1000),
+            NOTIFY_INTERVAL_MS=notify_interval_ms,
+            ETA_MAX_SECONDS=rules.ETA_MAX_SECONDS,
+            LIVE_TTL=str(LIVE_TTL_MS),
+            STREAM_MAXLEN=str(stream_maxlen),
+            NOTIFICATION=rules.PROGRESS_NOTIFICATION,
+            STREAM_TTL=str(stream_ttl_seconds),  # as the outbox relay sets it (events/senders.py)
         )
+        script = BatchedScript(redis, settings + _REPORT)
+        self._uncounted = script.prepare(3, 0)
+        self._counted = script.prepare(3, 1) if limit else self._uncounted
 
     async def report(
-        self, user_id: uuid.UUID | str, download_id: uuid.UUID | str, now_ms: int, downloaded: int
+        self,
+        user_id: uuid.UUID | str,
+        download_id: uuid.UUID | str,
+        now_ms: int,
+        downloaded: int,
+        *,
+        counted: bool = True,
     ) -> ReportOutcome:
-        """One report (ids as UUIDs or their canonical text, which is what the hash holds)."""
+        """One report (ids as UUIDs or their canonical text, which is what the hash holds), counted
+        against the user's rate limit unless `counted` is false (a retry, or counted already); over the
+        limit it raises RateLimited, having recorded nothing."""
         user, download = str(user_id), str(download_id)
-        reply = await self._report(
-            _key(user, download), notification_stream(user), user, now_ms, downloaded, download
+        run = self._counted if counted else self._uncounted
+        reply = await run(
+            _key(user, download),
+            notification_stream(user),
+            bucket_key(REPORT_METHOD, user),
+            now_ms,
+            downloaded,
         )
         code = _CODES[reply[0]]
         if code is ReportCode.RECORDED:
@@ -167,6 +217,8 @@ class LiveProgress:
             return ReportOutcome(code, status, int(reply[2] or 0), float(reply[3] or 0), int(reply[4] or 0))
         if code is ReportCode.BEYOND_TOTAL:
             return ReportOutcome(code, total=int(reply[1]))
+        if code is ReportCode.RATE_LIMITED:
+            raise retry_after(int(reply[1]))
         return ReportOutcome(code)
 
     async def put(self, *mirrors: Mirror) -> None:

@@ -144,18 +144,26 @@ def smooth(previous: SpeedSample | None, now_ms: int, downloaded: int) -> SpeedS
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)  # made once: timedelta's keyword constructor costs ~2 us (every report)
 
 
 def epoch_ms(when: datetime) -> int:
     """Server time in whole milliseconds, exactly (no float rounding), as the live state keeps it."""
-    return (when - _EPOCH) // timedelta(milliseconds=1)
+    return (when - _EPOCH) // _MS
+
+
+ETA_MAX_SECONDS = 2**31 - 1  # the contract's eta_seconds is an int32
 
 
 def eta_seconds(downloaded: int, total: int, speed: float) -> int | None:
-    """Seconds left at the smoothed speed (rounded up); None while the speed is unknown."""
+    """Seconds left at the smoothed speed (rounded up); None while the speed is unknown, and when the ETA
+    would be beyond ETA_MAX_SECONDS: a download that stops moving keeps reporting, its speed decays towards
+    0 and remaining / speed grows past the contract's int32 within minutes (then past a float's range).
+    Mirrored by the progress script in progress.py."""
     if speed <= 0:
         return None
-    return math.ceil(max(0, total - downloaded) / speed)
+    left = max(0, total - downloaded) / speed
+    return math.ceil(left) if left <= ETA_MAX_SECONDS else None
 
 
 PROGRESS_NOTIFY_INTERVAL_MS = 1000

@@ -11,6 +11,7 @@ from download.v1 import download_service_pb2 as pb
 from server.core.auth import current_user_id, current_user_id_text
 from server.core.deps import Deps
 from server.core.protoconv import timestamp
+from server.core.rate_limit import counts_own_limit
 from server.core.validation import Validator, page_size, parse_uuid
 from server.downloads import catalog
 from server.downloads import session_rules as rules
@@ -116,6 +117,7 @@ class SessionServicer:
         view = await self._sessions.reprioritize(user_id, download_id, request.priority, request_id)
         return pb.ReprioritizeDownloadResponse(download=session_pb(view))
 
+    @counts_own_limit  # inside the report's own Redis script: no second round trip per report
     async def ReportDownloadProgress(self, request: pb.ReportDownloadProgressRequest, context):
         status = _REPORTABLE[request.status]
         if status == rules.DOWNLOADING and not request.files:

@@ -9,7 +9,9 @@ notification. Progress reports touch Redis only (progress.py). The live state of
 rewritten just before the commit, under the queue lock (so changes reach Redis in commit order), and
 dropped if the commit fails; where no rewrite is possible (the revocation consumer, whose caller commits)
 it is only dropped. A report that finds no live state re-reads the row, waiting on the row lock of a change
-in flight, so a report never acts on a state older than the last commit.
+in flight, so a report never acts on a state older than the last commit. Each report counts once against
+the user's RATE_LIMITS budget for ReportDownloadProgress: a plain one inside its Redis script, one with
+files or a final status before it does anything (the servicer method is `counts_own_limit`).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC, rfc3339
 from server.core.pagination import decode_page_token, encode_page_token, query_fingerprint
+from server.core.rate_limit import RateLimiter, method_limit, parse_limits
 from server.core.replay import request_key
 from server.core.uow import UnitOfWork
 from server.downloads import catalog
 from server.downloads import session_rules as rules
-from server.downloads.progress import LiveProgress, Mirror, ReportCode
+from server.downloads.progress import REPORT_METHOD, LiveProgress, Mirror, ReportCode
 from server.downloads.session_repository import SessionRepository
 from server.downloads.session_tables import DownloadSession, UpdateHistory
 from server.downloads.session_views import (
@@ -84,11 +87,16 @@ class DownloadSessions:
     def __init__(self, deps: Deps):
         self._uow = deps.uow
         self._clock = deps.clock
+        limits = parse_limits(deps.settings.rate_limits)
         self.live = LiveProgress(
             deps.redis,
             stream_maxlen=deps.settings.notification_stream_maxlen,
             stream_ttl_seconds=deps.settings.notification_stream_ttl_seconds,
+            limit=method_limit(limits, REPORT_METHOD),
         )
+        self._limiter = RateLimiter(
+            deps.redis, limits, deps.clock
+        )  # for reports with files or a final status
 
     # ------------------------------------------------------------------ reads
     async def list(
@@ -240,24 +248,35 @@ class DownloadSessions:
         self, user_id: uuid.UUID, download_id: uuid.UUID, report: ProgressReport
     ) -> ProgressView:
         """COMPLETED / FAILED finish the session in Postgres; files reported complete or failed write their
-        events to the outbox (once per file and outcome); the rest is a plain report (`report_bytes`)."""
+        events to the outbox (once per file and outcome); the rest is a plain report (`report_bytes`).
+        Counted against the user's rate limit first (RateLimited: nothing done)."""
+        if report.status == rules.DOWNLOADING and not report.files:
+            return await self.report_bytes(str(user_id), str(download_id), report.downloaded_bytes)
+        await self._limiter.admit(REPORT_METHOD, str(user_id))
         if report.status in (rules.COMPLETED, rules.FAILED):
             return await self._finish(user_id, download_id, report)
         if report.files:
             await self._file_events(user_id, download_id, report.files)
-        return await self.report_bytes(str(user_id), str(download_id), report.downloaded_bytes)
+        return await self.report_bytes(
+            str(user_id), str(download_id), report.downloaded_bytes, already_counted=True
+        )
 
-    async def report_bytes(self, user_id: str, download_id: str, downloaded_bytes: int) -> ProgressView:
+    async def report_bytes(
+        self, user_id: str, download_id: str, downloaded_bytes: int, *, already_counted: bool = False
+    ) -> ProgressView:
         """A plain report of a DOWNLOADING session, ids as canonical text (what Redis holds): one Redis
-        script call; the row is read only when the live state is gone."""
+        script call, which also counts it against the user's rate limit (unless `already_counted`); the
+        row is read only when the live state is gone."""
         now_ms = rules.epoch_ms(self._clock())
-        outcome = await self.live.report(user_id, download_id, now_ms, downloaded_bytes)
+        outcome = await self.live.report(
+            user_id, download_id, now_ms, downloaded_bytes, counted=not already_counted
+        )
         if outcome.code is ReportCode.NO_LIVE_STATE:
             row = await self._seed(uuid.UUID(user_id), uuid.UUID(download_id))
             if row.status in rules.TERMINAL:
                 return ProgressView(row.status, SessionView.of(row).progress_percentage, 0, None)
-            outcome = await self.live.report(user_id, download_id, now_ms, downloaded_bytes)
-        if outcome.code is ReportCode.NOT_FOUND or outcome.code is ReportCode.NO_LIVE_STATE:
+            outcome = await self.live.report(user_id, download_id, now_ms, downloaded_bytes, counted=False)
+        if outcome.code is ReportCode.NO_LIVE_STATE:  # seeded and gone again: a change came in between
             raise download_not_found()
         if outcome.code is ReportCode.BEYOND_TOTAL:
             raise _beyond_total(outcome.total)

@@ -7,6 +7,8 @@ them (tests.support.versions); every test uses fresh users and products."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -22,12 +24,14 @@ from library.v1 import library_service_pb2 as lpb
 from library.v1 import library_service_pb2_grpc
 from server.core.db import create_engine, create_sessionmaker
 from server.core.deps import Deps
+from server.core.errors import NotFound, RateLimited
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory, notification_stream
+from server.downloads import progress
 from server.downloads import session_rules as rules
 from server.downloads.session_tables import DownloadSession, UpdateHistory
-from server.downloads.session_views import ProgressReport
+from server.downloads.session_views import FileReport, ProgressReport
 from server.downloads.sessions import DownloadSessions
 from server.library.tables import LibraryItem
 from tests.support.auth import service_metadata, user_metadata
@@ -523,9 +527,10 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def in_process(settings, redis):
-    """The use cases in this process with a controlled clock, and every SQL statement they send."""
+@contextlib.asynccontextmanager
+async def use_cases_with(settings, redis):
+    """The use cases in this process with `settings`, a controlled clock, and every SQL statement they
+    send."""
     engine = create_engine(settings.database_url, pool_size=2)
     clock = Clock()
     deps = Deps(
@@ -539,8 +544,16 @@ async def in_process(settings, redis):
     event.listen(
         engine.sync_engine, "before_cursor_execute", lambda c, cur, stmt, *a: statements.append(stmt)
     )
-    yield DownloadSessions(deps), clock, statements
-    await engine.dispose()
+    try:
+        yield DownloadSessions(deps), clock, statements
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def in_process(settings, redis):
+    async with use_cases_with(settings, redis) as made:
+        yield made
 
 
 async def test_progress_reports_touch_no_database_and_notify_at_most_once_a_second(
@@ -573,6 +586,50 @@ async def test_progress_reports_touch_no_database_and_notify_at_most_once_a_seco
     assert row.downloaded_bytes == 0  # Postgres learns the bytes at the next transition only
 
 
+async def test_each_report_counts_once_against_the_users_rate_limit_and_a_refused_one_does_nothing(
+    settings, redis, sessions, downloads
+):
+    """Plain reports count inside their own Redis script (no second round trip), reports with files or a
+    final status before anything is done; a re-seeded report is not counted twice."""
+    tight = dataclasses.replace(settings, rate_limits="DownloadService/ReportDownloadProgress=3/60")
+    async with use_cases_with(tight, redis) as (use_cases, clock, _):
+        user = uuid.uuid4()
+        product, version = await owned_game(sessions, user)
+        download_id = uuid.UUID((await start(downloads, user, product)).download_id)
+        exe = [FileReport("bin/game.exe", True)]
+        for n in (1, 2, 3):  # the burst
+            await use_cases.report(user, download_id, ProgressReport(n * 100, "downloading"))
+        for refused in (
+            ProgressReport(400, "downloading"),
+            ProgressReport(400, "downloading", files=exe),
+            ProgressReport(version.download_bytes, "completed"),
+        ):
+            with pytest.raises(RateLimited) as limited:
+                await use_cases.report(user, download_id, refused)
+            assert limited.value.retry_after_seconds == 20  # one slot per 60/3 s
+        live = (await use_cases.live.get_many(user, [download_id]))[download_id]
+        assert (live.status, live.downloaded) == ("downloading", 300)  # the refused ones left no trace
+        assert await use_cases.live.unseen_files(user, download_id, ["completed:bin/game.exe"])
+
+        clock.now += timedelta(seconds=20)  # one slot: a report with a file takes it, once
+        await use_cases.report(user, download_id, ProgressReport(500, "downloading", files=exe))
+        assert not await use_cases.live.unseen_files(user, download_id, ["completed:bin/game.exe"])
+        with pytest.raises(RateLimited):
+            await use_cases.report(user, download_id, ProgressReport(500, "downloading"))
+        clock.now += timedelta(seconds=20)
+        await redis.delete(progress._key(user, download_id))  # the live state lost: re-seeded from the row
+        assert (await use_cases.report(user, download_id, ProgressReport(600, "downloading"))).status == (
+            "downloading"
+        )
+        with pytest.raises(RateLimited):
+            await use_cases.report(user, download_id, ProgressReport(600, "downloading"))
+        clock.now += timedelta(seconds=20)  # the seeding and its retry counted once
+        await use_cases.report(user, download_id, ProgressReport(700, "downloading"))
+        other = uuid.uuid4()  # another user's budget is their own
+        with pytest.raises(NotFound):
+            await use_cases.report(other, download_id, ProgressReport(1, "downloading"))
+
+
 async def test_the_progress_script_smooths_exactly_as_the_rules_do(in_process, sessions, downloads):
     use_cases, clock, _ = in_process
     user = uuid.uuid4()
@@ -586,6 +643,37 @@ async def test_the_progress_script_smooths_exactly_as_the_rules_do(in_process, s
         expected = rules.smooth(expected, rules.epoch_ms(clock.now), downloaded)
         assert progress.speed_bytes_per_second == int(expected.speed), (dt_ms, downloaded)
         assert progress.eta_seconds == rules.eta_seconds(downloaded, 200_000, expected.speed)
+
+
+async def test_a_stalled_download_has_no_eta_rather_than_one_beyond_the_contract(
+    in_process, sessions, redis, downloads
+):
+    """The smoothed speed of a download that stops moving decays towards 0 with every report; the ETA it
+    gives (remaining / speed) soon leaves the contract's int32 and then overflows a float. Past that point
+    the ETA is unknown (None) in the answer, the session's view and the notification, never an error."""
+    use_cases, clock, _ = in_process
+    user = uuid.uuid4()
+    product, version = await owned_game(sessions, user)
+    s = await start(downloads, user, product)
+    download_id = uuid.UUID(s.download_id)
+    half = version.download_bytes // 2
+    await use_cases.report(user, download_id, ProgressReport(0, "downloading"))
+    clock.now += timedelta(seconds=1)
+    moving = await use_cases.report(user, download_id, ProgressReport(half, "downloading"))
+    assert moving.speed_bytes_per_second == half and moving.eta_seconds in (1, 2)
+    for _ in range(80):  # stalled for 40 minutes, a report every 30 s
+        clock.now += timedelta(seconds=30)
+        stalled = await use_cases.report(user, download_id, ProgressReport(half, "downloading"))
+    assert (stalled.speed_bytes_per_second, stalled.eta_seconds) == (0, None)
+    reported = await report(downloads, user, s.download_id, half)  # the server's own clock: later still
+    assert not reported.HasField("eta_seconds") and reported.speed_bytes_per_second == 0
+    request = pb.GetDownloadRequest(download_id=s.download_id)
+    got = (await downloads.GetDownload(request, metadata=user_metadata(user))).download
+    assert not got.HasField("eta_seconds") and got.downloaded_bytes == half
+    entries = await redis.xrange(notification_stream(user))
+    last = json.loads([f for _, f in entries if f[b"type"] == b"downloadProgress"][-1][b"payload"])
+    assert last["etaSeconds"] is None and last["downloadedBytes"] == half
+    assert rules.eta_seconds(0, 10**12, 1e-320) is None and rules.eta_seconds(0, 2**31, 1.0) is None
 
 
 async def test_live_progress_is_folded_into_the_row_at_the_next_transition(in_process, sessions, downloads):

@@ -15,17 +15,21 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from download.v1 import download_service_pb2 as dpb
+from download.v1 import download_service_pb2_grpc
 from library.v1 import library_service_pb2, library_service_pb2_grpc, playtime_service_pb2_grpc
 from library.v1 import playtime_service_pb2 as pb
 from server.core.config import ConfigurationError, Settings
 from server.core.deps import Deps
 from server.core.errors import RateLimited
-from server.core.rate_limit import RateLimit, RateLimiter, parse_limits
+from server.core.rate_limit import RateLimit, RateLimiter, counts_own_limit, parse_limits
 from server.playtime.live import LiveRecord, heartbeat_limit, live_sessions
 from server.playtime.rules import LiveSession
 from tests.support.auth import user_metadata
 from tests.support.grpc_errors import error_details, failure, rich_status
+from tests.support.ownership import grant
 from tests.support.processes import PrivateEnvoy, free_port, python_server, wait_for_port, wait_serving
+from tests.support.versions import publish
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -101,8 +105,13 @@ async def test_only_methods_with_a_limit_are_wrapped(redis):
     async def behavior(request, ctx):
         return request
 
+    @counts_own_limit
+    async def counted_inside(request, ctx):  # e.g. in its own Redis script: not counted a second time
+        return request
+
     assert limiter.guard("/pkg.v1.Svc/Free", behavior) is behavior
     assert limiter.guard("/pkg.v1.Svc/Limited", behavior) is not behavior
+    assert limiter.guard("/pkg.v1.Svc/Limited", counted_inside) is counted_inside
     limiter.close()
 
 
@@ -135,15 +144,15 @@ async def test_heartbeats_faster_than_their_interval_allows_are_refused_and_reco
 
 @pytest.fixture(scope="module")
 async def limited_stack(tmp_path_factory):
-    """A server process with tight limits (ListLibraryItems: 2 per hour; heartbeats: bursts of 2) and an
-    Envoy in front of it."""
+    """A server process with tight limits (ListLibraryItems and ReportDownloadProgress: 2 per hour;
+    heartbeats: bursts of 2) and an Envoy in front of it."""
     port = free_port()
     with python_server(
         "test-server-rate-limits.log",
         GRPC_PORT=str(port),
         METRICS_PORT=str(free_port()),
         WORKERS_ENABLED="0",
-        RATE_LIMITS="LibraryService/ListLibraryItems=2/3600",
+        RATE_LIMITS="LibraryService/ListLibraryItems=2/3600,DownloadService/ReportDownloadProgress=2/3600",
         PLAYTIME_HEARTBEAT_BURST="2",
     ):
         target = f"127.0.0.1:{port}"
@@ -172,6 +181,38 @@ async def test_over_the_limit_is_resource_exhausted_with_retry_info_over_grpc(li
         assert 1700 <= _retry_delay(raised.value) <= 1800  # the next slot: half an hour
         # Another user is not held back by this one.
         await stub.ListLibraryItems(request, metadata=user_metadata(uuid.uuid4()), timeout=10)
+
+
+async def test_progress_reports_over_the_limit_are_resource_exhausted_whatever_they_carry(
+    limited_stack, sessions
+):
+    """The report counts its call inside its own Redis script; the budget is the pipeline's, per user."""
+    target, _ = limited_stack
+    user, product = uuid.uuid4(), uuid.uuid4()
+    await grant(sessions, user, product)
+    await publish(sessions, product, {"game.exe": [b"x" * 5000]})
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = download_service_pb2_grpc.DownloadServiceStub(channel)
+        md = user_metadata(user)
+        started = await stub.StartDownload(
+            dpb.StartDownloadRequest(product_id=str(product), installation_path="/g"), metadata=md, timeout=10
+        )
+        download_id = started.download.download_id
+        for n in (1, 2):
+            report = dpb.ReportDownloadProgressRequest(download_id=download_id, downloaded_bytes=n)
+            await stub.ReportDownloadProgress(report, metadata=md, timeout=10)
+        done = dpb.DownloadFileReport(path="game.exe", status=dpb.DownloadFileReport.COMPLETED)
+        for refused in (
+            dpb.ReportDownloadProgressRequest(download_id=download_id, downloaded_bytes=3),
+            dpb.ReportDownloadProgressRequest(download_id=download_id, downloaded_bytes=3, files=[done]),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.ReportDownloadProgress(refused, metadata=md, timeout=10)
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert error_details(raised.value)[0] == "RATE_LIMITED"
+            assert 1700 <= _retry_delay(raised.value) <= 1800
+        got = await stub.GetDownload(dpb.GetDownloadRequest(download_id=download_id), metadata=md, timeout=10)
+        assert got.download.downloaded_bytes == 2  # the refused reports recorded nothing
 
 
 async def test_over_the_limit_is_429_with_retry_after_through_envoy(limited_stack):

@@ -17,6 +17,7 @@ import gateway
 import server
 from gateway import streams
 from server.core.events import senders
+from server.core.rate_limit import bucket_key
 from server.core.uow import notification_stream
 from server.downloads import progress
 
@@ -55,8 +56,14 @@ def test_the_only_multi_key_scripts_are_the_ones_whose_keys_are_checked_below():
 
 
 @given(st.uuids(), st.uuids())
-def test_a_progress_report_touches_the_session_and_the_users_stream_in_one_slot(user_id, download_id):
-    keys = [progress._key(user_id, download_id), notification_stream(user_id)]
+def test_a_progress_report_touches_the_session_the_users_stream_and_rate_limit_in_one_slot(
+    user_id, download_id
+):
+    keys = [
+        progress._key(user_id, download_id),
+        notification_stream(user_id),
+        bucket_key(progress.REPORT_METHOD, str(user_id)),
+    ]
     assert len({_slot(key) for key in keys}) == 1
 
 

@@ -95,7 +95,9 @@ _REDIS_UNAVAILABLE = (
 
 class StreamSender:
     """XADDs notifications to their streams: one pipelined round trip per batch, each notification once
-    even when a batch is sent again."""
+    even when a batch is sent again. The script is loaded (SCRIPT EXISTS / LOAD, another round trip) with
+    the first batch and after a failure (`reset`: a Redis that restarted answers NOSCRIPT, which fails
+    the batch as unsent), not with every batch."""
 
     def __init__(self, redis: RedisClient, *, maxlen: int, ttl_seconds: int, timeout_seconds: float):
         self._redis = redis
@@ -103,6 +105,7 @@ class StreamSender:
         self._ttl_seconds = ttl_seconds
         self._timeout_seconds = timeout_seconds
         self._xadd_once = redis.register_script(_XADD_ONCE)
+        self._script_loaded = False
 
     async def send(self, rows: list[PendingRow]) -> list[Delivery]:
         deliveries: list[Delivery] = [None] * len(rows)
@@ -121,6 +124,7 @@ class StreamSender:
                         self._xadd_once,
                         keys=[row.topic, sent_marker(row.topic, row.id)],
                         args=[row.kind, row.body, self._maxlen, _DEDUPE_TTL_SECONDS, self._ttl_seconds],
+                        loaded=self._script_loaded,
                     )
                     queued.append(index)
             if queued:
@@ -128,10 +132,17 @@ class StreamSender:
                     results = await pipe.execute(raise_on_error=False)
                 for index, result in zip(queued, results, strict=True):
                     deliveries[index] = _redis_delivery(result)
+                self._script_loaded = not any(_is_noscript(result) for result in results)
         return deliveries
 
     def reset(self) -> None:
-        """Nothing to drop: the pool replaces dead connections itself."""
+        """After a failure: the script is loaded again with the next batch (the pool replaces dead
+        connections itself)."""
+        self._script_loaded = False
+
+
+def _is_noscript(result: object) -> bool:
+    return isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT")
 
 
 def _redis_delivery(result: object) -> Delivery:
