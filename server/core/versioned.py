@@ -5,8 +5,13 @@ checks the client's etag against it, builds the new values from what it read, an
 `version + 1` only if the row is still at the version read (`UPDATE … WHERE version = %s`, or
 `INSERT … ON CONFLICT DO NOTHING` for v0). Under READ COMMITTED a concurrent writer of the same row waits
 for the first one's commit and then re-checks that condition against the committed row, so of two racing
-writers exactly one succeeds. The loser: with an etag, ABORTED ETAG_MISMATCH; without one, it re-reads
-and rebuilds from the winner's document (so no concurrent change is dropped), a bounded number of times.
+writers exactly one succeeds. The loser, with an etag: ABORTED ETAG_MISMATCH.
+
+A write without an etag reads the row FOR UPDATE instead, so concurrent unconditional writers of one
+document queue on its row lock and each builds from the one before (no change is dropped, none is refused).
+Only the very first write of a document can still lose: its INSERT to another first INSERT, after which it
+reads the winner's row (locked) and updates it. Retrying optimistically instead, ten concurrent merges
+could each lose more rounds in a row than any bound allows on a loaded machine.
 
 The statements are SQL text on `Db` (docs/ARCHITECTURE.md, "Database access"), built once per table.
 """
@@ -22,7 +27,8 @@ from psycopg.types.json import Jsonb
 from server.core.db import Db
 from server.core.errors import Aborted
 
-# Rounds of losing the race in a row after which an unconditional write gives up (the caller retries).
+# Lost swaps after which a write gives up (the caller retries). With the row lock an unconditional write
+# loses at most once (the first INSERT of a document); the bound guards against a row deleted meanwhile.
 MAX_SWAP_ATTEMPTS = 5
 
 Values = dict[str, Any]
@@ -50,6 +56,7 @@ class VersionedTable:
     columns: tuple[str, ...]
     json: frozenset[str] = frozenset()
     select_sql: str = field(init=False)
+    lock_sql: str = field(init=False)
     insert_sql: str = field(init=False)
     update_sql: str = field(init=False)
 
@@ -59,6 +66,9 @@ class VersionedTable:
         set_values = ", ".join(f"{c} = %s" for c in self.columns)
         statements = {
             "select_sql": f"SELECT version, {', '.join(self.columns)} FROM {self.name} WHERE {where}",
+            "lock_sql": (
+                f"SELECT version, {', '.join(self.columns)} FROM {self.name} WHERE {where} FOR UPDATE"
+            ),
             "insert_sql": (
                 f"INSERT INTO {self.name} ({', '.join(names)}, version) "
                 f"VALUES ({', '.join('%s' for _ in names)}, 1) ON CONFLICT DO NOTHING RETURNING version"
@@ -75,9 +85,12 @@ class VersionedTable:
         return [Jsonb(values[c]) if c in self.json else values[c] for c in self.columns]
 
 
-async def read(db: Db, table: VersionedTable, key: Sequence[Any]) -> tuple[int, Values] | None:
-    """(version, values by column) of the document, or None when it was never written."""
-    row = await db.one(table.select_sql, tuple(key))
+async def read(
+    db: Db, table: VersionedTable, key: Sequence[Any], *, lock: bool = False
+) -> tuple[int, Values] | None:
+    """(version, values by column) of the document, or None when it was never written; `lock`: its row
+    locked until the transaction ends."""
+    row = await db.one(table.lock_sql if lock else table.select_sql, tuple(key))
     if row is None:
         return None
     return row[0], dict(zip(table.columns, row[1:], strict=True))
@@ -97,7 +110,7 @@ async def write(
     nothing; it must not have side effects, since a lost race calls it again.
     """
     for _ in range(MAX_SWAP_ATTEMPTS):
-        current = await read(db, table, key)
+        current = await read(db, table, key, lock=not etag)
         version = current[0] if current is not None else 0
         if etag and etag != etag_of(version):
             raise etag_mismatch(version)

@@ -163,12 +163,15 @@ async def test_concurrent_writers_with_one_etag_one_wins_the_rest_are_aborted(
 
 
 async def test_concurrent_unconditional_merges_all_apply(game_settings, owner, sessions):
-    user, product = owner
+    """Unconditional writers queue on the document's row lock: none is refused, none is lost."""
+    user, product, writers = *owner, 30
 
-    await asyncio.gather(*(put(game_settings, user, product, {f"k{i}": i}, merge=True) for i in range(10)))
+    await asyncio.gather(
+        *(put(game_settings, user, product, {f"k{i}": i}, merge=True) for i in range(writers))
+    )
 
-    assert payload(await get(game_settings, user, product)) == {f"k{i}": i for i in range(10)}
-    assert (await stored(sessions, user, product))[1] == 10
+    assert payload(await get(game_settings, user, product)) == {f"k{i}": i for i in range(writers)}
+    assert (await stored(sessions, user, product))[1] == writers
 
 
 async def test_a_replayed_request_id_returns_the_first_response_and_writes_once(
