@@ -50,9 +50,9 @@ if a.expect is not None and (not save.exists() or save.read_text() != a.expect):
 if a.write is not None:
     a.save_dir.mkdir(parents=True, exist_ok=True)
     save.write_text(a.write)
-if a.started:
-    pathlib.Path(a.started).touch()
-try:
+try:  # the started file inside it: a SIGINT may come as soon as the file exists, before touch() returns
+    if a.started:
+        pathlib.Path(a.started).touch()
     while a.until and not pathlib.Path(a.until).exists():
         time.sleep(0.05)
 except KeyboardInterrupt:
