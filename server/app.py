@@ -92,8 +92,8 @@ class Application:
         pool = create_pool(settings.database_url, size=settings.db_pool_size, timeouts=db_timeouts)
         uow = UnitOfWorkFactory(sessions, settings.event_source, relay.wake, pool)
         store = ObjectStore(settings)  # opened in start(): one long-lived client per process
-        deps = Deps(settings, uow, redis, store)
-        limiter = RateLimiter(redis, parse_limits(settings.rate_limits), deps.clock)
+        limiter = RateLimiter(redis, parse_limits(settings.rate_limits))
+        deps = Deps(settings, uow, redis, store, limiter=limiter)
         verifier = TokenVerifier.from_settings(settings)
         return cls(settings, engine, pool, redis, relay, deps, verifier, limiter)
 

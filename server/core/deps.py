@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from server.core.clock import Clock, utc_now
 from server.core.config import Settings
+from server.core.rate_limit import RateLimiter
 from server.core.redis import RedisClient
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory
@@ -18,3 +19,6 @@ class Deps:
     redis: RedisClient
     store: ObjectStore
     clock: Clock = utc_now
+    # the call pipeline's per-user limits (RATE_LIMITS), for a use case that counts a call itself; one per
+    # process, built and closed by the composition root (None: no limits)
+    limiter: RateLimiter | None = None

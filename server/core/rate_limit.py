@@ -103,11 +103,6 @@ def parse_limits(spec: str) -> dict[str, RateLimit]:
     return limits
 
 
-def method_limit(limits: dict[str, RateLimit], method: str) -> RateLimit | None:
-    """The limit of a gRPC method path (`/library.v1.Service/Method`) among `limits`, if it has one."""
-    return limits.get(method.rsplit(".", 1)[-1])
-
-
 def bucket_key(method: str, subject: str) -> str:
     """The Redis key of `subject`'s budget for `method` (a gRPC path): the subject is its hash tag, so a
     script of that user's keys can count the call in the same slot."""
@@ -134,7 +129,7 @@ class RateLimiter:
 
     def limit_of(self, method: str) -> RateLimit | None:
         """The limit of a gRPC method path (`/library.v1.Service/Method`), if one is configured."""
-        return method_limit(self._limits, method)
+        return self._limits.get(method.rsplit(".", 1)[-1])
 
     async def acquire(self, method: str, subject: str, limit: RateLimit) -> None:
         """Counts one call of `subject` to `method`; raises RateLimited (with the wait) over the limit."""

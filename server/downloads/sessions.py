@@ -28,7 +28,6 @@ from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument, NotFound
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC, rfc3339
 from server.core.pagination import decode_page_token, encode_page_token, query_fingerprint
-from server.core.rate_limit import RateLimiter, method_limit, parse_limits
 from server.core.replay import request_key
 from server.core.uow import UnitOfWork
 from server.downloads import catalog
@@ -87,16 +86,13 @@ class DownloadSessions:
     def __init__(self, deps: Deps):
         self._uow = deps.uow
         self._clock = deps.clock
-        limits = parse_limits(deps.settings.rate_limits)
+        self._limiter = deps.limiter  # counts reports with files or a final status
         self.live = LiveProgress(
             deps.redis,
             stream_maxlen=deps.settings.notification_stream_maxlen,
             stream_ttl_seconds=deps.settings.notification_stream_ttl_seconds,
-            limit=method_limit(limits, REPORT_METHOD),
+            limit=self._limiter.limit_of(REPORT_METHOD) if self._limiter else None,
         )
-        self._limiter = RateLimiter(
-            deps.redis, limits, deps.clock
-        )  # for reports with files or a final status
 
     # ------------------------------------------------------------------ reads
     async def list(
@@ -252,7 +248,8 @@ class DownloadSessions:
         Counted against the user's rate limit first (RateLimited: nothing done)."""
         if report.status == rules.DOWNLOADING and not report.files:
             return await self.report_bytes(str(user_id), str(download_id), report.downloaded_bytes)
-        await self._limiter.admit(REPORT_METHOD, str(user_id))
+        if self._limiter is not None:
+            await self._limiter.admit(REPORT_METHOD, str(user_id))
         if report.status in (rules.COMPLETED, rules.FAILED):
             return await self._finish(user_id, download_id, report)
         if report.files:

@@ -26,6 +26,7 @@ from server.core.db import create_engine, create_sessionmaker
 from server.core.deps import Deps
 from server.core.errors import NotFound, RateLimited
 from server.core.events.cloudevents import DOWNLOAD_EVENTS_TOPIC
+from server.core.rate_limit import RateLimiter, parse_limits
 from server.core.s3 import ObjectStore
 from server.core.uow import UnitOfWorkFactory, notification_stream
 from server.downloads import progress
@@ -533,12 +534,14 @@ async def use_cases_with(settings, redis):
     send."""
     engine = create_engine(settings.database_url, pool_size=2)
     clock = Clock()
+    limiter = RateLimiter(redis, parse_limits(settings.rate_limits), clock)
     deps = Deps(
         settings,
         UnitOfWorkFactory(create_sessionmaker(engine), "/test", lambda: None),
         redis,
         ObjectStore(settings),  # never opened: sessions do not touch S3
         clock,
+        limiter,
     )
     statements: list[str] = []
     event.listen(
@@ -547,6 +550,7 @@ async def use_cases_with(settings, redis):
     try:
         yield DownloadSessions(deps), clock, statements
     finally:
+        limiter.close()
         await engine.dispose()
 
 
