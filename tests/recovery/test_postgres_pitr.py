@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 import grpc
 
@@ -17,6 +17,7 @@ from tests.recovery import drill
 from tests.support.auth import user_metadata
 from tests.support.library import grant_entitlements, upsert_products
 from tests.support.saves import SaveFile, fetch, listing, push
+from tests.support.waiting import wait_until
 
 
 async def library_products(stub, user: uuid.UUID) -> set[uuid.UUID]:
@@ -42,11 +43,17 @@ async def test_restore_to_a_point_in_time_brings_back_exactly_what_was_committed
         assert (await push(cloud, user, games[0], "slot", saves[0])).head.version_number == 1
         # 2. the backup
         assert "full backup" in drill.script("scripts/backup", "full")
+        backed_up = _database_time(settings)
         # 3. more writes, then T
         await grant_entitlements(library, user, games[1])
         assert (await push(cloud, user, games[0], "slot", saves[1], base=1)).head.version_number == 2
-        with drill.service_db(settings) as conn:
-            point = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        # pgbackrest picks a backup whose stop time, in whole seconds, is before T: T in the backup's own
+        # last second would find none (these writes take well under a second)
+        await wait_until(
+            lambda: _database_time(settings).replace(microsecond=0) > backed_up + timedelta(seconds=1),
+            what="a whole second after the backup",
+        )
+        point = _database_time(settings)
         # 4. writes after T
         await grant_entitlements(library, user, games[2])
         assert (await push(cloud, user, games[0], "slot", saves[2], base=2)).head.version_number == 3
@@ -86,3 +93,8 @@ async def test_restore_to_a_point_in_time_brings_back_exactly_what_was_committed
         print(f"service serving {serving_seconds:.1f}s after the restore began")
         print(f"  RPO bound: archive_timeout {archive_timeout:.0f}s + one archive-push")
         print("  " + restored.strip().replace("\n", "\n  "))
+
+
+def _database_time(settings) -> datetime:
+    with drill.service_db(settings) as conn:
+        return conn.execute("SELECT clock_timestamp()").fetchone()[0]
