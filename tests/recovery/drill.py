@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -27,13 +28,29 @@ LOCAL_DIR = Path(os.environ["LOCAL_DIR"])
 PG_DATA = Path(os.environ["PG_DIR"]) / "data"
 
 
-def script(*args: str) -> str:
-    """Runs a script of the project (scripts/...) as an operator would; returns its output."""
-    done = subprocess.run(
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs a script of the project (scripts/...) as an operator would, whatever its exit status."""
+    return subprocess.run(
         ["bash", *args], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=900
     )
+
+
+def script(*args: str) -> str:
+    """Runs a script of the project that must succeed; returns its output."""
+    done = run_script(*args)
     assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def backups() -> list[dict]:
+    """The repository's backup sets, oldest first (`pgbackrest info --output=json`)."""
+    info = script(
+        "-c",
+        "source scripts/lib/env.sh && source scripts/lib/stack.sh && source scripts/lib/pgbackrest.sh"
+        " && pgbr --output=json info",
+    )
+    [stanza] = json.loads(info)
+    return sorted(stanza["backup"], key=lambda b: b["timestamp"]["stop"])
 
 
 def superuser() -> psycopg.Connection:

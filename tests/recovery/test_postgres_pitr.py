@@ -47,8 +47,8 @@ async def test_restore_to_a_point_in_time_brings_back_exactly_what_was_committed
         # 3. more writes, then T
         await grant_entitlements(library, user, games[1])
         assert (await push(cloud, user, games[0], "slot", saves[1], base=1)).head.version_number == 2
-        # pgbackrest picks a backup whose stop time, in whole seconds, is before T: T in the backup's own
-        # last second would find none (these writes take well under a second)
+        # T in a later second than the backup's stop (the usual case; T inside the backup's last second is
+        # test_restore_in_a_backups_last_second.py)
         await wait_until(
             lambda: _database_time(settings).replace(microsecond=0) > backed_up + timedelta(seconds=1),
             what="a whole second after the backup",
