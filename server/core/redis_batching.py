@@ -1,13 +1,15 @@
 """Auto-pipelining of one Lua script on a Redis connection of its own, for a hot path (heartbeats).
 
 Calls arriving within a short window are written to Redis in one write; their replies come back in order
-and are matched to the callers as they are parsed (hiredis), so one caller's error stays its own. This runs
-on a bare asyncio protocol rather than a redis-py pipeline: redis-py spends tens of microseconds per batch
-on connection checkout, retry and timeout wrappers and per-command packing, which the heartbeat can't
-afford (about 205 → 150 µs of server CPU per heartbeat, measured side by side under h2load). Everything
-else uses the ordinary redis-py client. The connection is opened from the pooled client's settings (host,
-port or unix path, password, database, TLS with the system's CAs); client certificates and custom CAs
-are not supported here.
+and are matched to the callers as they are parsed (hiredis), so one caller's error stays its own. The window
+only opens while an earlier write is still unanswered: a call to an idle connection goes out at the end of
+the event loop's current pass (with whatever else that pass submits), so a lone call never waits for it.
+This runs on a bare asyncio protocol rather than a redis-py pipeline: redis-py spends tens of microseconds
+per batch on connection checkout, retry and timeout wrappers and per-command packing, which the heartbeat
+can't afford (about 205 → 150 µs of server CPU per heartbeat, measured side by side under h2load).
+Everything else uses the ordinary redis-py client. The connection is opened from the pooled client's
+settings (host, port or unix path, password, database, TLS with the system's CAs); client certificates and
+custom CAs are not supported here.
 
 Failures: a lost connection fails the calls in flight, and each is sent once more on a fresh connection,
 so the script must be safe to run twice (the heartbeat script is). A NOSCRIPT reply (Redis restarted and
@@ -85,6 +87,11 @@ class RespConnection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(error)
 
+    @property
+    def busy(self) -> bool:
+        """True while a command written on this connection is still unanswered."""
+        return self._answered < self._sent
+
     def send(self, payload: bytes, waiters: list[asyncio.Future]) -> None:
         self._waiters.extend(waiters)
         self._sent += len(waiters)
@@ -150,7 +157,8 @@ async def open_resp(
 
 
 class _Lane:
-    """Calls to one Redis server: what arrives within the window goes out in one write on one connection."""
+    """Calls to one Redis server: what arrives within the window goes out in one write on one connection.
+    The window opens only while the connection has a write in flight (see the module docstring)."""
 
     def __init__(
         self,
@@ -171,7 +179,7 @@ class _Lane:
         self._reply_timeout = reply_timeout_seconds
         self._payloads: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._connection: RespConnection | None = None
         self._connecting = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
@@ -184,7 +192,11 @@ class _Lane:
         if len(self._waiters) >= self._max_batch:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self._window, self._flush)
+            connection = self._connection
+            if connection is not None and connection.busy:
+                self._timer = loop.call_later(self._window, self._flush)
+            else:
+                self._timer = loop.call_soon(self._flush)
         return waiter
 
     def _flush(self) -> None:

@@ -132,3 +132,39 @@ async def test_a_hung_redis_fails_calls_after_the_reply_timeout(redis):
         assert await script(keys=["calls"], args=["after"]) == b"after"
     finally:
         script.close()
+
+
+async def test_a_lone_call_is_sent_without_waiting_for_the_window(redis):
+    script = BatchedScript(redis, SCRIPT, window_seconds=60)
+    try:
+        # the first call opens the connection, the second finds it idle: neither waits the minute
+        assert await asyncio.wait_for(script(keys=["calls"], args=["first"]), 5) == b"first"
+        assert await asyncio.wait_for(script(keys=["calls"], args=["second"]), 5) == b"second"
+    finally:
+        script.close()
+
+
+async def test_calls_made_while_a_write_is_unanswered_share_the_next_write(redis):
+    script = BatchedScript(redis, SCRIPT, window_seconds=0.2)
+    try:
+        await script(keys=["calls"], args=["warm"])
+        connection = script._lane._connection
+        writes: list[int] = []  # the calls each write carried
+        written = asyncio.Event()
+        send = connection.send
+
+        def counted(payload, waiters):
+            writes.append(len(waiters))
+            written.set()
+            send(payload, waiters)
+
+        connection.send = counted
+        await redis.execute_command("CLIENT", "PAUSE", "500", "ALL")  # the next write stays unanswered
+        first = asyncio.ensure_future(script(keys=["calls"], args=["a"]))
+        await asyncio.wait_for(written.wait(), 5)
+        rest = [asyncio.ensure_future(script(keys=["calls"], args=[str(i)])) for i in range(5)]
+
+        assert await asyncio.gather(first, *rest) == [b"a", *(str(i).encode() for i in range(5))]
+        assert writes == [1, 5]
+    finally:
+        script.close()
