@@ -30,7 +30,7 @@ The call pipeline as a grpc.aio interceptor vs the registration-time wrapper: sc
 (BENCH_INTERCEPTOR_ROUNDS, 3).
 Published content (publish throughput, update bytes, manifests, update checks):
 scripts/bench/download_content.py (BENCH_PUBLISH_MIB, 128; BENCH_CONTENT_ROUNDS, 5).
-Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 5;
+Cloud-save sync vs a bare S3 PUT: scripts/bench/cloud_saves.py (BENCH_SAVES_ROUNDS, 9;
 BENCH_SAVES_SMALL_N, 30).
 The outbox relay draining a backlog vs bare sends, and commit→published lag: scripts/bench/outbox.py
 (BENCH_OUTBOX_ROUNDS, 3; BENCH_OUTBOX_ROWS, 4000; BENCH_OUTBOX_SINGLES, 50).

@@ -4,7 +4,7 @@ sync 10 MiB   one save sync as the client makes it: RequestSaveGameUploadURL (gR
               of the bytes (httpx) + ConfirmSaveGameUpload (the server heads the object for its size and
               SHA-256, then commits, with the event and notification in the outbox), vs a bare presigned
               PUT of the same bytes with the same headers and HTTP client to the same store. Throughput
-              ratio bare / sync per round; goal: median >= 0.8. BENCH_SAVES_ROUNDS rounds (5), the two
+              ratio bare / sync per round; goal: median >= 0.8. BENCH_SAVES_ROUNDS rounds (9), the two
               measured back to back in alternating order.
 sync 100 KiB  the same for a 100 KiB file, BENCH_SAVES_SMALL_N syncs (30), each followed by its bare PUT:
               the median overhead of a sync over the bare PUT in milliseconds, the medians of its steps
@@ -177,7 +177,7 @@ async def _measure(target: str, server_pid: int, rounds: int, small_n: int) -> d
 
 def run(bench) -> dict:
     """Runs the cases against one service process; prints their lines; returns the results."""
-    rounds = int(os.environ.get("BENCH_SAVES_ROUNDS", "5"))
+    rounds = int(os.environ.get("BENCH_SAVES_ROUNDS", "9"))
     small_n = int(os.environ.get("BENCH_SAVES_SMALL_N", "30"))
     print("bench: cloud-save sync (upload URL + PUT + confirm) vs a bare presigned PUT", flush=True)
     target = bench.start_service(0, workers=True)

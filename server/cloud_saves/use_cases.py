@@ -4,9 +4,10 @@ restore, listing and download.
 Every change to a user's saves of one product first takes that (user, product) row lock
 (`SaveRepository.lock_owner`), so the quota, the next version number and the "is the base still the head"
 check are decided by one transaction at a time: concurrent requests can never exceed the quota, and of N
-confirms on the same base exactly one becomes the head. S3 calls happen outside those transactions; S3
-objects are deleted only through the deletion queue (`sweeper.py`), never before `reserved_until`, so a
-presigned PUT still in flight cannot recreate an object after its deletion.
+confirms on the same base exactly one becomes the head. S3 writes and deletes happen outside those
+transactions (a confirm's HEAD overlaps its locking: `CloudSaves.confirm`); S3 objects are deleted only
+through the deletion queue (`sweeper.py`), never before `reserved_until`, so a presigned PUT still in flight
+cannot recreate an object after its deletion.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from server.core.errors import (
     ResourceExhausted,
 )
 from server.core.events.cloudevents import rfc3339
+from server.core.overlap import Overlapped
 from server.core.replay import request_key
 from server.core.s3 import StoreUnavailable
 from server.core.uow import UnitOfWork
@@ -335,23 +337,25 @@ class CloudSaves:
         """Verifies the stored object, then commits it, lets a policy decide a conflict, or keeps it as a
         conflict candidate (then raises ConflictResolutionRequired after the commit).
 
-        The row is read first (a read unit) and the store asked holding no lock and no transaction; then,
-        in one transaction, the owner and row locks are taken and the row re-read, with its slot's head,
-        before anything is decided. What is decided is written with the commit (one round trip)."""
+        The row is read first (a read unit, no lock), which names the object. The store is then asked for
+        it while, in one transaction, the owner and row locks are taken and the row re-read with its slot's
+        head: the HEAD and the locking overlap rather than follow each other, so the locks are held for
+        what is left of the HEAD (bounded by S3_TIMEOUT_SECONDS) and the commit. Nothing is decided before
+        both are in. What is decided is written with the commit (one round trip)."""
         async with self._deps.uow.read() as db:
             upload = await repository.upload(db, user_id, savegame_id)
         if upload is None:
             raise savegame_not_found("no such upload, or its reservation expired")
-        intact = False
-        if upload.status == PENDING:
-            if upload.reserved_until <= self._deps.clock():
-                raise savegame_not_found("no such upload, or its reservation expired")
-            stored = await self._store.head(upload.s3_object_key)
-            intact = (
-                stored is not None
-                and stored.size == upload.file_size_bytes
-                and stored.sha256_hex == upload.file_hash_sha256
-            )
+        if upload.status == PENDING and upload.reserved_until <= self._deps.clock():
+            raise savegame_not_found("no such upload, or its reservation expired")
+        async with Overlapped(
+            self._store.head(upload.s3_object_key) if upload.status == PENDING else None
+        ) as stored_object:
+            return await self._confirm_locked(user_id, savegame_id, upload, stored_object)
+
+    async def _confirm_locked(
+        self, user_id: uuid.UUID, savegame_id: uuid.UUID, upload: repository.Upload, stored_object: Overlapped
+    ) -> Confirmation:
         conflict: tuple[SaveGame, SaveGame] | None = None
         async with self._deps.uow() as uow:
             repo = SaveRepository(uow, writes_with_commit=True)
@@ -363,6 +367,12 @@ class CloudSaves:
                 return self._settled(row, head)
             if row is None or row.reserved_until <= now:
                 raise savegame_not_found("no such upload, or its reservation expired")
+            stored = await stored_object.result()
+            intact = (
+                stored is not None
+                and stored.size == row.file_size_bytes
+                and stored.sha256_hex == row.file_hash_sha256
+            )
             if not intact:
                 object_key = row.s3_object_key
                 await repo.forget(row, delete_after=now)
