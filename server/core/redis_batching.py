@@ -89,8 +89,9 @@ class RespConnection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        """True while a command written on this connection is still unanswered."""
-        return self._answered < self._sent
+        """True while a command written on this connection is still unanswered (a lost connection's
+        were failed: it is not busy, and the next call goes out at once on a new one)."""
+        return not self.lost and self._answered < self._sent
 
     def send(self, payload: bytes, waiters: list[asyncio.Future]) -> None:
         self._waiters.extend(waiters)
@@ -192,8 +193,7 @@ class _Lane:
         if len(self._waiters) >= self._max_batch:
             self._flush()
         elif self._timer is None:
-            connection = self._connection
-            if connection is not None and connection.busy:
+            if self._connection is not None and self._connection.busy:
                 self._timer = loop.call_later(self._window, self._flush)
             else:
                 self._timer = loop.call_soon(self._flush)

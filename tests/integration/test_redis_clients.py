@@ -168,3 +168,26 @@ async def test_calls_made_while_a_write_is_unanswered_share_the_next_write(redis
         assert writes == [1, 5]
     finally:
         script.close()
+
+
+async def test_a_call_sent_again_after_its_connection_was_lost_does_not_wait_for_the_window(redis):
+    script = BatchedScript(redis, SCRIPT, window_seconds=60)
+    try:
+        await script(keys=["calls"], args=["warm"])
+        connection = script._lane._connection
+        written = asyncio.Event()
+        send = connection.send
+
+        def counted(payload, waiters):
+            written.set()
+            send(payload, waiters)
+
+        connection.send = counted
+        await redis.execute_command("CLIENT", "PAUSE", "300", "WRITE")  # the call stays unanswered
+        call = asyncio.ensure_future(script(keys=["calls"], args=["again"]))
+        await asyncio.wait_for(written.wait(), 5)
+        connection._transport.abort()  # lost with the call in flight: it is sent once more
+
+        assert await asyncio.wait_for(call, 5) == b"again"
+    finally:
+        script.close()
